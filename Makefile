@@ -1,0 +1,152 @@
+# RT build entry points. Every target does its own set-up: on a fresh machine with only
+# python3 (3.11, venv, pip) it builds .venv from requirements.lock first.
+# Recipes call .venv/bin/python explicitly; no activated shell is needed.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON3 ?= python3
+VENV    := $(CURDIR)/.venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip --disable-pip-version-check --no-input --quiet
+STAMP   := $(VENV)/.rt-installed
+
+# The seven installable packages (each has its own pyproject.toml).
+PACKAGES := \
+	libs/rtcommon \
+	libs/rtclient \
+	services/publisher-agent \
+	services/sequencer \
+	services/supervisor \
+	services/archiver \
+	services/info-service
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+SCRIPTS := rt rt-sequencer rt-publisher-agent rt-supervisor rt-archiver rt-info-service
+
+# Protobuf / gRPC stub generation: protos/rtproto/v1/x.proto -> libs/rtcommon/src/rtproto/v1/.
+PROTO_SRC   := protos
+PROTO_OUT   := libs/rtcommon/src
+PROTO_FILES  = $(sort $(shell find $(PROTO_SRC) -name '*.proto'))
+GENERATED   := \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' -o -name '*_pb2_grpc.pyi' \)
+PROTOC      := $(PY) -m grpc_tools.protoc -I$(PROTO_SRC) \
+	--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc
+# $(call protoc_into,DIR): generate Python, gRPC and mypy stubs for every proto into DIR.
+protoc_into  = $(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
+	--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_FILES)
+INIT_DOC    := """Generated from protos/, do not edit: run `make protos` to regenerate."""
+
+SEEDS ?= 300
+
+.PHONY: help venv run test protos check-protos lint format sim bench clean
+
+help:
+	@echo "make run           run the system (a local cluster; for now it only prints what exists)"
+	@echo "make test          all set-up, check-protos, lint, pytest over tests/, then sim SEEDS=300"
+	@echo "make protos        regenerate the gRPC/protobuf stubs from protos/ into $(PROTO_OUT)/rtproto"
+	@echo "make check-protos  fail if the committed stubs differ from what protos/ generates"
+	@echo "make lint          ruff check + ruff format --check (generated stubs excluded)"
+	@echo "make format        ruff format + ruff check --fix"
+	@echo "make sim SEEDS=N   run the Raft simulation (python -m rt_sequencer.raftsim) over N seeds"
+	@echo "make bench         run every bench/*.py and print its figures"
+	@echo "make venv          build .venv from requirements.lock (every target does this itself)"
+	@echo "make clean         remove .venv and build/test caches"
+
+# ---------------------------------------------------------------------------------------------
+# The virtualenv: built from scratch whenever the lock or a pyproject.toml changes.
+# The lock is installed with --no-deps and then `pip check` runs, so the lock must be complete.
+venv: $(STAMP)
+
+$(STAMP): requirements.lock $(PYPROJECTS)
+	@$(PYTHON3) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+		"RT needs Python >= 3.11; set PYTHON3=/path/to/python3.11")'
+	rm -rf $(VENV)
+	$(PYTHON3) -m venv $(VENV)
+	$(PIP) install --no-deps -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	$(PIP) check
+	touch $@
+
+# ---------------------------------------------------------------------------------------------
+run: $(STAMP)
+	@echo "RT: no cluster is started yet. The local cluster launcher ('rt cluster up': 1 or 3"
+	@echo "nodes on loopback, writing DATA/cluster.json) arrives with the end-to-end issue."
+	@echo
+	@echo "What exists now:"
+	@echo "  protos:    $(PROTO_FILES)"
+	@echo "  rtcommon:  $$(cd libs/rtcommon/src/rtcommon && ls -d */ *.py 2>/dev/null | \
+		grep -v __pycache__ | tr '\n' ' ')"
+	@echo "  commands in .venv/bin (skeletons: each exits 2 with 'not implemented yet'):"
+	@for c in $(SCRIPTS); do echo "    $$c"; done
+
+test: $(STAMP)
+	$(MAKE) check-protos
+	$(MAKE) lint
+	$(PY) -m pytest
+	$(MAKE) sim SEEDS=$(SEEDS)
+
+# ---------------------------------------------------------------------------------------------
+protos: $(STAMP)
+	@bad=$$(find $(PROTO_SRC) -name '*.proto' -not -path '$(PROTO_SRC)/rtproto/*'); \
+	if [ -n "$$bad" ]; then echo "protos: every .proto must live under $(PROTO_SRC)/rtproto/:" \
+		"$$bad" >&2; exit 1; fi
+	mkdir -p $(PROTO_OUT)/rtproto
+	find $(PROTO_OUT)/rtproto -type f $(GENERATED) -delete
+	$(call protoc_into,$(PROTO_OUT))
+	@for d in $$(find $(PROTO_OUT)/rtproto -type d -not -name __pycache__); do \
+		if [ ! -e "$$d/__init__.py" ]; then \
+			echo '$(INIT_DOC)' > "$$d/__init__.py"; echo "created $$d/__init__.py"; fi; \
+	done
+
+check-protos: $(STAMP)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/generated" "$$tmp/committed"; \
+	$(call protoc_into,$$tmp/generated); \
+	(cd $(PROTO_OUT) && find rtproto -type f $(GENERATED) -not -path '*/__pycache__/*' \
+		-exec cp --parents {} "$$tmp/committed" \;); \
+	if ! diff -r "$$tmp/committed" "$$tmp/generated"; then \
+		echo >&2; \
+		echo "check-protos: FAILED: the stubs in $(PROTO_OUT)/rtproto differ from what" \
+			"protos/ generates (diff above: committed vs generated)." >&2; \
+		echo "Never edit generated files by hand: run 'make protos' and commit the result." >&2; \
+		exit 1; \
+	fi; \
+	for d in $$(cd "$$tmp/generated" && find rtproto -type d); do \
+		if [ ! -e "$(PROTO_OUT)/$$d/__init__.py" ]; then \
+			echo "check-protos: FAILED: $(PROTO_OUT)/$$d/__init__.py is missing;" \
+				"run 'make protos'." >&2; exit 1; fi; \
+	done; \
+	echo "check-protos: OK ($(words $(PROTO_FILES)) proto file(s), stubs up to date)"
+
+# ---------------------------------------------------------------------------------------------
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# ---------------------------------------------------------------------------------------------
+sim: $(STAMP)
+	$(PY) -m rt_sequencer.raftsim --seeds $(SEEDS)
+
+# Runs bench/*.py in name order (files starting with '_' are helpers, not benchmarks).
+bench: $(STAMP)
+	@found=0; \
+	for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; \
+		case "$$(basename "$$f")" in _*) continue;; esac; \
+		found=1; echo "== $$f"; $(PY) "$$f"; \
+	done; \
+	if [ "$$found" = 0 ]; then echo "bench: no bench/*.py scripts yet"; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
+		-prune -exec rm -rf {} +
+	find libs services -maxdepth 3 -type d \( -name build -o -name dist \) -prune \
+		-exec rm -rf {} +

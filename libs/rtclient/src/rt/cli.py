@@ -1,0 +1,84 @@
+"""The `rt` command line (DESIGN section 11).
+
+Every subcommand is declared with its public options, but none is implemented yet: each
+prints `rt <cmd>: not implemented yet` to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+NOT_IMPLEMENTED = 2
+
+
+def _not_implemented(name: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"rt {name}: not implemented yet", file=sys.stderr)
+        return NOT_IMPLEMENTED
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rt",
+        description="RT: a replicated, ordered message transport.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cluster = commands.add_parser("cluster", help="run a local cluster on this machine")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", metavar="ACTION")
+    cluster_commands.required = True
+    up = cluster_commands.add_parser(
+        "up",
+        help="start 1 or 3 nodes and the info-service in the foreground",
+        description="Start 1 or 3 nodes and the info-service in the foreground; write "
+        "DIR/cluster.json and print a line containing 'ready'.",
+    )
+    up.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="number of nodes")
+    up.add_argument("--data", default="DATA", metavar="DIR", help="data folder (default DATA)")
+    up.set_defaults(func=_not_implemented("cluster up"))
+
+    pub = commands.add_parser(
+        "pub",
+        help="publish one message per stdin line (JSON if it parses)",
+        description="Publish one message per line of standard input (JSON if it parses).",
+    )
+    pub.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    pub.add_argument("--topic", metavar="T", help="topic to publish on")
+    pub.add_argument("--origin", metavar="O", help="origin recorded on each message")
+    pub.add_argument("--dedup", action="store_true", help="publish on a deduplicating topic")
+    pub.set_defaults(func=_not_implemented("pub"))
+
+    sub = commands.add_parser(
+        "sub",
+        help="print the merged stream, one JSON line per message or event",
+        description='Print one JSON line per message ({"pos":..,"on":..,"id":..,"ts":..,'
+        '"data":..}) and per event ({"event":"reset"|"badtail","pos":[a,b]}).',
+    )
+    sub.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
+    sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
+    sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    sub.set_defaults(func=_not_implemented("sub"))
+
+    status = commands.add_parser(
+        "status",
+        help="roles, positions and lag, per node",
+        description="Show roles, positions and lag, per node.",
+    )
+    status.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    status.set_defaults(func=_not_implemented("status"))
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
