@@ -1,0 +1,1 @@
+"""rtcommon: RT's shared library: the log format, codecs, config, TLS and telemetry helpers."""

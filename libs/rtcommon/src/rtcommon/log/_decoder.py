@@ -1,0 +1,103 @@
+"""The sans-I/O record decoder: feed it bytes, take records and outcomes out.
+
+It knows nothing of files or sockets. A reader feeds the bytes of one log file
+in order, starting at a known position, and after each feed takes what is
+complete::
+
+    decoder = RecordDecoder(position)
+    decoder.feed(chunk)
+    records, outcome = decoder.next_records()
+
+``outcome`` says why decoding stopped: :data:`NEED_DATA` (feed more),
+:data:`SEALED` (the file's seal trailer: nothing follows), or a :class:`Corrupt`
+naming the position of the first byte that is not a valid record. Once sealed
+or corrupt the decoder stays so: bytes after either are never records.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from ._record import CORRUPT, NEED_DATA, SEALED, Record, TagFilter, scan
+
+__all__ = ["NEED_DATA", "SEALED", "Corrupt", "RecordDecoder"]
+
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class Corrupt:
+    """The bytes at ``position`` are not a valid record (``reason`` says why)."""
+
+    position: int
+    reason: str
+
+
+class RecordDecoder:
+    """Frames and checks the records of one log file, fed in order."""
+
+    def __init__(self, position: int, tag_filter: TagFilter | None = None) -> None:
+        self._buffer = b""
+        self._offset = 0  # in _buffer, of the first byte not yet decoded
+        self._base = position  # the log position of _buffer[0]
+        self._filter = tag_filter
+        self._outcome: str | Corrupt = NEED_DATA
+        self._pending: deque[Record] = deque()  # decoded but not yet taken one by one
+
+    @property
+    def position(self) -> int:
+        """Where decoding resumes: after the last record taken (or skipped by the filter)."""
+        if self._pending:
+            first = self._pending[0]
+            return first.position - len(first.raw)
+        return self._base + self._offset
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet framed: the start of an incomplete record."""
+        return len(self._buffer) - self._offset
+
+    @property
+    def wanted(self) -> int:
+        """How many more bytes would complete the record that is waiting, if known."""
+        if self.buffered < _LENGTH.size:
+            return 0
+        (length,) = _LENGTH.unpack_from(self._buffer, self._offset)
+        return max(0, length - self.buffered)
+
+    def feed(self, data: bytes) -> None:
+        if self._outcome is not NEED_DATA or not data:
+            return
+        if self._offset:
+            self._base += self._offset
+            self._buffer = self._buffer[self._offset :]
+            self._offset = 0
+        self._buffer = self._buffer + data if self._buffer else bytes(data)
+
+    def next_records(self) -> tuple[list[Record], str | Corrupt]:
+        """Every complete record fed so far, and why decoding stopped."""
+        if self._pending:
+            records = list(self._pending)
+            self._pending.clear()
+            return records, self._outcome
+        if self._outcome is not NEED_DATA:
+            return [], self._outcome
+        records, self._offset, outcome, reason = scan(
+            self._buffer, self._offset, self._base, self._filter
+        )
+        if outcome == CORRUPT:
+            self._outcome = Corrupt(self._base + self._offset, reason)
+        elif outcome == SEALED:
+            self._outcome = SEALED
+        return records, self._outcome
+
+    def next_record(self) -> Record | str | Corrupt:
+        """One record, or the outcome (NEED_DATA, SEALED, Corrupt) if none is complete."""
+        if not self._pending:
+            records, outcome = self.next_records()
+            if not records:
+                return outcome
+            self._pending.extend(records)
+        return self._pending.popleft()

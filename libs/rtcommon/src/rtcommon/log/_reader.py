@@ -1,0 +1,253 @@
+"""The log reader: records from any position, across rolls and sessions, live.
+
+A reader walks the ``log.X.Y`` files of one directory in order. Within a file
+it decodes with :class:`RecordDecoder`; at the end of what a file holds it
+decides, from the directory, what comes next:
+
+- the file ends with its seal, or a later file exists and the file ends on a
+  record boundary: go on to the later file;
+- a later file exists and the file ends inside a record (a writer died
+  mid-write), or a record is corrupt: a ``badtail`` event
+  ``(position of the bad record, start of the next file)``, then the next file;
+- the file shrank below what was read, emptied together with every later file
+  of its session, and a newer session exists: the source was wiped (a hard
+  reset): a ``reset`` event ``(position reached, start of the new session)``;
+  a file that shrank with non-empty later files of its session was pruned by
+  garbage collection, and the reader goes on to the next file;
+- nothing later exists yet: the file may still grow; :meth:`LogReader.wait`
+  blocks until the directory changes.
+
+Corrupt bytes are never delivered as data: a record is delivered only whole and
+with a matching CRC32C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
+from ._errors import PositionError
+from ._files import list_log_files
+from ._position import check_position, file_name, file_start, split_position
+from ._record import SEAL_SIZE, SEAL_TRAILER, Record, TagFilter
+from ._watch import DirectoryWatcher
+
+DEFAULT_CHUNK_SIZE = 4 << 20
+
+BADTAIL = "badtail"
+RESET = "reset"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """An event in a log: ``badtail`` or ``reset``, with its pair of positions.
+
+    ``badtail``: (position of the corrupt record, start of the next file).
+    ``reset``: (position reached before the wipe, first position after it).
+    Delivery goes on from ``positions[1]``.
+    """
+
+    kind: str
+    positions: tuple[int, int]
+
+    @property
+    def position(self) -> int:
+        """Where reading resumes after this event."""
+        return self.positions[1]
+
+
+def file_is_sealed(path: str | os.PathLike[str]) -> bool:
+    """True if the log file at ``path`` ends with the seal trailer (it is complete)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        return size >= SEAL_SIZE and os.pread(file.fileno(), SEAL_SIZE, size - SEAL_SIZE) == (
+            SEAL_TRAILER
+        )
+
+
+class LogReader:
+    """Reads one log directory from a position on, following it as it grows.
+
+    ``position=None`` starts at the first file present. :meth:`read` never
+    blocks: it returns what is there now (records and events, in log order,
+    about one chunk at a time); :meth:`wait` blocks until there may be more.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        position: int | None = None,
+        *,
+        tag_filter: TagFilter | tuple[str, ...] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        watcher: DirectoryWatcher | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        if tag_filter is not None and not isinstance(tag_filter, TagFilter):
+            tag_filter = TagFilter(tuple(tag_filter))
+        self._filter = tag_filter
+        self._chunk_size = chunk_size
+        self._watcher = watcher or DirectoryWatcher(self.directory)
+        self._file: tuple[int, int] | None = None
+        self._fd = -1
+        self._read_offset = 0  # in the current file, of the next byte to read
+        self._decoder: RecordDecoder | None = None
+        self._start = None if position is None else check_position(position)
+        if self._start is not None:
+            self._check_start(self._start)
+
+    @property
+    def position(self) -> int | None:
+        """Where reading resumes: after the last record returned or skipped."""
+        return self._start if self._decoder is None else self._decoder.position
+
+    def read(self) -> list[Record | LogEvent]:
+        """Records and events available now, in order; ``[]`` if there are none yet."""
+        if self._decoder is None and not self._open_first():
+            return []
+        assert self._decoder is not None
+        items: list[Record | LogEvent] = []
+        while not items:
+            records, outcome = self._decoder.next_records()
+            if records:
+                items.extend(records)
+                continue
+            if outcome is NEED_DATA and self._read_chunk():
+                continue
+            event, go_on = self._at_end(outcome)
+            if event is not None:
+                items.append(event)
+            if not go_on:
+                break
+        return items
+
+    def wait(self, timeout: float) -> None:
+        """Block until the directory may have changed, for at most ``timeout`` seconds."""
+        self._watcher.wait(timeout)
+
+    def close(self) -> None:
+        self._close_file()
+        self._watcher.close()
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Record | LogEvent]:
+        """Everything readable now, without waiting for more."""
+        while items := self.read():
+            yield from items
+
+    # -- choosing files ------------------------------------------------------------------
+
+    def _check_start(self, position: int) -> None:
+        session, roll, offset = split_position(position)
+        files = list_log_files(self.directory)
+        path = self.directory / file_name(session, roll)
+        if (session, roll) in files:
+            size = path.stat().st_size
+            if offset > size and not any(f > (session, roll) for f in files):
+                raise PositionError(f"position {position} is past the end of {path} ({size} bytes)")
+        elif offset and (not files or files[-1] < (session, roll)):
+            raise PositionError(
+                f"position {position} is past the end of the log in {self.directory}"
+                f" ({file_name(session, roll)} does not exist)"
+            )
+
+    def _open_first(self) -> bool:
+        files = list_log_files(self.directory)
+        if self._start is None:
+            if not files:
+                return False
+            self._open(files[0], 0)
+            return True
+        session, roll, offset = split_position(self._start)
+        if (session, roll) in files:
+            self._open((session, roll), offset)
+            return True
+        later = [f for f in files if f > (session, roll)]
+        if not later:
+            return False
+        self._open(later[0], 0)  # the file of the position was removed: go on from the next
+        return True
+
+    def _open(self, file: tuple[int, int], offset: int) -> None:
+        self._close_file()
+        self._file = file
+        self._fd = os.open(self.directory / file_name(*file), os.O_RDONLY)
+        self._read_offset = offset
+        self._decoder = RecordDecoder(file_start(*file) + offset, self._filter)
+
+    def _close_file(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _read_chunk(self) -> bool:
+        assert self._decoder is not None
+        size = max(self._chunk_size, self._decoder.wanted)
+        data = os.pread(self._fd, size, self._read_offset)
+        if not data:
+            return False
+        self._read_offset += len(data)
+        self._decoder.feed(data)
+        return True
+
+    # -- the end of a file ---------------------------------------------------------------
+
+    def _at_end(self, outcome: str | Corrupt) -> tuple[LogEvent | None, bool]:
+        """At the end of what the current file holds: ``(event, whether to read on)``."""
+        assert self._file is not None and self._decoder is not None
+        files = list_log_files(self.directory)
+        later = [f for f in files if f > self._file]
+        if not later:
+            return None, False
+        if outcome is NEED_DATA and self._read_chunk():
+            return None, True  # it grew just before its writer moved on; decode that first
+        current_size = os.fstat(self._fd).st_size
+        if current_size < self._read_offset:
+            return self._after_shrink(later)
+        next_start = file_start(*later[0])
+        if isinstance(outcome, Corrupt):
+            event = LogEvent(BADTAIL, (outcome.position, next_start))
+        elif outcome is not SEALED and self._decoder.buffered:
+            event = LogEvent(BADTAIL, (self._decoder.position, next_start))
+        else:
+            event = None
+        self._open(later[0], 0)
+        return event, True
+
+    def _after_shrink(self, later: list[tuple[int, int]]) -> tuple[LogEvent | None, bool]:
+        assert self._file is not None and self._decoder is not None
+        reached = self._decoder.position
+        session = self._file[0]
+        same_session = [f for f in later if f[0] == session]
+        newer_session = [f for f in later if f[0] > session]
+        emptied = all(self._size(f) == 0 for f in same_session)
+        if emptied and newer_session:
+            self._open(newer_session[0], 0)
+            return LogEvent(RESET, (reached, file_start(*newer_session[0]))), True
+        self._open(later[0], 0)  # pruned by garbage collection
+        return None, True
+
+    def _size(self, file: tuple[int, int]) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            return (self.directory / file_name(*file)).stat().st_size
+        return 0
+
+
+def read_log(
+    directory: str | os.PathLike[str],
+    position: int | None = None,
+    *,
+    tag_filter: TagFilter | tuple[str, ...] | None = None,
+) -> list[Record | LogEvent]:
+    """Everything in ``directory`` from ``position`` on, as it is now (no waiting)."""
+    with LogReader(directory, position, tag_filter=tag_filter) as reader:
+        return list(reader)

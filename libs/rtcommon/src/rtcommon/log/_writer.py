@@ -1,0 +1,276 @@
+"""The log writer: appends records to a log directory, rolling and sealing files.
+
+Opening a writer takes the directory's lock (a second live writer is refused),
+starts a new session (``.session`` + 1, or 0 in a new directory) and creates
+``log.<session>.0``. Records are buffered in memory by :meth:`LogWriter.append`
+and reach the file on :meth:`LogWriter.commit` (or when the buffer fills).
+
+A file rolls before a record would take it past the roll size: the writer
+appends the seal trailer, syncs, and opens ``log.X.<Y+1>`` (or
+``log.<X+1>.0`` when the roll index is exhausted). :meth:`LogWriter.close`
+seals the last file too, so a reader knows every file of a cleanly closed
+writer is complete.
+
+Sync policy (when written bytes are forced to disk with ``fdatasync``):
+
+- ``batch``: every commit; a committed record survives a power loss.
+- ``interval``: at the first commit after ``sync_interval`` seconds, and at every
+  roll and close; a power loss may lose up to that interval.
+- ``none``: never by the writer (the OS writes back in its own time); for
+  tests and data that can be rebuilt.
+
+A failed write (a full disk) cuts the file back to its last whole record and
+raises :class:`LogWriteError`; the records stay buffered, so a later commit can
+retry them and nothing is lost or torn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ._errors import LogDirectoryError, LogLockedError, LogWriteError, RecordTooLargeError
+from ._files import LOCK_FILE, fsync_directory, list_log_files, read_session, write_session
+from ._position import MAX_FILE_SIZE, MAX_ROLL, MAX_SESSION, file_name, file_start
+from ._record import SEAL_SIZE, SEAL_TRAILER
+
+DEFAULT_ROLL_SIZE = MAX_FILE_SIZE
+MIN_ROLL_SIZE = 64
+DEFAULT_BUFFER_SIZE = 1 << 20
+
+
+class SyncPolicy(enum.Enum):
+    BATCH = "batch"
+    INTERVAL = "interval"
+    NONE = "none"
+
+
+class LogWriter:
+    """The one writer of a log directory. Not thread-safe: callers serialise."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        roll_size: int = DEFAULT_ROLL_SIZE,
+        sync: SyncPolicy | str = SyncPolicy.BATCH,
+        sync_interval: float = 1.0,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not MIN_ROLL_SIZE <= roll_size <= MAX_FILE_SIZE:
+            raise ValueError(f"roll size {roll_size} is outside {MIN_ROLL_SIZE}..{MAX_FILE_SIZE}")
+        self.directory = Path(directory)
+        self.roll_size = roll_size
+        self.sync_policy = SyncPolicy(sync)
+        self._sync_interval = sync_interval
+        self._buffer_size = buffer_size
+        self._clock = clock
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._fd = -1
+        self._lock_fd = -1
+        self._open_directory()
+        try:
+            self._lock()
+            self.session = self._next_session()
+            self.roll = 0
+            write_session(self.directory, self.session)
+            self._open_file()
+        except BaseException:
+            self._release()
+            raise
+        self._last_sync = clock()
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The position just after the last record appended."""
+        return self._file_start + self._file_size
+
+    @property
+    def written_position(self) -> int:
+        """The position up to which records are in the file (visible to readers)."""
+        return self._file_start + self._file_size - self._pending_bytes
+
+    @property
+    def durable_position(self) -> int:
+        """The position up to which records were last forced to disk."""
+        return self._durable
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def append(self, record: bytes) -> int:
+        """Buffer one encoded record; return the position just after it."""
+        size = len(record)
+        if self._file_size + size + SEAL_SIZE > self.roll_size:
+            if size + SEAL_SIZE > self.roll_size:
+                raise RecordTooLargeError(
+                    f"a record of {size} bytes does not fit a file of roll size {self.roll_size}"
+                )
+            self._roll()
+        self._pending.append(record)
+        self._pending_bytes += size
+        self._file_size += size
+        if self._pending_bytes >= self._buffer_size:
+            self._write_pending()
+        return self._file_start + self._file_size
+
+    def extend(self, records: Iterable[bytes]) -> int:
+        """Buffer many records; return the position just after the last."""
+        position = self.position
+        for record in records:
+            position = self.append(record)
+        return position
+
+    def commit(self) -> int:
+        """Write what is buffered and sync by policy; return the position written to."""
+        self._check_open()
+        self._write_pending()
+        if self.sync_policy is SyncPolicy.BATCH or (
+            self.sync_policy is SyncPolicy.INTERVAL
+            and self._clock() - self._last_sync >= self._sync_interval
+        ):
+            self._sync()
+        return self.written_position
+
+    def sync(self) -> int:
+        """Write what is buffered and force it to disk, whatever the policy."""
+        self._check_open()
+        self._write_pending()
+        self._sync()
+        return self._durable
+
+    def close(self) -> None:
+        """Commit, seal the last file, and release the directory."""
+        if self._fd < 0:
+            return
+        # A failed write leaves the writer open, records buffered, so close can be retried.
+        self._write_pending()
+        self._seal()
+        self._release()
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LogWriter({str(self.directory)!r}, session={self.session}, roll={self.roll})"
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _open_directory(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise LogDirectoryError(f"{self.directory} exists and is not a directory") from exc
+        except OSError as exc:
+            raise LogDirectoryError(f"cannot create log directory {self.directory}: {exc}") from exc
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise LogDirectoryError(f"log directory {self.directory} is not writable")
+
+    def _lock(self) -> None:
+        path = self.directory / LOCK_FILE
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LogLockedError(
+                f"log directory {self.directory} is in use by another writer (pid {holder});"
+                " only one publisher may write a log directory at a time"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _next_session(self) -> int:
+        stored = read_session(self.directory)
+        files = list_log_files(self.directory)
+        latest = max(stored if stored is not None else -1, files[-1][0] if files else -1)
+        if latest >= MAX_SESSION:
+            raise LogDirectoryError(f"{self.directory} has used every session number")
+        return latest + 1
+
+    def _open_file(self) -> None:
+        path = self.directory / file_name(self.session, self.roll)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except FileExistsError as exc:
+            raise LogDirectoryError(
+                f"{path} already exists: the directory is inconsistent"
+            ) from exc
+        fsync_directory(self.directory)
+        self._file_start = file_start(self.session, self.roll)
+        self._file_size = 0
+        self._durable = self._file_start
+
+    def _roll(self) -> None:
+        self._write_pending()
+        self._seal()
+        if self.roll == MAX_ROLL:
+            self.session, self.roll = self.session + 1, 0
+            write_session(self.directory, self.session)
+        else:
+            self.roll += 1
+        self._open_file()
+
+    def _seal(self) -> None:
+        self._write(SEAL_TRAILER)
+        if self.sync_policy is not SyncPolicy.NONE:
+            self._sync()
+        os.close(self._fd)
+        self._fd = -1
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = -1
+
+    # -- bytes ---------------------------------------------------------------------------
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        self._write(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _write(self, data: bytes) -> None:
+        self._check_open()
+        intact = os.lseek(self._fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            # Cut back to the last whole record so the file never holds a torn one.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, intact)
+            reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+            raise LogWriteError(
+                f"cannot write {self.directory / file_name(self.session, self.roll)}: {reason};"
+                " the records stay buffered and a later commit retries them"
+            ) from exc
+
+    def _sync(self) -> None:
+        os.fdatasync(self._fd)
+        self._last_sync = self._clock()
+        self._durable = self.written_position
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise LogWriteError(f"the writer of {self.directory} is closed")
