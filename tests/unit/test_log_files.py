@@ -180,7 +180,7 @@ def test_torn_tail_of_a_crashed_writer_is_a_badtail(tmp_path):
     with open(tmp_path / "log.0.0", "ab") as file:
         file.write(record(2)[:-3])  # a crash mid-write
     os.close(writer._fd)  # the process died: no seal, lock released
-    os.close(writer._lock_fd)
+    writer._lock.release()
     assert [r.id for r in read_log(tmp_path)] == [1, 2]  # still growing, as far as anyone knows
     with LogWriter(tmp_path) as restarted:
         restarted.append(record(3))

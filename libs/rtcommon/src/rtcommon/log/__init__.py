@@ -21,6 +21,7 @@ from ._errors import (
     RecordTooLargeError,
 )
 from ._files import list_log_files, read_session
+from ._mirror import LogMirror, MirrorError
 from ._position import (
     MAX_FILE_SIZE,
     MAX_OFFSET,
@@ -33,7 +34,7 @@ from ._position import (
     parse_file_name,
     split_position,
 )
-from ._reader import BADTAIL, RESET, LogEvent, LogReader, file_is_sealed, read_log
+from ._reader import BADTAIL, RESET, Chunk, LogEvent, LogReader, file_is_sealed, read_log
 from ._record import (
     HEADER_SIZE,
     MAX_RECORD_SIZE,
@@ -64,6 +65,7 @@ __all__ = [
     "SEALED",
     "SEAL_SIZE",
     "SEAL_TRAILER",
+    "Chunk",
     "Codec",
     "CodecError",
     "Corrupt",
@@ -72,9 +74,11 @@ __all__ = [
     "LogError",
     "LogEvent",
     "LogLockedError",
+    "LogMirror",
     "LogReader",
     "LogWriteError",
     "LogWriter",
+    "MirrorError",
     "PositionError",
     "Record",
     "RecordDecoder",

@@ -87,11 +87,25 @@ class RecordDecoder:
         records, self._offset, outcome, reason = scan(
             self._buffer, self._offset, self._base, self._filter
         )
+        self._set_outcome(outcome, reason)
+        return records, self._outcome
+
+    def next_chunk(self) -> tuple[int, bytes, str | Corrupt]:
+        """``(position, bytes, outcome)``: every complete, checked record fed so far,
+        as the bytes they are, with no record objects made."""
+        start = self._offset
+        if self._outcome is NEED_DATA:
+            _, self._offset, outcome, reason = scan(
+                self._buffer, self._offset, self._base, keep=False
+            )
+            self._set_outcome(outcome, reason)
+        return self._base + start, self._buffer[start : self._offset], self._outcome
+
+    def _set_outcome(self, outcome: str, reason: str) -> None:
         if outcome == CORRUPT:
             self._outcome = Corrupt(self._base + self._offset, reason)
         elif outcome == SEALED:
             self._outcome = SEALED
-        return records, self._outcome
 
     def next_record(self) -> Record | str | Corrupt:
         """One record, or the outcome (NEED_DATA, SEALED, Corrupt) if none is complete."""

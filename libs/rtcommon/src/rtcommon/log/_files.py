@@ -11,10 +11,11 @@ A log directory holds:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from pathlib import Path
 
-from ._errors import LogDirectoryError, PositionError
+from ._errors import LogDirectoryError, LogLockedError, PositionError
 from ._position import parse_file_name
 
 SESSION_FILE = ".session"
@@ -76,3 +77,32 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DirectoryLock:
+    """The exclusive ``flock`` on a directory's ``.lock``, naming the holder's pid.
+
+    The kernel drops the lock when its holder dies, so a crashed writer never
+    leaves a directory locked.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = -1
+            raise LogLockedError(
+                f"log directory {self.directory} is in use by another writer (pid {holder});"
+                " only one process may write a log directory at a time"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = -1

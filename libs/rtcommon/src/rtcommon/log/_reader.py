@@ -60,6 +60,20 @@ class LogEvent:
         return self.positions[1]
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Whole records of one file as bytes, from ``position``; ``sealed``: the file ends
+    after them. What a replicator ships; the seal trailer itself is never in ``data``."""
+
+    position: int
+    data: bytes
+    sealed: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.position + len(self.data)
+
+
 def file_is_sealed(path: str | os.PathLike[str]) -> bool:
     """True if the log file at ``path`` ends with the seal trailer (it is complete)."""
     with open(path, "rb") as file:
@@ -96,6 +110,7 @@ class LogReader:
         self._fd = -1
         self._read_offset = 0  # in the current file, of the next byte to read
         self._decoder: RecordDecoder | None = None
+        self._seal_marked = False  # read_chunks has yielded the current file's seal
         self._start = None if position is None else check_position(position)
         if self._start is not None:
             self._check_start(self._start)
@@ -107,18 +122,47 @@ class LogReader:
 
     def read(self) -> list[Record | LogEvent]:
         """Records and events available now, in order; ``[]`` if there are none yet."""
+        return self._read(self._take_records, seal_marks=False)
+
+    def read_chunks(self) -> list[Chunk | LogEvent]:
+        """Like :meth:`read`, but whole records as :class:`Chunk` bytes, never decoded.
+
+        Leaving a file yields an empty sealed chunk at the file's last good position
+        (before a ``badtail`` event, if there is one), so a copy can be sealed alike.
+        """
+        return self._read(self._take_chunk, seal_marks=True)
+
+    def _take_records(self) -> tuple[list[Record], str | Corrupt]:
+        assert self._decoder is not None
+        return self._decoder.next_records()
+
+    def _take_chunk(self) -> tuple[list[Chunk], str | Corrupt]:
+        assert self._decoder is not None
+        position, data, outcome = self._decoder.next_chunk()
+        return ([Chunk(position, data)] if data else []), outcome
+
+    def _read(self, take, *, seal_marks: bool) -> list:
         if self._decoder is None and not self._open_first():
             return []
         assert self._decoder is not None
-        items: list[Record | LogEvent] = []
+        items: list = []
         while not items:
-            records, outcome = self._decoder.next_records()
-            if records:
-                items.extend(records)
+            taken, outcome = take()
+            if taken:
+                items.extend(taken)
                 continue
             if outcome is NEED_DATA and self._read_chunk():
                 continue
+            last_good = self._decoder.position
+            if seal_marks and outcome is SEALED and not self._seal_marked:
+                # A sealed file is complete even before a later file appears.
+                self._seal_marked = True
+                items.append(Chunk(last_good, b"", sealed=True))
+            marked = self._seal_marked
             event, go_on = self._at_end(outcome)
+            moved_on = go_on and self._decoder.position != last_good
+            if seal_marks and moved_on and not marked and (event is None or event.kind == BADTAIL):
+                items.append(Chunk(last_good, b"", sealed=True))
             if event is not None:
                 items.append(event)
             if not go_on:
@@ -183,6 +227,7 @@ class LogReader:
         self._fd = os.open(self.directory / file_name(*file), os.O_RDONLY)
         self._read_offset = offset
         self._decoder = RecordDecoder(file_start(*file) + offset, self._filter)
+        self._seal_marked = False
 
     def _close_file(self) -> None:
         if self._fd >= 0:

@@ -51,6 +51,7 @@ _FIELDS = struct.Struct("<BBBBqqiB")
 _SCAN_HEADER = struct.Struct("<IIB23xB")
 _SEAL_LENGTH, _SEAL_CHECK = _PREFIX.unpack(SEAL_TRAILER)
 _NO_TAGS = (0, b"")
+_NEVER = MAX_TAGS + 1  # a tag count no record has: the scan keeps nothing
 
 
 @lru_cache(maxsize=1024)
@@ -234,14 +235,20 @@ class TagFilter:
 
 
 def scan(
-    buf: bytes, offset: int, base: int, tag_filter: TagFilter | None = None
+    buf: bytes,
+    offset: int,
+    base: int,
+    tag_filter: TagFilter | None = None,
+    *,
+    keep: bool = True,
 ) -> tuple[list[Record], int, str, str]:
     """Frame and check the records in ``buf`` from ``offset`` on.
 
     ``base`` is the log position of ``buf[0]``. Returns ``(records, stop, outcome,
     reason)``: the records that passed their CRC (and the filter), the offset where
     scanning stopped, why it stopped (:data:`NEED_DATA`, :data:`SEALED`,
-    :data:`CORRUPT`) and, when corrupt, a human-readable reason.
+    :data:`CORRUPT`) and, when corrupt, a human-readable reason. With
+    ``keep=False`` it only frames and checks: no record objects are made.
     """
     # The loop is the per-record cost of every reader: it breaks on anything
     # unusual and leaves the diagnosis to _stop_reason.
@@ -252,7 +259,12 @@ def scan(
     startswith = buf.startswith
     end = len(buf)
     last_header = end - HEADER_SIZE
-    need, tag_bytes = (0, b"") if tag_filter is None else (tag_filter.need, tag_filter.tag_bytes)
+    if not keep:
+        need, tag_bytes = _NEVER, b""
+    elif tag_filter is None:
+        need, tag_bytes = 0, b""
+    else:
+        need, tag_bytes = tag_filter.need, tag_filter.tag_bytes
     while offset <= last_header:
         length, stored_crc, magic, tag_count = unpack(buf, offset)
         stop = offset + length

@@ -29,14 +29,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ._errors import LogDirectoryError, LogLockedError, LogWriteError, RecordTooLargeError
-from ._files import LOCK_FILE, fsync_directory, list_log_files, read_session, write_session
+from ._errors import LogDirectoryError, LogWriteError, RecordTooLargeError
+from ._files import DirectoryLock, fsync_directory, list_log_files, read_session, write_session
 from ._position import MAX_FILE_SIZE, MAX_ROLL, MAX_SESSION, file_name, file_start
 from ._record import SEAL_SIZE, SEAL_TRAILER
 
@@ -75,10 +74,9 @@ class LogWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._fd = -1
-        self._lock_fd = -1
         self._open_directory()
+        self._lock = DirectoryLock(self.directory)
         try:
-            self._lock()
             self.session = self._next_session()
             self.roll = 0
             write_session(self.directory, self.session)
@@ -180,20 +178,6 @@ class LogWriter:
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise LogDirectoryError(f"log directory {self.directory} is not writable")
 
-    def _lock(self) -> None:
-        path = self.directory / LOCK_FILE
-        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LogLockedError(
-                f"log directory {self.directory} is in use by another writer (pid {holder});"
-                " only one publisher may write a log directory at a time"
-            ) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-
     def _next_session(self) -> int:
         stored = read_session(self.directory)
         files = list_log_files(self.directory)
@@ -236,9 +220,7 @@ class LogWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = -1
+        self._lock.release()
 
     # -- bytes ---------------------------------------------------------------------------
 

@@ -20,7 +20,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class LogChunk(_message.Message):
-    """A run of whole encoded log records, copied as bytes, starting at a log position."""
+    """A run of whole encoded log records, copied as bytes, starting at a log position.
+    A chunk never holds the seal trailer itself: `sealed` says the file ends after `data`,
+    and the receiver seals its own copy of the file.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -30,9 +33,9 @@ class LogChunk(_message.Message):
     position: _builtins.int
     """Log position of the first byte of `data`."""
     data: _builtins.bytes
-    """Whole encoded log records, byte for byte as they are in the log file."""
+    """Whole encoded log records, byte for byte as they are in the log file (may be empty)."""
     sealed: _builtins.bool
-    """True when this chunk ends its file (the file is sealed: it has rolled)."""
+    """True when the file ends after `data` (it has rolled or its writer moved on)."""
     def __init__(
         self,
         *,
@@ -68,3 +71,18 @@ class Position(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Position: _TypeAlias = Position  # noqa: Y015
+
+@_typing.final
+class Empty(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Empty: _TypeAlias = Empty  # noqa: Y015

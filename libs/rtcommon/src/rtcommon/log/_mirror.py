@@ -1,0 +1,208 @@
+"""The log mirror: a byte copy of another log, written chunk by chunk.
+
+A node's input copy of a publisher's log (``/s/in/<stream>``) and a subscriber's
+local copy of the merged log are mirrors: their files have the source's names
+and their records sit at the source's positions, so a position means the same
+in the copy as in the source. Chunks arrive as :class:`Chunk` (whole records of
+one file, and whether the file ends after them); the mirror checks that a chunk
+continues the copy and holds whole valid records before writing a byte.
+
+A chunk that overlaps what the copy already holds is trimmed, and one wholly
+behind it is ignored, so two sources (a publisher's push and a peer's backup
+fetch) can race without harm: both copy the same log.
+
+On open, the last file is checked and cut back to its last whole record, so a
+crash mid-write leaves no torn record; the source sends the rest again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ._decoder import NEED_DATA, SEALED, RecordDecoder
+from ._errors import LogError
+from ._files import (
+    DirectoryLock,
+    fsync_directory,
+    list_log_files,
+    write_file_atomically,
+)
+from ._position import file_name, file_start, split_position
+from ._reader import Chunk
+from ._record import SEAL_TRAILER, scan
+from ._writer import SyncPolicy
+
+#: Names the position a copy began at, when it began mid-file (the bytes before are a hole).
+MIRROR_START_FILE = ".mirror-start"
+_RECOVER_CHUNK = 4 << 20
+
+
+def read_mirror_start(directory: Path) -> int | None:
+    try:
+        return int((directory / MIRROR_START_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+class MirrorError(LogError, ValueError):
+    """A chunk that does not continue the copy, or is not whole valid records."""
+
+
+class LogMirror:
+    """The one writer of a log copy. Not thread-safe: callers serialise."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, sync: SyncPolicy | str = SyncPolicy.BATCH
+    ) -> None:
+        self.directory = Path(directory)
+        self.sync_policy = SyncPolicy(sync)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = DirectoryLock(self.directory)
+        self._file: tuple[int, int] | None = None
+        self._fd = -1
+        self._size = 0  # bytes of records in the current file (its seal excluded)
+        self.sealed = False
+        self._unsynced: list[int] = []  # descriptors written since the last sync
+        self._new_files = False
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+        self.durable = self.end
+
+    @property
+    def end(self) -> int | None:
+        """The position just after the last record held, or None for an empty copy."""
+        return None if self._file is None else file_start(*self._file) + self._size
+
+    def write(self, chunk: Chunk) -> int | None:
+        """Add ``chunk`` to the copy (trimmed to what is new); return the new end."""
+        session, roll, offset = split_position(chunk.position)
+        file = (session, roll)
+        data = chunk.data
+        if self._file is not None and file < self._file:
+            return self.end  # an old file: held already
+        if self._file == file:
+            if offset < self._size:  # overlap: keep what is new
+                data = b"" if offset + len(data) <= self._size else data[self._size - offset :]
+                offset = self._size
+            if offset != self._size:
+                raise MirrorError(
+                    f"chunk at {chunk.position} leaves a gap: the copy of {file_name(*file)}"
+                    f" in {self.directory} ends at offset {self._size}"
+                )
+            if self.sealed:
+                if data:
+                    raise MirrorError(f"{file_name(*file)} in {self.directory} is sealed")
+                return self.end
+        elif self._file is not None and not self.sealed:
+            raise MirrorError(
+                f"chunk at {chunk.position} starts {file_name(*file)} but"
+                f" {file_name(*self._file)} in {self.directory} is not sealed"
+            )
+        elif self._file is not None and offset != 0:
+            raise MirrorError(
+                f"chunk at {chunk.position} starts {file_name(*file)} in {self.directory}"
+                " mid-file; a new file is copied from its start"
+            )
+        self._check_records(chunk.position + len(chunk.data) - len(data), data)
+        if self._file != file:
+            if self._file is None and offset:
+                write_file_atomically(self.directory / MIRROR_START_FILE, b"%d\n" % chunk.position)
+            self._start_file(file, offset)
+        if data:
+            self._write_at(data, self._size)
+            self._size += len(data)
+        if chunk.sealed:
+            self._write_at(SEAL_TRAILER, self._size)
+            self.sealed = True
+        if self.sync_policy is SyncPolicy.BATCH:
+            self.sync()
+        return self.end
+
+    def sync(self) -> int | None:
+        """Force what was written to disk; return the durable end."""
+        for fd in self._unsynced:
+            os.fdatasync(fd)
+            if fd != self._fd:
+                os.close(fd)  # a file sealed since the last sync: done with it
+        self._unsynced.clear()
+        if self._new_files:
+            fsync_directory(self.directory)
+            self._new_files = False
+        self.durable = self.end
+        return self.durable
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self._fd >= 0:
+                self.sync()
+        for fd in {*self._unsynced, self._fd} - {-1}:
+            os.close(fd)
+        self._unsynced = []
+        self._fd = -1
+        self._lock.release()
+
+    def __enter__(self) -> LogMirror:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_records(self, position: int, data: bytes) -> None:
+        _, stop, outcome, reason = scan(data, 0, position, keep=False)
+        if stop != len(data) or outcome != NEED_DATA:
+            why = reason or ("a seal trailer" if outcome == SEALED else "a partial record")
+            raise MirrorError(
+                f"chunk at {position} is not whole valid records: {why} at {position + stop}"
+            )
+
+    def _recover(self) -> None:
+        files = list_log_files(self.directory)
+        if not files:
+            return
+        self._file = files[-1]
+        path = self.directory / file_name(*self._file)
+        self._fd = os.open(path, os.O_RDWR)
+        start = read_mirror_start(self.directory)
+        offset = 0
+        if start is not None and split_position(start)[:2] == self._file:
+            offset = split_position(start)[2]  # the copy began mid-file: a hole before
+        decoder = RecordDecoder(file_start(*self._file) + offset)
+        outcome = NEED_DATA
+        while outcome is NEED_DATA:
+            data = os.pread(self._fd, _RECOVER_CHUNK, offset)
+            if not data:
+                break
+            offset += len(data)
+            decoder.feed(data)
+            _, _, outcome = decoder.next_chunk()
+        self._size = split_position(decoder.position)[2]
+        self.sealed = outcome is SEALED
+        keep = self._size + len(SEAL_TRAILER) if self.sealed else self._size
+        if keep < os.fstat(self._fd).st_size:
+            os.ftruncate(self._fd, keep)  # a torn or corrupt tail: the source sends it again
+            os.fdatasync(self._fd)
+
+    def _start_file(self, file: tuple[int, int], offset: int) -> None:
+        if self._fd >= 0 and self._fd not in self._unsynced:
+            os.close(self._fd)
+        path = self.directory / file_name(*file)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._file = file
+        self._size = offset
+        self.sealed = False
+        self._new_files = True
+
+    def _write_at(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+        if self._fd not in self._unsynced:
+            self._unsynced.append(self._fd)

@@ -1,0 +1,151 @@
+"""Chunks read from a log and copied into a mirror: byte-identical copies, clean errors."""
+
+import filecmp
+import os
+
+import pytest
+
+from rtcommon.log import (
+    BADTAIL,
+    Chunk,
+    Codec,
+    LogEvent,
+    LogLockedError,
+    LogMirror,
+    LogReader,
+    LogWriter,
+    MirrorError,
+    encode_message,
+    file_start,
+    list_log_files,
+    make_position,
+    read_log,
+)
+
+
+def record(i: int) -> bytes:
+    return encode_message(b"r%d" % i, origin="pub", ts=i, id=i + 1, codec=Codec.RAW)
+
+
+def write_source(directory, sessions=2, per_session=25, roll_size=300):
+    for s in range(sessions):
+        with LogWriter(directory, roll_size=roll_size) as writer:
+            for i in range(per_session):
+                writer.append(record(s * per_session + i))
+
+
+def all_chunks(directory, position=None, chunk_size=4 << 20):
+    with LogReader(directory, position, chunk_size=chunk_size) as reader:
+        return list(iter(reader.read_chunks, []))
+
+
+def flatten(batches):
+    return [item for batch in batches for item in batch]
+
+
+def test_chunks_copied_into_a_mirror_make_identical_files(tmp_path):
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    write_source(source)
+    items = flatten(all_chunks(source, chunk_size=100))
+    assert all(isinstance(item, Chunk) for item in items)
+    assert sum(1 for c in items if c.sealed) == len(list_log_files(source))
+    with LogMirror(copy) as mirror:
+        for chunk in items:
+            mirror.write(chunk)
+        assert mirror.end == items[-1].end
+    names = sorted(n for n in os.listdir(source) if n.startswith("log."))
+    match, mismatch, errors = filecmp.cmpfiles(source, copy, names, shallow=False)
+    assert (match, mismatch, errors) == (names, [], [])
+    assert [r.raw for r in read_log(copy)] == [r.raw for r in read_log(source)]
+
+
+def test_overlapping_and_repeated_chunks_are_trimmed(tmp_path):
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    write_source(source, sessions=1)
+    items = flatten(all_chunks(source, chunk_size=60))
+    with LogMirror(copy) as mirror:
+        for chunk in items:
+            mirror.write(chunk)
+            mirror.write(chunk)  # a second source sending the same
+        for chunk in items:
+            mirror.write(chunk)  # everything again, long after
+    assert [r.id for r in read_log(copy)] == list(range(1, 26))
+    big = Chunk(items[0].position, items[0].data + items[1].data)  # overlaps, then new
+    with LogMirror(tmp_path / "copy2") as mirror:
+        mirror.write(items[0])
+        mirror.write(big)
+        assert mirror.end == items[1].end
+
+
+def test_gaps_bad_bytes_and_unsealed_files_are_refused(tmp_path):
+    one, two = record(1), record(2)
+    with LogMirror(tmp_path) as mirror:
+        mirror.write(Chunk(0, one))
+        with pytest.raises(MirrorError, match="gap"):
+            mirror.write(Chunk(len(one) + 1, two))
+        with pytest.raises(MirrorError, match="CRC32C mismatch"):
+            mirror.write(Chunk(len(one), two[:-1] + b"\0"))
+        with pytest.raises(MirrorError, match="partial record"):
+            mirror.write(Chunk(len(one), two[:-1]))
+        with pytest.raises(MirrorError, match="not sealed"):
+            mirror.write(Chunk(file_start(0, 1), two))
+        mirror.write(Chunk(len(one), b"", sealed=True))
+        with pytest.raises(MirrorError, match="sealed"):
+            mirror.write(Chunk(len(one), two))
+        with pytest.raises(MirrorError, match="mid-file"):
+            mirror.write(Chunk(make_position(0, 1, 5), two))
+        mirror.write(Chunk(file_start(3, 0), two))  # a later session starts cleanly
+        assert mirror.end == file_start(3, 0) + len(two)
+    assert [r.id for r in read_log(tmp_path)] == [2, 3]
+
+
+def test_one_mirror_per_directory(tmp_path):
+    with LogMirror(tmp_path), pytest.raises(LogLockedError):
+        LogMirror(tmp_path)
+
+
+def test_reopen_cuts_a_torn_tail_and_resumes(tmp_path):
+    with LogMirror(tmp_path) as mirror:
+        mirror.write(Chunk(0, record(1) + record(2)))
+        end = mirror.end
+    with open(tmp_path / "log.0.0", "ab") as file:
+        file.write(record(3)[:10])  # a crash mid-write
+    with LogMirror(tmp_path) as mirror:
+        assert mirror.end == end and not mirror.sealed
+        assert os.path.getsize(tmp_path / "log.0.0") == end
+        mirror.write(Chunk(end, record(3), sealed=True))
+    with LogMirror(tmp_path) as mirror:
+        assert mirror.sealed and mirror.end == end + len(record(3))
+
+
+def test_a_copy_may_begin_mid_file(tmp_path):
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    write_source(source, sessions=1, roll_size=1 << 20)
+    everything = read_log(source)
+    start = everything[9].position
+    items = flatten(all_chunks(source, start, chunk_size=64))
+    with LogMirror(copy) as mirror:
+        mirror.write(items[0])
+    with LogMirror(copy) as mirror:  # reopening knows where the copy began
+        assert mirror.end == items[0].end
+        for chunk in items[1:]:
+            mirror.write(chunk)
+    assert [r.raw for r in read_log(copy, start)] == [r.raw for r in everything[10:]]
+
+
+def test_chunks_of_a_torn_source_seal_at_the_last_good_record(tmp_path):
+    writer = LogWriter(tmp_path)
+    writer.append(record(0))
+    writer.commit()
+    with open(tmp_path / "log.0.0", "ab") as file:
+        file.write(record(1)[:-1])
+    os.close(writer._fd)
+    writer._lock.release()
+    with LogWriter(tmp_path) as restarted:
+        restarted.append(record(2))
+    items = flatten(all_chunks(tmp_path))
+    good = len(record(0))
+    assert items[0] == Chunk(0, record(0))
+    assert items[1] == Chunk(good, b"", sealed=True)
+    assert items[2] == LogEvent(BADTAIL, (good, file_start(1, 0)))
+    assert items[3] == Chunk(file_start(1, 0), record(2))
