@@ -316,3 +316,34 @@ def test_full_disk_leaves_no_torn_record_and_commit_retries(tmp_path):
     assert "error: cannot write" in out and "later commit retries" in out
     assert "intact: 0" in out
     assert "after: True" in out
+
+
+def test_continue_at_a_position_drops_what_follows(tmp_path):
+    with LogWriter(tmp_path, roll_size=120, seal_on_close=False) as writer:
+        positions = [writer.append(record(i)) for i in range(10)]
+    assert not file_is_sealed(tmp_path / "log.0.3") and len(list_log_files(tmp_path)) == 4
+    with LogWriter(tmp_path, roll_size=120, at=positions[3], seal_on_close=False) as writer:
+        assert writer.session == 0 and writer.position == positions[3]
+        again = [writer.append(record(i)) for i in range(4, 10)]
+    assert again == positions[4:]
+    assert [r.id for r in read_log(tmp_path)] == list(range(1, 11))
+    with pytest.raises(LogDirectoryError, match="holds only"):
+        LogWriter(tmp_path, at=make_position(0, 0, 5000))
+
+
+def test_continue_at_the_start_of_a_new_session(tmp_path):
+    with LogWriter(tmp_path, at=file_start(4, 0)) as writer:
+        writer.append(record(0))
+    assert list_log_files(tmp_path) == [(4, 0)] and read_session(tmp_path) == 4
+
+
+def test_append_run_rolls_between_records_like_single_appends(tmp_path):
+    raws = [record(i) for i in range(20)]
+    with LogWriter(tmp_path / "one", roll_size=150) as one:
+        singles = [one.append(raw) for raw in raws]
+    with LogWriter(tmp_path / "run", roll_size=150) as run:
+        ends = [run.append_run(b"".join(raws[i : i + 7])) for i in range(0, 20, 7)]
+    assert ends == [singles[6], singles[13], singles[19]]
+    for name in os.listdir(tmp_path / "one"):
+        if name.startswith("log."):
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "run" / name).read_bytes()

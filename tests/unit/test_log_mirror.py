@@ -149,3 +149,17 @@ def test_chunks_of_a_torn_source_seal_at_the_last_good_record(tmp_path):
     assert items[1] == Chunk(good, b"", sealed=True)
     assert items[2] == LogEvent(BADTAIL, (good, file_start(1, 0)))
     assert items[3] == Chunk(file_start(1, 0), record(2))
+
+
+def test_reading_up_to_a_limit_stops_exactly_there(tmp_path):
+    write_source(tmp_path, sessions=2, per_session=10, roll_size=150)
+    everything = read_log(tmp_path)
+    with LogReader(tmp_path) as records, LogReader(tmp_path) as chunks:
+        for stop in [everything[i].position for i in (0, 2, 3, 9, 10, 15, 19)]:
+            got = flatten(iter(lambda stop=stop: records.read(stop), []))
+            assert got and got[-1].position == stop
+            assert records.position == stop
+            copied = [
+                c for c in flatten(iter(lambda stop=stop: chunks.read_chunks(stop), [])) if c.data
+            ]
+            assert copied[-1].end == stop and chunks.position == stop

@@ -1,2 +1,11 @@
-"""rt: RT's user API (Publisher, Subscriber, prune), the `rt` command line and the local
-cluster launcher. Only the command-line skeleton exists so far."""
+"""rt: RT's user API.
+
+``rt.Cluster`` names the nodes; ``rt.Publisher`` writes a local log and
+replicates it to the cluster; ``rt.Subscriber`` replicates the merged log and
+delivers it from a local copy; ``rt.prune`` truncates a local copy. The ``rt``
+command line lives in ``rt.cli``.
+"""
+
+from ._cluster import Cluster
+
+__all__ = ["Cluster"]

@@ -1,14 +1,33 @@
-"""Entry point of `rt-sequencer` (also `python -m rt_sequencer`).
+"""Entry point of ``rt-sequencer --cluster FILE --node N`` (also ``python -m rt_sequencer``)."""
 
-A skeleton for now: it says so and exits with status 2.
-"""
+from __future__ import annotations
 
+import argparse
+import logging
 import sys
 
+from rtcommon.cluster import ClusterError, ClusterSpec
 
-def main() -> int:
-    print("rt-sequencer: not implemented yet", file=sys.stderr)
-    return 2
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rt-sequencer", description=__doc__)
+    parser.add_argument("--cluster", required=True, help="the cluster.json of the cluster")
+    parser.add_argument("--node", type=int, required=True, help="this node's id (0, 1, 2)")
+    args = parser.parse_args(argv)
+    try:
+        spec = ClusterSpec.from_file(args.cluster)
+        name = spec.node(args.node).name
+    except ClusterError as exc:
+        print(f"rt-sequencer: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {name} sequencer %(levelname)s %(name)s: %(message)s",
+    )
+    from ._node import run_node
+
+    run_node(spec, args.node)
+    return 0
 
 
 if __name__ == "__main__":

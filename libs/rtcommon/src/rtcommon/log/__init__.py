@@ -17,11 +17,12 @@ from ._errors import (
     LogLockedError,
     LogWriteError,
     PositionError,
+    PositionPastEndError,
     RecordError,
     RecordTooLargeError,
 )
-from ._files import list_log_files, read_session
-from ._mirror import LogMirror, MirrorError
+from ._files import list_log_files, read_session, write_file_atomically
+from ._mirror import LogMirror, MirrorError, PendingSync
 from ._position import (
     MAX_FILE_SIZE,
     MAX_OFFSET,
@@ -44,6 +45,7 @@ from ._record import (
     TagFilter,
     encode_message,
     encode_record,
+    scan,
 )
 from ._watch import DirectoryWatcher
 from ._writer import DEFAULT_ROLL_SIZE, MIN_ROLL_SIZE, LogWriter, SyncPolicy
@@ -79,7 +81,9 @@ __all__ = [
     "LogWriteError",
     "LogWriter",
     "MirrorError",
+    "PendingSync",
     "PositionError",
+    "PositionPastEndError",
     "Record",
     "RecordDecoder",
     "RecordError",
@@ -100,5 +104,7 @@ __all__ = [
     "parse_file_name",
     "read_log",
     "read_session",
+    "scan",
     "split_position",
+    "write_file_atomically",
 ]

@@ -76,8 +76,12 @@ class RecordDecoder:
             self._offset = 0
         self._buffer = self._buffer + data if self._buffer else bytes(data)
 
-    def next_records(self) -> tuple[list[Record], str | Corrupt]:
-        """Every complete record fed so far, and why decoding stopped."""
+    def _end(self, limit: int | None) -> int | None:
+        return None if limit is None else max(self._offset, limit - self._base)
+
+    def next_records(self, limit: int | None = None) -> tuple[list[Record], str | Corrupt]:
+        """Every complete record fed so far (ending at or before position ``limit``, if
+        given), and why decoding stopped."""
         if self._pending:
             records = list(self._pending)
             self._pending.clear()
@@ -85,18 +89,19 @@ class RecordDecoder:
         if self._outcome is not NEED_DATA:
             return [], self._outcome
         records, self._offset, outcome, reason = scan(
-            self._buffer, self._offset, self._base, self._filter
+            self._buffer, self._offset, self._base, self._filter, end=self._end(limit)
         )
         self._set_outcome(outcome, reason)
         return records, self._outcome
 
-    def next_chunk(self) -> tuple[int, bytes, str | Corrupt]:
-        """``(position, bytes, outcome)``: every complete, checked record fed so far,
-        as the bytes they are, with no record objects made."""
+    def next_chunk(self, limit: int | None = None) -> tuple[int, bytes, str | Corrupt]:
+        """``(position, bytes, outcome)``: every complete, checked record fed so far
+        (ending at or before position ``limit``, if given), as the bytes they are, with
+        no record objects made."""
         start = self._offset
         if self._outcome is NEED_DATA:
             _, self._offset, outcome, reason = scan(
-                self._buffer, self._offset, self._base, keep=False
+                self._buffer, self._offset, self._base, keep=False, end=self._end(limit)
             )
             self._set_outcome(outcome, reason)
         return self._base + start, self._buffer[start : self._offset], self._outcome

@@ -4,6 +4,7 @@ Every error this package raises derives from :class:`LogError`::
 
     LogError
      ├── PositionError        a position or file name out of range or malformed
+     │    └── PositionPastEndError  a position beyond the end of a log
      ├── RecordError          a record that cannot be written
      │    └── RecordTooLargeError
      ├── CodecError           a payload the codec cannot encode or decode
@@ -24,6 +25,10 @@ class LogError(Exception):
 
 class PositionError(LogError, ValueError):
     """A position, or its session/roll/offset parts, is out of range or malformed."""
+
+
+class PositionPastEndError(PositionError):
+    """A position beyond the end of the log it is meant for."""
 
 
 class RecordError(LogError, ValueError):

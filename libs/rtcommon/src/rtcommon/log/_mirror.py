@@ -46,6 +46,29 @@ def read_mirror_start(directory: Path) -> int | None:
         return None
 
 
+class PendingSync:
+    """Descriptors (duplicated, so they outlive the mirror's own) and a directory to force
+    to disk; when that is done, everything before ``end`` is durable."""
+
+    __slots__ = ("directory", "end", "fds")
+
+    def __init__(self, fds: list[int], directory: Path | None, end: int | None) -> None:
+        self.fds = fds
+        self.directory = directory
+        self.end = end
+
+    def run(self) -> None:
+        try:
+            for fd in self.fds:
+                os.fdatasync(fd)
+            if self.directory is not None:
+                fsync_directory(self.directory)
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []
+
+
 class MirrorError(LogError, ValueError):
     """A chunk that does not continue the copy, or is not whole valid records."""
 
@@ -125,15 +148,30 @@ class LogMirror:
 
     def sync(self) -> int | None:
         """Force what was written to disk; return the durable end."""
+        pending = self.detach_sync()
+        pending.run()
+        return self.synced(pending)
+
+    def detach_sync(self) -> PendingSync:
+        """Take what needs forcing to disk now, as a :class:`PendingSync` whose ``run()``
+        may go to another thread while this mirror goes on writing; then call
+        :meth:`synced` with it."""
+        pending = PendingSync(
+            [os.dup(fd) for fd in self._unsynced],
+            self.directory if self._new_files else None,
+            self.end,
+        )
         for fd in self._unsynced:
-            os.fdatasync(fd)
             if fd != self._fd:
                 os.close(fd)  # a file sealed since the last sync: done with it
         self._unsynced.clear()
-        if self._new_files:
-            fsync_directory(self.directory)
-            self._new_files = False
-        self.durable = self.end
+        self._new_files = False
+        return pending
+
+    def synced(self, pending: PendingSync) -> int | None:
+        """Record that ``pending`` ran: its end is durable."""
+        if pending.end is not None and (self.durable is None or pending.end > self.durable):
+            self.durable = pending.end
         return self.durable
 
     def close(self) -> None:

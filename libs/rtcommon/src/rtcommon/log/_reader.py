@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
-from ._errors import PositionError
+from ._errors import PositionPastEndError
 from ._files import list_log_files
 from ._position import check_position, file_name, file_start, split_position
 from ._record import SEAL_SIZE, SEAL_TRAILER, Record, TagFilter
@@ -120,39 +120,45 @@ class LogReader:
         """Where reading resumes: after the last record returned or skipped."""
         return self._start if self._decoder is None else self._decoder.position
 
-    def read(self) -> list[Record | LogEvent]:
-        """Records and events available now, in order; ``[]`` if there are none yet."""
-        return self._read(self._take_records, seal_marks=False)
+    def read(self, limit: int | None = None) -> list[Record | LogEvent]:
+        """Records and events available now, in order; ``[]`` if there are none yet.
 
-    def read_chunks(self) -> list[Chunk | LogEvent]:
+        With ``limit`` (a position at a record boundary), reading stops there."""
+        return self._read(self._take_records, limit, seal_marks=False)
+
+    def read_chunks(self, limit: int | None = None) -> list[Chunk | LogEvent]:
         """Like :meth:`read`, but whole records as :class:`Chunk` bytes, never decoded.
 
         Leaving a file yields an empty sealed chunk at the file's last good position
         (before a ``badtail`` event, if there is one), so a copy can be sealed alike.
         """
-        return self._read(self._take_chunk, seal_marks=True)
+        return self._read(self._take_chunk, limit, seal_marks=True)
 
-    def _take_records(self) -> tuple[list[Record], str | Corrupt]:
+    def _take_records(self, limit: int | None) -> tuple[list[Record], str | Corrupt]:
         assert self._decoder is not None
-        return self._decoder.next_records()
+        return self._decoder.next_records(limit)
 
-    def _take_chunk(self) -> tuple[list[Chunk], str | Corrupt]:
+    def _take_chunk(self, limit: int | None) -> tuple[list[Chunk], str | Corrupt]:
         assert self._decoder is not None
-        position, data, outcome = self._decoder.next_chunk()
+        position, data, outcome = self._decoder.next_chunk(limit)
         return ([Chunk(position, data)] if data else []), outcome
 
-    def _read(self, take, *, seal_marks: bool) -> list:
+    def _read(self, take, limit: int | None, *, seal_marks: bool) -> list:
         if self._decoder is None and not self._open_first():
             return []
         assert self._decoder is not None
         items: list = []
         while not items:
-            taken, outcome = take()
+            if limit is not None and self._decoder.position >= limit:
+                break
+            taken, outcome = take(limit)
             if taken:
                 items.extend(taken)
                 continue
             if outcome is NEED_DATA and self._read_chunk():
                 continue
+            if limit is not None and self._decoder.position >= limit:
+                break
             last_good = self._decoder.position
             if seal_marks and outcome is SEALED and not self._seal_marked:
                 # A sealed file is complete even before a later file appears.
@@ -197,9 +203,11 @@ class LogReader:
         if (session, roll) in files:
             size = path.stat().st_size
             if offset > size and not any(f > (session, roll) for f in files):
-                raise PositionError(f"position {position} is past the end of {path} ({size} bytes)")
+                raise PositionPastEndError(
+                    f"position {position} is past the end of {path} ({size} bytes)"
+                )
         elif offset and (not files or files[-1] < (session, roll)):
-            raise PositionError(
+            raise PositionPastEndError(
                 f"position {position} is past the end of the log in {self.directory}"
                 f" ({file_name(session, roll)} does not exist)"
             )

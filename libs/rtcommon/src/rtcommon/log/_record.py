@@ -241,6 +241,7 @@ def scan(
     tag_filter: TagFilter | None = None,
     *,
     keep: bool = True,
+    end: int | None = None,
 ) -> tuple[list[Record], int, str, str]:
     """Frame and check the records in ``buf`` from ``offset`` on.
 
@@ -248,7 +249,8 @@ def scan(
     reason)``: the records that passed their CRC (and the filter), the offset where
     scanning stopped, why it stopped (:data:`NEED_DATA`, :data:`SEALED`,
     :data:`CORRUPT`) and, when corrupt, a human-readable reason. With
-    ``keep=False`` it only frames and checks: no record objects are made.
+    ``keep=False`` it only frames and checks: no record objects are made. With
+    ``end`` it stops at that offset of ``buf`` as if the buffer ended there.
     """
     # The loop is the per-record cost of every reader: it breaks on anything
     # unusual and leaves the diagnosis to _stop_reason.
@@ -257,7 +259,7 @@ def scan(
     view = memoryview(buf)
     unpack = _SCAN_HEADER.unpack_from
     startswith = buf.startswith
-    end = len(buf)
+    end = len(buf) if end is None else min(end, len(buf))
     last_header = end - HEADER_SIZE
     if not keep:
         need, tag_bytes = _NEVER, b""
@@ -278,12 +280,12 @@ def scan(
         if tag_count >= need and startswith(tag_bytes, offset + TAGS_OFFSET):
             append(Record(buf[offset:stop], base + stop))
         offset = stop
-    outcome, reason = _stop_reason(buf, offset)
+    outcome, reason = _stop_reason(buf, offset, end)
     return records, offset, outcome, reason
 
 
-def _stop_reason(buf: bytes, offset: int) -> tuple[str, str]:
-    available = len(buf) - offset
+def _stop_reason(buf: bytes, offset: int, end: int) -> tuple[str, str]:
+    available = end - offset
     if available < 8:
         return NEED_DATA, ""
     length, stored_crc = _PREFIX.unpack_from(buf, offset)

@@ -19,6 +19,10 @@ Sync policy (when written bytes are forced to disk with ``fdatasync``):
 - ``none``: never by the writer (the OS writes back in its own time); for
   tests and data that can be rebuilt.
 
+``at=position`` continues an existing log exactly there instead of starting a
+session (the merged log after a restart: bytes after it are dropped and written
+again); ``seal_on_close=False`` leaves the last file open for such a writer.
+
 A failed write (a full disk) cuts the file back to its last whole record and
 raises :class:`LogWriteError`; the records stay buffered, so a later commit can
 retry them and nothing is lost or torn.
@@ -34,10 +38,17 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ._errors import LogDirectoryError, LogWriteError, RecordTooLargeError
+from ._errors import LogDirectoryError, LogWriteError, RecordError, RecordTooLargeError
 from ._files import DirectoryLock, fsync_directory, list_log_files, read_session, write_session
-from ._position import MAX_FILE_SIZE, MAX_ROLL, MAX_SESSION, file_name, file_start
-from ._record import SEAL_SIZE, SEAL_TRAILER
+from ._position import (
+    MAX_FILE_SIZE,
+    MAX_ROLL,
+    MAX_SESSION,
+    file_name,
+    file_start,
+    split_position,
+)
+from ._record import SEAL_SIZE, SEAL_TRAILER, scan
 
 DEFAULT_ROLL_SIZE = MAX_FILE_SIZE
 MIN_ROLL_SIZE = 64
@@ -62,6 +73,8 @@ class LogWriter:
         sync_interval: float = 1.0,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        at: int | None = None,
+        seal_on_close: bool = True,
     ) -> None:
         if not MIN_ROLL_SIZE <= roll_size <= MAX_FILE_SIZE:
             raise ValueError(f"roll size {roll_size} is outside {MIN_ROLL_SIZE}..{MAX_FILE_SIZE}")
@@ -74,13 +87,17 @@ class LogWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._fd = -1
+        self._seal_on_close = seal_on_close
         self._open_directory()
         self._lock = DirectoryLock(self.directory)
         try:
-            self.session = self._next_session()
-            self.roll = 0
-            write_session(self.directory, self.session)
-            self._open_file()
+            if at is None:
+                self.session = self._next_session()
+                self.roll = 0
+                write_session(self.directory, self.session)
+                self._open_file()
+            else:
+                self._continue_at(at)
         except BaseException:
             self._release()
             raise
@@ -123,6 +140,23 @@ class LogWriter:
             self._write_pending()
         return self._file_start + self._file_size
 
+    def append_run(self, data: bytes) -> int:
+        """Buffer whole records given as one run of bytes (as a :class:`Chunk` holds them);
+        files roll between records exactly as appending them one by one would."""
+        if self._file_size + len(data) + SEAL_SIZE <= self.roll_size:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            self._file_size += len(data)
+            if self._pending_bytes >= self._buffer_size:
+                self._write_pending()
+            return self._file_start + self._file_size
+        records, stop, _, reason = scan(data, 0, 0)
+        if stop != len(data):
+            raise RecordError(f"not a run of whole valid records: {reason or 'partial record'}")
+        for record in records:
+            self.append(record.raw)
+        return self.position
+
     def extend(self, records: Iterable[bytes]) -> int:
         """Buffer many records; return the position just after the last."""
         position = self.position
@@ -149,12 +183,16 @@ class LogWriter:
         return self._durable
 
     def close(self) -> None:
-        """Commit, seal the last file, and release the directory."""
+        """Commit, seal the last file (unless ``seal_on_close=False``), release the directory."""
         if self._fd < 0:
             return
         # A failed write leaves the writer open, records buffered, so close can be retried.
         self._write_pending()
-        self._seal()
+        if self._seal_on_close:
+            self._seal()
+        else:
+            if self.sync_policy is not SyncPolicy.NONE:
+                self._sync()
         self._release()
 
     def __enter__(self) -> LogWriter:
@@ -185,6 +223,29 @@ class LogWriter:
         if latest >= MAX_SESSION:
             raise LogDirectoryError(f"{self.directory} has used every session number")
         return latest + 1
+
+    def _continue_at(self, position: int) -> None:
+        # A log that must go on where a checkpoint says it was (the merged log after a
+        # restart): bytes written after that point are dropped, to be written again.
+        self.session, self.roll, offset = split_position(position)
+        current = (self.session, self.roll)
+        for later in [f for f in list_log_files(self.directory) if f > current]:
+            (self.directory / file_name(*later)).unlink()
+        path = self.directory / file_name(*current)
+        size = path.stat().st_size if path.exists() else 0
+        if size < offset:
+            raise LogDirectoryError(
+                f"cannot continue {path} at offset {offset}: the file holds only {size} bytes"
+            )
+        if (read_session(self.directory) or 0) < self.session or not path.exists():
+            write_session(self.directory, self.session)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.ftruncate(self._fd, offset)
+        os.fsync(self._fd)
+        fsync_directory(self.directory)
+        self._file_start = file_start(self.session, self.roll)
+        self._file_size = offset
+        self._durable = self.position
 
     def _open_file(self) -> None:
         path = self.directory / file_name(self.session, self.roll)

@@ -1,0 +1,52 @@
+"""``rt.Cluster``: where a client finds the nodes.
+
+A cluster is read from the ``cluster.json`` that ``rt cluster up`` writes, or
+built from a list of node addresses (each node serves every gRPC service on
+both its push and pull ports, so one address per node is enough).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
+from rtcommon.env import roll_size
+
+__all__ = ["Cluster"]
+
+
+class Cluster:
+    """The nodes of one RT cluster, as clients see them."""
+
+    def __init__(self, nodes: ClusterSpec | list[str] | tuple[str, ...]) -> None:
+        if isinstance(nodes, ClusterSpec):
+            self.spec = nodes
+        else:
+            if isinstance(nodes, str):
+                raise TypeError("rt.Cluster takes a list of 'host:port' addresses, not a string")
+            self.spec = ClusterSpec(
+                nodes=tuple(
+                    NodeSpec(id=i, name=f"node-{i}", push=address, pull=address, rest="")
+                    for i, address in enumerate(nodes)
+                ),
+                roll_size=roll_size(),
+            )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Cluster:
+        return cls(ClusterSpec.from_file(path))
+
+    @property
+    def nodes(self) -> tuple[NodeSpec, ...]:
+        return self.spec.nodes
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def quorum(self) -> int:
+        return quorum(len(self.spec.nodes))
+
+    def __repr__(self) -> str:
+        return f"Cluster({[node.push for node in self.nodes]!r})"

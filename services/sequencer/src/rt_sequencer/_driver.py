@@ -1,0 +1,175 @@
+"""The Raft driver: runs the sans-I/O core against real time, disk and network.
+
+It owns the :class:`~rt_sequencer.raft.RaftNode` exclusively. Ticks, messages
+from peers and proposals queue in an inbox; one task steps them in, then takes
+each Ready in turn: persist (in a worker thread, so the event loop keeps
+serving), send, hand committed entries on, ``advance``. Nothing touches the
+core while a Ready is being persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._signal import Signal
+from .raft import (
+    Accepted,
+    Config,
+    Entry,
+    FileStorage,
+    Message,
+    RaftError,
+    RaftNode,
+    Role,
+    Snapshot,
+)
+
+__all__ = ["RaftDriver"]
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.02
+ELECTION_TICKS = 25  # 0.5 to 1 s without a leader before campaigning
+HEARTBEAT_TICKS = 5  # 0.1 s
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        peers: tuple[int, ...],
+        storage: FileStorage,
+        applied: int,
+        send: Callable[[Message], None],
+        deliver: Callable[[list[Entry], Snapshot | None], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.storage = storage
+        self.node = RaftNode(
+            Config(
+                node_id=node_id,
+                peers=peers,
+                rng=rng or random.Random(),
+                election_tick=ELECTION_TICKS,
+                heartbeat_tick=HEARTBEAT_TICKS,
+                applied=applied,
+                forward_proposals=False,
+                on_event=lambda line: log.info("raft: %s", line),
+            ),
+            storage,
+        )
+        self._send = send
+        self._deliver = deliver
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self.role_changed = Signal()
+        self.role = self.node.role
+        self.leader = self.node.leader_id
+
+    # -- inputs (any task) ---------------------------------------------------------------
+
+    def step(self, message: Message) -> None:
+        self._post("step", message)
+
+    def propose(self, data: bytes) -> asyncio.Future[Accepted | None]:
+        future: asyncio.Future[Accepted | None] = asyncio.get_running_loop().create_future()
+        self._post("propose", (data, future))
+        return future
+
+    def compact(self, index: int, data: bytes, keep: int) -> None:
+        """Snapshot the state ``data`` as of ``index`` and drop older entries, keeping
+        ``keep`` entries for followers that lag a little."""
+        self._post("compact", (index, data, keep))
+
+    @property
+    def term(self) -> int:
+        return self.node.term
+
+    @property
+    def last_index(self) -> int:
+        return self.node.last_index
+
+    @property
+    def commit_index(self) -> int:
+        return self.node.commit_index
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._tick_forever())
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._drain_inbox()
+                while self.node.has_ready():
+                    await self._handle_ready()
+        finally:
+            ticker.cancel()
+
+    def _post(self, kind: str, item: Any) -> None:
+        self._inbox.append((kind, item))
+        self._wake.set()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self._post("tick", None)
+
+    async def _drain_inbox(self) -> None:
+        node = self.node
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "tick":
+                node.tick()
+            elif kind == "step":
+                try:
+                    node.step(item)
+                except RaftError as exc:
+                    log.warning("dropped a raft message from node %d: %s", item.src, exc)
+            elif kind == "propose":
+                data, future = item
+                try:
+                    accepted = node.propose(data)
+                except RaftError as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(accepted)
+            elif kind == "compact":
+                index, data, keep = item
+                await asyncio.to_thread(self._compact, index, data, keep)
+
+    def _compact(self, index: int, data: bytes, keep: int) -> None:
+        if index <= self.storage.snapshot().index:
+            return
+        self.storage.create_snapshot(index, data)
+        if index - keep > self.storage.first_index():
+            self.storage.compact(index - keep)
+
+    async def _handle_ready(self) -> None:
+        ready = self.node.ready()
+        if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
+            await asyncio.to_thread(
+                self.storage.save, ready.hard_state, ready.entries, ready.snapshot
+            )
+        for message in ready.messages:
+            self._send(message)
+        if ready.soft_state is not None:
+            self.role, self.leader = ready.soft_state.role, ready.soft_state.leader_id
+            log.info("raft: %s, leader %s, term %d", self.role.value, self.leader, self.term)
+            self.role_changed.fire()
+        if ready.committed_entries or ready.snapshot is not None:
+            self._deliver(ready.committed_entries, ready.snapshot)
+        self.node.advance(ready)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER

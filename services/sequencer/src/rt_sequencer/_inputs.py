@@ -1,0 +1,127 @@
+"""Input copies: each publisher stream's log, mirrored byte for byte under ``s/in``.
+
+A stream is one publisher log directory (``<host>.<topic>``); the node keeps a
+:class:`~rtcommon.log.LogMirror` of it in ``s/in/<stream>/``, fed by the
+publisher's push and by the backup fetch from peers. Writes land in the page
+cache at once; one syncer forces every written stream to disk in a worker
+thread (group commit), and only then does a stream's ``held`` position move:
+the position before which this node holds every record durably. Pushers,
+gossip and the applier wait on that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+from rtcommon.log import Chunk, LogMirror, SyncPolicy
+
+from ._signal import Signal
+
+__all__ = ["InputStore", "InputStream", "StreamNameError"]
+
+log = logging.getLogger(__name__)
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+DEDUP_SUFFIX = ".dedup"
+
+
+class StreamNameError(ValueError):
+    """A stream name that is not a safe directory name."""
+
+
+def check_stream_name(name: str) -> str:
+    if not _STREAM_NAME.fullmatch(name):
+        raise StreamNameError(
+            f"stream name {name!r} is not 1-200 characters of [A-Za-z0-9._-] not starting with '.'"
+        )
+    return name
+
+
+class InputStream:
+    """One stream's input copy on this node."""
+
+    def __init__(self, store: InputStore, name: str) -> None:
+        self.name = name
+        self.dedup = name.endswith(DEDUP_SUFFIX)
+        self.directory = store.root / name
+        self.mirror = LogMirror(self.directory, sync=SyncPolicy.NONE)
+        self._store = store
+        self.held_changed = Signal()
+        self.last_write = 0.0  #: loop time of the last write that added bytes
+
+    @property
+    def held(self) -> int:
+        """Every record before this position is on this node's disk (0: nothing yet)."""
+        return self.mirror.durable or 0
+
+    @property
+    def written(self) -> int:
+        """Every record before this position is written here (maybe not yet durable)."""
+        return self.mirror.end or 0
+
+    def write(self, chunk: Chunk) -> None:
+        """Add a chunk (from a push or a fetch); it becomes held at the next group sync."""
+        before = self.mirror.end
+        self.mirror.write(chunk)
+        if self.mirror.end != before or chunk.sealed:
+            self.last_write = asyncio.get_running_loop().time()
+            self._store.mark_dirty(self)
+
+    def close(self) -> None:
+        self.mirror.close()
+
+
+class InputStore:
+    """Every stream's input copy under ``s/in``, and the group syncer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.streams: dict[str, InputStream] = {}
+        self._dirty: set[InputStream] = set()
+        self._dirty_event = asyncio.Event()
+        self.written = Signal()  #: fires when any stream is written (the fetch server follows)
+        self.changed = Signal()  #: fires when any held position moves
+        for path in sorted(root.iterdir()):
+            if path.is_dir() and _STREAM_NAME.fullmatch(path.name):
+                self.streams[path.name] = InputStream(self, path.name)
+
+    def open(self, name: str) -> InputStream:
+        stream = self.streams.get(check_stream_name(name))
+        if stream is None:
+            stream = self.streams[name] = InputStream(self, name)
+            log.info("new input stream %s", name)
+        return stream
+
+    def held(self) -> dict[str, int]:
+        return {name: stream.held for name, stream in self.streams.items()}
+
+    def mark_dirty(self, stream: InputStream) -> None:
+        self._dirty.add(stream)
+        self._dirty_event.set()
+        self.written.fire()
+
+    async def run_syncer(self) -> None:
+        """Force written streams to disk, many at once, and move their held positions."""
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            batch, self._dirty = self._dirty, set()
+            pending = [(stream, stream.mirror.detach_sync()) for stream in batch]
+            await asyncio.to_thread(_run_all, [p for _, p in pending])
+            for stream, sync in pending:
+                stream.mirror.synced(sync)
+                stream.held_changed.fire()
+            self.changed.fire()
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            stream.close()
+
+
+def _run_all(pending: list) -> None:
+    for sync in pending:
+        sync.run()

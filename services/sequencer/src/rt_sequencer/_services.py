@@ -1,0 +1,198 @@
+"""The node's gRPC services: Push (publishers), Pull (subscribers), Peer, Admin.
+
+Each servicer translates between the wire and the node's parts and maps their
+errors to gRPC status codes; the logic lives in the parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from rtcommon.log import (
+    Chunk,
+    LogReader,
+    MirrorError,
+    PositionError,
+    PositionPastEndError,
+    list_log_files,
+)
+from rtcommon.log import file_start as log_file_start
+from rtproto.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    peer_pb2_grpc,
+    pull_pb2,
+    pull_pb2_grpc,
+    push_pb2,
+    push_pb2_grpc,
+)
+
+from ._inputs import StreamNameError
+from ._peers import decode_message
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = ["AdminService", "PeerService", "PullService", "PushService"]
+
+log = logging.getLogger(__name__)
+
+PULL_CHUNK_BYTES = 1 << 20
+
+
+def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
+    return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
+
+
+async def _follow(reader: LogReader, wait):
+    """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none."""
+    while True:
+        items = reader.read_chunks()
+        if not items:
+            await wait()
+            continue
+        for item in items:
+            if isinstance(item, Chunk):
+                yield item
+            else:
+                log.warning("%s while serving %s", item, reader.directory)
+
+
+class PushService(push_pb2_grpc.PushServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Push(self, request_iterator, context):
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("kind") != "open":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request is open")
+        try:
+            stream = self.node.inputs.open(first.open.stream)
+        except StreamNameError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log.info("push of %s from %s", stream.name, first.open.publisher or "?")
+        reader = asyncio.create_task(self._receive(stream, context))
+        try:
+            last = None
+            while True:
+                reply = (stream.held, self.node.view.quorum_held(stream.name))
+                if reply != last:
+                    last = reply
+                    await context.write(push_pb2.PushReply(held=reply[0], replicated=reply[1]))
+                if reader.done():
+                    break
+                waiter = asyncio.create_task(stream.held_changed.wait_for(1.0))
+                view = asyncio.create_task(self.node.view.changed.wait_for(1.0))
+                await asyncio.wait({reader, waiter, view}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                view.cancel()
+            error = reader.exception()
+            if isinstance(error, MirrorError | PositionError):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            elif error is not None:
+                raise error
+        finally:
+            reader.cancel()
+
+    async def _receive(self, stream, context) -> None:
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                return
+            chunk = request.chunk
+            stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+
+
+class PullService(pull_pb2_grpc.PullServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Pull(self, request, context):
+        out = self.node.out
+        start = getattr(request, "from")
+        if start == pull_pb2.PullRequest.END:
+            position = out.position
+        elif start == pull_pb2.PullRequest.START:
+            files = list_log_files(out.directory)
+            position = log_file_start(*files[0]) if files else out.position
+        else:
+            position = request.position
+        try:
+            reader = LogReader(
+                out.directory, position, chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES
+            )
+        except PositionPastEndError as exc:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE, f"{exc} (merged log ends at {out.position})"
+            )
+        except PositionError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        with reader:
+            async for chunk in _follow(reader, lambda: out.appended.wait_for(1.0)):
+                yield _to_proto(chunk)
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Raft(self, request_iterator, context):
+        driver = self.node.driver
+        async for batch in request_iterator:
+            for data in batch.messages:
+                driver.step(decode_message(data))
+        return common_pb2.Empty()
+
+    async def Gossip(self, request_iterator, context):
+        async for state in request_iterator:
+            if 0 <= state.node < self.node.view.node_count and state.node != self.node.id:
+                self.node.view.update(state.node, dict(state.held))
+        return common_pb2.Empty()
+
+    async def Fetch(self, request, context):
+        stream = self.node.inputs.streams.get(request.stream)
+        if stream is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {request.stream!r} here")
+        try:
+            reader = LogReader(stream.directory, request.position, chunk_size=PULL_CHUNK_BYTES)
+        except PositionError as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        inputs = self.node.inputs
+        with reader:
+            async for chunk in _follow(reader, lambda: inputs.written.wait_for(1.0)):
+                yield _to_proto(chunk)
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(self, request, context):
+        node = self.node
+        driver, merger = node.driver, node.merger
+        files = list_log_files(node.out.directory)
+        return admin_pb2.NodeStatus(
+            node=node.spec.name,
+            role=driver.role.value,
+            term=driver.term,
+            leader=driver.leader - 1 if driver.leader else -1,
+            commit_index=driver.commit_index,
+            applied_index=merger.applied_index,
+            out_position=node.out.position,
+            out_start=log_file_start(*files[0]) if files else node.out.position,
+            streams=[
+                admin_pb2.StreamStatus(
+                    stream=name, held=stream.held, merged=merger.merged.get(name, 0)
+                )
+                for name, stream in sorted(node.inputs.streams.items())
+            ],
+            records_merged=merger.records_merged,
+            bytes_merged=merger.bytes_merged,
+        )

@@ -1,0 +1,29 @@
+"""A broadcast wake-up for asyncio tasks that poll shared state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Signal:
+    """Wakes every task waiting at the moment it fires; later waiters wait for the next.
+
+    Waiters re-read the state they care about after waking, so a fire is a hint,
+    never a message: nothing is lost when several fires coalesce.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    async def wait_for(self, timeout: float) -> None:
+        """Wait for the next fire, or ``timeout`` seconds, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
