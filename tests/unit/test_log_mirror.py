@@ -124,7 +124,9 @@ def test_a_copy_may_begin_mid_file(tmp_path):
     everything = read_log(source)
     start = everything[9].position
     items = flatten(all_chunks(source, start, chunk_size=64))
-    with LogMirror(copy) as mirror:
+    with LogMirror(copy) as mirror, pytest.raises(MirrorError, match="mid-file"):
+        mirror.write(items[0])
+    with LogMirror(copy, start_mid_file=True) as mirror:
         mirror.write(items[0])
     with LogMirror(copy) as mirror:  # reopening knows where the copy began
         assert mirror.end == items[0].end

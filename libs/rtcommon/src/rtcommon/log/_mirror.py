@@ -11,6 +11,9 @@ A chunk that overlaps what the copy already holds is trimmed, and one wholly
 behind it is ignored, so two sources (a publisher's push and a peer's backup
 fetch) can race without harm: both copy the same log.
 
+A copy starts at the start of a file, unless made with ``start_mid_file=True``
+(a subscriber that begins at a position: the bytes before it are a hole).
+
 On open, the last file is checked and cut back to its last whole record, so a
 crash mid-write leaves no torn record; the source sends the rest again.
 """
@@ -77,9 +80,14 @@ class LogMirror:
     """The one writer of a log copy. Not thread-safe: callers serialise."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, sync: SyncPolicy | str = SyncPolicy.BATCH
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        sync: SyncPolicy | str = SyncPolicy.BATCH,
+        start_mid_file: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self._start_mid_file = start_mid_file
         self.sync_policy = SyncPolicy(sync)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = DirectoryLock(self.directory)
@@ -126,7 +134,7 @@ class LogMirror:
                 f"chunk at {chunk.position} starts {file_name(*file)} but"
                 f" {file_name(*self._file)} in {self.directory} is not sealed"
             )
-        elif self._file is not None and offset != 0:
+        elif offset != 0 and (self._file is not None or not self._start_mid_file):
             raise MirrorError(
                 f"chunk at {chunk.position} starts {file_name(*file)} in {self.directory}"
                 " mid-file; a new file is copied from its start"

@@ -1,0 +1,316 @@
+"""The sequencer on its own: real rt-sequencer processes, real gRPC, raw push and pull.
+
+These tests drive the node's wire contracts directly (push.proto, pull.proto),
+so they check the cluster's promises without the client library: merged logs
+byte-identical on every node, each stream's records once and in order, the
+backup path, dedup, restarts and leader loss, and clear errors for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.log import (
+    Chunk,
+    Codec,
+    LogReader,
+    LogWriter,
+    encode_message,
+    file_start,
+    read_log,
+)
+from rtproto.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    pull_pb2,
+    pull_pb2_grpc,
+    push_pb2,
+    push_pb2_grpc,
+)
+
+BIN = Path(sys.executable).parent
+ROLL = 64 << 10
+OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+class Nodes:
+    """rt-sequencer processes of one cluster, started and stopped by hand."""
+
+    def __init__(self, root: Path, count: int, base: int) -> None:
+        self.root = root
+        self.spec = ClusterSpec(
+            nodes=tuple(
+                NodeSpec(
+                    id=i,
+                    name=f"node-{i}",
+                    push=f"127.0.0.1:{base + 2 + 10 * i}",
+                    pull=f"127.0.0.1:{base + 1 + 10 * i}",
+                    rest="",
+                    data=str(root / f"node-{i}"),
+                )
+                for i in range(count)
+            ),
+            roll_size=ROLL,
+        )
+        self.path = root / "cluster.json"
+        self.spec.to_file(self.path)
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self, i: int) -> None:
+        log = open(self.root / f"node-{i}.log", "ab")  # noqa: SIM115 (the process owns it)
+        self.procs[i] = subprocess.Popen(
+            [BIN / "rt-sequencer", "--cluster", self.path, "--node", str(i)], stderr=log
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.procs[i].poll() is None, (self.root / f"node-{i}.log").read_text()
+            try:
+                with grpc.insecure_channel(self.spec.nodes[i].push) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"node {i} did not start")
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        self.procs[i].send_signal(sig)
+        self.procs[i].wait(30)
+
+    def status(self, i: int) -> admin_pb2.NodeStatus:
+        with grpc.insecure_channel(self.spec.nodes[i].push) as channel:
+            return admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
+
+    def out(self, i: int) -> Path:
+        return self.root / f"node-{i}" / "s" / "out"
+
+    def wait_merged(self, count: int, nodes=None, timeout: float = 60) -> None:
+        """Until each node's merged log holds ``count`` records."""
+        for i in nodes if nodes is not None else self.procs:
+            deadline = time.monotonic() + timeout
+            while len(read_log(self.out(i))) < count:
+                assert time.monotonic() < deadline, f"node {i} merged too little"
+                time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def nodes(tmp_path, free_base_port):
+    started = []
+
+    def make(count: int) -> Nodes:
+        cluster = Nodes(tmp_path, count, free_base_port())
+        for i in range(count):
+            cluster.start(i)
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop_all()
+
+
+def write_publisher_log(directory: Path, origin: str, ids, *, size: int = 80) -> None:
+    with LogWriter(directory, roll_size=ROLL) as writer:
+        for i in ids:
+            payload = origin.encode() + b"-%d-" % i + b"x" * size
+            writer.append(encode_message(payload, origin=origin, ts=i, id=i, codec=Codec.RAW))
+
+
+async def push(address: str, stream: str, directory: Path, start_at: int | None = None) -> int:
+    """Push a publisher log to one node until the node holds all of it; return its end."""
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def requests():
+            yield push_pb2.PushRequest(open=push_pb2.PushOpen(stream=stream, publisher="test"))
+            while (item := await queue.get()) is not None:
+                yield item
+
+        call = push_pb2_grpc.PushStub(channel).Push(requests())
+        held = (await call.read()).held
+        end = held
+        with LogReader(directory, start_at if start_at is not None else held) as reader:
+            while items := reader.read_chunks():
+                for chunk in items:
+                    if isinstance(chunk, Chunk):
+                        end = chunk.end
+                        await queue.put(
+                            push_pb2.PushRequest(
+                                chunk=common_pb2.LogChunk(
+                                    position=chunk.position, data=chunk.data, sealed=chunk.sealed
+                                )
+                            )
+                        )
+        while held < end:
+            held = (await call.read()).held
+        await queue.put(None)
+        return end
+
+
+def push_to(nodes: Nodes, which, stream: str, directory: Path) -> None:
+    async def all_of_them():
+        await asyncio.gather(*(push(nodes.spec.nodes[i].push, stream, directory) for i in which))
+
+    asyncio.run(asyncio.wait_for(all_of_them(), 60))
+
+
+def assert_identical(nodes: Nodes, which) -> None:
+    names = sorted(os.listdir(nodes.out(which[0])))
+    names = [n for n in names if n.startswith("log.")]
+    for i in which[1:]:
+        assert sorted(n for n in os.listdir(nodes.out(i)) if n.startswith("log.")) == names
+        _, mismatch, errors = filecmp.cmpfiles(
+            nodes.out(which[0]), nodes.out(i), names, shallow=False
+        )
+        assert (mismatch, errors) == ([], []), f"node {i} differs from node {which[0]}"
+
+
+def assert_each_stream_once_in_order(records, expected: dict[str, list[int]]) -> None:
+    seen: dict[str, list[int]] = {}
+    for record in records:
+        seen.setdefault(record.origin, []).append(record.id)
+    assert seen == expected
+
+
+def test_three_nodes_merge_two_streams_into_identical_logs(nodes, tmp_path):
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 3001))
+    write_publisher_log(tmp_path / "pub/b.feed", "b", range(1, 3001))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    push_to(cluster, [0, 1, 2], "b.feed", tmp_path / "pub/b.feed")
+    cluster.wait_merged(6000)
+    assert_identical(cluster, [0, 1, 2])
+    assert_each_stream_once_in_order(
+        read_log(cluster.out(0)), {"a": list(range(1, 3001)), "b": list(range(1, 3001))}
+    )
+    assert len(os.listdir(cluster.out(0))) > 5  # the merged log rolled
+    status = [cluster.status(i) for i in range(3)]
+    assert sorted(s.role for s in status) == ["follower", "follower", "leader"]
+    assert len({s.out_position for s in status}) == 1
+
+
+def test_backup_path_brings_bytes_to_nodes_the_publisher_cannot_reach(nodes, tmp_path):
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 2001))
+    push_to(cluster, [0], "a.feed", tmp_path / "pub/a.feed")  # single ingress
+    cluster.wait_merged(2000)
+    assert_identical(cluster, [0, 1, 2])
+    for i in (1, 2):
+        copy = read_log(Path(cluster.spec.nodes[i].data) / "s/in/a.feed")
+        assert [r.id for r in copy] == list(range(1, 2001))
+
+
+def test_dedup_streams_merge_each_origin_id_once(nodes, tmp_path):
+    cluster = nodes(1)
+    # two publishers sending the same messages (HA), one restarted mid-way and resending
+    write_publisher_log(tmp_path / "pub/a.feed.dedup", "src", range(1, 501))
+    write_publisher_log(tmp_path / "pub/b.feed.dedup", "src", range(1, 401))
+    write_publisher_log(tmp_path / "pub/b.feed.dedup", "src", range(350, 701))
+    write_publisher_log(tmp_path / "pub/c.plain", "src", range(1, 11))  # not deduplicated
+    push_to(cluster, [0], "a.feed.dedup", tmp_path / "pub/a.feed.dedup")
+    push_to(cluster, [0], "b.feed.dedup", tmp_path / "pub/b.feed.dedup")
+    push_to(cluster, [0], "c.plain", tmp_path / "pub/c.plain")
+    cluster.wait_merged(710)
+    time.sleep(0.5)
+    ids = [r.id for r in read_log(cluster.out(0))]
+    assert sorted(ids[:700]) == list(range(1, 701)) and len(set(ids[:700])) == 700
+    assert ids[700:] == list(range(1, 11))
+
+
+def test_a_killed_node_restarts_and_catches_up(nodes, tmp_path):
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 1001))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(1000)
+    cluster.kill(2)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1001, 3001))
+    push_to(cluster, [0, 1], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(3000, nodes=[0, 1])
+    cluster.start(2)
+    cluster.wait_merged(3000, nodes=[2])
+    deadline = time.monotonic() + 30
+    while len({cluster.status(i).out_position for i in range(3)}) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert_identical(cluster, [0, 1, 2])
+    assert [r.id for r in read_log(cluster.out(2))] == list(range(1, 3001))
+
+
+def test_the_cluster_goes_on_without_its_leader(nodes, tmp_path):
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 501))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(500)
+    leader = next(i for i in range(3) if cluster.status(i).role == "leader")
+    cluster.kill(leader)
+    rest = [i for i in range(3) if i != leader]
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(501, 1001))
+    push_to(cluster, rest, "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(1000, nodes=rest)
+    assert_identical(cluster, rest)
+    assert [r.id for r in read_log(cluster.out(rest[0]))] == list(range(1, 1001))
+
+
+def test_bad_pushes_and_pulls_get_clear_errors(nodes, tmp_path):
+    cluster = nodes(1)
+    address = cluster.spec.nodes[0].push
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))
+    good = read_log(tmp_path / "pub/a.feed")
+
+    def push_raw(stream: str, chunks) -> grpc.RpcError:
+        with grpc.insecure_channel(address) as channel:
+            requests = [push_pb2.PushRequest(open=push_pb2.PushOpen(stream=stream))]
+            requests += [push_pb2.PushRequest(chunk=chunk) for chunk in chunks]
+            with pytest.raises(grpc.RpcError) as caught:
+                for _ in push_pb2_grpc.PushStub(channel).Push(iter(requests), timeout=10):
+                    pass
+            return caught.value
+
+    error = push_raw("../etc", [])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "stream name" in error.details()
+    error = push_raw("a.feed", [common_pb2.LogChunk(position=5, data=good[0].raw)])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "mid-file" in error.details()
+    first = common_pb2.LogChunk(position=0, data=good[0].raw)
+    skipping = common_pb2.LogChunk(position=good[1].position, data=good[2].raw)
+    error = push_raw("a.feed", [first, skipping])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "gap" in error.details()
+    corrupt = bytearray(good[1].raw)
+    corrupt[-1] ^= 1
+    error = push_raw(
+        "a.feed", [common_pb2.LogChunk(position=good[0].position, data=bytes(corrupt))]
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "CRC32C" in error.details()
+    assert read_log(Path(cluster.spec.nodes[0].data) / "s/in/a.feed") == good[:1]
+
+    with grpc.insecure_channel(cluster.spec.nodes[0].pull) as channel:
+        stub = pull_pb2_grpc.PullStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(stub.Pull(pull_pb2.PullRequest(position=file_start(0, 0) + 10**6))))
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "past the end" in caught.value.details()
