@@ -314,3 +314,29 @@ def test_bad_pushes_and_pulls_get_clear_errors(nodes, tmp_path):
             next(iter(stub.Pull(pull_pb2.PullRequest(position=file_start(0, 0) + 10**6))))
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
         assert "past the end" in caught.value.details()
+
+
+def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):
+    monkeypatch.setenv("RT_RAFT_KEEP_ENTRIES", "5")
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    write_publisher_log(directory, "a", range(1, 101))
+    push_to(cluster, [0, 1, 2], "a.feed", directory)
+    cluster.wait_merged(100)
+    cluster.kill(2)
+    for batch in range(30):  # one push, one proposal: many Raft entries
+        write_publisher_log(directory, "a", range(101 + 20 * batch, 121 + 20 * batch))
+        push_to(cluster, [0, 1], "a.feed", directory)
+        cluster.wait_merged(120 + 20 * batch, nodes=[0])
+    time.sleep(1.5)  # a checkpoint, then compaction
+    leader = next(i for i in (0, 1) if cluster.status(i).role == "leader")
+    raft_log = Path(cluster.spec.nodes[leader].data) / "s/state/raft"
+    assert raft_log.exists()
+    cluster.start(2)
+    cluster.wait_merged(700, nodes=[2])
+    deadline = time.monotonic() + 30
+    while len({cluster.status(i).out_position for i in range(3)}) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert_identical(cluster, [0, 1, 2])
+    assert "installing a snapshot" in (tmp_path / "node-2.log").read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -37,8 +38,9 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL = 0.5
-#: Raft entries kept after a checkpoint, so a follower that lags a little needs no snapshot.
-COMPACTION_KEEP = 20_000
+#: Raft entries kept after a checkpoint, so a follower that lags a little needs no snapshot
+#: (RT_RAFT_KEEP_ENTRIES lowers it, for tests of snapshot installation).
+COMPACTION_KEEP = int(os.environ.get("RT_RAFT_KEEP_ENTRIES", "20000"))
 BACKUP_CHECK_INTERVAL = 0.1
 #: A stream whose push has been quiet this long, while a peer holds more, is fetched.
 PUSH_QUIET = 0.3
