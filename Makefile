@@ -72,15 +72,7 @@ $(STAMP): requirements.lock $(PYPROJECTS)
 
 # ---------------------------------------------------------------------------------------------
 run: $(STAMP)
-	@echo "RT: no cluster is started yet. The local cluster launcher ('rt cluster up': 1 or 3"
-	@echo "nodes on loopback, writing DATA/cluster.json) arrives with the end-to-end issue."
-	@echo
-	@echo "What exists now:"
-	@echo "  protos:    $(PROTO_FILES)"
-	@echo "  rtcommon:  $$(cd libs/rtcommon/src/rtcommon && ls -d */ *.py 2>/dev/null | \
-		grep -v __pycache__ | tr '\n' ' ')"
-	@echo "  commands in .venv/bin (skeletons: each exits 2 with 'not implemented yet'):"
-	@for c in $(SCRIPTS); do echo "    $$c"; done
+	$(VENV)/bin/rt cluster up --nodes 3 --data DATA
 
 test: $(STAMP)
 	$(MAKE) check-protos

@@ -1,8 +1,9 @@
 """Smoke test of the build foundation: every package imports, the generated stubs work, and
 every console script is installed in the venv.
 
-The services are skeletons: their commands must say "not implemented" and exit 2. The day a
-service is filled in, this test fails on purpose until it is updated with the new behaviour.
+Services and `rt` subcommands not filled in yet are skeletons: their commands must say "not
+implemented" and exit 2. The day one is filled in, this test fails on purpose until it is
+updated with the new behaviour (as for rt-supervisor, rt-archiver, `rt cluster up`, `rt status`).
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ PACKAGES = [
 ]
 
 SERVICE_SCRIPTS = [
-    "rt-sequencer",
     "rt-publisher-agent",
-    "rt-supervisor",
-    "rt-archiver",
     "rt-info-service",
 ]
 
-# `rt` subcommands with the arguments they require (DESIGN section 11).
+# Services that are filled in: they take `--cluster FILE --node N` (tests/integration
+# runs them for real).
+NODE_SCRIPTS = ["rt-supervisor", "rt-archiver", "rt-sequencer"]
+
+# `rt` subcommands with the arguments they require (DESIGN section 11). `cluster up` and
+# `status` are filled in (tests/integration/test_launcher.py runs them).
 RT_COMMANDS = {
-    "cluster up": ["cluster", "up"],
     "pub": ["pub", "--cluster", "DATA/cluster.json"],
     "sub": ["sub", "--cluster", "DATA/cluster.json"],
-    "status": ["status", "--cluster", "DATA/cluster.json"],
 }
 
 # Console scripts live next to the interpreter running the tests (.venv/bin).
@@ -96,6 +97,23 @@ def test_service_skeleton_says_not_implemented(script: str) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("script", NODE_SCRIPTS)
+def test_node_script_needs_a_cluster_and_a_node(script: str, tmp_path: Path) -> None:
+    usage = run(script)
+    assert usage.returncode == 2, usage
+    assert f"usage: {script}" in usage.stderr and "--cluster" in usage.stderr
+    missing = run(script, "--cluster", str(tmp_path / "cluster.json"), "--node", "0")
+    assert missing.returncode == 1, missing
+    assert "no cluster description" in missing.stderr
+
+
+def test_rt_status_without_a_cluster_file_fails_clearly(tmp_path: Path) -> None:
+    result = run("rt", "status", "--cluster", str(tmp_path / "cluster.json"))
+    assert result.returncode == 1, result
+    assert "rt status: no cluster description" in result.stderr
+    assert result.stdout == ""
+
+
 def test_rt_help_lists_subcommands() -> None:
     result = run("rt", "--help")
     assert result.returncode == 0, result
@@ -109,6 +127,7 @@ def test_rt_help_lists_subcommands() -> None:
     up = run("rt", "cluster", "up", "--help")
     assert up.returncode == 0, up
     assert "--nodes" in up.stdout and "--data" in up.stdout
+    assert "--base-port" in up.stdout and "--timeout" in up.stdout
 
 
 @pytest.mark.parametrize("command", sorted(RT_COMMANDS))

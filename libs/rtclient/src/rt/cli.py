@@ -1,7 +1,8 @@
 """The `rt` command line (DESIGN section 11).
 
-Every subcommand is declared with its public options, but none is implemented yet: each
-prints `rt <cmd>: not implemented yet` to stderr and exits with status 2.
+Every subcommand is declared here with its public options. `rt cluster up` (the local
+launcher, `rt._launcher`) and `rt status` (`rt._status`) are implemented; the others
+print `rt <cmd>: not implemented yet` to stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ def _not_implemented(name: str):
     return run
 
 
+def _base_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535 - 1100:
+        raise argparse.ArgumentTypeError(f"{port} is outside 1..{65535 - 1100}")
+    return port
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    from rt._launcher import cluster_up
+
+    return cluster_up(args.data, args.nodes, base_port=args.base_port, timeout=args.timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rt._status import status
+
+    return status(args.cluster, deadline=args.deadline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rt",
@@ -33,13 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_commands.required = True
     up = cluster_commands.add_parser(
         "up",
-        help="start 1 or 3 nodes and the info-service in the foreground",
-        description="Start 1 or 3 nodes and the info-service in the foreground; write "
-        "DIR/cluster.json and print a line containing 'ready'.",
+        help="start 1 or 3 nodes in the foreground",
+        description="Start 1 or 3 nodes in the foreground (one rt-supervisor each, "
+        "restarted if it dies); write DIR/cluster.json, wait until every node is healthy "
+        "and print a line containing 'ready'. Ctrl-C stops them. (The info-service is "
+        "not started yet.)",
     )
     up.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="number of nodes")
     up.add_argument("--data", default="DATA", metavar="DIR", help="data folder (default DATA)")
-    up.set_defaults(func=_not_implemented("cluster up"))
+    up.add_argument(
+        "--base-port",
+        type=_base_port,
+        default=5000,
+        metavar="B",
+        help="node n listens on B+1+10n (pull), B+2+10n (push), B+1000+10n (REST); default 5000",
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up if the nodes are not all healthy by then (default 60)",
+    )
+    up.set_defaults(func=_cluster_up)
 
     pub = commands.add_parser(
         "pub",
@@ -70,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show roles, positions and lag, per node.",
     )
     status.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
-    status.set_defaults(func=_not_implemented("status"))
+    status.add_argument(
+        "--deadline",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each node gets to answer (default 2)",
+    )
+    status.set_defaults(func=_status)
 
     return parser
 

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         name = spec.node(args.node).name
     except ClusterError as exc:
         print(f"rt-sequencer: {exc}", file=sys.stderr)
-        return 2
+        return 1
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {name} sequencer %(levelname)s %(name)s: %(message)s",

@@ -29,7 +29,7 @@ from rtproto.v1 import admin_pb2_grpc, peer_pb2_grpc, pull_pb2, pull_pb2_grpc, p
 from ._driver import RaftDriver
 from ._inputs import InputStore
 from ._merge import Checkpoint, MergedLog, Merger, encode_ranges, initial_out_position
-from ._peers import GRPC_OPTIONS, ClusterView, PeerLink, backoff_sleep
+from ._peers import SERVER_OPTIONS, ClusterView, PeerLink, backoff_sleep
 from ._services import AdminService, PeerService, PullService, PushService
 from .raft import Entry, FileStorage, RaftError, Snapshot
 
@@ -120,7 +120,7 @@ class Node:
         self._stopping.set()
 
     async def _serve(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)

@@ -27,7 +27,14 @@ from rtproto.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 from ._signal import Signal
 from .raft import Message
 
-__all__ = ["GRPC_OPTIONS", "ClusterView", "PeerLink", "decode_message", "encode_message"]
+__all__ = [
+    "GRPC_OPTIONS",
+    "SERVER_OPTIONS",
+    "ClusterView",
+    "PeerLink",
+    "decode_message",
+    "encode_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
+#: A server refuses a port another process holds (gRPC shares ports by default).
+SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 GOSSIP_KEEPALIVE = 1.0
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
 

@@ -1,14 +1,74 @@
-"""Entry point of `rt-supervisor` (also `python -m rt_supervisor`).
+"""Entry point of ``rt-supervisor --cluster FILE --node N`` (also ``python -m rt_supervisor``).
 
-A skeleton for now: it says so and exits with status 2.
+Reads the node from the cluster file, binds the node's REST address first (so a port
+already in use fails at once, exit 1, with a clear message), then runs the node until
+SIGTERM or SIGINT (exit 0).
 """
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rtcommon.cluster import ClusterError, ClusterSpec
+
+from .logs import setup_logging
+from .node import run_node
 
 
-def main() -> int:
-    print("rt-supervisor: not implemented yet", file=sys.stderr)
-    return 2
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="rt-supervisor",
+        description="Run one RT node: start and restart its sequencer and archiver, "
+        "serve its REST API.",
+    )
+    parser.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    parser.add_argument("--node", required=True, type=int, metavar="N", help="this node's id")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long children get to stop after SIGTERM before SIGKILL (default 5)",
+    )
+    return parser.parse_args(argv)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) into its parts."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def bind(address: str) -> socket.socket:
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cluster = Path(args.cluster).absolute()
+    try:
+        node = ClusterSpec.from_file(cluster).node(args.node)
+    except ClusterError as exc:
+        print(f"rt-supervisor: {exc}", file=sys.stderr)
+        return 1
+    log = setup_logging(node.name)
+    try:
+        rest_socket = bind(node.rest)
+    except (OSError, ValueError) as exc:
+        log.error("cannot serve REST on %s: %s", node.rest, exc)
+        return 1
+    log.info("starting (pid %d, cluster %s)", os.getpid(), cluster)
+    return asyncio.run(run_node(cluster, node, rest_socket, grace=args.grace))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,448 @@
+"""The local cluster launcher, ``rt cluster up`` (DESIGN section 10).
+
+It plays Kubernetes on one machine: for each node n it keeps one ``rt-supervisor``
+running (the node's "pod"), with the node's volume in ``DATA/node-<n>/s/{in,out,state}``
+and its addresses on 127.0.0.1, derived from a base port B (default 5000):
+
+=============  ================  ====================
+address        port              node 0 with B = 5000
+=============  ================  ====================
+external push  B + 10n           5000 (not used yet)
+pull           B + 1 + 10n       5001
+push           B + 2 + 10n       5002
+REST           B + 1000 + 10n    6000
+=============  ================  ====================
+
+It writes ``DATA/cluster.json`` (rewritten atomically whenever a supervisor's pid
+changes), waits until every node's ``GET /health`` answers 200, prints a line containing
+``ready`` and how to publish and subscribe, then restarts any supervisor that dies
+(with a capped backoff), as a StatefulSet would. SIGINT, SIGTERM or SIGHUP stop every
+node (SIGTERM to the supervisors, SIGKILL to stragglers) and it exits 0. Ports in use,
+or a node not healthy within the timeout, fail with a message, after stopping what was
+started (exit 1).
+
+Supervisors die with the launcher even if it is SIGKILLed (``PR_SET_PDEATHSIG``), and
+take their own children with them, so no process outlives the launcher. An existing
+DATA folder is reused: the nodes' data and the session file are kept. A lock file
+refuses a second launcher on the same folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from rtcommon import env
+from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
+from rtcommon.deathsig import die_with_parent
+
+__all__ = [
+    "DEFAULT_BASE_PORT",
+    "HOST",
+    "LaunchError",
+    "Launcher",
+    "build_spec",
+    "node_ports",
+    "prepare_data",
+]
+
+HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 5000
+DEFAULT_TIMEOUT = 60.0
+#: How long supervisors get to stop after SIGTERM (each gives its children 5 s).
+STOP_GRACE = 10.0
+#: A supervisor that ran this long before dying is restarted after the initial delay.
+STABLE_AFTER = 10.0
+HEALTH_TIMEOUT = 1.0
+POLL_INTERVAL = 0.1
+
+# Requests to the nodes never go through a proxy named in the environment.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class LaunchError(Exception):
+    """The cluster cannot be started; the message says why."""
+
+
+def node_ports(base_port: int, node_id: int) -> dict[str, int]:
+    """The ports of node ``node_id`` for base port ``base_port`` (table in the docstring)."""
+    base = base_port + 10 * node_id
+    return {"external": base, "pull": base + 1, "push": base + 2, "rest": base + 1000}
+
+
+def build_spec(
+    data: Path,
+    nodes: int,
+    base_port: int,
+    roll_size: int,
+    pids: Sequence[int | None] | None = None,
+) -> ClusterSpec:
+    """The cluster description for ``nodes`` nodes kept under ``data`` (an absolute path)."""
+    pids = list(pids) if pids is not None else [None] * nodes
+    specs = []
+    for n in range(nodes):
+        ports = node_ports(base_port, n)
+        specs.append(
+            NodeSpec(
+                id=n,
+                name=f"node-{n}",
+                push=f"{HOST}:{ports['push']}",
+                pull=f"{HOST}:{ports['pull']}",
+                rest=f"{HOST}:{ports['rest']}",
+                data=str(data / f"node-{n}"),
+                pid=pids[n],
+            )
+        )
+    return ClusterSpec(nodes=tuple(specs), roll_size=roll_size, session_file=str(data / "session"))
+
+
+def prepare_data(data: Path, nodes: int) -> None:
+    """Create ``data/node-<n>/s/{in,out,state}`` and ``data/session`` ("0") if missing."""
+    for n in range(nodes):
+        for part in ("in", "out", "state"):
+            (data / f"node-{n}" / "s" / part).mkdir(parents=True, exist_ok=True)
+    session = data / "session"
+    if not session.exists():
+        session.write_text("0\n")
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]:
+    """``GET http://<rest>/health``: (True, "") on 200, else (False, why)."""
+    try:
+        with _http.open(f"http://{rest}/health", timeout=timeout) as reply:
+            return reply.status == 200, f"HTTP {reply.status}"
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("reason", "")
+        except (ValueError, AttributeError, OSError):
+            reason = ""
+        return False, f"/health answered {exc.code}" + (f": {reason}" if reason else "")
+    except (urllib.error.URLError, OSError) as exc:
+        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return False, f"REST on {rest} not answering: {why}"
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit code {returncode} ({signal.Signals(-returncode).name})"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class _Node:
+    """One node's supervisor, as the launcher tracks it."""
+
+    id: int
+    name: str
+    rest: str
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    next_delay: float = 0.2
+    restart_at: float = 0.0
+    healthy: bool = False
+    last_problem: str = "not started"
+    exits: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class Launcher:
+    """Runs ``rt cluster up`` in the foreground; :meth:`run` returns the exit status."""
+
+    def __init__(
+        self,
+        data: Path,
+        nodes: int,
+        *,
+        base_port: int = DEFAULT_BASE_PORT,
+        timeout: float = DEFAULT_TIMEOUT,
+        shown_path: str | None = None,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+    ) -> None:
+        self.data = data.absolute()
+        self.path = self.data / "cluster.json"
+        self.shown_path = shown_path or str(self.path)
+        self.base_port = base_port
+        self.timeout = timeout
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.nodes = [
+            _Node(id=n, name=f"node-{n}", rest=f"{HOST}:{node_ports(base_port, n)['rest']}")
+            for n in range(nodes)
+        ]
+        self.supervisor = Path(sys.executable).parent / "rt-supervisor"
+        self.roll_size = 0
+        self._stop_signal: int | None = None
+        self._lock: IO[str] | None = None
+        self._preexec = die_with_parent()
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            self._prepare()
+            self._start_all()
+            if not self._wait_healthy():
+                return 0  # stopped by a signal before the cluster was ready
+            self._announce()
+            while self._stop_signal is None:
+                self._tend()
+                time.sleep(POLL_INTERVAL)
+            self._say(f"{signal.Signals(self._stop_signal).name}: stopping the cluster")
+            return 0
+        except LaunchError as exc:
+            self._say(f"{exc}")
+            return 1
+        finally:
+            self._stop_all()
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        if self._stop_signal is None:
+            self._stop_signal = sig
+
+    def _say(self, message: str) -> None:
+        print(f"rt cluster up: {message}", file=self.err, flush=True)
+
+    # -- before starting -----------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        try:
+            self.roll_size = env.roll_size()
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+        try:
+            self.data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(f"cannot create the data folder {self.data}: {exc}") from None
+        self._take_lock()
+        self._check_previous()
+        try:
+            prepare_data(self.data, len(self.nodes))
+        except OSError as exc:
+            raise LaunchError(f"cannot prepare the nodes' folders in {self.data}: {exc}") from None
+        self._check_ports()
+        self._write_spec()
+
+    def _take_lock(self) -> None:
+        lock = open(self.data / ".launcher.lock", "a+")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise LaunchError(
+                f"another 'rt cluster up' (pid {holder}) is running on {self.data}"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def _check_previous(self) -> None:
+        """Refuse to reuse a folder that holds a cluster of another size."""
+        if not self.path.exists():
+            return
+        try:
+            previous = ClusterSpec.from_file(self.path)
+        except ClusterError as exc:
+            self._say(f"replacing an unreadable {self.path} ({exc})")
+            return
+        if len(previous.nodes) != len(self.nodes):
+            raise LaunchError(
+                f"{self.data} holds a {len(previous.nodes)}-node cluster; run with "
+                f"--nodes {len(previous.nodes)}, or choose another --data folder"
+            )
+
+    def _check_ports(self) -> None:
+        taken = []
+        for node in self.nodes:
+            for role, port in node_ports(self.base_port, node.id).items():
+                if role != "external" and _port_in_use(HOST, port):
+                    taken.append(f"{port} ({node.name} {role})")
+        if taken:
+            raise LaunchError(
+                f"port(s) in use on {HOST}: {', '.join(taken)}; is another cluster "
+                "running? Stop it, or choose another --base-port"
+            )
+
+    def _write_spec(self) -> None:
+        spec = build_spec(
+            self.data,
+            len(self.nodes),
+            self.base_port,
+            self.roll_size,
+            [node.pid for node in self.nodes],
+        )
+        try:
+            spec.to_file(self.path)
+        except OSError as exc:
+            raise LaunchError(f"cannot write {self.path}: {exc}") from None
+
+    # -- starting and tending supervisors ------------------------------------------------
+
+    def _start_all(self) -> None:
+        for node in self.nodes:
+            self._start(node)
+        self._write_spec()
+
+    def _start(self, node: _Node) -> None:
+        argv = [str(self.supervisor), "--cluster", str(self.path), "--node", str(node.id)]
+        try:
+            stdout = self.err.fileno()  # the launcher's stdout carries only its own lines
+        except (AttributeError, OSError, ValueError):
+            stdout = None
+        try:
+            node.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                process_group=0,  # a Ctrl-C reaches the launcher only; it stops the nodes
+                preexec_fn=self._preexec,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise LaunchError(f"cannot start {argv[0]}: {exc}") from None
+        node.started = time.monotonic()
+        node.healthy = False
+        self._say(f"{node.name}: supervisor started (pid {node.process.pid})")
+
+    def _tend(self) -> None:
+        """Restart every supervisor that died, after its backoff delay."""
+        now = time.monotonic()
+        changed = False
+        for node in self.nodes:
+            process = node.process
+            if process is not None:
+                returncode = process.poll()
+                if returncode is None:
+                    continue
+                ran_for = now - node.started
+                if ran_for >= STABLE_AFTER:
+                    node.next_delay = 0.2
+                delay = node.next_delay
+                node.next_delay = min(delay * 2, 5.0)
+                node.restart_at = now + delay
+                node.process = None
+                node.healthy = False
+                node.exits += 1
+                node.last_problem = (
+                    f"supervisor exited ({_describe_exit(returncode)}), {node.exits} time(s)"
+                )
+                self._say(
+                    f"{node.name}: supervisor (pid {process.pid}) exited "
+                    f"({_describe_exit(returncode)}) after {ran_for:.1f} s; "
+                    f"restarting in {delay:.1f} s"
+                )
+                changed = True
+            if node.process is None and now >= node.restart_at:
+                node.restarts += 1
+                self._start(node)
+                changed = True
+        if changed:
+            self._write_spec()
+
+    def _wait_healthy(self) -> bool:
+        """Until every node answers ``/health`` 200; False if a signal came first."""
+        deadline = time.monotonic() + self.timeout
+        while self._stop_signal is None:
+            self._tend()
+            for node in self.nodes:
+                if node.process is not None and not node.healthy:
+                    node.healthy, why = check_health(node.rest)
+                    if not node.healthy:
+                        node.last_problem = why
+            if all(node.healthy and node.process is not None for node in self.nodes):
+                return True
+            if time.monotonic() >= deadline:
+                late = [node for node in self.nodes if not node.healthy]
+                raise LaunchError(
+                    f"{', '.join(node.name for node in late)} not healthy within "
+                    f"{self.timeout:g} s: "
+                    + "; ".join(f"{node.name}: {node.last_problem}" for node in late)
+                    + "; stopping the cluster (the nodes' logs are above)"
+                )
+            time.sleep(POLL_INTERVAL)
+        return False
+
+    def _announce(self) -> None:
+        count = len(self.nodes)
+        path = self.shown_path
+        first = self.nodes[0].rest
+        lines = [
+            f"rt cluster ready: {count} node{'s' if count > 1 else ''}, cluster file {path}",
+            f"  publish:   rt pub --cluster {path}    (one message per line of stdin)",
+            f"  subscribe: rt sub --cluster {path} --from start",
+            f"  status:    rt status --cluster {path}",
+            f"  REST:      curl http://{first}/resetStatus    (nodes' REST: "
+            + ", ".join(node.rest for node in self.nodes)
+            + ")",
+            "  stop:      Ctrl-C",
+        ]
+        print("\n".join(lines), file=self.out, flush=True)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        live = [node for node in self.nodes if node.process is not None]
+        for node in live:
+            assert node.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for node in live:
+            assert node.process is not None
+            try:
+                node.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._say(f"{node.name}: supervisor still running after {STOP_GRACE:g} s: SIGKILL")
+                node.process.kill()  # its children get SIGKILL too (PR_SET_PDEATHSIG)
+                node.process.wait()
+        for node in self.nodes:
+            node.process = None
+        if live and self.path.exists():
+            with contextlib.suppress(LaunchError):
+                self._write_spec()  # no pids: nothing runs
+        if live:
+            self._say(f"stopped {len(live)} node{'s' if len(live) > 1 else ''}")
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def cluster_up(
+    data: str, nodes: int, base_port: int = DEFAULT_BASE_PORT, timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """``rt cluster up``: run a local cluster in the foreground until a signal."""
+    shown = str(Path(data) / "cluster.json")
+    return Launcher(Path(data), nodes, base_port=base_port, timeout=timeout, shown_path=shown).run()

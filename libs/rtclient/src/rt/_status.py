@@ -1,0 +1,104 @@
+"""``rt status --cluster FILE``: one line per node, from its ``Admin.Status`` (gRPC).
+
+Columns: node, role, term, leader, commit and applied index, lag (applied entries behind
+the most advanced node that answered), the end of the merged log (as a position and as
+``log.X.Y+offset``), and the number of input streams. A node that does not answer within
+the deadline is shown as ``unreachable: <reason>``. Exit status 0 if at least one node
+answered, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import grpc
+
+from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
+from rtcommon.log import split_position
+from rtproto.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["DEFAULT_DEADLINE", "format_position", "status"]
+
+DEFAULT_DEADLINE = 2.0
+_HEADER = ("NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "OUT_POSITION", "STREAMS")
+
+
+def format_position(position: int) -> str:
+    """``17592186044516 (log.1.0+100)``: the raw position and the file and offset it names."""
+    session, roll, offset = split_position(position)
+    return f"{position} (log.{session}.{roll}+{offset})"
+
+
+def _ask(nodes: tuple[NodeSpec, ...], deadline: float) -> list[admin_pb2.NodeStatus | str]:
+    """Every node's status or the reason it gave none, asked all at once."""
+    channels = [grpc.insecure_channel(node.push) for node in nodes]
+    try:
+        calls = [
+            admin_pb2_grpc.AdminStub(channel).Status.future(
+                admin_pb2.StatusRequest(), timeout=deadline
+            )
+            for channel in channels
+        ]
+        answers: list[admin_pb2.NodeStatus | str] = []
+        for node, call in zip(nodes, calls, strict=True):
+            try:
+                answers.append(call.result())
+            except grpc.RpcError as exc:
+                answers.append(_reason(node, exc))
+        return answers
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def _reason(node: NodeSpec, exc: grpc.RpcError) -> str:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    first = (details or "").splitlines()[0] if details else "no details"
+    name = code.name if code is not None else "ERROR"
+    return f"unreachable: {name} on {node.push}: {first}"
+
+
+def status(
+    cluster_file: str, *, deadline: float = DEFAULT_DEADLINE, out: IO[str] | None = None
+) -> int:
+    out = out or sys.stdout
+    try:
+        spec = ClusterSpec.from_file(cluster_file)
+    except ClusterError as exc:
+        print(f"rt status: {exc}", file=sys.stderr)
+        return 1
+    answers = _ask(spec.nodes, deadline)
+    names = {node.id: node.name for node in spec.nodes}
+    applied = [a.applied_index for a in answers if not isinstance(a, str)]
+    most = max(applied, default=0)
+    rows: list[tuple[str, ...]] = []
+    for node, answer in zip(spec.nodes, answers, strict=True):
+        if isinstance(answer, str):
+            rows.append((node.name, answer))
+            continue
+        leader = names.get(answer.leader, str(answer.leader)) if answer.leader >= 0 else "-"
+        rows.append(
+            (
+                node.name,
+                answer.role or "?",
+                str(answer.term),
+                leader,
+                str(answer.commit_index),
+                str(answer.applied_index),
+                str(most - answer.applied_index),
+                format_position(answer.out_position),
+                str(len(answer.streams)),
+            )
+        )
+    full = [row for row in (_HEADER, *rows) if len(row) == len(_HEADER)]
+    widths = [max(len(row[i]) for row in full) for i in range(len(_HEADER))]
+    for row in (_HEADER, *rows):
+        if len(row) == len(_HEADER):
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        else:
+            line = f"{row[0].ljust(widths[0])}  {row[1]}"
+        print(line.rstrip(), file=out)
+    out.flush()
+    return 0 if applied else 1
