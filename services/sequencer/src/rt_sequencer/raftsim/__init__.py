@@ -1,0 +1,24 @@
+"""rt_sequencer.raftsim: a deterministic simulator that runs the real Raft core.
+
+What it owns: the simulation (``_simulation``: event loop, nodes driven as a real
+driver must drive them, clients, fault schedule), the simulated network (``_network``),
+the safety checker (``_checker``) and the command line (``_cli``, run as
+``python3 -m rt_sequencer.raftsim``). Everything random is drawn from one
+``random.Random(seed)``, so a seed replays exactly.
+"""
+
+from ._checker import SafetyChecker, Violation
+from ._cli import main, run_seeds
+from ._simulation import TICK_STEPS, SimConfig, SimResult, SimStats, Simulation
+
+__all__ = [
+    "TICK_STEPS",
+    "SafetyChecker",
+    "SimConfig",
+    "SimResult",
+    "SimStats",
+    "Simulation",
+    "Violation",
+    "main",
+    "run_seeds",
+]
