@@ -282,7 +282,7 @@ def start_cluster(
     args: Iterable[str] = (),
 ) -> RunningCluster:
     """Start ``rt cluster up`` without waiting for it to be ready."""
-    from rtcommon.deathsig import die_with_parent
+    from rtcommon.deathsig import dying_with_parent
 
     base_port = base_port if base_port is not None else find_free_base_port()
     log = data.parent / f"{data.name}.launcher.log"
@@ -290,13 +290,12 @@ def start_cluster(
     command += ["--base-port", str(base_port), *args]
     with log.open("ab") as stderr:
         proc = subprocess.Popen(
-            command,
+            dying_with_parent(command),  # a killed test run leaves no cluster behind
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
             env={**os.environ, **(env or {})},
-            preexec_fn=die_with_parent(),  # a killed test run leaves no cluster behind
             process_group=0,
         )
     return RunningCluster(proc, data, base_port, log)

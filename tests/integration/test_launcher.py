@@ -129,7 +129,11 @@ def test_a_killed_supervisor_is_started_again(
 
     new = procs.wait_until(new_pid, 20, "a new supervisor pid in cluster.json")
     assert not procs.is_gone(new)
-    assert Path(procs.cmdline(new)[1]).name == "rt-supervisor"
+    procs.wait_until(  # its first instant is the deathsig wrapper, which then execs
+        lambda: [Path(arg).name for arg in procs.cmdline(new)[1:2]] == ["rt-supervisor"],
+        10,
+        "the new supervisor running",
+    )
     procs.wait_gone(node_processes)  # the old pod's processes died with it
     assert re.search(rf"node-0: supervisor \(pid {old}\) exited \(exit code -9", running.log())
 

@@ -340,3 +340,19 @@ def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):
         time.sleep(0.1)
     assert_identical(cluster, [0, 1, 2])
     assert "installing a snapshot" in (tmp_path / "node-2.log").read_text()
+
+
+def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):
+    cluster = nodes(1)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))
+    push_to(cluster, [0], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(10)
+    merged = read_log(cluster.out(0))
+    with grpc.insecure_channel(cluster.spec.nodes[0].pull) as channel:
+        stub = pull_pb2_grpc.PullStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(stub.Pull(pull_pb2.PullRequest(position=merged[2].position + 3))))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not the start of a record" in caught.value.details()
+        first = next(iter(stub.Pull(pull_pb2.PullRequest(position=merged[2].position))))
+        assert first.position == merged[2].position and first.data.startswith(merged[3].raw)

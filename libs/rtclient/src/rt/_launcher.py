@@ -47,7 +47,7 @@ from typing import IO
 
 from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
-from rtcommon.deathsig import die_with_parent
+from rtcommon.deathsig import dying_with_parent
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -202,7 +202,6 @@ class Launcher:
         self.roll_size = 0
         self._stop_signal: int | None = None
         self._lock: IO[str] | None = None
-        self._preexec = die_with_parent()
 
     # -- the run -------------------------------------------------------------------------
 
@@ -319,17 +318,17 @@ class Launcher:
 
     def _start(self, node: _Node) -> None:
         argv = [str(self.supervisor), "--cluster", str(self.path), "--node", str(node.id)]
+        command = dying_with_parent(argv)
         try:
             stdout = self.err.fileno()  # the launcher's stdout carries only its own lines
         except (AttributeError, OSError, ValueError):
             stdout = None
         try:
             node.process = subprocess.Popen(
-                argv,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 process_group=0,  # a Ctrl-C reaches the launcher only; it stops the nodes
-                preexec_fn=self._preexec,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise LaunchError(f"cannot start {argv[0]}: {exc}") from None

@@ -19,6 +19,7 @@ from rtcommon.log import (
     PositionError,
     PositionPastEndError,
     list_log_files,
+    starts_a_record,
 )
 from rtcommon.log import file_start as log_file_start
 from rtproto.v1 import (
@@ -43,6 +44,7 @@ __all__ = ["AdminService", "PeerService", "PullService", "PushService"]
 log = logging.getLogger(__name__)
 
 PULL_CHUNK_BYTES = 1 << 20
+IDLE_HEARTBEAT = 1.0
 
 
 def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
@@ -50,12 +52,21 @@ def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
 
 
 async def _follow(reader: LogReader, wait):
-    """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none."""
+    """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none.
+
+    An idle stream carries an empty chunk at least every ``IDLE_HEARTBEAT`` seconds, so
+    a receiver can tell a quiet log from a node that hangs."""
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
     while True:
         items = reader.read_chunks()
         if not items:
+            if loop.time() - last_sent >= IDLE_HEARTBEAT and reader.position is not None:
+                last_sent = loop.time()
+                yield Chunk(reader.position, b"")
             await wait()
             continue
+        last_sent = loop.time()
         for item in items:
             if isinstance(item, Chunk):
                 yield item
@@ -134,6 +145,12 @@ class PullService(pull_pb2_grpc.PullServicer):
             )
         except PositionError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not starts_a_record(out.directory, position):
+            reader.close()
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"position {position} is not the start of a record in the merged log",
+            )
         with reader:
             async for chunk in _follow(reader, lambda: out.appended.wait_for(1.0)):
                 yield _to_proto(chunk)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rtcommon.deathsig import die_with_parent
+from rtcommon.deathsig import dying_with_parent
 
 __all__ = ["Backoff", "Child", "describe_exit"]
 
@@ -112,10 +112,9 @@ class Child:
             try:
                 # Spawned from the loop's (main) thread: see deathsig on why it matters.
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.argv,
+                    *dying_with_parent(self.argv),
                     stdin=subprocess.DEVNULL,
                     process_group=0,
-                    preexec_fn=die_with_parent(),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 log.error("cannot start %s (%s): %s", self.name, self.argv[0], exc)

@@ -22,7 +22,7 @@ from ._errors import (
     RecordTooLargeError,
 )
 from ._files import list_log_files, read_session, write_file_atomically
-from ._mirror import LogMirror, MirrorError, PendingSync
+from ._mirror import LogMirror, MirrorError, PendingSync, read_mirror_start
 from ._position import (
     MAX_FILE_SIZE,
     MAX_OFFSET,
@@ -35,7 +35,16 @@ from ._position import (
     parse_file_name,
     split_position,
 )
-from ._reader import BADTAIL, RESET, Chunk, LogEvent, LogReader, file_is_sealed, read_log
+from ._reader import (
+    BADTAIL,
+    RESET,
+    Chunk,
+    LogEvent,
+    LogReader,
+    file_is_sealed,
+    read_log,
+    starts_a_record,
+)
 from ._record import (
     HEADER_SIZE,
     MAX_RECORD_SIZE,
@@ -103,8 +112,10 @@ __all__ = [
     "message_tags",
     "parse_file_name",
     "read_log",
+    "read_mirror_start",
     "read_session",
     "scan",
     "split_position",
+    "starts_a_record",
     "write_file_atomically",
 ]

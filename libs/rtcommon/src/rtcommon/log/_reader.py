@@ -33,7 +33,7 @@ from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
 from ._errors import PositionPastEndError
 from ._files import list_log_files
 from ._position import check_position, file_name, file_start, split_position
-from ._record import SEAL_SIZE, SEAL_TRAILER, Record, TagFilter
+from ._record import HEADER_SIZE, SEAL_SIZE, SEAL_TRAILER, Record, TagFilter, scan
 from ._watch import DirectoryWatcher
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -81,6 +81,29 @@ def file_is_sealed(path: str | os.PathLike[str]) -> bool:
         return size >= SEAL_SIZE and os.pread(file.fileno(), SEAL_SIZE, size - SEAL_SIZE) == (
             SEAL_TRAILER
         )
+
+
+def starts_a_record(directory: str | os.PathLike[str], position: int) -> bool:
+    """Whether ``position`` can be read from in ``directory``: the start of a whole,
+    valid record, the end of what a file holds (or its seal), or the start of a file.
+
+    A position that points inside a record fails this (but for a 2**-32 chance that the
+    bytes there pass as a record), so a reader is refused rather than fed garbage.
+    """
+    session, roll, offset = split_position(position)
+    try:
+        with open(Path(directory) / file_name(session, roll), "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            header = os.pread(file.fileno(), HEADER_SIZE, offset)
+            if offset == size or offset == 0 or header[:SEAL_SIZE] == SEAL_TRAILER:
+                return True
+            length = int.from_bytes(header[:4], "little")
+            if not HEADER_SIZE <= length <= size - offset:
+                return False
+            _, stop, _, _ = scan(os.pread(file.fileno(), length, offset), 0, 0, keep=False)
+            return stop == length
+    except FileNotFoundError:
+        return offset == 0
 
 
 class LogReader:
