@@ -40,6 +40,7 @@ protoc_into  = $(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
 INIT_DOC    := """Generated from protos/, do not edit: run `make protos` to regenerate."""
 
 SEEDS ?= 300
+JOBS ?= 2
 
 .PHONY: help venv run test protos check-protos lint format sim bench clean
 
@@ -124,7 +125,7 @@ format: $(STAMP)
 
 # ---------------------------------------------------------------------------------------------
 sim: $(STAMP)
-	$(PY) -m rt_sequencer.raftsim --seeds $(SEEDS)
+	$(PY) -m rt_sequencer.raftsim --seeds $(SEEDS) --jobs $(JOBS)
 
 # Runs bench/*.py in name order (files starting with '_' are helpers, not benchmarks).
 bench: $(STAMP)
