@@ -7,5 +7,15 @@ command line lives in ``rt.cli``.
 """
 
 from ._cluster import Cluster
+from ._prune import prune
+from ._publisher import Publisher
+from ._subscriber import PositionOutOfRangeError, Subscriber, SubscriberError
 
-__all__ = ["Cluster"]
+__all__ = [
+    "Cluster",
+    "PositionOutOfRangeError",
+    "Publisher",
+    "Subscriber",
+    "SubscriberError",
+    "prune",
+]

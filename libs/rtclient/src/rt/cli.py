@@ -1,8 +1,8 @@
 """The `rt` command line (DESIGN section 11).
 
-Every subcommand is declared here with its public options. `rt cluster up` (the local
-launcher, `rt._launcher`) and `rt status` (`rt._status`) are implemented; the others
-print `rt <cmd>: not implemented yet` to stderr and exit with status 2.
+Every subcommand is declared here with its public options and runs from its own module:
+`rt cluster up` (the local launcher, `rt._launcher`), `rt pub` (`rt._cmd_pub`), `rt sub`
+(`rt._cmd_sub`) and `rt status` (`rt._status`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-NOT_IMPLEMENTED = 2
-
-
-def _not_implemented(name: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"rt {name}: not implemented yet", file=sys.stderr)
-        return NOT_IMPLEMENTED
-
-    return run
 
 
 def _base_port(text: str) -> int:
@@ -33,6 +23,18 @@ def _cluster_up(args: argparse.Namespace) -> int:
     from rt._launcher import cluster_up
 
     return cluster_up(args.data, args.nodes, base_port=args.base_port, timeout=args.timeout)
+
+
+def _pub(args: argparse.Namespace) -> int:
+    from rt._cmd_pub import run
+
+    return run(args)
+
+
+def _sub(args: argparse.Namespace) -> int:
+    from rt._cmd_sub import run
+
+    return run(args)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--topic", metavar="T", help="topic to publish on")
     pub.add_argument("--origin", metavar="O", help="origin recorded on each message")
     pub.add_argument("--dedup", action="store_true", help="publish on a deduplicating topic")
-    pub.set_defaults(func=_not_implemented("pub"))
+    pub.set_defaults(func=_pub)
 
     sub = commands.add_parser(
         "sub",
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
-    sub.set_defaults(func=_not_implemented("sub"))
+    sub.set_defaults(func=_sub)
 
     status = commands.add_parser(
         "status",

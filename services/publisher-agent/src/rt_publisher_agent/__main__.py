@@ -1,15 +1,8 @@
-"""Entry point of `rt-publisher-agent` (also `python -m rt_publisher_agent`).
-
-A skeleton for now: it says so and exits with status 2.
-"""
+"""Entry point of ``rt-publisher-agent`` (also ``python -m rt_publisher_agent``)."""
 
 import sys
 
-
-def main() -> int:
-    print("rt-publisher-agent: not implemented yet", file=sys.stderr)
-    return 2
-
+from ._agent import main
 
 if __name__ == "__main__":
     sys.exit(main())

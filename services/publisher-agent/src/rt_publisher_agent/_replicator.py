@@ -1,0 +1,258 @@
+"""The replicator: ships one publisher log directory to the nodes of a cluster.
+
+It runs grpc.aio on a background thread that owns an asyncio loop, with one push
+stream per node (the default fan-out), or with a single ingress one stream to one
+node that fails over to the next (``RT_SINGLE_INGRESS``). Every other thread talks
+to it through a few thread-safe calls:
+
+- :meth:`Replicator.notify` after new records are written (an in-process publisher
+  calls it after each commit); with ``watch=True`` a watcher thread does it when the
+  directory changes, for a log another process writes;
+- :meth:`Replicator.wait_replicated` blocks until a quorum of nodes holds everything
+  before a position;
+- :attr:`Replicator.held` tells, per node, what the node last said it holds.
+
+It never decodes records: the log reader frames them and checks their CRCs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from rtcommon import env
+from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
+from rtcommon.log import DirectoryWatcher
+from rtproto.v1 import push_pb2
+
+from ._link import PushLink, ReadCache
+from ._names import check_stream_name
+
+log = logging.getLogger("rt_publisher_agent")
+
+#: With data outstanding, a node that sends no reply for this long is given up on
+#: (reconnected, or with a single ingress, failed over).
+DEFAULT_REPLY_TIMEOUT = 3.0
+#: How long stop() lets the links send what is left and hear the nodes end their calls.
+DEFAULT_DRAIN_TIMEOUT = 5.0
+
+
+def cluster_spec_of(cluster: Any) -> ClusterSpec:
+    """A ClusterSpec from a ClusterSpec, or from anything with a ``.spec`` (``rt.Cluster``)."""
+    if isinstance(cluster, ClusterSpec):
+        return cluster
+    spec = getattr(cluster, "spec", None)
+    if isinstance(spec, ClusterSpec):
+        return spec
+    raise TypeError(f"expected a ClusterSpec or an rt.Cluster, not {type(cluster).__name__}")
+
+
+class Replicator:
+    """Ships the log directory ``log_dir`` as stream ``stream`` to the nodes of ``cluster``.
+
+    ``stream`` defaults to the directory's name. ``single_ingress`` defaults to
+    ``RT_SINGLE_INGRESS``. Call :meth:`start`, then :meth:`notify` whenever the log has
+    grown, and :meth:`stop` at the end (also as a context manager).
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        stream: str | None = None,
+        cluster: ClusterSpec | Any = None,
+        *,
+        single_ingress: bool | None = None,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        watch: bool = False,
+        publisher: str | None = None,
+    ) -> None:
+        self.log_dir = Path(log_dir)
+        self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
+        self.spec = cluster_spec_of(cluster)
+        self.single_ingress = env.single_ingress() if single_ingress is None else single_ingress
+        self.quorum = quorum(len(self.spec.nodes))
+        self._reply_timeout = reply_timeout
+        self._watch = watch
+        self._publisher = publisher or f"{env.hostname()}:{os.getpid()}"
+        self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
+        self._reported: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
+        self._changed = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._links: list[PushLink] = []
+        self._stopping: asyncio.Event | None = None
+        self._drain_timeout = DEFAULT_DRAIN_TIMEOUT
+        self._wake_pending = False
+        self._stopped = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> Replicator:
+        if self._thread is not None:
+            raise RuntimeError("this replicator was started already")
+        self._thread = threading.Thread(
+            target=self._run_loop, name=f"rt-replicator {self.stream}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+        if self._watch:
+            threading.Thread(
+                target=self._watch_directory, name=f"rt-replicator-watch {self.stream}", daemon=True
+            ).start()
+        return self
+
+    def stop(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Send what the log holds to the nodes still connected, for at most ``timeout``
+        seconds, then close every stream. Idempotent."""
+        loop, thread = self._loop, self._thread
+        self._stopped.set()
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        self._drain_timeout = timeout
+        with contextlib.suppress(RuntimeError):  # the loop has closed already
+            loop.call_soon_threadsafe(self._begin_stop)
+        thread.join(timeout + 5.0)
+        if thread.is_alive():
+            log.warning("replicator of %s did not stop within %.1f s", self.stream, timeout)
+
+    def __enter__(self) -> Replicator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- the publisher's side ------------------------------------------------------------
+
+    def notify(self) -> None:
+        """The log has grown: look at it now. Cheap; callable from any thread."""
+        loop = self._loop
+        if loop is None or self._wake_pending:
+            return
+        self._wake_pending = True  # at most one wake-up queued, however often this is called
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake_links)
+
+    def wait_replicated(self, position: int, timeout: float | None = None) -> bool:
+        """True once a quorum of nodes holds every record before ``position``; False if
+        ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._replicated_locked() < position:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    @property
+    def held(self) -> dict[int, int]:
+        """Per node id: the position before which that node last said it holds everything
+        (0 until it has answered)."""
+        with self._changed:
+            return dict(self._held)
+
+    @property
+    def replicated(self) -> int:
+        """The position before which a quorum of nodes holds everything, as known here."""
+        with self._changed:
+            return self._replicated_locked()
+
+    def __repr__(self) -> str:
+        mode = "single ingress" if self.single_ingress else "fan-out"
+        return f"Replicator({str(self.log_dir)!r}, stream={self.stream!r}, {mode})"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _replicated_locked(self) -> int:
+        by_quorum = sorted(self._held.values(), reverse=True)[self.quorum - 1]
+        return max(by_quorum, *self._reported.values())
+
+    def _on_reply(self, node: NodeSpec, reply: push_pb2.PushReply) -> None:
+        with self._changed:
+            # A node's latest word is the truth, even lower than before (its copy was wiped).
+            self._held[node.id] = reply.held
+            self._reported[node.id] = reply.replicated
+            self._changed.notify_all()
+
+    def _wake_links(self) -> None:
+        self._wake_pending = False
+        for link in self._links:
+            link.wake.set()
+
+    def _begin_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        self._wake_links()
+
+    def _run_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(loop))
+        except BaseException as exc:
+            self._startup_error = exc
+            log.exception("replicator of %s failed", self.stream)
+        finally:
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            self._loop = None
+            loop.close()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopping = asyncio.Event()
+        common = {
+            "log_dir": self.log_dir,
+            "stream": self.stream,
+            "publisher": self._publisher,
+            "on_reply": self._on_reply,
+            "stopping": self._stopping,
+            "reply_timeout": self._reply_timeout,
+        }
+        nodes = self.spec.nodes
+        if self.single_ingress and len(nodes) > 1:
+            # Spread publishers over the nodes: each starts at a node chosen by its name.
+            first = zlib.crc32(self.stream.encode()) % len(nodes)
+            self._links = [PushLink(nodes=nodes, first=first, **common)]
+        else:
+            reads = ReadCache() if len(nodes) > 1 else None  # fan-out links share reads
+            self._links = [PushLink(nodes=(node,), reads=reads, **common) for node in nodes]
+        tasks = [asyncio.create_task(self._keep_running(link)) for link in self._links]
+        self._loop = loop
+        self._ready.set()
+        if self._stopped.is_set():  # stop() came before the loop was up
+            self._stopping.set()
+        await self._stopping.wait()
+        _, pending = await asyncio.wait(tasks, timeout=self._drain_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _keep_running(self, link: PushLink) -> None:
+        """A link handles every fault it knows of; this catches the ones it does not."""
+        while not self._stopping.is_set():
+            try:
+                await link.run()
+            except Exception:
+                log.exception("push %s to %s failed; restarting it", self.stream, link.node.name)
+                await asyncio.sleep(1.0)
+
+    def _watch_directory(self) -> None:
+        watcher = DirectoryWatcher(self.log_dir)
+        try:
+            while not self._stopped.is_set():
+                watcher.wait(1.0)
+                self.notify()
+        finally:
+            watcher.close()
