@@ -197,3 +197,18 @@ def test_decoder_reports_impossible_lengths_at_once():
     records, outcome = decoder.next_records()
     assert records == [] and isinstance(outcome, Corrupt)
     assert "impossible record length 5" in outcome.reason
+
+
+def test_framing_without_crc_checks_lengths_and_format_only():
+    good = encode_message(("m", 1), origin="o", ts=1, id=1)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0xFF
+    trusted = RecordDecoder(0, verify=False)
+    trusted.feed(bytes(flipped))
+    (record,), outcome = trusted.next_records()
+    assert outcome is NEED_DATA and record.raw == bytes(flipped)  # the CRC is not looked at
+    bad_format = bytearray(good)
+    bad_format[8] = 0x00
+    trusted = RecordDecoder(0, verify=False)
+    trusted.feed(bytes(bad_format))
+    assert trusted.next_records()[1] == Corrupt(0, "CRC32C mismatch")

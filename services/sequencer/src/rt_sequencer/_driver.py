@@ -10,6 +10,7 @@ core while a Ready is being persisted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import deque
@@ -157,9 +158,17 @@ class RaftDriver:
     async def _handle_ready(self) -> None:
         ready = self.node.ready()
         if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
-            await asyncio.to_thread(
-                self.storage.save, ready.hard_state, ready.entries, ready.snapshot
+            save = functools.partial(
+                self.storage.save,
+                ready.hard_state,
+                ready.entries,
+                ready.snapshot,
+                sync=ready.must_sync,
             )
+            if ready.must_sync:
+                await asyncio.to_thread(save)  # fsync: keep the loop serving meanwhile
+            else:
+                save()  # a commit index, written without a wait for the disk
         for message in ready.messages:
             self._send(message)
         if ready.soft_state is not None:

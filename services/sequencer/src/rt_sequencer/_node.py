@@ -42,6 +42,9 @@ CHECKPOINT_INTERVAL = 0.5
 #: (RT_RAFT_KEEP_ENTRIES lowers it, for tests of snapshot installation).
 COMPACTION_KEEP = int(os.environ.get("RT_RAFT_KEEP_ENTRIES", "20000"))
 BACKUP_CHECK_INTERVAL = 0.1
+#: Proposals a leader has in its log but not yet applied, at most: a bound on the work
+#: a new leader discards or a slow follower has to catch up on.
+MAX_PROPOSALS_IN_FLIGHT = 16
 #: A stream whose push has been quiet this long, while a peer holds more, is fetched.
 PUSH_QUIET = 0.3
 
@@ -164,40 +167,55 @@ class Node:
             link.send_raft(message)
 
     async def _propose_forever(self) -> None:
-        """On the leader: propose what a quorum holds beyond what is merged."""
-        in_flight = None
+        """On the leader: propose what a quorum holds beyond what is proposed.
+
+        Proposals are pipelined: each range starts where the previous proposal of its
+        stream ended, without waiting for it to commit, so entries flow continuously.
+        A new leader first applies its whole log, so that its proposals start from the
+        merge state every node will have; a change of term starts over from there.
+        """
+        proposed: dict[str, int] | None = None  # stream -> end of the last range proposed
+        term = 0
+        outstanding: list[int] = []  # last indexes of proposals not yet applied
+        wake = asyncio.Event()
+        for signal_ in (self.merger.applied, self.view.changed, self.driver.role_changed):
+            signal_.notify(wake)
         while True:
-            await asyncio.wait(
-                [
-                    asyncio.create_task(self.merger.applied.wait()),
-                    asyncio.create_task(self.view.changed.wait()),
-                    asyncio.create_task(self.driver.role_changed.wait()),
-                ],
-                timeout=0.05,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 0.05)
+            wake.clear()
             driver, merger = self.driver, self.merger
-            if not driver.is_leader:
-                in_flight = None
-                continue
-            if in_flight is not None and (
-                merger.applied_index >= in_flight.last_index or driver.term != in_flight.term
-            ):
-                in_flight = None
-            if in_flight is not None or merger.applied_index < driver.last_index:
+            if not driver.is_leader or driver.term != term:
+                proposed, term, outstanding = None, driver.term, []
+                if not driver.is_leader:
+                    continue
+            if proposed is None:
+                if merger.applied_index < driver.last_index:
+                    continue  # entries of earlier terms still to apply
+                proposed = dict(merger.merged)
+            outstanding = [index for index in outstanding if index > merger.applied_index]
+            if len(outstanding) >= MAX_PROPOSALS_IN_FLIGHT:
                 continue
             ranges = []
             for stream in sorted(self.view.streams()):
                 held = self.view.quorum_held(stream)
-                merged = merger.merged.get(stream, 0)
-                if held > merged:
-                    ranges.append((stream, merged, held))
+                start = proposed.get(stream, 0)
+                if held > start:
+                    ranges.append((stream, start, held))
             if not ranges:
                 continue
             try:
-                in_flight = await self.driver.propose(encode_ranges(ranges))
+                accepted = await self.driver.propose(encode_ranges(ranges))
             except RaftError as exc:
                 log.info("proposal refused: %s", exc)
+                proposed = None
+                continue
+            if accepted is None or accepted.term != term:
+                proposed = None
+                continue
+            outstanding.append(accepted.last_index)
+            for stream, _, end in ranges:
+                proposed[stream] = end
 
     async def _apply_forever(self) -> None:
         while True:

@@ -48,6 +48,7 @@ GRPC_OPTIONS = [
 #: A server refuses a port another process holds (gRPC shares ports by default).
 SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 GOSSIP_KEEPALIVE = 1.0
+GOSSIP_COALESCE = 0.002
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
 
 _message_encoder = msgspec.msgpack.Encoder()
@@ -163,8 +164,18 @@ class PeerLink:
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:
+            loop = asyncio.get_running_loop()
+            last: dict[str, int] | None = None
+            sent_at = 0.0
             while True:
-                yield peer_pb2.NodeState(node=self.me, held=self._held())
+                held = self._held()
+                if held != last or loop.time() - sent_at >= GOSSIP_KEEPALIVE:
+                    yield peer_pb2.NodeState(node=self.me, held=held)
+                    last, sent_at = held, loop.time()
+                    # Held positions move with every group sync; peers need them
+                    # promptly, not each one: at most one message per interval.
+                    await asyncio.sleep(GOSSIP_COALESCE)
+                    continue
                 await self._held_moved.wait_for(GOSSIP_KEEPALIVE)
 
         await self.stub.Gossip(states())

@@ -15,6 +15,11 @@ class Signal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._listeners: list[asyncio.Event] = []
+
+    def notify(self, event: asyncio.Event) -> None:
+        """Also set ``event`` on every fire: one waiter can follow several signals."""
+        self._listeners.append(event)
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -27,3 +32,5 @@ class Signal:
     def fire(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+        for event in self._listeners:
+            event.set()

@@ -38,11 +38,14 @@ class Corrupt:
 class RecordDecoder:
     """Frames and checks the records of one log file, fed in order."""
 
-    def __init__(self, position: int, tag_filter: TagFilter | None = None) -> None:
+    def __init__(
+        self, position: int, tag_filter: TagFilter | None = None, *, verify: bool = True
+    ) -> None:
         self._buffer = b""
         self._offset = 0  # in _buffer, of the first byte not yet decoded
         self._base = position  # the log position of _buffer[0]
         self._filter = tag_filter
+        self._verify = verify  # check each record's CRC32C (see scan)
         self._outcome: str | Corrupt = NEED_DATA
         self._pending: deque[Record] = deque()  # decoded but not yet taken one by one
 
@@ -89,7 +92,12 @@ class RecordDecoder:
         if self._outcome is not NEED_DATA:
             return [], self._outcome
         records, self._offset, outcome, reason = scan(
-            self._buffer, self._offset, self._base, self._filter, end=self._end(limit)
+            self._buffer,
+            self._offset,
+            self._base,
+            self._filter,
+            end=self._end(limit),
+            verify=self._verify,
         )
         self._set_outcome(outcome, reason)
         return records, self._outcome
@@ -101,7 +109,12 @@ class RecordDecoder:
         start = self._offset
         if self._outcome is NEED_DATA:
             _, self._offset, outcome, reason = scan(
-                self._buffer, self._offset, self._base, keep=False, end=self._end(limit)
+                self._buffer,
+                self._offset,
+                self._base,
+                keep=False,
+                end=self._end(limit),
+                verify=self._verify,
             )
             self._set_outcome(outcome, reason)
         return self._base + start, self._buffer[start : self._offset], self._outcome

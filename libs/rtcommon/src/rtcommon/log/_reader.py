@@ -122,8 +122,10 @@ class LogReader:
         tag_filter: TagFilter | tuple[str, ...] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         watcher: DirectoryWatcher | None = None,
+        verify: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        self._verify = verify  # False: the log was checked as it was written (see scan)
         if tag_filter is not None and not isinstance(tag_filter, TagFilter):
             tag_filter = TagFilter(tuple(tag_filter))
         self._filter = tag_filter
@@ -257,7 +259,7 @@ class LogReader:
         self._file = file
         self._fd = os.open(self.directory / file_name(*file), os.O_RDONLY)
         self._read_offset = offset
-        self._decoder = RecordDecoder(file_start(*file) + offset, self._filter)
+        self._decoder = RecordDecoder(file_start(*file) + offset, self._filter, verify=self._verify)
         self._seal_marked = False
 
     def _close_file(self) -> None:

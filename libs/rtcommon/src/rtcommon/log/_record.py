@@ -242,6 +242,7 @@ def scan(
     *,
     keep: bool = True,
     end: int | None = None,
+    verify: bool = True,
 ) -> tuple[list[Record], int, str, str]:
     """Frame and check the records in ``buf`` from ``offset`` on.
 
@@ -250,7 +251,9 @@ def scan(
     scanning stopped, why it stopped (:data:`NEED_DATA`, :data:`SEALED`,
     :data:`CORRUPT`) and, when corrupt, a human-readable reason. With
     ``keep=False`` it only frames and checks: no record objects are made. With
-    ``end`` it stops at that offset of ``buf`` as if the buffer ended there.
+    ``end`` it stops at that offset of ``buf`` as if the buffer ended there. With
+    ``verify=False`` records are framed by their lengths without their CRC32C checked:
+    only for bytes this process checked itself when they arrived (it halves the cost).
     """
     # The loop is the per-record cost of every reader: it breaks on anything
     # unusual and leaves the diagnosis to _stop_reason.
@@ -274,7 +277,7 @@ def scan(
             length < HEADER_SIZE
             or stop > end
             or magic != MAGIC
-            or crc32c(view[offset + 8 : stop]) != stored_crc
+            or (verify and crc32c(view[offset + 8 : stop]) != stored_crc)
         ):
             break
         if tag_count >= need and startswith(tag_bytes, offset + TAGS_OFFSET):

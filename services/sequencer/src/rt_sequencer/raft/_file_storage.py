@@ -62,8 +62,8 @@ def _check_crc(name: str, raw: bytes) -> bytes:
 
 
 class FileStorage:
-    """Storage in a directory; every ``save``, ``create_snapshot`` and ``compact`` is
-    durable when it returns. Not safe for concurrent use."""
+    """Storage in a directory; every ``save`` (unless ``sync=False``), ``create_snapshot``
+    and ``compact`` is durable when it returns. Not safe for concurrent use."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._directory = Path(directory)
@@ -109,6 +109,8 @@ class FileStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> None:
         if snapshot is not None:
             self._memory.apply_snapshot(snapshot)
@@ -119,11 +121,14 @@ class FileStorage:
                 b"".join(_encode_record(_ENTRY, e.term, e.index, e.data) for e in entries)
             )
             self._log_file.flush()
-            os.fsync(self._log_file.fileno())
+            if sync:
+                os.fsync(self._log_file.fileno())
             self._memory.append(entries)
         if hard_state is not None:
             body = _HARD_STATE_BODY.pack(hard_state.term, hard_state.vote, hard_state.commit)
-            self._replace_file(_HARD_STATE, _with_crc(body))
+            # Unsynced, it is a commit index only (Ready.must_sync is off), which a
+            # restart may find older: commit indexes are learnt again from the leader.
+            self._replace_file(_HARD_STATE, _with_crc(body), sync=sync)
             self._memory.set_hard_state(hard_state)
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
@@ -140,14 +145,16 @@ class FileStorage:
     def _path(self, name: str) -> Path:
         return self._directory / name
 
-    def _replace_file(self, name: str, payload: bytes) -> None:
+    def _replace_file(self, name: str, payload: bytes, *, sync: bool = True) -> None:
         temporary = self._path(name + ".tmp")
         with open(temporary, "wb") as file:
             file.write(payload)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
         os.replace(temporary, self._path(name))
-        self._sync_directory()
+        if sync:
+            self._sync_directory()
 
     def _sync_directory(self) -> None:
         descriptor = os.open(self._directory, os.O_RDONLY)

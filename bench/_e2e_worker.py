@@ -1,0 +1,90 @@
+"""Worker processes of ``e2e_bench.py``: one publisher or one subscriber each.
+
+Run as ``python bench/_e2e_worker.py pub|sub ...``; each prints one JSON line of
+results on stdout when done. Timestamps are wall-clock nanoseconds so that the
+parent can line up processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+import rt
+
+
+def publish(cluster_file: str, topic: str, log_dir: str, count: int, rate: float) -> dict:
+    cluster = rt.Cluster.from_file(cluster_file)
+    payload = os.urandom(100)
+    interval = 1.0 / rate if rate else 0.0
+    with rt.Publisher(cluster, topic, log_dir=log_dir, codec="raw") as publisher:
+        started = time.time_ns()
+        next_at = time.perf_counter()
+        for _i in range(count):
+            if interval:
+                next_at += interval
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                publisher.publish(payload, ts=time.time_ns())
+            else:
+                publisher.publish(payload)
+        published = time.time_ns()
+        publisher.flush()
+        flushed = time.time_ns()
+    return {"started": started, "published": published, "flushed": flushed, "count": count}
+
+
+def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dict:
+    cluster = rt.Cluster.from_file(cluster_file)
+    done = threading.Event()
+    state = {"received": 0, "first": 0, "last": 0}
+    latencies: list[int] = []
+
+    def on_message(message, position) -> None:
+        now = time.time_ns()
+        if state["received"] == 0:
+            state["first"] = now
+        state["received"] += 1
+        if latency:
+            latencies.append(now - message.ts)
+        if state["received"] >= count:
+            state["last"] = now
+            done.set()
+
+    subscriber = rt.Subscriber(cluster, log_dir=log_dir, position=None, on_message=on_message)
+    subscriber.start()
+    print(json.dumps({"ready": True}), flush=True)
+    finished = done.wait(600)
+    subscriber.unsubscribe()
+    result = {
+        "received": state["received"],
+        "first": state["first"],
+        "last": state["last"],
+        "finished": finished,
+    }
+    if latency and latencies:
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+        result |= {"p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999), "max": latencies[-1]}
+    return result
+
+
+def main() -> None:
+    role, args = sys.argv[1], sys.argv[2:]
+    if role == "pub":
+        cluster_file, topic, log_dir, count, rate = args
+        result = publish(cluster_file, topic, log_dir, int(count), float(rate))
+    else:
+        cluster_file, log_dir, count, latency = args
+        result = subscribe(cluster_file, log_dir, int(count), latency == "1")
+    times = os.times()
+    result["cpu"] = times.user + times.system
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
