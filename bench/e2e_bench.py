@@ -138,8 +138,7 @@ def throughput_phase(root: Path) -> None:
         subscriber.stdout.readline()  # ready
         pids = descendants(cluster.proc.pid)
         publishers = [
-            worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0)
-            for i in range(2)
+            worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0) for i in range(2)
         ]
         before = {pid: cpu_seconds(pid) for pid in [*pids, subscriber.pid]}
         pub_results = [result(p) for p in publishers]
