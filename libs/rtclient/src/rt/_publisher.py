@@ -41,8 +41,12 @@ __all__ = ["COMMIT_INTERVAL", "COMMIT_NOW_BYTES", "DEFAULT_CLOSE_TIMEOUT", "Publ
 
 log = logging.getLogger("rt.publisher")
 
-#: While records wait in the buffer, the committer writes them out this often (seconds).
+#: The committer gathers records this long after the first one arrives (seconds)...
 COMMIT_INTERVAL = 0.001
+#: ...and, while records keep coming, writes out at most this often: every commit costs
+#: an fsync here and a round of messages through every node, so a steady stream is sent
+#: in batches of a few milliseconds rather than a stream of tiny ones.
+COMMIT_SPACING = 0.004
 #: A buffer this large is written out at once, without waiting for the interval.
 COMMIT_NOW_BYTES = 256 << 10
 #: How long close() waits for a quorum to hold everything published.
@@ -260,10 +264,14 @@ class Publisher:
     # -- the committer -----------------------------------------------------------------------
 
     def _commit_loop(self) -> None:
+        last_commit = 0.0
         while True:
             self._has_data.wait()
             if not self._committer_exit:
-                self._commit_now.wait(COMMIT_INTERVAL)  # gather a batch, unless it is large
+                # Gather a batch, unless it is large or a flush waits for it.
+                since = time.monotonic() - last_commit
+                self._commit_now.wait(max(COMMIT_INTERVAL, COMMIT_SPACING - since))
+            last_commit = time.monotonic()
             with self._lock:
                 self._has_data.clear()
                 self._commit_now.clear()

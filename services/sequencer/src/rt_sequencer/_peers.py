@@ -49,6 +49,7 @@ GRPC_OPTIONS = [
 SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 GOSSIP_KEEPALIVE = 1.0
 GOSSIP_COALESCE = 0.002
+GOSSIP_TO_FOLLOWERS = 0.05
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
 
 _message_encoder = msgspec.msgpack.Encoder()
@@ -103,9 +104,15 @@ class PeerLink:
     """Everything this node sends to one peer."""
 
     def __init__(
-        self, me: int, peer: NodeSpec, held: Callable[[], dict[str, int]], held_moved: Signal
+        self,
+        me: int,
+        peer: NodeSpec,
+        held: Callable[[], dict[str, int]],
+        held_moved: Signal,
+        peer_leads: Callable[[], bool],
     ) -> None:
         self.me = me
+        self._peer_leads = peer_leads
         self.peer = peer
         self.channel = grpc.aio.insecure_channel(peer.push, options=GRPC_OPTIONS)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
@@ -172,9 +179,12 @@ class PeerLink:
                 if held != last or loop.time() - sent_at >= GOSSIP_KEEPALIVE:
                     yield peer_pb2.NodeState(node=self.me, held=held)
                     last, sent_at = held, loop.time()
-                    # Held positions move with every group sync; peers need them
-                    # promptly, not each one: at most one message per interval.
-                    await asyncio.sleep(GOSSIP_COALESCE)
+                    # Held positions move with every group sync. The leader needs them
+                    # promptly (it proposes what a quorum holds), not each one; other
+                    # peers need them only for the backup path and status.
+                    await asyncio.sleep(
+                        GOSSIP_COALESCE if self._peer_leads() else GOSSIP_TO_FOLLOWERS
+                    )
                     continue
                 await self._held_moved.wait_for(GOSSIP_KEEPALIVE)
 

@@ -7,6 +7,7 @@ errors to gRPC status codes; the logic lives in the parts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PULL_CHUNK_BYTES = 1 << 20
 IDLE_HEARTBEAT = 1.0
+REPLY_COALESCE = 0.005
 
 
 def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
@@ -90,26 +92,32 @@ class PushService(push_pb2_grpc.PushServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         log.info("push of %s from %s", stream.name, first.open.publisher or "?")
         reader = asyncio.create_task(self._receive(stream, context))
+        wake = asyncio.Event()
+        reader.add_done_callback(lambda _: wake.set())
+        stream.held_changed.notify(wake)
+        self.node.view.changed.notify(wake)
         try:
             last = None
-            while True:
+            while not reader.done():
                 reply = (stream.held, self.node.view.quorum_held(stream.name))
                 if reply != last:
                     last = reply
                     await context.write(push_pb2.PushReply(held=reply[0], replicated=reply[1]))
-                if reader.done():
-                    break
-                waiter = asyncio.create_task(stream.held_changed.wait_for(1.0))
-                view = asyncio.create_task(self.node.view.changed.wait_for(1.0))
-                await asyncio.wait({reader, waiter, view}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                view.cancel()
+                    # Positions move with every group sync and gossip; a publisher needs
+                    # them promptly, not each one.
+                    await asyncio.sleep(REPLY_COALESCE)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                wake.clear()
             error = reader.exception()
             if isinstance(error, MirrorError | PositionError):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             elif error is not None:
                 raise error
         finally:
+            stream.held_changed.forget(wake)
+            self.node.view.changed.forget(wake)
             reader.cancel()
 
     async def _receive(self, stream, context) -> None:

@@ -21,6 +21,9 @@ class Signal:
         """Also set ``event`` on every fire: one waiter can follow several signals."""
         self._listeners.append(event)
 
+    def forget(self, event: asyncio.Event) -> None:
+        self._listeners.remove(event)
+
     async def wait(self) -> None:
         await self._event.wait()
 

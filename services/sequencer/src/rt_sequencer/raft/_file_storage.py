@@ -126,9 +126,12 @@ class FileStorage:
             self._memory.append(entries)
         if hard_state is not None:
             body = _HARD_STATE_BODY.pack(hard_state.term, hard_state.vote, hard_state.commit)
-            # Unsynced, it is a commit index only (Ready.must_sync is off), which a
-            # restart may find older: commit indexes are learnt again from the leader.
-            self._replace_file(_HARD_STATE, _with_crc(body), sync=sync)
+            # Only the term and the vote must be durable before messages go out; a commit
+            # index a restart finds older is learnt again from the leader, so a hard state
+            # that moves only the commit index is written without waiting for the disk.
+            before = self._memory.initial_state()
+            vote_moved = (hard_state.term, hard_state.vote) != (before.term, before.vote)
+            self._replace_file(_HARD_STATE, _with_crc(body), sync=sync and vote_moved)
             self._memory.set_hard_state(hard_state)
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
