@@ -63,6 +63,7 @@ class Node:
         self._fetching: dict[str, asyncio.Task[None]] = {}
         self._committed: asyncio.Queue[tuple[list[Entry], Snapshot | None]] = asyncio.Queue()
         self._stopping = asyncio.Event()
+        self._installing = False  # a snapshot install owns the merged log meanwhile
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -228,6 +229,10 @@ class Node:
             await asyncio.sleep(PROPOSAL_SPACING)
 
     async def _apply_forever(self) -> None:
+        snapshot = self.storage.snapshot()
+        if snapshot.index > self.merger.applied_index:
+            # Raft took a snapshot this node had not finished installing when it stopped.
+            await self._install(Checkpoint.decode(snapshot.data))
         while True:
             entries, snapshot = await self._committed.get()
             if snapshot is not None and snapshot.index > self.merger.applied_index:
@@ -239,39 +244,54 @@ class Node:
     async def _checkpoint_forever(self) -> None:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
-            if self.merger.applied_index == self.merger.saved.applied_index:
+            if self._installing or self.merger.applied_index == self.merger.saved.applied_index:
                 continue
             state = await self.merger.save_checkpoint()
             if state.applied_index - self.storage.first_index() > 2 * COMPACTION_KEEP:
                 self.driver.compact(state.applied_index, state.encode(), COMPACTION_KEEP)
 
     async def _install(self, checkpoint: Checkpoint) -> None:
-        """A snapshot from the leader: bring the merged log to its position, then its state."""
+        """A snapshot from the leader: bring the merged log to its position from the peers,
+        then take its state, and checkpoint it before anything else is applied."""
         log.info("installing a snapshot at index %d", checkpoint.applied_index)
-        self.out.close()
-        target = checkpoint.out_position
-        while True:
-            with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
+        self._installing = True
+        try:
+            self.out.close()
+            target = checkpoint.out_position
+            attempt = 0
+            while not await self._catch_up_out(target):
+                attempt += 1
+                await backoff_sleep(attempt)
+            self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
+            self.merger.out = self.out
+            self.merger.restore(checkpoint)
+            await self.merger.save_checkpoint()
+        finally:
+            self._installing = False
+
+    async def _catch_up_out(self, target: int) -> bool:
+        """Pull the merged log from one peer after another until it reaches ``target``."""
+        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
+            for link in self.links.values():
                 if (mirror.end or 0) >= target:
                     break
                 try:
-                    await self._pull_out_into(mirror, target)
+                    await self._pull_out_into(link, mirror, target)
                 except grpc.aio.AioRpcError as exc:
-                    log.warning("catching up the merged log: %s", exc.code())
-                    await backoff_sleep(3)
-        self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
-        self.merger.out = self.out
-        self.merger.restore(checkpoint)
+                    log.warning(
+                        "catching up the merged log from %s: %s", link.peer.name, exc.code()
+                    )
+            mirror.sync()  # the checkpoint that follows says these bytes are on disk
+            return (mirror.end or 0) >= target
 
-    async def _pull_out_into(self, mirror: LogMirror, target: int) -> None:
-        for link in self.links.values():
-            stub = pull_pb2_grpc.PullStub(link.channel)
-            call = stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0))
-            async for chunk in call:
-                mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
-                if (mirror.end or 0) >= target:
-                    call.cancel()
-                    return
+    async def _pull_out_into(self, link: PeerLink, mirror: LogMirror, target: int) -> None:
+        stub = pull_pb2_grpc.PullStub(link.channel)
+        call = stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0))
+        async for chunk in call:
+            mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+            if (mirror.end or 0) >= target:
+                call.cancel()
+                return
 
     # -- held positions and the backup path ----------------------------------------------
 

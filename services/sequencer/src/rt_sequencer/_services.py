@@ -49,6 +49,10 @@ IDLE_HEARTBEAT = 1.0
 REPLY_COALESCE = 0.005
 
 
+class _DataLoss(Exception):
+    """The log being served is damaged at a position."""
+
+
 def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
     return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
 
@@ -70,10 +74,12 @@ async def _follow(reader: LogReader, wait):
             continue
         last_sent = loop.time()
         for item in items:
-            if isinstance(item, Chunk):
-                yield item
-            else:
-                log.warning("%s while serving %s", item, reader.directory)
+            if not isinstance(item, Chunk):
+                # Corruption in a log this node serves: never pass a silently short file
+                # on; the receiver goes to another node.
+                log.error("%s while serving %s", item, reader.directory)
+                raise _DataLoss(f"{item.kind} at {item.positions[0]} in {reader.directory}")
+            yield item
 
 
 class PushService(push_pb2_grpc.PushServicer):
@@ -137,10 +143,10 @@ class PullService(pull_pb2_grpc.PullServicer):
         out = self.node.out
         start = getattr(request, "from")
         if start == pull_pb2.PullRequest.END:
-            position = out.position
+            position = out.written_position
         elif start == pull_pb2.PullRequest.START:
             files = list_log_files(out.directory)
-            position = log_file_start(*files[0]) if files else out.position
+            position = log_file_start(*files[0]) if files else out.written_position
         else:
             position = request.position
         try:
@@ -153,7 +159,7 @@ class PullService(pull_pb2_grpc.PullServicer):
             )
         except PositionPastEndError as exc:
             await context.abort(
-                grpc.StatusCode.OUT_OF_RANGE, f"{exc} (merged log ends at {out.position})"
+                grpc.StatusCode.OUT_OF_RANGE, f"{exc} (merged log ends at {out.written_position})"
             )
         except PositionError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -164,8 +170,11 @@ class PullService(pull_pb2_grpc.PullServicer):
                 f"position {position} is not the start of a record in the merged log",
             )
         with reader:
-            async for chunk in _follow(reader, lambda: out.appended.wait_for(1.0)):
-                yield _to_proto(chunk)
+            try:
+                async for chunk in _follow(reader, lambda: out.appended.wait_for(1.0)):
+                    yield _to_proto(chunk)
+            except _DataLoss as exc:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
@@ -197,8 +206,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         inputs = self.node.inputs
         with reader:
-            async for chunk in _follow(reader, lambda: inputs.written.wait_for(1.0)):
-                yield _to_proto(chunk)
+            try:
+                async for chunk in _follow(reader, lambda: inputs.written.wait_for(1.0)):
+                    yield _to_proto(chunk)
+            except _DataLoss as exc:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
@@ -216,14 +228,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             leader=driver.leader - 1 if driver.leader else -1,
             commit_index=driver.commit_index,
             applied_index=merger.applied_index,
-            out_position=node.out.position,
-            out_start=log_file_start(*files[0]) if files else node.out.position,
+            out_position=node.out.written_position,
+            out_start=log_file_start(*files[0]) if files else node.out.written_position,
             streams=[
                 admin_pb2.StreamStatus(
                     stream=name, held=stream.held, merged=merger.merged.get(name, 0)
                 )
                 for name, stream in sorted(node.inputs.streams.items())
             ],
-            records_merged=merger.records_merged,
             bytes_merged=merger.bytes_merged,
         )

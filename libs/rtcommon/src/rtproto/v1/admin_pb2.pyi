@@ -74,7 +74,6 @@ class NodeStatus(_message.Message):
     OUT_POSITION_FIELD_NUMBER: _builtins.int
     OUT_START_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
-    RECORDS_MERGED_FIELD_NUMBER: _builtins.int
     BYTES_MERGED_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
@@ -87,8 +86,6 @@ class NodeStatus(_message.Message):
     out_position: _builtins.int
     """The end of the merged log on this node, and its first position still held."""
     out_start: _builtins.int
-    records_merged: _builtins.int
-    """Merged records and bytes since the process started."""
     bytes_merged: _builtins.int
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
@@ -104,12 +101,11 @@ class NodeStatus(_message.Message):
         out_position: _builtins.int = ...,
         out_start: _builtins.int = ...,
         streams: _abc.Iterable[Global___StreamStatus] | None = ...,
-        records_merged: _builtins.int = ...,
         bytes_merged: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "records_merged", b"records_merged", "role", b"role", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
