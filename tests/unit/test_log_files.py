@@ -18,6 +18,7 @@ from rtcommon.log import (
     LogEvent,
     LogLockedError,
     LogReader,
+    LogWriteError,
     LogWriter,
     PositionError,
     Record,
@@ -347,3 +348,23 @@ def test_append_run_rolls_between_records_like_single_appends(tmp_path):
     for name in os.listdir(tmp_path / "one"):
         if name.startswith("log."):
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "run" / name).read_bytes()
+
+
+def test_a_full_disk_at_a_roll_loses_nothing_and_recovers(small_disk):
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (96 << 10))
+    accepted, errors = [], []
+    writer = LogWriter(small_disk / "log", roll_size=2048, buffer_size=1)
+    for i in range(400):  # far more than fits: writes fail, some of them at a roll
+        before = writer.position
+        try:
+            writer.append(record(i, size=50))
+        except LogWriteError as exc:
+            errors.append(str(exc))
+        if writer.position != before:  # taken (maybe only buffered), as a publisher sees it
+            accepted.append(i + 1)
+    assert errors and all("the disk is full" in error for error in errors)
+    assert len(accepted) < 400
+    filler.unlink()  # space again: what was accepted reaches the log, exactly once
+    writer.close()
+    assert [r.id for r in read_log(small_disk / "log")] == accepted

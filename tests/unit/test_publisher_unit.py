@@ -29,6 +29,7 @@ from rtcommon.log import (
     LogLockedError,
     LogMirror,
     LogReader,
+    LogWriteError,
     LogWriter,
     Record,
     encode_message,
@@ -373,3 +374,22 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
         copy = tmp_path / f"copy{i}"
         assert sorted(p.name for p in copy.iterdir() if p.name.startswith("log.")) == names
         assert filecmp.cmpfiles(source, copy, names, shallow=False)[0] == names
+
+
+def test_on_a_full_disk_publish_either_takes_a_message_or_says_it_did_not(small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (96 << 10))
+    taken, refused = [], 0
+    publisher = Publisher(None, str(small_disk / "log"), roll_size=2048, codec="raw")
+    for i in range(1, 401):
+        try:
+            publisher.publish(b"m%d" % i + b"x" * 50, id=i)
+            taken.append(i)
+        except LogWriteError as exc:
+            assert "the disk is full" in str(exc)
+            refused += 1
+        if i % 20 == 0:
+            time.sleep(0.01)  # let the committer run into the full disk too
+    assert refused
+    (small_disk / "filler").unlink()
+    publisher.close()
+    assert [r.id for r in read_log(small_disk / "log")] == taken

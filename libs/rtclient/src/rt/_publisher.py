@@ -184,9 +184,12 @@ class Publisher:
                 codec=self.codec,
                 tags=tags,
             )
+            before = self._writer.position
             try:
                 position = self._writer.append(record)
             except LogWriteError:
+                if self._writer.position == before:
+                    raise  # a roll failed before the record was taken: it is not published
                 # The buffer filled and could not be written out: the record is buffered
                 # all the same, and the committer goes on trying.
                 position = self._writer.position

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,12 +115,9 @@ class MergedLog:
         self.appended.fire()
 
     async def sync(self) -> None:
-        self.writer.commit()
-        fd = os.dup(self.writer._fd)
-        try:
-            await asyncio.to_thread(os.fdatasync, fd)
-        finally:
-            os.close(fd)
+        pending = self.writer.detach_sync()
+        await asyncio.to_thread(pending.run)
+        self.writer.synced(pending)
 
     def close(self) -> None:
         self.writer.close()

@@ -106,3 +106,26 @@ class DirectoryLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = -1
+
+
+class PendingSync:
+    """Descriptors (duplicated, so they outlive the mirror's own) and a directory to force
+    to disk; when that is done, everything before ``end`` is durable."""
+
+    __slots__ = ("directory", "end", "fds")
+
+    def __init__(self, fds: list[int], directory: Path | None, end: int | None) -> None:
+        self.fds = fds
+        self.directory = directory
+        self.end = end
+
+    def run(self) -> None:
+        try:
+            for fd in self.fds:
+                os.fdatasync(fd)
+            if self.directory is not None:
+                fsync_directory(self.directory)
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []

@@ -28,7 +28,7 @@ from ._decoder import NEED_DATA, SEALED, RecordDecoder
 from ._errors import LogError
 from ._files import (
     DirectoryLock,
-    fsync_directory,
+    PendingSync,
     list_log_files,
     write_file_atomically,
 )
@@ -47,29 +47,6 @@ def read_mirror_start(directory: Path) -> int | None:
         return int((directory / MIRROR_START_FILE).read_text())
     except FileNotFoundError:
         return None
-
-
-class PendingSync:
-    """Descriptors (duplicated, so they outlive the mirror's own) and a directory to force
-    to disk; when that is done, everything before ``end`` is durable."""
-
-    __slots__ = ("directory", "end", "fds")
-
-    def __init__(self, fds: list[int], directory: Path | None, end: int | None) -> None:
-        self.fds = fds
-        self.directory = directory
-        self.end = end
-
-    def run(self) -> None:
-        try:
-            for fd in self.fds:
-                os.fdatasync(fd)
-            if self.directory is not None:
-                fsync_directory(self.directory)
-        finally:
-            for fd in self.fds:
-                os.close(fd)
-            self.fds = []
 
 
 class MirrorError(LogError, ValueError):

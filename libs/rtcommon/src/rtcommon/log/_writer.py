@@ -39,7 +39,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ._errors import LogDirectoryError, LogWriteError, RecordError, RecordTooLargeError
-from ._files import DirectoryLock, fsync_directory, list_log_files, read_session, write_session
+from ._files import (
+    DirectoryLock,
+    PendingSync,
+    fsync_directory,
+    list_log_files,
+    read_session,
+    write_session,
+)
 from ._position import (
     MAX_FILE_SIZE,
     MAX_ROLL,
@@ -86,7 +93,8 @@ class LogWriter:
         self._clock = clock
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self._fd = -1
+        self._fd = -1  # -1 while open: between a sealed file and its successor (see _roll)
+        self._closed = False
         self._seal_on_close = seal_on_close
         self._open_directory()
         self._lock = DirectoryLock(self.directory)
@@ -122,7 +130,7 @@ class LogWriter:
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0
+        return self._closed
 
     def append(self, record: bytes) -> int:
         """Buffer one encoded record; return the position just after it."""
@@ -182,9 +190,23 @@ class LogWriter:
         self._sync()
         return self._durable
 
+    def detach_sync(self) -> PendingSync:
+        """Write what is buffered and take what needs forcing to disk as a
+        :class:`PendingSync`, whose ``run()`` may go to another thread while this writer
+        goes on appending; then call :meth:`synced` with it."""
+        self._check_open()
+        self._write_pending()
+        return PendingSync([os.dup(self._fd)], None, self.written_position)
+
+    def synced(self, pending: PendingSync) -> int:
+        """Record that ``pending`` ran: its end is durable."""
+        if pending.end is not None and pending.end > self._durable:
+            self._durable = pending.end
+        return self._durable
+
     def close(self) -> None:
         """Commit, seal the last file (unless ``seal_on_close=False``), release the directory."""
-        if self._fd < 0:
+        if self._closed:
             return
         # A failed write leaves the writer open, records buffered, so close can be retried.
         self._write_pending()
@@ -261,14 +283,23 @@ class LogWriter:
         self._durable = self._file_start
 
     def _roll(self) -> None:
+        # Until the sealed file's successor is open, the writer is between files (_fd is
+        # -1): records are buffered at the successor's positions and the next write
+        # opens it, so a failure here (a full disk) loses nothing and can be retried.
         self._write_pending()
         self._seal()
-        if self.roll == MAX_ROLL:
-            self.session, self.roll = self.session + 1, 0
-            write_session(self.directory, self.session)
-        else:
-            self.roll += 1
-        self._open_file()
+        new_session = self.roll == MAX_ROLL
+        self.session, self.roll = (
+            (self.session + 1, 0) if new_session else (self.session, self.roll + 1)
+        )
+        self._file_start, self._file_size = file_start(self.session, self.roll), 0
+        self._durable = self._file_start
+        try:
+            if new_session:
+                write_session(self.directory, self.session)
+            self._open_file()
+        except OSError as exc:
+            raise self._write_error(exc) from exc
 
     def _seal(self) -> None:
         self._write(SEAL_TRAILER)
@@ -278,6 +309,7 @@ class LogWriter:
         self._fd = -1
 
     def _release(self) -> None:
+        self._closed = True
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -303,11 +335,7 @@ class LogWriter:
             # Cut back to the last whole record so the file never holds a torn one.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, intact)
-            reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
-            raise LogWriteError(
-                f"cannot write {self.directory / file_name(self.session, self.roll)}: {reason};"
-                " the records stay buffered and a later commit retries them"
-            ) from exc
+            raise self._write_error(exc) from exc
 
     def _sync(self) -> None:
         os.fdatasync(self._fd)
@@ -315,5 +343,17 @@ class LogWriter:
         self._durable = self.written_position
 
     def _check_open(self) -> None:
-        if self._fd < 0:
+        if self._closed:
             raise LogWriteError(f"the writer of {self.directory} is closed")
+        if self._fd < 0:  # between files after a roll that could not open the next one
+            try:
+                self._open_file()
+            except OSError as exc:
+                raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: OSError) -> LogWriteError:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+        return LogWriteError(
+            f"cannot write {self.directory / file_name(self.session, self.roll)}: {reason};"
+            " the records stay buffered and a later commit retries them"
+        )
