@@ -237,3 +237,33 @@ def test_the_agent_ships_a_directory_another_process_writes(
         agent.send_signal(signal.SIGTERM)
         _, errors = agent.communicate(timeout=30)
     assert agent.returncode == 0, errors
+
+
+def test_a_publisher_log_that_lost_its_unsynced_tail_still_replicates(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    from rt_publisher_agent import Replicator
+
+    running = cluster(nodes=1)
+    directory = tmp_path / "host.feed"
+    with LogWriter(directory, sync="none", seal_on_close=False) as writer:
+        for i in range(1, 41):
+            writer.append(encode_message(("m", i), origin="o", ts=i, id=i))
+    replicator = Replicator(directory, "host.feed", running.spec).start()
+    assert replicator.wait_replicated(
+        list_log_files(directory) and read_log(directory)[-1].position, 30
+    )
+    replicator.stop()
+    # The host crashed before its page cache reached the disk: the log lost its tail...
+    first = directory / "log.0.0"
+    os.truncate(first, len(b"".join(r.raw for r in read_log(directory)[:25])))
+    # ...and the restarted publisher starts a new session.
+    with LogWriter(directory) as writer:
+        end = writer.append(encode_message(("m", 41), origin="o", ts=41, id=41))
+    replicator = Replicator(directory, "host.feed", running.spec).start()
+    try:
+        assert replicator.wait_replicated(end, 30), replicator.held
+    finally:
+        replicator.stop()
+    copy = read_log(input_copy(running.spec, 0, "host.feed"))
+    assert [r.id for r in copy] == list(range(1, 42))  # the node kept what it held

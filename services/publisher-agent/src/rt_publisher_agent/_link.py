@@ -30,7 +30,7 @@ import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from rtcommon.cluster import NodeSpec
-from rtcommon.log import Chunk, LogEvent, LogReader, PositionError
+from rtcommon.log import RESET, Chunk, LogEvent, LogReader, PositionError
 from rtproto.v1 import common_pb2, push_pb2, push_pb2_grpc
 
 log = logging.getLogger("rt_publisher_agent")
@@ -370,7 +370,12 @@ class PushLink:
                         item.kind,
                         *item.positions,
                     )
-                    continue
+                    if item.kind != RESET:
+                        continue
+                    # The log shrank below what the node holds (it was lost here after an
+                    # unsynced write): the node's copy of that file is the fuller one, so
+                    # seal it there and go on with the publisher's next file.
+                    item = Chunk(item.positions[0], b"", sealed=True)
                 size = len(item.data)
                 continues = (
                     batch
