@@ -176,6 +176,13 @@ def test_start_and_end_positions(tmp_path):
     assert numbers(from_end.messages) == [20, 21, 22, 23, 24]
 
 
+def test_a_position_inside_a_record_is_refused(tmp_path):
+    write_log(tmp_path, 5)
+    inside = read_log(tmp_path)[1].position + 5
+    with pytest.raises(SubscriberError, match="not the start of a record"):
+        Subscriber(None, log_dir=tmp_path, position=inside).start()
+
+
 def test_a_position_past_the_end_of_a_local_log_is_refused(tmp_path):
     write_log(tmp_path, 5)
     end = read_log(tmp_path)[-1].position

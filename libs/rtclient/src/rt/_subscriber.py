@@ -92,6 +92,7 @@ from rtcommon.log import (
     list_log_files,
     read_mirror_start,
     split_position,
+    starts_a_record,
 )
 from rtproto.v1 import common_pb2, pull_pb2, pull_pb2_grpc
 
@@ -366,6 +367,11 @@ class Subscriber:
                 raise SubscriberError(
                     f"position {self._explicit_start} lies before the local copy in"
                     f" {self.log_dir}, which begins at {held}; subscribe with another log_dir"
+                )
+            if not starts_a_record(self.log_dir, self._explicit_start):
+                raise SubscriberError(
+                    f"position {self._explicit_start} is not the start of a record in"
+                    f" {self.log_dir}: pass a position a callback was handed"
                 )
         if not self._replicating and self._explicit_start is not None:
             # No replication will fill the log up to the position: refuse it now if it is

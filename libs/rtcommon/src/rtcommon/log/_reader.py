@@ -85,7 +85,8 @@ def file_is_sealed(path: str | os.PathLike[str]) -> bool:
 
 def starts_a_record(directory: str | os.PathLike[str], position: int) -> bool:
     """Whether ``position`` can be read from in ``directory``: the start of a whole,
-    valid record, the end of what a file holds (or its seal), or the start of a file.
+    valid record, the end of what a file holds (or its seal), or the start of a file
+    (a position past the end is not inside a record: :class:`LogReader` refuses it).
 
     A position that points inside a record fails this (but for a 2**-32 chance that the
     bytes there pass as a record), so a reader is refused rather than fed garbage.
@@ -95,8 +96,8 @@ def starts_a_record(directory: str | os.PathLike[str], position: int) -> bool:
         with open(Path(directory) / file_name(session, roll), "rb") as file:
             size = os.fstat(file.fileno()).st_size
             header = os.pread(file.fileno(), HEADER_SIZE, offset)
-            if offset == size or offset == 0 or header[:SEAL_SIZE] == SEAL_TRAILER:
-                return True
+            if offset >= size or offset == 0 or header[:SEAL_SIZE] == SEAL_TRAILER:
+                return True  # past the end is another question, for the reader
             length = int.from_bytes(header[:4], "little")
             if not HEADER_SIZE <= length <= size - offset:
                 return False
