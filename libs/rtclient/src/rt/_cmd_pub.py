@@ -19,12 +19,12 @@ import msgspec
 
 from rtcommon.cluster import ClusterError
 from rtcommon.log import LogError
+from rtcommon.streams import DEDUP_SUFFIX
 
 from ._cluster import Cluster
 from ._publisher import Publisher
 
 DEFAULT_TOPIC = "pub"
-DEDUP_SUFFIX = ".dedup"
 OK, FAILED, USAGE = 0, 1, 2
 
 _json = msgspec.json.Decoder()

@@ -76,6 +76,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import (
     RESET,
     Chunk,
@@ -120,11 +121,6 @@ IDLE_POLL = 0.25
 LOCAL_POLL = 0.05
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
-
-_GRPC_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-)
 
 
 class SubscriberError(Exception):
@@ -543,7 +539,7 @@ class Subscriber:
         node = self._nodes[self._node_index]
         request = self._pull_request()
         progressed = False
-        channel = grpc.aio.insecure_channel(node.pull, options=_GRPC_OPTIONS)
+        channel = grpc.aio.insecure_channel(node.pull, options=CHANNEL_OPTIONS)
         try:
             call = pull_pb2_grpc.PullStub(channel).Pull(request)
             async for chunk in call:

@@ -2,12 +2,13 @@
 cluster and resumes after faults; ``rt-publisher-agent`` runs it standalone.
 
 Modules: ``_replicator`` (the :class:`Replicator`: its thread, loop and quorum tracking),
-``_link`` (one push stream to a node, its sessions and retries), ``_names`` (stream
-names), ``_agent`` (the command line).
+``_link`` (one push stream to a node, its sessions and retries), ``_agent`` (the command
+line). Stream names follow ``rtcommon.streams``, re-exported here.
 """
 
+from rtcommon.streams import DEDUP_SUFFIX, MAX_STREAM_NAME, StreamNameError, check_stream_name
+
 from ._link import MAX_MESSAGE_BYTES
-from ._names import DEDUP_SUFFIX, MAX_STREAM_NAME, StreamNameError, check_stream_name
 from ._replicator import DEFAULT_DRAIN_TIMEOUT, DEFAULT_REPLY_TIMEOUT, Replicator
 
 __all__ = [

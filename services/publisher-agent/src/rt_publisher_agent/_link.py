@@ -30,15 +30,14 @@ import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from rtcommon.cluster import NodeSpec
+from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import RESET, Chunk, LogEvent, LogReader, PositionError
 from rtproto.v1 import common_pb2, push_pb2, push_pb2_grpc
 
 log = logging.getLogger("rt_publisher_agent")
 
-#: Records are arbitrarily large (up to 1 GiB), so messages are unbounded both ways.
-CHANNEL_OPTIONS = (
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
+LINK_OPTIONS = (
+    *CHANNEL_OPTIONS,
     # gRPC's own reconnect backoff would otherwise grow to two minutes behind ours.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -199,7 +198,7 @@ class PushLink:
     async def _session(self) -> None:
         node = self.node
         started = time.monotonic()
-        channel = grpc.aio.insecure_channel(node.push, options=CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(node.push, options=LINK_OPTIONS)
         call = None
         session: _Session | None = None
         try:

@@ -30,10 +30,10 @@ from typing import Any
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
 from rtcommon.log import DirectoryWatcher
+from rtcommon.streams import check_stream_name
 from rtproto.v1 import push_pb2
 
 from ._link import PushLink, ReadCache
-from ._names import check_stream_name
 
 log = logging.getLogger("rt_publisher_agent")
 

@@ -13,31 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from pathlib import Path
 
 from rtcommon.log import Chunk, LogMirror, SyncPolicy
+from rtcommon.streams import check_stream_name, is_dedup_stream, is_stream_name
 
 from ._signal import Signal
 
-__all__ = ["InputStore", "InputStream", "StreamNameError"]
+__all__ = ["InputStore", "InputStream"]
 
 log = logging.getLogger(__name__)
-
-_STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
-DEDUP_SUFFIX = ".dedup"
-
-
-class StreamNameError(ValueError):
-    """A stream name that is not a safe directory name."""
-
-
-def check_stream_name(name: str) -> str:
-    if not _STREAM_NAME.fullmatch(name):
-        raise StreamNameError(
-            f"stream name {name!r} is not 1-200 characters of [A-Za-z0-9._-] not starting with '.'"
-        )
-    return name
 
 
 class InputStream:
@@ -45,7 +30,7 @@ class InputStream:
 
     def __init__(self, store: InputStore, name: str) -> None:
         self.name = name
-        self.dedup = name.endswith(DEDUP_SUFFIX)
+        self.dedup = is_dedup_stream(name)
         self.directory = store.root / name
         self.mirror = LogMirror(self.directory, sync=SyncPolicy.NONE)
         self._store = store
@@ -86,7 +71,7 @@ class InputStore:
         self.written = Signal()  #: fires when any stream is written (the fetch server follows)
         self.changed = Signal()  #: fires when any held position moves
         for path in sorted(root.iterdir()):
-            if path.is_dir() and _STREAM_NAME.fullmatch(path.name):
+            if path.is_dir() and is_stream_name(path.name):
                 self.streams[path.name] = InputStream(self, path.name)
 
     def open(self, name: str) -> InputStream:

@@ -21,6 +21,7 @@ import grpc
 import msgspec
 
 from rtcommon.cluster import NodeSpec, quorum
+from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
 from rtproto.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 
@@ -38,10 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Records can be as large as a log file, so messages are not size-limited.
 GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
+    *CHANNEL_OPTIONS,
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]

@@ -23,6 +23,7 @@ from rtcommon.log import (
     starts_a_record,
 )
 from rtcommon.log import file_start as log_file_start
+from rtcommon.streams import StreamNameError
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -34,7 +35,6 @@ from rtproto.v1 import (
     push_pb2_grpc,
 )
 
-from ._inputs import StreamNameError
 from ._peers import decode_message
 
 if TYPE_CHECKING:

@@ -1,5 +1,7 @@
 """Stream names: what a publisher's log is called on the nodes (``/s/in/<stream>/``).
 
+Publishers and nodes check names with the same rules, here.
+
 A stream is named after the publisher's log directory, ``<host or publisher id>.<topic>``;
 a name ending in ``.dedup`` asks the cluster to deduplicate it.
 """
@@ -32,6 +34,14 @@ def check_stream_name(name: str) -> str:
             " and must not start with '.'"
         )
     return name
+
+
+def is_stream_name(name: str) -> bool:
+    try:
+        check_stream_name(name)
+    except StreamNameError:
+        return False
+    return True
 
 
 def is_dedup_stream(name: str) -> bool:
