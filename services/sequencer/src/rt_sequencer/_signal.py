@@ -24,9 +24,6 @@ class Signal:
     def forget(self, event: asyncio.Event) -> None:
         self._listeners.remove(event)
 
-    async def wait(self) -> None:
-        await self._event.wait()
-
     async def wait_for(self, timeout: float) -> None:
         """Wait for the next fire, or ``timeout`` seconds, whichever comes first."""
         with contextlib.suppress(TimeoutError):

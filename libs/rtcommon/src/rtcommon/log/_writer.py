@@ -35,7 +35,7 @@ import enum
 import errno
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from ._errors import LogDirectoryError, LogWriteError, RecordError, RecordTooLargeError
@@ -164,13 +164,6 @@ class LogWriter:
         for record in records:
             self.append(record.raw)
         return self.position
-
-    def extend(self, records: Iterable[bytes]) -> int:
-        """Buffer many records; return the position just after the last."""
-        position = self.position
-        for record in records:
-            position = self.append(record)
-        return position
 
     def commit(self) -> int:
         """Write what is buffered and sync by policy; return the position written to."""
