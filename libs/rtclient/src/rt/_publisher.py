@@ -275,12 +275,18 @@ class Publisher:
                 since = time.monotonic() - last_commit
                 self._commit_now.wait(max(COMMIT_INTERVAL, COMMIT_SPACING - since))
             last_commit = time.monotonic()
+            pending = None
             with self._lock:
                 self._has_data.clear()
                 self._commit_now.clear()
                 exiting = self._committer_exit
                 try:
-                    written = self._writer.commit()
+                    if self._writer.sync_policy is SyncPolicy.BATCH:
+                        # Write under the lock, fsync outside it: publish() goes on meanwhile.
+                        pending = self._writer.detach_sync()
+                        written = pending.end
+                    else:
+                        written = self._writer.commit()
                 except LogWriteError as exc:
                     written = None
                     if self._commit_error is None:
@@ -290,6 +296,10 @@ class Publisher:
                 else:
                     self._unwritten = 0
                     self._commit_error = None
+            if pending is not None:
+                pending.run()  # durable here before any node is told of it
+                with self._lock:
+                    self._writer.synced(pending)
             if written is None:
                 if exiting:
                     return
