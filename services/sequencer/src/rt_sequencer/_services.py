@@ -36,6 +36,7 @@ from rtproto.v1 import (
 )
 
 from ._peers import decode_message
+from ._signal import Signal
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 PULL_CHUNK_BYTES = 1 << 20
 IDLE_HEARTBEAT = 1.0
 REPLY_COALESCE = 0.005
+
+
+async def _serve(reader: LogReader, grown: Signal, context):
+    """A server stream of ``reader``'s chunks, following the log as ``grown`` fires."""
+    with reader:
+        try:
+            async for chunk in _follow(reader, lambda: grown.wait_for(1.0)):
+                yield _to_proto(chunk)
+        except _DataLoss as exc:
+            await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
 
 
 class _DataLoss(Exception):
@@ -169,12 +180,8 @@ class PullService(pull_pb2_grpc.PullServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"position {position} is not the start of a record in the merged log",
             )
-        with reader:
-            try:
-                async for chunk in _follow(reader, lambda: out.appended.wait_for(1.0)):
-                    yield _to_proto(chunk)
-            except _DataLoss as exc:
-                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        async for chunk in _serve(reader, out.appended, context):
+            yield chunk
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
@@ -204,13 +211,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             )
         except PositionError as exc:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        inputs = self.node.inputs
-        with reader:
-            try:
-                async for chunk in _follow(reader, lambda: inputs.written.wait_for(1.0)):
-                    yield _to_proto(chunk)
-            except _DataLoss as exc:
-                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+        async for chunk in _serve(reader, self.node.inputs.written, context):
+            yield chunk
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
