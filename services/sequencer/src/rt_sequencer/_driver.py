@@ -10,7 +10,6 @@ core while a Ready is being persisted.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections import deque
@@ -158,17 +157,10 @@ class RaftDriver:
     async def _handle_ready(self) -> None:
         ready = self.node.ready()
         if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
-            save = functools.partial(
-                self.storage.save,
-                ready.hard_state,
-                ready.entries,
-                ready.snapshot,
-                sync=ready.must_sync,
+            # fsyncs: in a worker thread, so the loop keeps serving meanwhile
+            await asyncio.to_thread(
+                self.storage.save, ready.hard_state, ready.entries, ready.snapshot
             )
-            if ready.must_sync:
-                await asyncio.to_thread(save)  # fsync: keep the loop serving meanwhile
-            else:
-                save()  # a commit index, written without a wait for the disk
         for message in ready.messages:
             self._send(message)
         if ready.soft_state is not None:

@@ -62,8 +62,8 @@ def _check_crc(name: str, raw: bytes) -> bytes:
 
 
 class FileStorage:
-    """Storage in a directory; every ``save`` (unless ``sync=False``), ``create_snapshot``
-    and ``compact`` is durable when it returns. Not safe for concurrent use."""
+    """Storage in a directory; every ``save``, ``create_snapshot`` and ``compact`` is
+    durable when it returns. Not safe for concurrent use."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._directory = Path(directory)
@@ -109,8 +109,6 @@ class FileStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
-        *,
-        sync: bool = True,
     ) -> None:
         if snapshot is not None:
             self._memory.apply_snapshot(snapshot)
@@ -121,17 +119,11 @@ class FileStorage:
                 b"".join(_encode_record(_ENTRY, e.term, e.index, e.data) for e in entries)
             )
             self._log_file.flush()
-            if sync:
-                os.fsync(self._log_file.fileno())
+            os.fsync(self._log_file.fileno())
             self._memory.append(entries)
         if hard_state is not None:
             body = _HARD_STATE_BODY.pack(hard_state.term, hard_state.vote, hard_state.commit)
-            # Only the term and the vote must be durable before messages go out; a commit
-            # index a restart finds older is learnt again from the leader, so a hard state
-            # that moves only the commit index is written without waiting for the disk.
-            before = self._memory.initial_state()
-            vote_moved = (hard_state.term, hard_state.vote) != (before.term, before.vote)
-            self._replace_file(_HARD_STATE, _with_crc(body), sync=sync and vote_moved)
+            self._replace_file(_HARD_STATE, _with_crc(body))
             self._memory.set_hard_state(hard_state)
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
@@ -148,16 +140,14 @@ class FileStorage:
     def _path(self, name: str) -> Path:
         return self._directory / name
 
-    def _replace_file(self, name: str, payload: bytes, *, sync: bool = True) -> None:
+    def _replace_file(self, name: str, payload: bytes) -> None:
         temporary = self._path(name + ".tmp")
         with open(temporary, "wb") as file:
             file.write(payload)
             file.flush()
-            if sync:
-                os.fsync(file.fileno())
+            os.fsync(file.fileno())
         os.replace(temporary, self._path(name))
-        if sync:
-            self._sync_directory()
+        self._sync_directory()
 
     def _sync_directory(self) -> None:
         descriptor = os.open(self._directory, os.O_RDONLY)

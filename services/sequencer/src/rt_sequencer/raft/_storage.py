@@ -59,11 +59,8 @@ class Storage(Protocol):
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
-        *,
-        sync: bool = True,
     ) -> None:
-        """Make one Ready durable: snapshot, then entries, then hard state. With
-        ``sync=False`` (``Ready.must_sync`` off) nothing need reach the disk yet."""
+        """Make one Ready durable: snapshot, then entries, then hard state."""
         ...
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
@@ -125,8 +122,6 @@ class MemoryStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
-        *,
-        sync: bool = True,
     ) -> None:
         if snapshot is not None:
             self.apply_snapshot(snapshot)
