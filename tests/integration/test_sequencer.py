@@ -69,11 +69,16 @@ class Nodes:
         self.spec.to_file(self.path)
         self.procs: dict[int, subprocess.Popen] = {}
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, wait: bool = True) -> None:
         log = open(self.root / f"node-{i}.log", "ab")  # noqa: SIM115 (the process owns it)
         self.procs[i] = subprocess.Popen(
             [BIN / "rt-sequencer", "--cluster", self.path, "--node", str(i)], stderr=log
         )
+        if wait:
+            self.wait_serving(i)
+
+    def wait_serving(self, i: int) -> None:
+        """Until node ``i`` serves: it knows a leader, so a quorum of nodes is up."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.procs[i].poll() is None, (self.root / f"node-{i}.log").read_text()
@@ -126,7 +131,9 @@ def nodes(tmp_path, free_base_port):
     def make(count: int) -> Nodes:
         cluster = Nodes(tmp_path, count, free_base_port())
         for i in range(count):
-            cluster.start(i)
+            cluster.start(i, wait=False)
+        for i in range(count):
+            cluster.wait_serving(i)
         started.append(cluster)
         return cluster
 

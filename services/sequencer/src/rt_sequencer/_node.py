@@ -116,16 +116,24 @@ class Node:
                 ("checkpointer", self._checkpoint_forever()),
                 ("own-view", self._watch_own_held()),
                 ("backup", self._backup_forever()),
+                ("health", self._serving_once_led()),
             ]
         ]
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        log.info("node %s serving on %s and %s", self.spec.name, self.spec.push, self.spec.pull)
         stopper = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in done if task is not stopper]
         await self._shutdown(server, tasks)
         for task in failed:
             task.result()  # a part that stopped on its own is fatal: raise its error
+
+    async def _serving_once_led(self) -> None:
+        """Health turns SERVING once this node knows a leader: only then can the cluster
+        merge what is pushed (a fresh cluster elects one within about a second)."""
+        while not self.driver.leader:
+            await self.driver.role_changed.wait_for(1.0)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("node %s serving on %s and %s", self.spec.name, self.spec.push, self.spec.pull)
+        await asyncio.Event().wait()  # a part of the node: it ends only with the node
 
     def stop(self) -> None:
         self._stopping.set()
