@@ -36,20 +36,17 @@ def publish(cluster_file: str, topic: str, log_dir: str, count: int, rate: float
                 publisher.publish(payload)
         published = time.time_ns()
         publisher.flush()
-        flushed = time.time_ns()
-    return {"started": started, "published": published, "flushed": flushed, "count": count}
+    return {"started": started, "published": published, "count": count}
 
 
 def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dict:
     cluster = rt.Cluster.from_file(cluster_file)
     done = threading.Event()
-    state = {"received": 0, "first": 0, "last": 0}
+    state = {"received": 0, "last": 0}
     latencies: list[int] = []
 
     def on_message(message, position) -> None:
         now = time.time_ns()
-        if state["received"] == 0:
-            state["first"] = now
         state["received"] += 1
         if latency:
             latencies.append((now - message.ts, message.ts))
@@ -64,7 +61,6 @@ def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dic
     subscriber.unsubscribe()
     result = {
         "received": state["received"],
-        "first": state["first"],
         "last": state["last"],
         "finished": finished,
     }

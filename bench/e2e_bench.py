@@ -140,12 +140,14 @@ def throughput_phase(root: Path) -> None:
         publishers = [
             worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0) for i in range(2)
         ]
-        before = {pid: cpu_seconds(pid) for pid in [*pids, subscriber.pid]}
+        before = {pid: cpu_seconds(pid) for pid in pids}
         pub_results = [result(p) for p in publishers]
         sub_result = result(subscriber)
-        cluster_lines = cpu_report(pids, before, 1.0)
+        if not sub_result["finished"]:
+            sys.exit(f"e2e: the subscriber got {sub_result['received']} of {2 * COUNT} messages")
         start = min(r["started"] for r in pub_results)
         elapsed = (sub_result["last"] - start) / 1e9
+        cluster_lines = cpu_report(pids, before, elapsed)
         print(f"e2e: 3 nodes, 2 publishers x {COUNT} messages of 100 bytes, 1 subscriber")
         print(
             f"e2e: throughput published -> merged -> delivered: {2 * COUNT / elapsed:,.0f} msg/s"
@@ -156,7 +158,7 @@ def throughput_phase(root: Path) -> None:
             print(f"e2e: a publisher's publish rate into its log: {rate:,.0f} msg/s")
         print(f"e2e: CPU seconds per process over the {elapsed:.2f} s run:")
         for line in cluster_lines:
-            print(line.split(" (")[0])
+            print(line)
         for i, r in enumerate(pub_results):
             print(f"  {'publisher-' + str(i):<28} {r['cpu']:6.2f} s CPU")
         print(f"  {'subscriber':<28} {sub_result['cpu']:6.2f} s CPU (whole life)")
@@ -171,7 +173,7 @@ def latency_phase(root: Path) -> None:
         subscriber = worker("sub", cluster.file, root / "sub", count, 1)
         subscriber.stdout.readline()
         pids = descendants(cluster.proc.pid)
-        before = {pid: cpu_seconds(pid) for pid in [*pids, subscriber.pid]}
+        before = {pid: cpu_seconds(pid) for pid in pids}
         publisher = worker("pub", cluster.file, "latency", root / "pub", count, RATE)
         result(publisher)
         sub_result = result(subscriber)

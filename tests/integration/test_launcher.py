@@ -17,6 +17,7 @@ from typing import Any
 
 from rt._launcher import build_spec, prepare_data
 from rtcommon.cluster import ClusterSpec
+from rtcommon.log import DEFAULT_ROLL_SIZE
 
 BIN = Path(sys.executable).parent
 HttpGet = Callable[..., tuple[int, Any]]
@@ -63,8 +64,7 @@ def test_one_node_cluster_up(
 ) -> None:
     monkeypatch.setenv("RT_ROLL_SIZE", "65536")
     running = cluster(nodes=1)
-    assert "ready" in running.output[-1]
-    assert str(running.path) in running.output[-1]
+    assert running.output[-1] == f"rt cluster ready: 1 node, cluster file {running.path}"
     lines = running.read_more()
     assert any(f"rt pub --cluster {running.path}" in line for line in lines), lines
     assert any(f"rt sub --cluster {running.path} --from start" in line for line in lines), lines
@@ -88,11 +88,12 @@ def test_one_node_cluster_up(
 
 
 def test_three_node_cluster_up_status_and_sigterm_stops_everything(
-    cluster: ClusterFactory, procs: Any, http_get: HttpGet
+    cluster: ClusterFactory, procs: Any, http_get: HttpGet, monkeypatch: Any
 ) -> None:
+    monkeypatch.delenv("RT_ROLL_SIZE", raising=False)
     running = cluster(nodes=3)
     spec = running.spec
-    check_spec(spec, running.data, 3, running.base_port, roll_size=spec.roll_size)
+    check_spec(spec, running.data, 3, running.base_port, roll_size=DEFAULT_ROLL_SIZE)
     pids = supervisor_pids(spec, procs)
     assert len(set(pids)) == 3
     assert sorted(procs.children(running.proc.pid)) == sorted(pids)

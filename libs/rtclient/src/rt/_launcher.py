@@ -48,6 +48,7 @@ from typing import IO
 from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
 from rtcommon.deathsig import dying_with_parent
+from rtcommon.log import write_file_atomically
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -116,7 +117,7 @@ def prepare_data(data: Path, nodes: int) -> None:
             (data / f"node-{n}" / "s" / part).mkdir(parents=True, exist_ok=True)
     session = data / "session"
     if not session.exists():
-        session.write_text("0\n")
+        write_file_atomically(session, b"0\n")
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -161,7 +162,6 @@ class _Node:
     rest: str
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    restarts: int = 0
     next_delay: float = 0.2
     restart_at: float = 0.0
     healthy: bool = False
@@ -365,7 +365,6 @@ class Launcher:
                 )
                 changed = True
             if node.process is None and now >= node.restart_at:
-                node.restarts += 1
                 self._start(node)
                 changed = True
         if changed:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+from .log import write_file_atomically
+
 __all__ = ["ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
 
 
@@ -29,11 +31,6 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     rest: str  #: host:port of the supervisor's REST API
     data: str = ""  #: the node's volume, holding s/in, s/out, s/state
     pid: int | None = None  #: the supervisor's pid, when run by the local launcher
-
-    @property
-    def addresses(self) -> tuple[str, str]:
-        """Addresses that serve every gRPC service of the node, push port first."""
-        return self.push, self.pull
 
 
 class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,11 +63,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ClusterError(f"{path} is not a valid cluster description: {exc}") from exc
 
     def to_file(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically, so a reader never sees half a file."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(msgspec.json.format(msgspec.json.encode(self)) + b"\n")
-        os.replace(temporary, path)
+        """Write atomically and durably, so a reader never sees half a file."""
+        write_file_atomically(Path(path), msgspec.json.format(msgspec.json.encode(self)) + b"\n")
 
 
 def quorum(node_count: int) -> int:

@@ -1,13 +1,14 @@
-"""Configuration from the environment: RT's variable names, read in one place.
+"""Configuration from the environment: RT's variable names.
 
 | variable                      | meaning                                                    |
 |-------------------------------|------------------------------------------------------------|
 | ``RT_LOG_PATH``               | parent of publisher and subscriber log folders             |
 | ``RT_ROLL_SIZE``              | bytes at which log files roll (publishers and nodes)       |
 | ``RT_SINGLE_INGRESS``         | set (non-empty, not "0"): push to one node, fail over      |
-| ``RT_TOPIC_PREFIX``           | node host prefix: nodes are ``<prefix><stream>-<n>``       |
-| ``RT_REPLICAS``               | number of nodes when no cluster file names them            |
-| ``REPLICATOR_EXCHANGE_ARCHIVED`` | unset: follow cluster truncation; 0: opt out; 1: lead |
+
+``REPLICATOR_EXCHANGE_ARCHIVED`` (subscriber garbage collection) is read by
+``rt.Subscriber``; ``RT_TOPIC_PREFIX`` and ``RT_REPLICAS`` (node names in Kubernetes)
+arrive with the deployment issue.
 """
 
 from __future__ import annotations
