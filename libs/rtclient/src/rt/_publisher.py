@@ -30,10 +30,11 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from rt_publisher_agent import Replicator, check_stream_name
+from rt_publisher_agent import Replicator
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
 from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
+from rtcommon.streams import check_stream_name
 
 from ._cluster import Cluster
 

@@ -355,7 +355,9 @@ class Subscriber:
         """Check the start position against the local copy, or fix it for ``"end"``."""
         files = list_log_files(self.log_dir)
         if self._mode == END and files:
-            self._explicit_start = _local_end(self.log_dir, files)
+            # The mirror found its end when it opened; a local log without one is read.
+            end = self._mirror.end if self._mirror is not None else None
+            self._explicit_start = end if end is not None else _local_end(self.log_dir, files)
             self.position = self._explicit_start
         elif self._explicit_start is not None and files:
             held = _first_held_position(self.log_dir, files)
@@ -382,7 +384,10 @@ class Subscriber:
         if start is None:
             start = _first_held_position(self.log_dir, files)
         try:
-            reader = LogReader(self.log_dir, start, tag_filter=self._filter)
+            # A replicated copy had every record's CRC checked by the mirror as it arrived.
+            reader = LogReader(
+                self.log_dir, start, tag_filter=self._filter, verify=not self._replicating
+            )
         except PositionPastEndError:
             if not self._replicating:
                 raise
