@@ -12,6 +12,7 @@ import filecmp
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -157,3 +158,60 @@ def test_rt_pub_piped_into_a_cluster_and_rt_sub_print_what_was_sent(cluster, tmp
     assert {p["on"] for p in printed} == {"me"}
     assert [p["id"] for p in printed] == list(range(1, len(lines) + 1))
     assert all(a["pos"] < b["pos"] for a, b in itertools.pairwise(printed))
+
+
+def test_dedup_is_per_topic_and_an_ha_pair_is_merged_once(cluster, tmp_path):
+    """The regression a new user met: one host publishing on two ``.dedup`` topics with
+    its default origin lost the second topic whole. Deduplication is per topic: both
+    topics arrive in full, while two hosts sending one sequence on one topic (an HA
+    pair, each its own stream) are merged once; ``rt status`` counts what was dropped."""
+    running = cluster(nodes=3)
+    env = dict(os.environ, RT_LOG_PATH=str(tmp_path / "logs"))
+    for topic in ("trades", "quotes"):
+        subprocess.run(
+            [BIN / "rt", "pub", "--cluster", running.path, "--topic", topic, "--dedup"],
+            input="".join(f'{{"{topic}": {i}}}\n' for i in range(5)),
+            text=True,
+            check=True,
+            timeout=120,
+            env=env,
+        )
+    client = rt.Cluster.from_file(running.path)
+    # The HA pair: hosts "ha-a" and "ha-b" send ids 1..30 of origin "feed"; "ha-b" starts
+    # late (from 11) and goes further (to 40).
+    for host, ids in (("ha-a", range(1, 31)), ("ha-b", range(11, 41))):
+        with rt.Publisher(
+            client, "ticks.dedup", tmp_path / "pub", publisher_id=host, origin="feed"
+        ) as pub:
+            for i in ids:
+                pub.publish(("upd", "tick", {"n": i}), id=i)
+            pub.flush()
+
+    out = subprocess.run(
+        [BIN / "rt", "sub", "--cluster", running.path, "--count", "50"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    ).stdout.splitlines()
+    printed = [json.loads(line) for line in out]
+    # Streams interleave in the merge; each stream's messages keep their order.
+    for topic in ("trades", "quotes"):
+        mine = [p for p in printed if isinstance(p["data"], dict) and topic in p["data"]]
+        assert [(p["data"][topic], p["id"]) for p in mine] == [(i, i + 1) for i in range(5)]
+    ticks = [p for p in printed if isinstance(p["data"], list)]
+    assert [(p["id"], p["data"][2]["n"]) for p in ticks] == [(i, i) for i in range(1, 41)]
+
+    status = subprocess.run(
+        [BIN / "rt", "status", "--cluster", running.path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = {tuple(line.split()) for line in status.splitlines()}
+    host = socket.gethostname()
+    assert ("ticks.dedup", "feed", "40", "20") in rows, status
+    assert ("trades.dedup", host, "5", "0") in rows, status
+    assert ("quotes.dedup", host, "5", "0") in rows, status

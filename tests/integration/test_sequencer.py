@@ -149,13 +149,20 @@ def write_publisher_log(directory: Path, origin: str, ids, *, size: int = 80) ->
             writer.append(encode_message(payload, origin=origin, ts=i, id=i, codec=Codec.RAW))
 
 
-async def push(address: str, stream: str, directory: Path, start_at: int | None = None) -> int:
+async def push(
+    address: str,
+    stream: str,
+    directory: Path,
+    start_at: int | None = None,
+    topic: str = "",
+) -> int:
     """Push a publisher log to one node until the node holds all of it; return its end."""
     async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
         queue: asyncio.Queue = asyncio.Queue()
 
         async def requests():
-            yield push_pb2.PushRequest(open=push_pb2.PushOpen(stream=stream, publisher="test"))
+            opening = push_pb2.PushOpen(stream=stream, topic=topic, publisher="test")
+            yield push_pb2.PushRequest(open=opening)
             while (item := await queue.get()) is not None:
                 yield item
 
@@ -180,9 +187,11 @@ async def push(address: str, stream: str, directory: Path, start_at: int | None 
         return end
 
 
-def push_to(nodes: Nodes, which, stream: str, directory: Path) -> None:
+def push_to(nodes: Nodes, which, stream: str, directory: Path, topic: str = "") -> None:
     async def all_of_them():
-        await asyncio.gather(*(push(nodes.spec.nodes[i].push, stream, directory) for i in which))
+        await asyncio.gather(
+            *(push(nodes.spec.nodes[i].push, stream, directory, topic=topic) for i in which)
+        )
 
     asyncio.run(asyncio.wait_for(all_of_them(), 60))
 
@@ -233,21 +242,43 @@ def test_backup_path_brings_bytes_to_nodes_the_publisher_cannot_reach(nodes, tmp
         assert [r.id for r in copy] == list(range(1, 2001))
 
 
-def test_dedup_streams_merge_each_origin_id_once(nodes, tmp_path):
+def test_dedup_streams_merge_each_origin_id_once_per_topic(nodes, tmp_path):
     cluster = nodes(1)
     # two publishers sending the same messages (HA), one restarted mid-way and resending
     write_publisher_log(tmp_path / "pub/a.feed.dedup", "src", range(1, 501))
     write_publisher_log(tmp_path / "pub/b.feed.dedup", "src", range(1, 401))
     write_publisher_log(tmp_path / "pub/b.feed.dedup", "src", range(350, 701))
     write_publisher_log(tmp_path / "pub/c.plain", "src", range(1, 11))  # not deduplicated
-    push_to(cluster, [0], "a.feed.dedup", tmp_path / "pub/a.feed.dedup")
-    push_to(cluster, [0], "b.feed.dedup", tmp_path / "pub/b.feed.dedup")
-    push_to(cluster, [0], "c.plain", tmp_path / "pub/c.plain")
-    cluster.wait_merged(710)
+    # another dedup topic, same origin and ids: its own watermarks, nothing dropped
+    write_publisher_log(tmp_path / "pub/z.other.dedup", "src", range(1, 21))
+    push_to(cluster, [0], "a.feed.dedup", tmp_path / "pub/a.feed.dedup", topic="feed.dedup")
+    push_to(cluster, [0], "b.feed.dedup", tmp_path / "pub/b.feed.dedup", topic="feed.dedup")
+    push_to(cluster, [0], "c.plain", tmp_path / "pub/c.plain", topic="plain")
+    push_to(cluster, [0], "z.other.dedup", tmp_path / "pub/z.other.dedup", topic="other.dedup")
+    cluster.wait_merged(730)
     time.sleep(0.5)
     ids = [r.id for r in read_log(cluster.out(0))]
     assert sorted(ids[:700]) == list(range(1, 701)) and len(set(ids[:700])) == 700
-    assert ids[700:] == list(range(1, 11))
+    assert ids[700:] == list(range(1, 11)) + list(range(1, 21))
+    dedup = {(d.topic, d.origin): (d.watermark, d.dropped) for d in cluster.status(0).dedup}
+    assert dedup == {("feed.dedup", "src"): (700, 500 + 751 - 700), ("other.dedup", "src"): (20, 0)}
+    topics = {s.stream: s.topic for s in cluster.status(0).streams}
+    assert topics == {
+        "a.feed.dedup": "feed.dedup",
+        "b.feed.dedup": "feed.dedup",
+        "c.plain": "plain",
+        "z.other.dedup": "other.dedup",
+    }
+
+
+def test_a_stream_keeps_its_topic(nodes, tmp_path):
+    cluster = nodes(1)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))
+    push_to(cluster, [0], "a.feed", tmp_path / "pub/a.feed", topic="feed")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        push_to(cluster, [0], "a.feed", tmp_path / "pub/a.feed", topic="feed.dedup")
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "topic 'feed', not 'feed.dedup'" in caught.value.details()
 
 
 def test_a_killed_node_restarts_and_catches_up(nodes, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import rt
 from rt._cmd_pub import _message, run
 from rt._publisher import Publisher, publisher_directory
 from rt_publisher_agent import Replicator, StreamNameError, check_stream_name
@@ -118,21 +119,38 @@ def test_ids_count_per_origin_from_one_and_explicit_ids_are_kept(tmp_path: Path)
     with Publisher(None, str(tmp_path / "log"), origin="a") as publisher:
         publisher.publish("m1")
         publisher.publish("m2")
-        publisher.publish("m10", id=10)
-        publisher.publish("m11")
-        publisher.publish("b1", origin="b")
-        publisher.publish("m-12", id=-12)
-        publisher.publish("m13")
+        publisher.publish("m-3", id=-3)
+        publisher.publish("m4")
+        publisher.publish("b10", origin="b", id=10)  # an origin's first id is free
+        publisher.publish("b11", origin="b")
+        publisher.publish("m5", id=5)
     got = [(r.origin, r.id, r.data) for r in records(tmp_path / "log")]
     assert got == [
         ("a", 1, "m1"),
         ("a", 2, "m2"),
-        ("a", 10, "m10"),
-        ("a", 11, "m11"),
-        ("b", 1, "b1"),
-        ("a", -12, "m-12"),
-        ("a", 13, "m13"),
+        ("a", -3, "m-3"),
+        ("a", 4, "m4"),
+        ("b", 10, "b10"),
+        ("b", 11, "b11"),
+        ("a", 5, "m5"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("ids", "bad"),
+    [((1, 2, -2), -2), ((1, 3), 3), ((5, 5), 5), ((0,), 0), ((1, -1), -1), ((1,), True)],
+)
+def test_an_id_that_breaks_the_sequence_is_refused_and_not_written(
+    tmp_path: Path, ids: tuple[int, ...], bad: int
+) -> None:
+    """RT's rule: per origin, the distance of ids from zero rises by one."""
+    with Publisher(None, str(tmp_path / "log"), origin="a") as publisher:
+        for message_id in ids[:-1]:
+            publisher.publish("ok", id=message_id)
+        with pytest.raises(rt.IdSequenceError, match="id"):
+            publisher.publish("bad", id=bad)
+        publisher.publish("other origin", origin="z", id=7)  # other origins are unaffected
+    assert [r.id for r in records(tmp_path / "log")] == [*ids[:-1], 7]
 
 
 def test_header_defaults_and_explicit_fields(tmp_path: Path) -> None:
@@ -318,6 +336,7 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
             nodes=(node,),
             log_dir=source,
             stream="h.feed",
+            topic="feed",
             publisher="test",
             on_reply=lambda *_: None,
             stopping=asyncio.Event(),
@@ -382,8 +401,8 @@ def test_on_a_full_disk_publish_either_takes_a_message_or_says_it_did_not(small_
     publisher = Publisher(None, str(small_disk / "log"), roll_size=2048, codec="raw")
     for i in range(1, 401):
         try:
-            publisher.publish(b"m%d" % i + b"x" * 50, id=i)
-            taken.append(i)
+            publisher.publish(b"m%d" % i + b"x" * 50, id=len(taken) + 1)
+            taken.append(len(taken) + 1)
         except LogWriteError as exc:
             assert "the disk is full" in str(exc)
             refused += 1

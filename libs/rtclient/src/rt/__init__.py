@@ -8,11 +8,12 @@ command line lives in ``rt.cli``.
 
 from ._cluster import Cluster
 from ._prune import prune
-from ._publisher import Publisher
+from ._publisher import IdSequenceError, Publisher
 from ._subscriber import PositionOutOfRangeError, Subscriber, SubscriberError
 
 __all__ = [
     "Cluster",
+    "IdSequenceError",
     "PositionOutOfRangeError",
     "Publisher",
     "Subscriber",

@@ -34,11 +34,17 @@ from rt_publisher_agent import Replicator
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
 from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
-from rtcommon.streams import check_stream_name
+from rtcommon.streams import check_stream_name, write_topic
 
 from ._cluster import Cluster
 
-__all__ = ["COMMIT_INTERVAL", "COMMIT_NOW_BYTES", "DEFAULT_CLOSE_TIMEOUT", "Publisher"]
+__all__ = [
+    "COMMIT_INTERVAL",
+    "COMMIT_NOW_BYTES",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "IdSequenceError",
+    "Publisher",
+]
 
 log = logging.getLogger("rt.publisher")
 
@@ -56,6 +62,24 @@ DEFAULT_CLOSE_TIMEOUT = 60.0
 CLOSE_DRAIN_TIMEOUT = 5.0
 #: After a failed write (a full disk), the committer tries again this often.
 RETRY_WRITE_INTERVAL = 0.1
+
+
+class IdSequenceError(ValueError):
+    """A message id that breaks the rule: per origin, ``abs(id)`` rises by one."""
+
+
+def _check_id(message_id: int, last: int | None, origin: str) -> int:
+    """``message_id`` if it may follow an origin's last ``abs(id)``, else raise."""
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise IdSequenceError(f"a message id is an integer, not {message_id!r}")
+    if message_id == 0:
+        raise IdSequenceError(f"message id 0 for origin {origin!r}: ids start at 1 or -1")
+    if last is not None and abs(message_id) != last + 1:
+        raise IdSequenceError(
+            f"message id {message_id} for origin {origin!r} after {last}: the distance of"
+            f" ids from zero must rise by one (next is {last + 1} or {-(last + 1)})"
+        )
+    return message_id
 
 
 def publisher_directory(
@@ -89,9 +113,12 @@ class Publisher:
 
     Message ids: unless ``publish`` is given one, a message's id is one more than the
     absolute value of the last id this publisher recorded for its origin, starting at
-    1 for each origin. An explicit id is recorded as given (and the count goes on from
-    it). So a restarted publisher numbers from 1 again, which is what a ``.dedup``
-    topic needs when the restarted publisher sends the same messages again.
+    1 for each origin. An explicit id follows RT's rule: per origin, the distance of
+    ids from zero rises by one (``1 -2 3 4`` is valid, ``1 2 -2 4`` is not), from any
+    non-zero first id; one that breaks it raises :class:`IdSequenceError` and nothing is
+    written. So a restarted publisher numbers from 1 again (or from where its caller's
+    checkpoint says), which is what a ``.dedup`` topic needs when the restarted
+    publisher sends the same messages again.
 
     Use it as a context manager, or call :meth:`close`: a publisher must not go away
     before a quorum holds what it published. Publishers still open when the
@@ -135,7 +162,9 @@ class Publisher:
         self._replicator: Replicator | None = None
         try:
             if spec is not None:
-                self._replicator = Replicator(self.directory, self.stream, spec).start()
+                write_topic(self.directory, topic)  # for an agent that ships the directory
+                self._replicator = Replicator(self.directory, self.stream, spec, topic=topic)
+                self._replicator.start()
             self._committer = threading.Thread(
                 target=self._commit_loop, name=f"rt-publisher-commit {self.directory.name}"
             )
@@ -175,7 +204,8 @@ class Publisher:
         with self._lock:
             if self._closed:
                 raise ValueError(f"publisher of {self.directory} is closed")
-            message_id = self._last_ids.get(origin, 0) + 1 if id is None else id
+            last = self._last_ids.get(origin)
+            message_id = (last or 0) + 1 if id is None else _check_id(id, last, origin)
             record = encode_message(
                 message,
                 origin=origin,

@@ -3,8 +3,10 @@
 Columns: node, role, term, leader, commit and applied index, lag (applied entries behind
 the most advanced node that answered), the end of the merged log (as a position and as
 ``log.X.Y+offset``), and the number of input streams. A node that does not answer within
-the deadline is shown as ``unreachable: <reason>``. Exit status 0 if at least one node
-answered, 1 otherwise.
+the deadline is shown as ``unreachable: <reason>``. Then, if any ``.dedup`` topic has
+merged anything, one line per topic and origin: the highest ``|id|`` merged and the
+duplicates dropped (the merge is deterministic, so the most advanced node speaks for
+all). Exit status 0 if at least one node answered, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = ["DEFAULT_DEADLINE", "format_position", "status"]
 
 DEFAULT_DEADLINE = 2.0
 _HEADER = ("NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "OUT_POSITION", "STREAMS")
+_DEDUP_HEADER = ("DEDUP_TOPIC", "ORIGIN", "LAST_ID", "DROPPED")
 
 
 def format_position(position: int) -> str:
@@ -92,13 +95,28 @@ def status(
                 str(len(answer.streams)),
             )
         )
-    full = [row for row in (_HEADER, *rows) if len(row) == len(_HEADER)]
-    widths = [max(len(row[i]) for row in full) for i in range(len(_HEADER))]
-    for row in (_HEADER, *rows):
-        if len(row) == len(_HEADER):
+    _print_table(_HEADER, rows, out)
+    answered = [a for a in answers if not isinstance(a, str)]
+    if answered:
+        ahead = max(answered, key=lambda a: a.applied_index)
+        dedup = [
+            (d.topic, d.origin, str(d.watermark), str(d.dropped))
+            for d in sorted(ahead.dedup, key=lambda d: (d.topic, d.origin))
+        ]
+        if dedup:
+            print(file=out)
+            _print_table(_DEDUP_HEADER, dedup, out)
+    out.flush()
+    return 0 if applied else 1
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], out: IO[str]) -> None:
+    """Columns padded to their widest cell; a short row (a node and its reason) runs on."""
+    full = [row for row in (header, *rows) if len(row) == len(header)]
+    widths = [max(len(row[i]) for row in full) for i in range(len(header))]
+    for row in (header, *rows):
+        if len(row) == len(header):
             line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         else:
             line = f"{row[0].ljust(widths[0])}  {row[1]}"
         print(line.rstrip(), file=out)
-    out.flush()
-    return 0 if applied else 1

@@ -2,16 +2,25 @@
 
 Publishers and nodes check names with the same rules, here.
 
-A stream is named after the publisher's log directory, ``<host or publisher id>.<topic>``;
-a name ending in ``.dedup`` asks the cluster to deduplicate it.
+A stream is named after the publisher's log directory, ``<host or publisher id>.<topic>``.
+The topic is never parsed back out of that name (host names contain dots): a publisher
+records it in its directory's ``.topic`` file and sends it when it opens a push, and a
+node keeps it beside the stream's input copy. A topic ending in ``.dedup`` asks the
+cluster to deduplicate it, per topic and origin, across every stream of the topic.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
+
+from rtcommon.log import write_file_atomically
 
 MAX_STREAM_NAME = 200
 DEDUP_SUFFIX = ".dedup"
+#: The file in a publisher's log directory (and in a node's input copy) naming its topic.
+TOPIC_FILE = ".topic"
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -44,5 +53,28 @@ def is_stream_name(name: str) -> bool:
     return True
 
 
-def is_dedup_stream(name: str) -> bool:
-    return name.endswith(DEDUP_SUFFIX)
+def is_dedup_topic(topic: str) -> bool:
+    return topic.endswith(DEDUP_SUFFIX)
+
+
+def check_topic(topic: str) -> str:
+    """Return ``topic`` if it can name a replicated topic, else raise StreamNameError."""
+    try:
+        return check_stream_name(topic)
+    except StreamNameError as exc:
+        raise StreamNameError(str(exc).replace("stream name", "topic", 1)) from None
+
+
+def read_topic(directory: str | os.PathLike[str]) -> str | None:
+    """The topic recorded in ``directory``, or None if none is."""
+    try:
+        text = Path(directory, TOPIC_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return check_topic(text)
+
+
+def write_topic(directory: str | os.PathLike[str], topic: str) -> None:
+    """Record ``topic`` in ``directory``, durably, unless it is recorded already."""
+    if read_topic(directory) != check_topic(topic):
+        write_file_atomically(Path(directory, TOPIC_FILE), topic.encode() + b"\n")

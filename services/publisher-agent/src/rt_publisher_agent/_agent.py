@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream", metavar="NAME", help="stream name on the nodes (default: the directory name)"
     )
     parser.add_argument(
+        "--topic",
+        metavar="T",
+        help="the topic the log publishes on (default: the directory's .topic file, else the"
+        " stream name); deduplication of a .dedup topic is per topic",
+    )
+    parser.add_argument(
         "--single-ingress",
         action="store_true",
         default=None,
@@ -58,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = ClusterSpec.from_file(args.cluster)
         replicator = Replicator(
-            args.log_dir, args.stream, spec, single_ingress=args.single_ingress, watch=True
+            args.log_dir,
+            args.stream,
+            spec,
+            topic=args.topic,
+            single_ingress=args.single_ingress,
+            watch=True,
         )
     except (ClusterError, StreamNameError, OSError) as exc:
         print(f"rt-publisher-agent: {exc}", file=sys.stderr)
@@ -68,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     replicator.start()
     logging.getLogger("rt_publisher_agent").info(
-        "replicating %s as stream %s to %d node(s)",
+        "replicating %s as stream %s on topic %s to %d node(s)",
         args.log_dir,
         replicator.stream,
+        replicator.topic,
         len(spec.nodes),
     )
     while not stop.wait(1.0):

@@ -151,6 +151,7 @@ class PushLink:
         first: int = 0,
         log_dir: Path,
         stream: str,
+        topic: str,
         publisher: str,
         on_reply: ReplyHandler,
         stopping: asyncio.Event,
@@ -162,6 +163,7 @@ class PushLink:
         self._index = first % len(self._nodes)
         self._log_dir = log_dir
         self._stream = stream
+        self._topic = topic
         self._publisher = publisher
         self._on_reply = on_reply
         self._stopping = stopping
@@ -203,7 +205,9 @@ class PushLink:
         session: _Session | None = None
         try:
             call = push_pb2_grpc.PushStub(channel).Push()
-            opening = push_pb2.PushOpen(stream=self._stream, publisher=self._publisher)
+            opening = push_pb2.PushOpen(
+                stream=self._stream, topic=self._topic, publisher=self._publisher
+            )
             await call.write(push_pb2.PushRequest(open=opening))
             reply = await asyncio.wait_for(call.read(), self._reply_timeout)
             if reply is grpc.aio.EOF:

@@ -30,7 +30,7 @@ from typing import Any
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
 from rtcommon.log import DirectoryWatcher
-from rtcommon.streams import check_stream_name
+from rtcommon.streams import check_stream_name, check_topic, read_topic
 from rtproto.v1 import push_pb2
 
 from ._link import PushLink, ReadCache
@@ -57,7 +57,9 @@ def cluster_spec_of(cluster: Any) -> ClusterSpec:
 class Replicator:
     """Ships the log directory ``log_dir`` as stream ``stream`` to the nodes of ``cluster``.
 
-    ``stream`` defaults to the directory's name. ``single_ingress`` defaults to
+    ``stream`` defaults to the directory's name, ``topic`` to the topic recorded in the
+    directory (by :func:`rtcommon.streams.write_topic`), else the stream's name: the
+    cluster deduplicates per topic. ``single_ingress`` defaults to
     ``RT_SINGLE_INGRESS``. Call :meth:`start`, then :meth:`notify` whenever the log has
     grown, and :meth:`stop` at the end (also as a context manager).
     """
@@ -68,6 +70,7 @@ class Replicator:
         stream: str | None = None,
         cluster: ClusterSpec | Any = None,
         *,
+        topic: str | None = None,
         single_ingress: bool | None = None,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         watch: bool = False,
@@ -75,6 +78,7 @@ class Replicator:
     ) -> None:
         self.log_dir = Path(log_dir)
         self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
+        self.topic = check_topic(topic or read_topic(self.log_dir) or self.stream)
         self.spec = cluster_spec_of(cluster)
         self.single_ingress = env.single_ingress() if single_ingress is None else single_ingress
         self.quorum = quorum(len(self.spec.nodes))
@@ -215,6 +219,7 @@ class Replicator:
         common = {
             "log_dir": self.log_dir,
             "stream": self.stream,
+            "topic": self.topic,
             "publisher": self._publisher,
             "on_reply": self._on_reply,
             "stopping": self._stopping,

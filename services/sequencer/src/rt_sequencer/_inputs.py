@@ -7,6 +7,10 @@ cache at once; one syncer forces every written stream to disk in a worker
 thread (group commit), and only then does a stream's ``held`` position move:
 the position before which this node holds every record durably. Pushers,
 gossip and the applier wait on that.
+
+Each input copy also keeps its stream's topic (``.topic`` beside the log files), as
+the publisher first declared it: deduplication is per topic, and a stream never
+changes topic.
 """
 
 from __future__ import annotations
@@ -16,23 +20,30 @@ import logging
 from pathlib import Path
 
 from rtcommon.log import Chunk, LogMirror, SyncPolicy
-from rtcommon.streams import check_stream_name, is_dedup_stream, is_stream_name
+from rtcommon.streams import check_stream_name, check_topic, is_stream_name, read_topic, write_topic
 
 from ._signal import Signal
 
-__all__ = ["InputStore", "InputStream"]
+__all__ = ["InputStore", "InputStream", "TopicConflictError"]
 
 log = logging.getLogger(__name__)
+
+
+class TopicConflictError(ValueError):
+    """A stream opened with another topic than the one it has."""
 
 
 class InputStream:
     """One stream's input copy on this node."""
 
-    def __init__(self, store: InputStore, name: str) -> None:
+    def __init__(self, store: InputStore, name: str, topic: str | None = None) -> None:
         self.name = name
-        self.dedup = is_dedup_stream(name)
         self.directory = store.root / name
         self.mirror = LogMirror(self.directory, sync=SyncPolicy.NONE)
+        #: A copy from before topics were recorded is its own topic.
+        self.topic: str = read_topic(self.directory) or name
+        if topic is not None:
+            self.claim_topic(topic)
         self._store = store
         self.held_changed = Signal()
         self.last_write = 0.0  #: loop time of the last write that added bytes
@@ -46,6 +57,18 @@ class InputStream:
     def written(self) -> int:
         """Every record before this position is written here (maybe not yet durable)."""
         return self.mirror.end or 0
+
+    def claim_topic(self, topic: str) -> None:
+        """Record ``topic`` as this stream's; refuse another topic than the recorded one."""
+        recorded = read_topic(self.directory)
+        if recorded is None:
+            write_topic(self.directory, check_topic(topic))
+            self.topic = topic
+        elif recorded != topic:
+            raise TopicConflictError(
+                f"stream {self.name} publishes on topic {recorded!r}, not {topic!r}: a"
+                " publisher on another topic needs its own log directory"
+            )
 
     def write(self, chunk: Chunk) -> None:
         """Add a chunk (from a push or a fetch); it becomes held at the next group sync."""
@@ -74,15 +97,22 @@ class InputStore:
             if path.is_dir() and is_stream_name(path.name):
                 self.streams[path.name] = InputStream(self, path.name)
 
-    def open(self, name: str) -> InputStream:
+    def open(self, name: str, topic: str | None = None) -> InputStream:
+        """The input copy of stream ``name``, created if new; ``topic`` is claimed for it
+        (TopicConflictError if it has another)."""
         stream = self.streams.get(check_stream_name(name))
         if stream is None:
-            stream = self.streams[name] = InputStream(self, name)
-            log.info("new input stream %s", name)
+            stream = self.streams[name] = InputStream(self, name, topic)
+            log.info("new input stream %s on topic %s", name, stream.topic)
+        elif topic is not None:
+            stream.claim_topic(topic)
         return stream
 
     def held(self) -> dict[str, int]:
         return {name: stream.held for name, stream in self.streams.items()}
+
+    def topics(self) -> dict[str, str]:
+        return {name: stream.topic for name, stream in self.streams.items()}
 
     def mark_dirty(self, stream: InputStream) -> None:
         self._dirty.add(stream)

@@ -1,20 +1,23 @@
 """The merge: applying committed Raft entries to the merged log, ``s/out``.
 
 Raft agrees on metadata only. An entry's data is a list of ranges
-``(stream, start, end)``: "append the records of input stream S between these
-two positions". Every node applies the same entries in the same order, copying
-the records from its input copy into the merged log, so the merged logs of all
-nodes are byte-identical and positions mean the same everywhere.
+``(stream, start, end, topic)``: "append the records of input stream S between
+these two positions". Every node applies the same entries in the same order,
+copying the records from its input copy into the merged log, so the merged logs
+of all nodes are byte-identical and positions mean the same everywhere.
 
-``.dedup`` streams pass through a filter: a record is dropped unless the
-absolute value of its id is above the highest seen so far for its origin
-(watermarks are kept per origin, across every ``.dedup`` stream, so two
-publishers sending the same messages for high availability are merged once).
+A stream's topic comes with its ranges (the leader knows it from the publisher's
+push, directly or through gossip); the first range of a stream fixes it. Streams
+of a topic ending in ``.dedup`` pass through a filter: a record is dropped unless
+the absolute value of its id is above the highest merged so far for its topic and
+origin. Watermarks are per topic, shared by every stream of the topic (two hosts
+sending the same messages for high availability are merged once), and never
+shared between topics.
 
 The state the merge needs to go on after a restart (applied index, end of the
-merged log, merged position of each stream, watermarks) is a small
-:class:`Checkpoint`, saved in ``s/state`` after the merged log is synced, and
-used as the Raft snapshot.
+merged log, merged position and topic of each stream, watermarks and counts of
+dropped duplicates) is a small :class:`Checkpoint`, saved in ``s/state`` after
+the merged log is synced, and used as the Raft snapshot.
 """
 
 from __future__ import annotations
@@ -36,17 +39,35 @@ from rtcommon.log import (
     scan,
     write_file_atomically,
 )
+from rtcommon.streams import is_dedup_topic
 
 from ._inputs import InputStore, InputStream
 from ._signal import Signal
 
-__all__ = ["Checkpoint", "MergeError", "MergedLog", "Merger", "decode_ranges", "encode_ranges"]
+__all__ = [
+    "Checkpoint",
+    "MergeError",
+    "MergedLog",
+    "Merger",
+    "Range",
+    "decode_ranges",
+    "encode_ranges",
+]
 
 log = logging.getLogger(__name__)
 
-Range = tuple[str, int, int]
+
+class Range(msgspec.Struct, array_like=True, frozen=True):
+    """Append the records of input stream ``stream`` in ``[start, end)``."""
+
+    stream: str
+    start: int
+    end: int
+    topic: str
+
+
 _ranges_encoder = msgspec.msgpack.Encoder()
-_ranges_decoder = msgspec.msgpack.Decoder(list[tuple[str, int, int]])
+_ranges_decoder = msgspec.msgpack.Decoder(list[Range])
 
 
 def encode_ranges(ranges: list[Range]) -> bytes:
@@ -64,8 +85,10 @@ class MergeError(RuntimeError):
 class Checkpoint(msgspec.Struct, kw_only=True):
     applied_index: int = 0
     out_position: int = 0
-    merged: dict[str, int] = {}
-    watermarks: dict[str, int] = {}
+    merged: dict[str, int] = {}  #: stream -> the end of its last range merged
+    topics: dict[str, str] = {}  #: stream -> its topic
+    watermarks: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> highest |id|
+    dropped: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> duplicates dropped
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint | None:
@@ -138,8 +161,7 @@ class Merger:
         self.inputs = inputs
         self.out = out
         self.applied_index = checkpoint.applied_index
-        self.merged = dict(checkpoint.merged)
-        self.watermarks = dict(checkpoint.watermarks)
+        self._take_state(checkpoint)
         self.checkpoint_path = checkpoint_path
         self.saved = checkpoint
         self.applied = Signal()  #: fires when the applied index moves
@@ -152,8 +174,17 @@ class Merger:
             applied_index=self.applied_index,
             out_position=self.out.position,
             merged=dict(self.merged),
-            watermarks=dict(self.watermarks),
+            topics=dict(self.topics),
+            watermarks={topic: dict(marks) for topic, marks in self.watermarks.items()},
+            dropped={topic: dict(counts) for topic, counts in self.dropped.items()},
         )
+
+    def _take_state(self, checkpoint: Checkpoint) -> None:
+        self.applied_index = checkpoint.applied_index
+        self.merged = dict(checkpoint.merged)
+        self.topics = dict(checkpoint.topics)
+        self.watermarks = {topic: dict(marks) for topic, marks in checkpoint.watermarks.items()}
+        self.dropped = {topic: dict(counts) for topic, counts in checkpoint.dropped.items()}
 
     async def apply(self, index: int, data: bytes) -> None:
         """Apply entry ``index`` (empty data: a leader's no-op).
@@ -167,13 +198,13 @@ class Merger:
         if index != self.applied_index + 1:
             raise MergeError(f"entry {index} after applied index {self.applied_index}")
         ranges = decode_ranges(data) if data else []
-        for stream_name, _, end in ranges:
-            stream = self.inputs.open(stream_name)
-            while stream.written < end:
-                self._fetch(stream_name, end)  # this node missed the bytes: the backup path
+        for item in ranges:
+            stream = self.inputs.open(item.stream)
+            while stream.written < item.end:
+                self._fetch(item.stream, item.end)  # this node missed the bytes: backup path
                 await stream.held_changed.wait_for(0.2)
-        for stream_name, start, end in ranges:
-            self._apply_range(stream_name, start, end)
+        for item in ranges:
+            self._apply_range(item)
         self.applied_index = index
 
     def finish_batch(self) -> None:
@@ -188,16 +219,18 @@ class Merger:
         self.saved = state
         return state
 
-    def _apply_range(self, stream_name: str, start: int, end: int) -> None:
+    def _apply_range(self, item: Range) -> None:
+        stream_name, start, end = item.stream, item.start, item.end
         merged = self.merged.get(stream_name, 0)
         if start != merged:
             raise MergeError(
                 f"range [{start}, {end}) of {stream_name} does not start where its merge"
                 f" stands ({merged})"
             )
+        topic = self.topics.setdefault(stream_name, item.topic)
         stream = self.inputs.open(stream_name)
         reader = self._reader(stream, start)
-        dedup = stream.dedup
+        dedup = is_dedup_topic(topic)
         while reader.position is None or reader.position < end:
             items = reader.read_chunks(end)
             if not items:
@@ -206,27 +239,32 @@ class Merger:
                 if isinstance(item, LogEvent):
                     raise MergeError(f"{item.kind} in the input copy of {stream_name}: {item}")
                 if item.data:
-                    self._append(item, dedup)
+                    self._append(item, topic if dedup else None)
         self.merged[stream_name] = end
 
-    def _append(self, chunk: Chunk, dedup: bool) -> None:
+    def _append(self, chunk: Chunk, dedup_topic: str | None) -> None:
         data = chunk.data
-        if dedup:
-            data = self._deduplicate(data)
+        if dedup_topic is not None:
+            data = self._deduplicate(data, dedup_topic)
         if data:
             self.out.writer.append_run(data)
             self.bytes_merged += len(data)
 
-    def _deduplicate(self, data: bytes) -> bytes:
-        watermarks = self.watermarks
+    def _deduplicate(self, data: bytes, topic: str) -> bytes:
+        watermarks = self.watermarks.setdefault(topic, {})
         kept = []
+        dropped: dict[str, int] | None = None
         records, _, _, _ = scan(data, 0, 0, verify=False)  # checked on arrival
         for record in records:
             origin, distance = record.origin, abs(record.id)
             if distance > watermarks.get(origin, 0):
                 watermarks[origin] = distance
                 kept.append(record.raw)
-        return b"".join(kept)
+            else:
+                if dropped is None:
+                    dropped = self.dropped.setdefault(topic, {})
+                dropped[origin] = dropped.get(origin, 0) + 1
+        return data if len(kept) == len(records) else b"".join(kept)
 
     def _reader(self, stream: InputStream, start: int) -> LogReader:
         reader = self._readers.get(stream.name)
@@ -242,9 +280,7 @@ class Merger:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
-        self.applied_index = checkpoint.applied_index
-        self.merged = dict(checkpoint.merged)
-        self.watermarks = dict(checkpoint.watermarks)
+        self._take_state(checkpoint)
 
     def close(self) -> None:
         for reader in self._readers.values():

@@ -28,7 +28,7 @@ from rtproto.v1 import admin_pb2_grpc, peer_pb2_grpc, pull_pb2, pull_pb2_grpc, p
 
 from ._driver import RaftDriver
 from ._inputs import InputStore
-from ._merge import Checkpoint, MergedLog, Merger, encode_ranges, initial_out_position
+from ._merge import Checkpoint, MergedLog, Merger, Range, encode_ranges, initial_out_position
 from ._peers import SERVER_OPTIONS, ClusterView, PeerLink, backoff_sleep
 from ._services import AdminService, PeerService, PullService, PushService
 from .raft import Entry, FileStorage, RaftError, Snapshot
@@ -89,6 +89,7 @@ class Node:
                 self.id,
                 peer,
                 self.inputs.held,
+                self.inputs.topics,
                 self.inputs.changed,
                 peer_leads=lambda raft_id=peer.id + 1: self.driver.leader == raft_id,
             )
@@ -216,8 +217,9 @@ class Node:
             for stream in sorted(self.view.streams()):
                 held = self.view.quorum_held(stream)
                 start = proposed.get(stream, 0)
-                if held > start:
-                    ranges.append((stream, start, held))
+                topic = self.view.topics.get(stream)
+                if held > start and topic is not None:
+                    ranges.append(Range(stream, start, held, topic))
             if not ranges:
                 continue
             try:
@@ -230,8 +232,8 @@ class Node:
                 proposed = None
                 continue
             outstanding.append(accepted.last_index)
-            for stream, _, end in ranges:
-                proposed[stream] = end
+            for item in ranges:
+                proposed[item.stream] = item.end
             # Each proposal is a round of messages through every node: under a steady
             # stream, one every few milliseconds carries as much for far less work.
             await asyncio.sleep(PROPOSAL_SPACING)
@@ -305,7 +307,7 @@ class Node:
 
     async def _watch_own_held(self) -> None:
         while True:
-            self.view.update(self.id, self.inputs.held())
+            self.view.update(self.id, self.inputs.held(), self.inputs.topics())
             await self.inputs.changed.wait_for(1.0)
 
     def request_fetch(self, stream: str, target: int) -> None:
@@ -315,7 +317,7 @@ class Node:
             self._fetching[stream] = asyncio.create_task(self._fetch(stream, target))
 
     async def _fetch(self, stream_name: str, target: int) -> None:
-        stream = self.inputs.open(stream_name)
+        stream = self.inputs.open(stream_name, self.view.topics.get(stream_name))
         attempt = 0
         while stream.written < max(target, self.view.best_peer(stream_name, self.id)[1]):
             peer, held = self.view.best_peer(stream_name, self.id)

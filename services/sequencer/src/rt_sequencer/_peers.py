@@ -64,15 +64,23 @@ def decode_message(data: bytes) -> Message:
 
 
 class ClusterView:
-    """Held positions of every stream on every node, as this node last heard them."""
+    """Held positions of every stream on every node, as this node last heard them, and
+    the topic of every stream."""
 
     def __init__(self, node_count: int) -> None:
         self.node_count = node_count
         self.quorum = quorum(node_count)
         self.held: list[dict[str, int]] = [{} for _ in range(node_count)]
+        self.topics: dict[str, str] = {}
         self.changed = Signal()
 
-    def update(self, node: int, held: dict[str, int]) -> None:
+    def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
+        for stream, topic in topics.items():
+            known = self.topics.setdefault(stream, topic)
+            if known != topic:
+                log.warning(
+                    "node %d says stream %s is on topic %r, not %r", node, stream, topic, known
+                )
         if self.held[node] != held:
             self.held[node] = dict(held)
             self.changed.fire()
@@ -107,6 +115,7 @@ class PeerLink:
         me: int,
         peer: NodeSpec,
         held: Callable[[], dict[str, int]],
+        topics: Callable[[], dict[str, str]],
         held_moved: Signal,
         peer_leads: Callable[[], bool],
     ) -> None:
@@ -118,6 +127,7 @@ class PeerLink:
         self._raft_queue: list[bytes] = []
         self._raft_wake = asyncio.Event()
         self._held = held
+        self._topics = topics
         self._held_moved = held_moved
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -175,8 +185,14 @@ class PeerLink:
             sent_at = 0.0
             while True:
                 held = self._held()
-                if held != last or loop.time() - sent_at >= GOSSIP_KEEPALIVE:
-                    yield peer_pb2.NodeState(node=self.me, held=held)
+                keepalive = loop.time() - sent_at >= GOSSIP_KEEPALIVE
+                if held != last or keepalive:
+                    # A stream's topic travels with the first state that names it on this
+                    # connection (and with every keepalive), never after it.
+                    topics = self._topics()
+                    if not keepalive and last is not None:
+                        topics = {name: topics[name] for name in held.keys() - last.keys()}
+                    yield peer_pb2.NodeState(node=self.me, held=held, topics=topics)
                     last, sent_at = held, loop.time()
                     # Held positions move with every group sync. The leader needs them
                     # promptly (it proposes what a quorum holds), not each one; other

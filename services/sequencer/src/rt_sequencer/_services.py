@@ -35,6 +35,7 @@ from rtproto.v1 import (
     push_pb2_grpc,
 )
 
+from ._inputs import TopicConflictError
 from ._peers import decode_message
 from ._signal import Signal
 
@@ -104,9 +105,11 @@ class PushService(push_pb2_grpc.PushServicer):
         if first.WhichOneof("kind") != "open":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request is open")
         try:
-            stream = self.node.inputs.open(first.open.stream)
+            stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
         except StreamNameError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except TopicConflictError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("push of %s from %s", stream.name, first.open.publisher or "?")
         reader = asyncio.create_task(self._receive(stream, context))
         wake = asyncio.Event()
@@ -198,7 +201,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Gossip(self, request_iterator, context):
         async for state in request_iterator:
             if 0 <= state.node < self.node.view.node_count and state.node != self.node.id:
-                self.node.view.update(state.node, dict(state.held))
+                self.node.view.update(state.node, dict(state.held), dict(state.topics))
         return common_pb2.Empty()
 
     async def Fetch(self, request, context):
@@ -234,9 +237,22 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             out_start=log_file_start(*files[0]) if files else node.out.written_position,
             streams=[
                 admin_pb2.StreamStatus(
-                    stream=name, held=stream.held, merged=merger.merged.get(name, 0)
+                    stream=name,
+                    held=stream.held,
+                    merged=merger.merged.get(name, 0),
+                    topic=stream.topic,
                 )
                 for name, stream in sorted(node.inputs.streams.items())
             ],
             bytes_merged=merger.bytes_merged,
+            dedup=[
+                admin_pb2.DedupStatus(
+                    topic=topic,
+                    origin=origin,
+                    watermark=watermark,
+                    dropped=merger.dropped.get(topic, {}).get(origin, 0),
+                )
+                for topic, marks in sorted(merger.watermarks.items())
+                for origin, watermark in sorted(marks.items())
+            ],
         )

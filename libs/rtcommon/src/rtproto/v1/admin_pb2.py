@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtproto/v1/admin.proto\x12\nrtproto.v1\"\x0f\n\rStatusRequest\"<\n\x0cStreamStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x01(\x04\x12\x0e\n\x06merged\x18\x03 \x01(\x04\"\xe3\x01\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\x05\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x14\n\x0cout_position\x18\x07 \x01(\x04\x12\x11\n\tout_start\x18\x08 \x01(\x04\x12)\n\x07streams\x18\t \x03(\x0b\x32\x18.rtproto.v1.StreamStatus\x12\x14\n\x0c\x62ytes_merged\x18\x0b \x01(\x04J\x04\x08\n\x10\x0b\x32\x44\n\x05\x41\x64min\x12;\n\x06Status\x12\x19.rtproto.v1.StatusRequest\x1a\x16.rtproto.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtproto/v1/admin.proto\x12\nrtproto.v1\"\x0f\n\rStatusRequest\"K\n\x0cStreamStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x01(\x04\x12\x0e\n\x06merged\x18\x03 \x01(\x04\x12\r\n\x05topic\x18\x04 \x01(\t\"P\n\x0b\x44\x65\x64upStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\twatermark\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\"\x8b\x02\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\x05\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x14\n\x0cout_position\x18\x07 \x01(\x04\x12\x11\n\tout_start\x18\x08 \x01(\x04\x12)\n\x07streams\x18\t \x03(\x0b\x32\x18.rtproto.v1.StreamStatus\x12\x14\n\x0c\x62ytes_merged\x18\x0b \x01(\x04\x12&\n\x05\x64\x65\x64up\x18\x0c \x03(\x0b\x32\x17.rtproto.v1.DedupStatusJ\x04\x08\n\x10\x0b\x32\x44\n\x05\x41\x64min\x12;\n\x06Status\x12\x19.rtproto.v1.StatusRequest\x1a\x16.rtproto.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=38
   _globals['_STATUSREQUEST']._serialized_end=53
   _globals['_STREAMSTATUS']._serialized_start=55
-  _globals['_STREAMSTATUS']._serialized_end=115
-  _globals['_NODESTATUS']._serialized_start=118
-  _globals['_NODESTATUS']._serialized_end=345
-  _globals['_ADMIN']._serialized_start=347
-  _globals['_ADMIN']._serialized_end=415
+  _globals['_STREAMSTATUS']._serialized_end=130
+  _globals['_DEDUPSTATUS']._serialized_start=132
+  _globals['_DEDUPSTATUS']._serialized_end=212
+  _globals['_NODESTATUS']._serialized_start=215
+  _globals['_NODESTATUS']._serialized_end=482
+  _globals['_ADMIN']._serialized_start=484
+  _globals['_ADMIN']._serialized_end=552
 # @@protoc_insertion_point(module_scope)

@@ -40,26 +40,64 @@ class StreamStatus(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     MERGED_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     held: _builtins.int
     """This node holds every record before `held`; every record before `merged` is in
     the merged log.
     """
     merged: _builtins.int
+    topic: _builtins.str
+    """The topic the stream publishes on."""
     def __init__(
         self,
         *,
         stream: _builtins.str = ...,
         held: _builtins.int = ...,
         merged: _builtins.int = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "merged", b"merged", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "merged", b"merged", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamStatus: _TypeAlias = StreamStatus  # noqa: Y015
+
+@_typing.final
+class DedupStatus(_message.Message):
+    """Deduplication of one origin on one ".dedup" topic."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    WATERMARK_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    origin: _builtins.str
+    watermark: _builtins.int
+    """The highest |id| merged so far: a record of this origin on this topic is merged
+    only if its |id| is above it.
+    """
+    dropped: _builtins.int
+    """Records dropped as duplicates."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        watermark: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "origin", b"origin", "topic", b"topic", "watermark", b"watermark"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DedupStatus: _TypeAlias = DedupStatus  # noqa: Y015
 
 @_typing.final
 class NodeStatus(_message.Message):
@@ -75,6 +113,7 @@ class NodeStatus(_message.Message):
     OUT_START_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
     BYTES_MERGED_FIELD_NUMBER: _builtins.int
+    DEDUP_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
     """"leader", "follower", "candidate" or "pre-candidate"."""
@@ -89,6 +128,8 @@ class NodeStatus(_message.Message):
     bytes_merged: _builtins.int
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
+    @_builtins.property
+    def dedup(self) -> _containers.RepeatedCompositeFieldContainer[Global___DedupStatus]: ...
     def __init__(
         self,
         *,
@@ -102,10 +143,11 @@ class NodeStatus(_message.Message):
         out_start: _builtins.int = ...,
         streams: _abc.Iterable[Global___StreamStatus] | None = ...,
         bytes_merged: _builtins.int = ...,
+        dedup: _abc.Iterable[Global___DedupStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,21 +51,30 @@ class PushOpen(_message.Message):
 
     STREAM_FIELD_NUMBER: _builtins.int
     PUBLISHER_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     """The stream's name: the publisher's log directory name, "<host or .rt.pi>.<topic>".
     A name ending in ".dedup" is deduplicated by the cluster.
     """
     publisher: _builtins.str
     """Who is pushing (host and pid), for status pages."""
+    topic: _builtins.str
+    """The topic the stream's messages are published on. Deduplication of a topic ending
+    in ".dedup" is per topic and origin, across every stream of the topic (an HA pair
+    of hosts, each with its own stream). Empty: the stream name is its topic. A stream
+    keeps the topic it was first opened with; another one is refused
+    (FAILED_PRECONDITION).
+    """
     def __init__(
         self,
         *,
         stream: _builtins.str = ...,
         publisher: _builtins.str = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
