@@ -51,7 +51,7 @@ help:
 	@echo "make check-protos  fail if the committed stubs differ from what protos/ generates"
 	@echo "make lint          ruff check + ruff format --check (generated stubs excluded)"
 	@echo "make format        ruff format + ruff check --fix"
-	@echo "make sim SEEDS=N   run the Raft simulation (python -m rt_sequencer.raftsim) over N seeds"
+	@echo "make sim SEEDS=N   run the Raft and the whole-node simulations over N seeds each"
 	@echo "make bench         run every bench/*.py and print its figures"
 	@echo "make venv          build .venv from requirements.lock (every target does this itself)"
 	@echo "make clean         remove .venv and build/test caches"
@@ -126,6 +126,7 @@ format: $(STAMP)
 # ---------------------------------------------------------------------------------------------
 sim: $(STAMP)
 	$(PY) -m rt_sequencer.raftsim --seeds $(SEEDS) --jobs $(JOBS)
+	$(PY) -m rt_sequencer.nodesim --seeds $(SEEDS) --jobs $(JOBS)
 
 # Runs bench/*.py in name order (files starting with '_' are helpers, not benchmarks).
 bench: $(STAMP)

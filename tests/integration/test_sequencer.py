@@ -408,3 +408,38 @@ def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):
         assert "not the start of a record" in caught.value.details()
         first = next(iter(stub.Pull(pull_pb2.PullRequest(position=merged[2].position))))
         assert first.position == merged[2].position and first.data.startswith(merged[3].raw)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn", "missing"])
+def test_a_damaged_checkpoint_does_not_stop_a_node(nodes, tmp_path, monkeypatch, damage):
+    """A checkpoint that cannot be decoded counts as none: the node recovers from its
+    Raft snapshot, its own merged log and its peers, and merges on, identically."""
+    monkeypatch.setenv("RT_RAFT_KEEP_ENTRIES", "5")
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    for batch in range(15):  # many entries, so that the Raft log is compacted
+        write_publisher_log(directory, "a", range(1 + 20 * batch, 21 + 20 * batch))
+        push_to(cluster, [0, 1, 2], "a.feed", directory)
+        cluster.wait_merged(20 + 20 * batch, nodes=[0])
+    time.sleep(1.5)  # a checkpoint, then compaction
+    state = Path(cluster.spec.nodes[2].data) / "s/state"
+    assert (state / "raft/snapshot").exists()
+    cluster.kill(2, signal.SIGTERM)
+    checkpoint = state / "checkpoint"
+    if damage == "garbage":
+        checkpoint.write_bytes(os.urandom(64))
+    elif damage == "torn":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:7])
+    else:
+        checkpoint.unlink()
+    cluster.start(2)
+    write_publisher_log(directory, "a", range(301, 401))
+    push_to(cluster, [0, 1, 2], "a.feed", directory)
+    cluster.wait_merged(400)
+    deadline = time.monotonic() + 30
+    while len({cluster.status(i).out_position for i in range(3)}) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert_identical(cluster, [0, 1, 2])
+    assert [r.id for r in read_log(cluster.out(2))] == list(range(1, 401))
+    assert cluster.procs[2].poll() is None  # running, not crash-looping

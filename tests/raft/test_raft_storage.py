@@ -95,6 +95,24 @@ def test_file_storage_round_trip(tmp_path: Path) -> None:
     ]
 
 
+def test_a_commit_only_hard_state_is_not_written_until_the_next_sync(tmp_path: Path) -> None:
+    """Ready.must_sync False: only the commit index moved, and it is kept in memory (a
+    leader tells a restarted node the commit again); the next synced save writes it."""
+    storage = FileStorage(tmp_path)
+    storage.save(HardState(1, 1, 2), entries(1, 1, 5))
+    storage.save(HardState(1, 1, 5), [], must_sync=False)
+    assert storage.initial_state() == HardState(1, 1, 5)
+    with pytest.raises(UsageError):
+        storage.save(None, entries(1, 6, 6), must_sync=False)
+    storage.close()
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 1, 2)  # lost by a crash
+    storage = FileStorage(tmp_path)
+    storage.save(HardState(1, 1, 4), [], must_sync=False)
+    storage.save(HardState(2, 1, 4), entries(2, 6, 6))
+    storage.close()
+    assert FileStorage(tmp_path).initial_state() == HardState(2, 1, 4)
+
+
 def test_file_storage_snapshot_and_compaction_survive(tmp_path: Path) -> None:
     storage = FileStorage(tmp_path)
     storage.save(HardState(1, 1, 8), entries(1, 1, 8))

@@ -99,6 +99,10 @@ class RaftDriver:
     def commit_index(self) -> int:
         return self.node.commit_index
 
+    @property
+    def first_index(self) -> int:
+        return self.storage.first_index()
+
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -146,6 +150,7 @@ class RaftDriver:
             elif kind == "compact":
                 index, data, keep = item
                 await asyncio.to_thread(self._compact, index, data, keep)
+                self._deliver([], None)  # the first index moved
 
     def _compact(self, index: int, data: bytes, keep: int) -> None:
         if index <= self.storage.snapshot().index:
@@ -156,19 +161,22 @@ class RaftDriver:
 
     async def _handle_ready(self) -> None:
         ready = self.node.ready()
-        if ready.snapshot is not None or ready.entries or ready.hard_state is not None:
+        if ready.must_sync:
             # fsyncs: in a worker thread, so the loop keeps serving meanwhile
             await asyncio.to_thread(
                 self.storage.save, ready.hard_state, ready.entries, ready.snapshot
             )
+        elif ready.hard_state is not None:
+            # Only the commit index moved: kept in memory, written with the next sync.
+            self.storage.save(ready.hard_state, [], None, must_sync=False)
         for message in ready.messages:
             self._send(message)
         if ready.soft_state is not None:
             self.role, self.leader = ready.soft_state.role, ready.soft_state.leader_id
             log.info("raft: %s, leader %s, term %d", self.role.value, self.leader, self.term)
             self.role_changed.fire()
-        if ready.committed_entries or ready.snapshot is not None:
-            self._deliver(ready.committed_entries, ready.snapshot)
+        # Every Ready is reported, even an empty one: the merge follows Raft's state.
+        self._deliver(ready.committed_entries, ready.snapshot)
         self.node.advance(ready)
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from rtcommon.log import Chunk, LogMirror, SyncPolicy
@@ -46,7 +47,6 @@ class InputStream:
             self.claim_topic(topic)
         self._store = store
         self.held_changed = Signal()
-        self.last_write = 0.0  #: loop time of the last write that added bytes
 
     @property
     def held(self) -> int:
@@ -75,7 +75,6 @@ class InputStream:
         before = self.mirror.end
         self.mirror.write(chunk)
         if self.mirror.end != before or chunk.sealed:
-            self.last_write = asyncio.get_running_loop().time()
             self._store.mark_dirty(self)
 
     def close(self) -> None:
@@ -85,8 +84,9 @@ class InputStream:
 class InputStore:
     """Every stream's input copy under ``s/in``, and the group syncer."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, on_write: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self._on_write = on_write  #: told the name of each stream written
         root.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, InputStream] = {}
         self._dirty: set[InputStream] = set()
@@ -118,6 +118,8 @@ class InputStore:
         self._dirty.add(stream)
         self._dirty_event.set()
         self.written.fire()
+        if self._on_write is not None:
+            self._on_write(stream.name)
 
     async def run_syncer(self) -> None:
         """Force written streams to disk, many at once, and move their held positions."""

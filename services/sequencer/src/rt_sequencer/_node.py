@@ -1,13 +1,18 @@
-"""One RT node's sequencer: its parts, the tasks that connect them, and its lifecycle.
+"""One RT node's sequencer: the merge core wired to gRPC, files and timers.
 
-Data flow: publishers push into the input copies (``_inputs``); a group syncer
-makes them durable and gossip tells every node what every node holds
-(``_peers``); the leader proposes, for each stream, the range a quorum holds
-(one proposal in flight at a time, so ranges always start where the merge
-stands); Raft commits it (``_driver``); every node applies it to the merged
-log (``_merge``), fetching from a peer any input bytes it missed; pull servers
-follow the merged log (``_services``). Checkpoints of the merge state let a
-restart resume, and serve as Raft snapshots.
+The decisions are the merge core's (``rt_sequencer.core``: proposals, apply,
+backup path, checkpoints, snapshot installs, gossip) and Raft's (``_driver``);
+this module feeds them events and carries out what they ask:
+
+- publishers push into the input copies (``_inputs``), whose group syncer moves
+  what this node holds; the core hears every write and every held position;
+- peers' gossip and Raft messages arrive through the Peer service (``_services``)
+  and leave through the links (``_peers``);
+- Raft's Readies hand committed entries and snapshots to the core, which applies
+  them to the merged log (``_files.MergedLog``) that pull servers follow;
+- proposals go to the Raft driver; fetches and merged-log catch-ups run as tasks;
+  checkpoints and catch-ups are written by one storage worker, one at a time;
+- the core's timer wakes it at the deadline it names.
 """
 
 from __future__ import annotations
@@ -23,87 +28,112 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon.cluster import ClusterSpec
-from rtcommon.log import Chunk, LogMirror, SyncPolicy
+from rtcommon.log import Chunk, LogMirror, SyncPolicy, file_start, write_file_atomically
 from rtproto.v1 import admin_pb2_grpc, peer_pb2_grpc, pull_pb2, pull_pb2_grpc, push_pb2_grpc
 
 from ._driver import RaftDriver
+from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore
-from ._merge import Checkpoint, MergedLog, Merger, Range, encode_ranges, initial_out_position
-from ._peers import SERVER_OPTIONS, ClusterView, PeerLink, backoff_sleep
+from ._peers import SERVER_OPTIONS, PeerLink, backoff_sleep
 from ._services import AdminService, PeerService, PullService, PushService
-from .raft import Entry, FileStorage, RaftError, Snapshot
+from ._signal import Signal
+from .core import (
+    Action,
+    CatchUpOut,
+    Checkpoint,
+    Compact,
+    Fetch,
+    Gossip,
+    Propose,
+    PublishOut,
+    RaftState,
+    SaveCheckpoint,
+    SequencerCore,
+    Timing,
+    encode_ranges,
+)
+from .raft import Entry, FileStorage, Snapshot
 
-__all__ = ["Node"]
+__all__ = ["Node", "node_timing"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_INTERVAL = 0.5
-#: Raft entries kept after a checkpoint, so a follower that lags a little needs no snapshot
-#: (RT_RAFT_KEEP_ENTRIES lowers it, for tests of snapshot installation).
-COMPACTION_KEEP = int(os.environ.get("RT_RAFT_KEEP_ENTRIES", "20000"))
-BACKUP_CHECK_INTERVAL = 0.1
-#: Proposals a leader has in its log but not yet applied, at most: a bound on the work
-#: a new leader discards or a slow follower has to catch up on.
-MAX_PROPOSALS_IN_FLIGHT = 16
-PROPOSAL_SPACING = 0.003
-#: A stream whose push has been quiet this long, while a peer holds more, is fetched.
-PUSH_QUIET = 0.3
+#: How long one backup fetch may run before the core decides again.
+FETCH_TIMEOUT = 5.0
+#: The core's timer wakes at least this often (it also wakes at every deadline it names).
+MAX_TIMER_SLEEP = 1.0
+
+
+def node_timing() -> Timing:
+    """The core's timing on a real node (RT_RAFT_KEEP_ENTRIES lowers the Raft entries
+    kept after a snapshot, for tests of snapshot installation)."""
+    keep = os.environ.get("RT_RAFT_KEEP_ENTRIES")
+    return Timing(compaction_keep=int(keep)) if keep else Timing()
 
 
 class Node:
-    def __init__(self, spec: ClusterSpec, node_id: int) -> None:
+    def __init__(self, spec: ClusterSpec, node_id: int, timing: Timing | None = None) -> None:
         self.spec = spec.node(node_id)
         self.cluster = spec
         self.id = node_id
+        self.timing = timing or node_timing()
         data = Path(self.spec.data)
         self.in_dir, self.out_dir, self.state_dir = data / "s/in", data / "s/out", data / "s/state"
         for directory in (self.in_dir, self.out_dir, self.state_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self.view = ClusterView(len(spec.nodes))
-        self._fetching: dict[str, asyncio.Task[None]] = {}
-        self._committed: asyncio.Queue[tuple[list[Entry], Snapshot | None]] = asyncio.Queue()
+        self.checkpoint_path = self.state_dir / "checkpoint"
+        self.view_changed = Signal()  #: fires when any node's held positions are heard
         self._stopping = asyncio.Event()
-        self._installing = False  # a snapshot install owns the merged log meanwhile
+        self._tasks: set[asyncio.Task[None]] = set()  # fetches and proposals in flight
+        self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
+        self._timer_wake = asyncio.Event()
+        self._timer_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        checkpoint_path = self.state_dir / "checkpoint"
-        checkpoint = Checkpoint.load(checkpoint_path) or Checkpoint()
+        loop = asyncio.get_running_loop()
+        self.storage = FileStorage(self.state_dir / "raft")
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        snapshot = self.storage.snapshot()
+        installing = snapshot.index > checkpoint.applied_index
         self.out = MergedLog(
             self.out_dir,
             roll_size=self.cluster.roll_size,
-            position=initial_out_position(checkpoint, self._session()),
+            # A snapshot ahead of the checkpoint (a lost checkpoint) keeps the merged log
+            # as it is: it may reach the snapshot's position without the peers.
+            position=self._out_end() if installing else out_start(checkpoint, self._session()),
         )
-        self.inputs = InputStore(self.in_dir)
-        self.merger = Merger(
-            self.inputs,
-            self.out,
-            checkpoint,
-            checkpoint_path=checkpoint_path,
-            fetch=self.request_fetch,
+        self.inputs = InputStore(self.in_dir, on_write=self._input_written)
+        self.input_files = InputFiles(self.inputs)
+        self.core = SequencerCore(
+            self.id,
+            len(self.cluster.nodes),
+            inputs=self.input_files,
+            out=self.out,
+            checkpoint=checkpoint,
+            now=loop.time(),
+            timing=self.timing,
         )
-        self.storage = FileStorage(self.state_dir / "raft")
-        self.links = {
-            peer.id: PeerLink(
-                self.id,
-                peer,
-                self.inputs.held,
-                self.inputs.topics,
-                self.inputs.changed,
-                peer_leads=lambda raft_id=peer.id + 1: self.driver.leader == raft_id,
-            )
-            for peer in self.cluster.nodes
-            if peer.id != self.id
-        }
+        stored_commit = max(self.storage.initial_state().commit, snapshot.index)
         self.driver = RaftDriver(
             node_id=self.id + 1,
             peers=tuple(node.id + 1 for node in self.cluster.nodes),
             storage=self.storage,
-            applied=checkpoint.applied_index,
+            # A commit index is synced lazily: it may be behind the checkpoint.
+            applied=min(checkpoint.applied_index, stored_commit),
             send=self._send_raft,
-            deliver=lambda entries, snapshot: self._committed.put_nowait((entries, snapshot)),
+            deliver=self._raft_ready,
         )
+        self.links = {
+            peer.id: PeerLink(self.id, peer) for peer in self.cluster.nodes if peer.id != self.id
+        }
+        self.core.raft_changed(self._raft_state())
+        if installing:
+            log.info(
+                "Raft's snapshot at %d is ahead of the checkpoint: installing it", snapshot.index
+            )
+            self.core.snapshot(snapshot.data)
         server = await self._serve()
         for link in self.links.values():
             link.start()
@@ -112,11 +142,9 @@ class Node:
             for name, coroutine in [
                 ("raft", self.driver.run()),
                 ("syncer", self.inputs.run_syncer()),
-                ("applier", self._apply_forever()),
-                ("proposer", self._propose_forever()),
-                ("checkpointer", self._checkpoint_forever()),
-                ("own-view", self._watch_own_held()),
-                ("backup", self._backup_forever()),
+                ("own-held", self._follow_own_held()),
+                ("timer", self._run_timer()),
+                ("storage", self._run_storage()),
                 ("health", self._serving_once_led()),
             ]
         ]
@@ -156,16 +184,18 @@ class Node:
     async def _shutdown(self, server: grpc.aio.Server, tasks: list[asyncio.Task]) -> None:
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(grace=0.5)
-        for task in [*tasks, *self._fetching.values()]:
+        for task in [*tasks, *self._tasks]:
             task.cancel()
-        for task in [*tasks, *self._fetching.values()]:
+        for task in [*tasks, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for link in self.links.values():
             await link.close()
-        with contextlib.suppress(Exception):
-            await self.merger.save_checkpoint()
-        self.merger.close()
+        checkpoint = self.core.checkpoint()
+        if checkpoint is not None and checkpoint.applied_index > self.core.saved.applied_index:
+            with contextlib.suppress(Exception):
+                await self._save_checkpoint(checkpoint)
+        self.input_files.close()
         self.out.close()
         self.inputs.close()
         self.storage.close()
@@ -176,180 +206,181 @@ class Node:
             return 0
         return int(path.read_text().strip() or 0)
 
-    # -- raft ----------------------------------------------------------------------------
+    def _out_end(self) -> int:
+        """The end of the whole records in the merged log (torn tails trimmed)."""
+        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
+            return mirror.end or file_start(self._session(), 0)
+
+    # -- events into the core ------------------------------------------------------------
+
+    def _raft_state(self) -> RaftState:
+        driver = self.driver
+        return RaftState(
+            role=driver.role,
+            term=driver.term,
+            leader=driver.leader - 1 if driver.leader else -1,
+            last_index=driver.last_index,
+            first_index=driver.first_index,
+        )
+
+    def _raft_ready(self, entries: list[Entry], snapshot: Snapshot | None) -> None:
+        core = self.core
+        if snapshot is not None:
+            core.snapshot(snapshot.data)
+        if entries:
+            core.committed(entries)
+        core.raft_changed(self._raft_state())
+        self._pump()
+
+    def _input_written(self, stream: str) -> None:
+        self.core.input_written(stream)
+        self._pump()
+
+    def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
+        """A peer's held positions (the Peer service's Gossip)."""
+        self.core.held(node, held, topics)
+        self.view_changed.fire()
+        self._pump()
+
+    async def _follow_own_held(self) -> None:
+        while True:
+            self.core.held(self.id, self.inputs.held(), self.inputs.topics())
+            self.view_changed.fire()
+            self._pump()
+            await self.inputs.changed.wait_for(MAX_TIMER_SLEEP)
+
+    async def _run_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._timer_at = min(self.core.next_deadline(), loop.time() + MAX_TIMER_SLEEP)
+            delay = self._timer_at - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+            self._timer_wake.clear()
+            self.core.tick(loop.time())
+            self._pump()
+
+    # -- the core's actions --------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Carry out what the core asks for, then wake its timer if it wants it sooner."""
+        core = self.core
+        publish = False
+        while actions := core.take_actions():
+            for action in actions:
+                if isinstance(action, PublishOut):
+                    publish = True
+                else:
+                    self._act(action)
+        if publish:
+            self.out.publish()
+        if core.next_deadline() < self._timer_at:
+            self._timer_wake.set()
+
+    def _act(self, action: Action) -> None:
+        if isinstance(action, Gossip):
+            self.links[action.peer].send_gossip(action.held, action.topics)
+        elif isinstance(action, Propose):
+            future = self.driver.propose(encode_ranges(action.ranges))
+            future.add_done_callback(self._proposal_done)
+        elif isinstance(action, Fetch):
+            self._start_task(self._fetch(action), f"fetch {action.stream}")
+        elif isinstance(action, SaveCheckpoint | CatchUpOut):
+            self._storage_queue.put_nowait(action)
+        elif isinstance(action, Compact):
+            self.driver.compact(action.index, action.data, action.keep)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+
+    def _start_task(self, coroutine, name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _proposal_done(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.info("proposal refused: %s", error)
+        self.core.proposed(None if error is not None else future.result())
+        self._pump()
 
     def _send_raft(self, message) -> None:
         link = self.links.get(message.dst - 1)
         if link is not None:
             link.send_raft(message)
 
-    async def _propose_forever(self) -> None:
-        """On the leader: propose what a quorum holds beyond what is proposed.
-
-        Proposals are pipelined: each range starts where the previous proposal of its
-        stream ended, without waiting for it to commit, so entries flow continuously.
-        A new leader first applies its whole log, so that its proposals start from the
-        merge state every node will have; a change of term starts over from there.
-        """
-        proposed: dict[str, int] | None = None  # stream -> end of the last range proposed
-        term = 0
-        outstanding: list[int] = []  # last indexes of proposals not yet applied
-        wake = asyncio.Event()
-        for signal_ in (self.merger.applied, self.view.changed, self.driver.role_changed):
-            signal_.notify(wake)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 0.05)
-            wake.clear()
-            driver, merger = self.driver, self.merger
-            if not driver.is_leader or driver.term != term:
-                proposed, term, outstanding = None, driver.term, []
-                if not driver.is_leader:
-                    continue
-            if proposed is None:
-                if merger.applied_index < driver.last_index:
-                    continue  # entries of earlier terms still to apply
-                proposed = dict(merger.merged)
-            outstanding = [index for index in outstanding if index > merger.applied_index]
-            if len(outstanding) >= MAX_PROPOSALS_IN_FLIGHT:
-                continue
-            ranges = []
-            for stream in sorted(self.view.streams()):
-                held = self.view.quorum_held(stream)
-                start = proposed.get(stream, 0)
-                topic = self.view.topics.get(stream)
-                if held > start and topic is not None:
-                    ranges.append(Range(stream, start, held, topic))
-            if not ranges:
-                continue
-            try:
-                accepted = await self.driver.propose(encode_ranges(ranges))
-            except RaftError as exc:
-                log.info("proposal refused: %s", exc)
-                proposed = None
-                continue
-            if accepted is None or accepted.term != term:
-                proposed = None
-                continue
-            outstanding.append(accepted.last_index)
-            for item in ranges:
-                proposed[item.stream] = item.end
-            # Each proposal is a round of messages through every node: under a steady
-            # stream, one every few milliseconds carries as much for far less work.
-            await asyncio.sleep(PROPOSAL_SPACING)
-
-    async def _apply_forever(self) -> None:
-        snapshot = self.storage.snapshot()
-        if snapshot.index > self.merger.applied_index:
-            # Raft took a snapshot this node had not finished installing when it stopped.
-            await self._install(Checkpoint.decode(snapshot.data))
-        while True:
-            entries, snapshot = await self._committed.get()
-            if snapshot is not None and snapshot.index > self.merger.applied_index:
-                await self._install(Checkpoint.decode(snapshot.data))
-            for entry in entries:
-                await self.merger.apply(entry.index, entry.data)
-            self.merger.finish_batch()
-
-    async def _checkpoint_forever(self) -> None:
-        while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL)
-            if self._installing or self.merger.applied_index == self.merger.saved.applied_index:
-                continue
-            state = await self.merger.save_checkpoint()
-            if state.applied_index - self.storage.first_index() > 2 * COMPACTION_KEEP:
-                self.driver.compact(state.applied_index, state.encode(), COMPACTION_KEEP)
-
-    async def _install(self, checkpoint: Checkpoint) -> None:
-        """A snapshot from the leader: bring the merged log to its position from the peers,
-        then take its state, and checkpoint it before anything else is applied."""
-        log.info("installing a snapshot at index %d", checkpoint.applied_index)
-        self._installing = True
+    async def _fetch(self, action: Fetch) -> None:
+        """The backup path: copy a stream's input from a peer, up to the target."""
+        stream = self.inputs.open(action.stream, action.topic)
         try:
-            self.out.close()
-            target = checkpoint.out_position
-            attempt = 0
-            while not await self._catch_up_out(target):
-                attempt += 1
-                await backoff_sleep(attempt)
-            self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
-            self.merger.out = self.out
-            self.merger.restore(checkpoint)
-            await self.merger.save_checkpoint()
+            async with asyncio.timeout(FETCH_TIMEOUT):
+                fetched = self.links[action.peer].fetch(action.stream, stream.written)
+                async with contextlib.aclosing(fetched) as chunks:
+                    async for chunk in chunks:
+                        stream.write(chunk)
+                        if stream.written >= action.target:
+                            break
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            log.info("fetch of %s from node %d: %s", action.stream, action.peer, exc)
         finally:
-            self._installing = False
+            self.core.fetch_ended(action.stream)
+            self._pump()
 
-    async def _catch_up_out(self, target: int) -> bool:
-        """Pull the merged log from one peer after another until it reaches ``target``."""
-        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
-            for link in self.links.values():
+    # -- checkpoints and snapshot installs: one at a time --------------------------------
+
+    async def _run_storage(self) -> None:
+        while True:
+            action = await self._storage_queue.get()
+            if isinstance(action, SaveCheckpoint):
+                await self._save_checkpoint(action.checkpoint)
+                self.core.checkpoint_saved(action.checkpoint)
+            elif self.core.install_target == action.target:
+                await self._catch_up_out(action.target)
+                self.core.out_caught_up(action.target, self.out)
+            self._pump()
+
+    async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Sync the merged log, then record how far it goes."""
+        await self.out.sync()
+        await asyncio.to_thread(write_file_atomically, self.checkpoint_path, checkpoint.encode())
+
+    async def _catch_up_out(self, target: int) -> None:
+        """Bring the merged log to ``target``, from its own files first, then from one
+        peer after another, and reopen it there."""
+        log.info("installing a snapshot: the merged log goes to %d", target)
+        self.out.close()
+        attempt = 0
+        while True:
+            with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
+                for link in self.links.values():
+                    if (mirror.end or 0) >= target:
+                        break
+                    try:
+                        await self._pull_out_into(link, mirror, target)
+                    except grpc.aio.AioRpcError as exc:
+                        log.warning(
+                            "catching up the merged log from %s: %s", link.peer.name, exc.code()
+                        )
+                mirror.sync()  # the checkpoint that follows says these bytes are on disk
                 if (mirror.end or 0) >= target:
                     break
-                try:
-                    await self._pull_out_into(link, mirror, target)
-                except grpc.aio.AioRpcError as exc:
-                    log.warning(
-                        "catching up the merged log from %s: %s", link.peer.name, exc.code()
-                    )
-            mirror.sync()  # the checkpoint that follows says these bytes are on disk
-            return (mirror.end or 0) >= target
+            attempt += 1
+            await backoff_sleep(attempt)
+        self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
 
     async def _pull_out_into(self, link: PeerLink, mirror: LogMirror, target: int) -> None:
         stub = pull_pb2_grpc.PullStub(link.channel)
         call = stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0))
-        async for chunk in call:
-            mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
-            if (mirror.end or 0) >= target:
-                call.cancel()
-                return
-
-    # -- held positions and the backup path ----------------------------------------------
-
-    async def _watch_own_held(self) -> None:
-        while True:
-            self.view.update(self.id, self.inputs.held(), self.inputs.topics())
-            await self.inputs.changed.wait_for(1.0)
-
-    def request_fetch(self, stream: str, target: int) -> None:
-        """Fetch ``stream`` from the peer that holds most of it, unless already fetching."""
-        task = self._fetching.get(stream)
-        if task is None or task.done():
-            self._fetching[stream] = asyncio.create_task(self._fetch(stream, target))
-
-    async def _fetch(self, stream_name: str, target: int) -> None:
-        stream = self.inputs.open(stream_name, self.view.topics.get(stream_name))
-        attempt = 0
-        while stream.written < max(target, self.view.best_peer(stream_name, self.id)[1]):
-            peer, held = self.view.best_peer(stream_name, self.id)
-            if held <= stream.written:
-                await backoff_sleep(attempt)
-                attempt += 1
-                if attempt > 8:
+        try:
+            async for chunk in call:
+                mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+                if (mirror.end or 0) >= target:
                     return
-                continue
-            try:
-                async with asyncio.timeout(5):
-                    async for chunk in self.links[peer].fetch(stream_name, stream.written):
-                        stream.write(chunk)
-                        if stream.written >= held:
-                            break
-            except (grpc.aio.AioRpcError, TimeoutError) as exc:
-                log.info("fetch of %s from node %d: %s", stream_name, peer, exc)
-                attempt += 1
-                await backoff_sleep(attempt)
-
-    async def _backup_forever(self) -> None:
-        """Streams this node lags on while their push is quiet go to the backup path."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(BACKUP_CHECK_INTERVAL)
-            for name in self.view.streams():
-                stream = self.inputs.streams.get(name)
-                written = stream.written if stream else 0
-                quiet = stream is None or loop.time() - stream.last_write > PUSH_QUIET
-                _, held = self.view.best_peer(name, self.id)
-                if held > written and quiet:
-                    self.request_fetch(name, held)
+        finally:
+            call.cancel()
 
 
 def run_node(spec: ClusterSpec, node_id: int) -> None:

@@ -2,12 +2,10 @@
 
 Each peer gets one gRPC channel and two long-lived client streams: Raft
 batches (every message queued since the last send goes in one batch) and
-gossip (this node's held positions, sent whenever they move, and at least once
-a second so a restarted peer learns them). A link that breaks drops what was
-queued (Raft resends) and reconnects with a capped backoff.
-
-:class:`ClusterView` holds what every node holds of every stream, from which a
-leader learns what a quorum holds.
+gossip (the states the merge core asks to send; when several wait, the latest
+goes, with the topics of all). A link that breaks drops what was queued (Raft
+resends, the core's gossip keepalive repeats) and reconnects with a capped
+backoff.
 """
 
 from __future__ import annotations
@@ -20,18 +18,16 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import msgspec
 
-from rtcommon.cluster import NodeSpec, quorum
+from rtcommon.cluster import NodeSpec
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
 from rtproto.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 
-from ._signal import Signal
 from .raft import Message
 
 __all__ = [
     "GRPC_OPTIONS",
     "SERVER_OPTIONS",
-    "ClusterView",
     "PeerLink",
     "decode_message",
     "encode_message",
@@ -46,9 +42,6 @@ GRPC_OPTIONS = [
 ]
 #: A server refuses a port another process holds (gRPC shares ports by default).
 SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-GOSSIP_KEEPALIVE = 1.0
-GOSSIP_COALESCE = 0.002
-GOSSIP_TO_FOLLOWERS = 0.05
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
 
 _message_encoder = msgspec.msgpack.Encoder()
@@ -63,46 +56,6 @@ def decode_message(data: bytes) -> Message:
     return _message_decoder.decode(data)
 
 
-class ClusterView:
-    """Held positions of every stream on every node, as this node last heard them, and
-    the topic of every stream."""
-
-    def __init__(self, node_count: int) -> None:
-        self.node_count = node_count
-        self.quorum = quorum(node_count)
-        self.held: list[dict[str, int]] = [{} for _ in range(node_count)]
-        self.topics: dict[str, str] = {}
-        self.changed = Signal()
-
-    def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
-        for stream, topic in topics.items():
-            known = self.topics.setdefault(stream, topic)
-            if known != topic:
-                log.warning(
-                    "node %d says stream %s is on topic %r, not %r", node, stream, topic, known
-                )
-        if self.held[node] != held:
-            self.held[node] = dict(held)
-            self.changed.fire()
-
-    def streams(self) -> set[str]:
-        return {name for held in self.held for name in held}
-
-    def quorum_held(self, stream: str) -> int:
-        """The position before which a quorum of nodes holds every record of ``stream``."""
-        positions = sorted((held.get(stream, 0) for held in self.held), reverse=True)
-        return positions[self.quorum - 1]
-
-    def best_peer(self, stream: str, me: int) -> tuple[int, int]:
-        """``(node, held)`` of the peer holding most of ``stream``."""
-        node = max(
-            (n for n in range(self.node_count) if n != me),
-            key=lambda n: self.held[n].get(stream, 0),
-            default=me,
-        )
-        return node, self.held[node].get(stream, 0)
-
-
 async def backoff_sleep(attempt: int) -> None:
     await asyncio.sleep(min(_RECONNECT_MAX, _RECONNECT_MIN * 2**attempt))
 
@@ -110,25 +63,15 @@ async def backoff_sleep(attempt: int) -> None:
 class PeerLink:
     """Everything this node sends to one peer."""
 
-    def __init__(
-        self,
-        me: int,
-        peer: NodeSpec,
-        held: Callable[[], dict[str, int]],
-        topics: Callable[[], dict[str, str]],
-        held_moved: Signal,
-        peer_leads: Callable[[], bool],
-    ) -> None:
+    def __init__(self, me: int, peer: NodeSpec) -> None:
         self.me = me
-        self._peer_leads = peer_leads
         self.peer = peer
         self.channel = grpc.aio.insecure_channel(peer.push, options=GRPC_OPTIONS)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self._raft_queue: list[bytes] = []
         self._raft_wake = asyncio.Event()
-        self._held = held
-        self._topics = topics
-        self._held_moved = held_moved
+        self._gossip: tuple[dict[str, int], dict[str, str]] | None = None
+        self._gossip_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -141,11 +84,22 @@ class PeerLink:
         self._raft_queue.append(encode_message(message))
         self._raft_wake.set()
 
+    def send_gossip(self, held: dict[str, int], topics: dict[str, str]) -> None:
+        if self._gossip is not None:
+            topics = {**self._gossip[1], **topics}  # a state replaced keeps its topics
+        self._gossip = (held, topics)
+        self._gossip_wake.set()
+
     async def fetch(self, stream: str, position: int) -> AsyncIterator[Chunk]:
-        """The backup path: ``stream``'s input copy on this peer from ``position`` on."""
+        """The backup path: ``stream``'s input copy on this peer from ``position`` on
+        (use it under ``contextlib.aclosing``: leaving early cancels the call, so the
+        peer stops serving it)."""
         call = self.stub.Fetch(peer_pb2.FetchRequest(stream=stream, position=position))
-        async for chunk in call:
-            yield Chunk(chunk.position, chunk.data, chunk.sealed)
+        try:
+            async for chunk in call:
+                yield Chunk(chunk.position, chunk.data, chunk.sealed)
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -180,28 +134,12 @@ class PeerLink:
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:
-            loop = asyncio.get_running_loop()
-            last: dict[str, int] | None = None
-            sent_at = 0.0
             while True:
-                held = self._held()
-                keepalive = loop.time() - sent_at >= GOSSIP_KEEPALIVE
-                if held != last or keepalive:
-                    # A stream's topic travels with the first state that names it on this
-                    # connection (and with every keepalive), never after it.
-                    topics = self._topics()
-                    if not keepalive and last is not None:
-                        topics = {name: topics[name] for name in held.keys() - last.keys()}
+                await self._gossip_wake.wait()
+                self._gossip_wake.clear()
+                if self._gossip is not None:
+                    (held, topics), self._gossip = self._gossip, None
                     yield peer_pb2.NodeState(node=self.me, held=held, topics=topics)
-                    last, sent_at = held, loop.time()
-                    # Held positions move with every group sync. The leader needs them
-                    # promptly (it proposes what a quorum holds), not each one; other
-                    # peers need them only for the backup path and status.
-                    await asyncio.sleep(
-                        GOSSIP_COALESCE if self._peer_leads() else GOSSIP_TO_FOLLOWERS
-                    )
-                    continue
-                await self._held_moved.wait_for(GOSSIP_KEEPALIVE)
 
         await self.stub.Gossip(states())
 

@@ -115,11 +115,11 @@ class PushService(push_pb2_grpc.PushServicer):
         wake = asyncio.Event()
         reader.add_done_callback(lambda _: wake.set())
         stream.held_changed.notify(wake)
-        self.node.view.changed.notify(wake)
+        self.node.view_changed.notify(wake)
         try:
             last = None
             while not reader.done():
-                reply = (stream.held, self.node.view.quorum_held(stream.name))
+                reply = (stream.held, self.node.core.view.quorum_held(stream.name))
                 if reply != last:
                     last = reply
                     await context.write(push_pb2.PushReply(held=reply[0], replicated=reply[1]))
@@ -137,7 +137,7 @@ class PushService(push_pb2_grpc.PushServicer):
                 raise error
         finally:
             stream.held_changed.forget(wake)
-            self.node.view.changed.forget(wake)
+            self.node.view_changed.forget(wake)
             reader.cancel()
 
     async def _receive(self, stream, context) -> None:
@@ -199,9 +199,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         return common_pb2.Empty()
 
     async def Gossip(self, request_iterator, context):
+        nodes = len(self.node.cluster.nodes)
         async for state in request_iterator:
-            if 0 <= state.node < self.node.view.node_count and state.node != self.node.id:
-                self.node.view.update(state.node, dict(state.held), dict(state.topics))
+            if 0 <= state.node < nodes and state.node != self.node.id:
+                self.node.on_gossip(state.node, dict(state.held), dict(state.topics))
         return common_pb2.Empty()
 
     async def Fetch(self, request, context):
@@ -224,7 +225,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Status(self, request, context):
         node = self.node
-        driver, merger = node.driver, node.merger
+        driver, merger = node.driver, node.core.merger
         files = list_log_files(node.out.directory)
         return admin_pb2.NodeStatus(
             node=node.spec.name,

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import CorruptStorageError
+from ._errors import CorruptStorageError, UsageError
 from ._storage import MemoryStorage
 from ._types import EMPTY_SNAPSHOT, Entry, HardState, Snapshot
 
@@ -109,7 +109,19 @@ class FileStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        must_sync: bool = True,
     ) -> None:
+        """Persist a Ready's state. A Ready that need not be synced only moves the commit
+        index (Ready.must_sync): that hard state is kept in memory and written with the
+        next one that must be synced, since a leader tells a restarted node the commit
+        index again, and an unsynced rewrite could be torn by a crash."""
+        if not must_sync:
+            if snapshot is not None or entries:
+                raise UsageError("only a commit-only hard state may skip the sync")
+            if hard_state is not None:
+                self._memory.set_hard_state(hard_state)
+            return
         if snapshot is not None:
             self._memory.apply_snapshot(snapshot)
             self._replace_file(_SNAPSHOT, self._encode_snapshot(snapshot))

@@ -9,7 +9,7 @@ the safety checker (``_checker``) and the command line (``_cli``, run as
 
 from ._checker import SafetyChecker, Violation
 from ._cli import main, run_seeds
-from ._simulation import TICK_STEPS, SimConfig, SimResult, SimStats, Simulation
+from ._simulation import TICK_STEPS, SimConfig, SimResult, SimStats, Simulation, tear_write
 
 __all__ = [
     "TICK_STEPS",
@@ -21,4 +21,5 @@ __all__ = [
     "Violation",
     "main",
     "run_seeds",
+    "tear_write",
 ]

@@ -87,9 +87,11 @@ class SimStats:
 
 @dataclass(slots=True)
 class SimResult:
+    """One seed's outcome (of this simulator or of ``rt_sequencer.nodesim``)."""
+
     seed: int
     violations: list[Violation]
-    stats: SimStats
+    stats: Any  #: the simulator's counters (SimStats here)
     trace: list[str] = field(default_factory=list)
 
     @property
@@ -523,21 +525,8 @@ class Simulation:
         self._push(self.now + downtime, _RESTART, host.node_id, host.incarnation)
 
     def _tear(self, host: _Host, ready: Ready) -> str:
-        """Keep a random prefix of an unfinished write, in FileStorage's write order."""
-        snapshot, entries, hard_state = ready.snapshot, ready.entries, ready.hard_state
-        steps = (snapshot is not None) + len(entries) + (hard_state is not None)
-        keep = self.rng.randint(0, steps)
-        self.stats.torn_writes += keep < steps
-        storage = host.storage
-        description = f"write torn after {keep} of {steps} steps"
-        if snapshot is not None:
-            if keep == 0:
-                return description
-            storage.apply_snapshot(snapshot)
-            keep -= 1
-        storage.append(entries[:keep])
-        if hard_state is not None and keep > len(entries):
-            storage.set_hard_state(hard_state)
+        description, torn = tear_write(self.rng, host.storage, ready)
+        self.stats.torn_writes += torn
         return description
 
     # -- the quiet phase -----------------------------------------------------------------
@@ -596,6 +585,25 @@ class Simulation:
                 )
         parts.append(f"last acknowledged index {self._max_acked}")
         return "; ".join(parts)
+
+
+def tear_write(rng: random.Random, storage: MemoryStorage, ready: Ready) -> tuple[str, bool]:
+    """A crash during the write of ``ready``: keep a random prefix of it, in
+    FileStorage's write order (snapshot, then entries, then hard state). Returns a
+    description and whether anything was lost."""
+    snapshot, entries, hard_state = ready.snapshot, ready.entries, ready.hard_state
+    steps = (snapshot is not None) + len(entries) + (hard_state is not None)
+    keep = rng.randint(0, steps)
+    description = f"write torn after {keep} of {steps} steps"
+    if snapshot is not None:
+        if keep == 0:
+            return description, True
+        storage.apply_snapshot(snapshot)
+        keep -= 1
+    storage.append(entries[:keep])
+    if hard_state is not None and keep > len(entries):
+        storage.set_hard_state(hard_state)
+    return description, keep < steps
 
 
 def _describe_ready(ready: Ready) -> str:

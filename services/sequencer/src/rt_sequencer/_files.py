@@ -1,0 +1,128 @@
+"""The merge core's storage interfaces over a node's files.
+
+What it owns: :class:`InputFiles`, the :class:`~rt_sequencer.core.InputSource` of the
+input copies under ``s/in`` (read with one cached reader per stream), and
+:class:`MergedLog`, the :class:`~rt_sequencer.core.MergedSink` of ``s/out`` (a
+buffered writer whose readers, the pull servers, follow its ``appended`` signal),
+with the helpers that load a checkpoint and choose where the merged log goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from rtcommon.log import LogEvent, LogReader, LogWriter, SyncPolicy, file_start
+
+from ._inputs import InputStore
+from ._signal import Signal
+from .core import Checkpoint, CheckpointError, MergeError
+
+__all__ = ["InputFiles", "MergedLog", "load_checkpoint", "out_start"]
+
+log = logging.getLogger(__name__)
+
+
+class InputFiles:
+    """The input copies as the merge reads them."""
+
+    def __init__(self, store: InputStore) -> None:
+        self.store = store
+        self._readers: dict[str, LogReader] = {}
+
+    def written(self, stream: str) -> int:
+        copy = self.store.streams.get(stream)
+        return copy.written if copy is not None else 0
+
+    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
+        reader = self._readers.get(stream)
+        if reader is None or reader.position != start:
+            if reader is not None:
+                reader.close()
+            # The input copy checked every record's CRC as it arrived.
+            reader = LogReader(self.store.open(stream).directory, start, verify=False)
+            self._readers[stream] = reader
+        try:
+            while reader.position is None or reader.position < end:
+                items = reader.read_chunks(end)
+                if not items:
+                    raise MergeError(f"{stream} ends before {end} at {reader.position}")
+                for item in items:
+                    if isinstance(item, LogEvent):
+                        raise MergeError(f"{item.kind} in the input copy of {stream}: {item}")
+                    if item.data:
+                        yield item.data
+        except BaseException:
+            self._readers.pop(stream, None)
+            reader.close()
+            raise
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+
+class MergedLog:
+    """``s/out``: the writer of the merged log and the signal its readers follow."""
+
+    def __init__(self, directory: Path, *, roll_size: int, position: int) -> None:
+        self.directory = directory
+        # Rolled files are synced as they seal; the open file is synced by checkpoints.
+        self.writer = LogWriter(
+            directory,
+            roll_size=roll_size,
+            sync=SyncPolicy.INTERVAL,
+            sync_interval=float("inf"),
+            at=position,
+            seal_on_close=False,
+            buffer_size=4 << 20,
+        )
+        self.appended = Signal()  #: fires when records reach the file (pull servers follow)
+
+    @property
+    def position(self) -> int:
+        """The end of the merged log, buffered records included."""
+        return self.writer.position
+
+    @property
+    def written_position(self) -> int:
+        """The end of what readers of the files can see."""
+        return self.writer.written_position
+
+    def append(self, data: bytes) -> None:
+        self.writer.append_run(data)
+
+    def publish(self) -> None:
+        """Write what the merge appended, and wake the readers."""
+        self.writer.commit()
+        self.appended.fire()
+
+    async def sync(self) -> None:
+        pending = self.writer.detach_sync()
+        await asyncio.to_thread(pending.run)
+        self.writer.synced(pending)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at ``path``; a missing or damaged one counts as none (the node
+    then replays its Raft log, or installs a snapshot from its peers)."""
+    try:
+        return Checkpoint.decode(path.read_bytes())
+    except FileNotFoundError:
+        return Checkpoint()
+    except (CheckpointError, OSError) as exc:
+        log.error(
+            "checkpoint %s is damaged (%s): recovering from the Raft log and peers", path, exc
+        )
+        return Checkpoint()
+
+
+def out_start(checkpoint: Checkpoint, session: int) -> int:
+    """Where the merged log goes on after ``checkpoint``."""
+    return checkpoint.out_position or file_start(session, 0)

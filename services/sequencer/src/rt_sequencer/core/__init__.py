@@ -1,0 +1,56 @@
+"""rt_sequencer.core: the merge layer above Raft, with no I/O, clocks or threads.
+
+What it owns: :class:`SequencerCore` (``_core``), the state machine that decides
+proposals, applies committed ranges, runs the backup path, checkpoints, snapshot
+installs and gossip; the merge itself over input and output interfaces
+(``_merger``); what every node holds (``_view``); entry contents, checkpoints and
+actions (``_types``). ``rt_sequencer._node`` wires it to gRPC, files and timers;
+``rt_sequencer.nodesim`` runs whole nodes of it in a seeded simulation.
+``docs/sequencer.md`` describes the design.
+
+Errors derive from :class:`SequencerError` (the tree is drawn in ``_errors``).
+"""
+
+from ._core import RaftState, SequencerCore, Timing
+from ._errors import CheckpointError, MergeError, SequencerError
+from ._merger import InputSource, MergedSink, Merger
+from ._types import (
+    Action,
+    CatchUpOut,
+    Checkpoint,
+    Compact,
+    Fetch,
+    Gossip,
+    Propose,
+    PublishOut,
+    Range,
+    SaveCheckpoint,
+    decode_ranges,
+    encode_ranges,
+)
+from ._view import ClusterView
+
+__all__ = [
+    "Action",
+    "CatchUpOut",
+    "Checkpoint",
+    "CheckpointError",
+    "ClusterView",
+    "Compact",
+    "Fetch",
+    "Gossip",
+    "InputSource",
+    "MergeError",
+    "MergedSink",
+    "Merger",
+    "Propose",
+    "PublishOut",
+    "RaftState",
+    "Range",
+    "SaveCheckpoint",
+    "SequencerCore",
+    "SequencerError",
+    "Timing",
+    "decode_ranges",
+    "encode_ranges",
+]

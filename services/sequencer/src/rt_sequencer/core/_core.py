@@ -1,0 +1,389 @@
+"""The sequencer's merge layer as a state machine: :class:`SequencerCore`.
+
+Events go in as method calls, each with no I/O: the time (:meth:`tick`), Raft's
+state after each Ready (:meth:`raft_changed`), committed entries and snapshots,
+what each node holds (:meth:`held`, this node's own included), bytes arriving in
+an input copy, and the results of the actions asked for earlier. What the driver
+must do comes out of :meth:`take_actions` (see ``_types``): propose ranges, fetch
+input bytes from a peer, publish appended records, save a checkpoint, compact the
+Raft log, catch the merged log up for a snapshot, gossip held positions.
+:meth:`next_deadline` says when the core next needs a tick.
+
+The core reads input copies and appends to the merged log through the
+interfaces of ``_merger``; the node gives it files, the simulator memory.
+
+What it decides:
+
+- **Proposals** (leader): for each stream, the range a quorum holds beyond what is
+  proposed. Proposals are pipelined, each range starting where the previous one
+  of its stream ended, at most ``max_proposals_in_flight`` unapplied and at least
+  ``proposal_spacing`` apart. A new leader first applies its whole log, so that
+  its ranges start from the merge state every node will have; a change of term or
+  a refused proposal starts over from there.
+- **Apply**: committed entries in order, each whole, once every input byte it
+  names is written here; missing bytes are fetched from the peer holding most.
+- **Backup path**: a stream a peer holds more of, whose push has been quiet for
+  ``push_quiet``, is fetched.
+- **Checkpoints** every ``checkpoint_interval`` when the merge moved; each saved
+  checkpoint may compact the Raft log into a snapshot.
+- **Snapshot install**: a snapshot ahead of the merge brings the merged log to its
+  position from the peers, then takes its state and checkpoints it.
+- **Gossip**: held positions to the leader within ``gossip_to_leader`` of a change,
+  to followers within ``gossip_to_followers``, and to all every
+  ``gossip_keepalive``; a stream's topic goes with the first state that names it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from ..raft import Accepted, Entry, Role
+from ._merger import InputSource, MergedSink, Merger
+from ._types import (
+    Action,
+    CatchUpOut,
+    Checkpoint,
+    Compact,
+    Fetch,
+    Gossip,
+    Propose,
+    PublishOut,
+    Range,
+    SaveCheckpoint,
+    decode_ranges,
+)
+from ._view import ClusterView
+
+__all__ = ["RaftState", "SequencerCore", "Timing"]
+
+NEVER = math.inf
+
+
+@dataclass(slots=True, frozen=True)
+class Timing:
+    """The core's intervals (seconds) and bounds."""
+
+    proposal_spacing: float = 0.003
+    max_proposals_in_flight: int = 16
+    checkpoint_interval: float = 0.5
+    #: Raft entries kept after a snapshot, so a follower that lags a little needs none.
+    compaction_keep: int = 20_000
+    backup_check_interval: float = 0.1
+    push_quiet: float = 0.3
+    fetch_retry: float = 0.1
+    gossip_to_leader: float = 0.002
+    gossip_to_followers: float = 0.05
+    gossip_keepalive: float = 1.0
+
+
+@dataclass(slots=True, frozen=True)
+class RaftState:
+    """What the core needs to know of Raft, reported after every Ready."""
+
+    role: Role = Role.FOLLOWER
+    term: int = 0
+    leader: int = -1  #: node id (0-based) of the known leader, or -1
+    last_index: int = 0
+    first_index: int = 1  #: the first entry still in the Raft log
+
+
+class SequencerCore:
+    def __init__(
+        self,
+        node_id: int,
+        node_count: int,
+        *,
+        inputs: InputSource,
+        out: MergedSink,
+        checkpoint: Checkpoint,
+        now: float = 0.0,
+        timing: Timing | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.timing = timing or Timing()
+        self.now = now
+        self.view = ClusterView(node_count)
+        self.merger = Merger(inputs, out, checkpoint)
+        self.raft = RaftState()
+        self.saved = checkpoint  #: the last checkpoint known durable
+        self._actions: list[Action] = []
+        self._pending: deque[tuple[int, list[Range]]] = deque()  # committed, not applied
+        self._installing: Checkpoint | None = None
+        self._saving = False
+        self._next_checkpoint = now + self.timing.checkpoint_interval
+        # proposer
+        self._proposed: dict[str, int] | None = None  # stream -> end of its last range
+        self._proposed_term = 0
+        self._proposing: list[Range] | None = None  # asked for, not yet reported
+        self._outstanding: list[int] = []  # last indexes of accepted, unapplied proposals
+        self._next_proposal = now
+        # backup path
+        self._last_write: dict[str, float] = {}
+        self._fetching: dict[str, int] = {}  # stream -> peer asked
+        self._fetch_after: dict[str, float] = {}
+        self._next_backup_check = now
+        # gossip
+        self._own_held: dict[str, int] = {}
+        self._own_topics: dict[str, str] = {}
+        self._peers = [n for n in range(node_count) if n != node_id]
+        self._sent_held: dict[int, dict[str, int]] = {p: {} for p in self._peers}
+        self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        return self.merger.applied_index
+
+    @property
+    def installing(self) -> bool:
+        return self._installing is not None
+
+    @property
+    def install_target(self) -> int | None:
+        """Where the merged log must reach for the snapshot being installed, if any: a
+        driver carries out only the :class:`CatchUpOut` that asks for it."""
+        return None if self._installing is None else self._installing.out_position
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The merge state now, for a last checkpoint at shutdown (None while a snapshot
+        install owns the merged log)."""
+        return None if self._installing is not None else self.merger.checkpoint()
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def next_deadline(self) -> float:
+        """The time of the next :meth:`tick` the core needs (``inf``: none)."""
+        timing = self.timing
+        deadlines = [self._next_backup_check]
+        if not self._saving and self.merger.applied_index != self.saved.applied_index:
+            deadlines.append(self._next_checkpoint)
+        if self._proposing is None and self._next_proposal > self.now:
+            deadlines.append(self._next_proposal)  # a proposal held back by the spacing
+        for peer in self._peers:
+            sent_at = self._sent_at[peer]
+            if self._sent_held[peer] != self._own_held:
+                deadlines.append(sent_at + self._gossip_interval(peer))
+            deadlines.append(sent_at + timing.gossip_keepalive)
+        return min(deadlines)
+
+    # -- events --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        self.now = max(self.now, now)
+        if self.now >= self._next_backup_check:
+            self._next_backup_check = self.now + self.timing.backup_check_interval
+            self._check_backup()
+        self._maybe_checkpoint()
+        self._gossip()
+        self._maybe_propose()
+
+    def raft_changed(self, state: RaftState) -> None:
+        self.raft = state
+        if state.role is not Role.LEADER or state.term != self._proposed_term:
+            self._proposed, self._outstanding = None, []
+            self._proposed_term = state.term
+        self._gossip()
+        self._maybe_propose()
+
+    def committed(self, entries: list[Entry]) -> None:
+        """Raft committed ``entries`` (in index order, maybe some applied already)."""
+        last = self._pending[-1][0] if self._pending else self.merger.applied_index
+        if self._installing is not None:
+            last = max(last, self._installing.applied_index)
+        for entry in entries:
+            if entry.index <= last:
+                continue  # applied before a restart, or inside the snapshot being installed
+            self._pending.append((entry.index, decode_ranges(entry.data) if entry.data else []))
+            last = entry.index
+        self._apply()
+
+    def snapshot(self, data: bytes) -> None:
+        """Raft handed over a snapshot (a checkpoint of a peer): if it is ahead of the
+        merge, bring the merged log to its position, then take its state."""
+        checkpoint = Checkpoint.decode(data)
+        ahead = self._installing or self.saved
+        if checkpoint.applied_index <= max(self.merger.applied_index, ahead.applied_index):
+            return
+        self._installing = checkpoint
+        while self._pending and self._pending[0][0] <= checkpoint.applied_index:
+            self._pending.popleft()
+        self._proposed = None
+        self._emit(CatchUpOut(checkpoint.out_position))
+
+    def out_caught_up(self, target: int, out: MergedSink) -> None:
+        """The merged log was brought to ``target`` (a :class:`CatchUpOut`'s); ``out``
+        appends from there. A catch-up for a snapshot since replaced by a newer one
+        changes nothing: the newer one's is on its way."""
+        checkpoint = self._installing
+        if checkpoint is None or target != checkpoint.out_position or out.position != target:
+            return
+        self._installing = None
+        self.merger.out = out
+        self.merger.restore(checkpoint)
+        self._saving = True
+        self._emit(SaveCheckpoint(self.merger.checkpoint()))
+        self._apply()
+
+    def held(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
+        """What ``node`` holds durably of each stream (gossip; this node's own from its
+        input copies), and the topics of streams it names."""
+        if node == self.node_id:
+            self._own_held = dict(held)
+            self._own_topics.update(topics)
+        changed = self.view.update(node, held, topics)
+        if node == self.node_id:
+            self._gossip()
+        if changed:
+            self._maybe_propose()
+
+    def input_written(self, stream: str) -> None:
+        """Bytes were written to ``stream``'s input copy (by a push or a fetch)."""
+        self._last_write[stream] = self.now
+        if self._pending:
+            self._apply()
+
+    def proposed(self, accepted: Accepted | None) -> None:
+        """The result of the last :class:`Propose`: where Raft put it, or None if it was
+        refused."""
+        ranges, self._proposing = self._proposing, None
+        if ranges is None:
+            return
+        if accepted is None or accepted.term != self.raft.term or self._proposed is None:
+            self._proposed, self._outstanding = None, []
+        else:
+            self._outstanding.append(accepted.last_index)
+            for item in ranges:
+                self._proposed[item.stream] = item.end
+        # Spaced even when refused: Raft may no longer lead before it says so.
+        self._next_proposal = self.now + self.timing.proposal_spacing
+        self._maybe_propose()
+
+    def fetch_ended(self, stream: str) -> None:
+        """A :class:`Fetch` of ``stream`` ended (done, or failed)."""
+        self._fetching.pop(stream, None)
+        self._fetch_after[stream] = self.now + self.timing.fetch_retry
+        if self._pending:
+            self._apply()
+
+    def checkpoint_saved(self, checkpoint: Checkpoint) -> None:
+        self._saving = False
+        if checkpoint.applied_index < self.saved.applied_index:
+            return
+        self.saved = checkpoint
+        keep = self.timing.compaction_keep
+        if checkpoint.applied_index - self.raft.first_index > 2 * keep:
+            self._emit(Compact(checkpoint.applied_index, checkpoint.encode(), keep))
+
+    # -- the merge -----------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        if self._installing is not None:
+            return
+        merger, pending = self.merger, self._pending
+        applied = False
+        while pending:
+            index, ranges = pending[0]
+            missing = merger.missing(ranges)
+            if missing:
+                for item in missing:  # this node missed the bytes: the backup path
+                    self._fetch(item.stream, item.end)
+                break
+            merger.apply(index, ranges)
+            pending.popleft()
+            applied = True
+        if applied:
+            self._emit(PublishOut())
+            self._maybe_propose()
+
+    def _maybe_checkpoint(self) -> None:
+        if (
+            self._saving
+            or self._installing is not None
+            or self.now < self._next_checkpoint
+            or self.merger.applied_index == self.saved.applied_index
+        ):
+            return
+        self._saving = True
+        self._next_checkpoint = self.now + self.timing.checkpoint_interval
+        self._emit(SaveCheckpoint(self.merger.checkpoint()))
+
+    # -- proposals -----------------------------------------------------------------------
+
+    def _maybe_propose(self) -> None:
+        raft = self.raft
+        if raft.role is not Role.LEADER or self._proposing is not None:
+            return
+        merger = self.merger
+        if self._proposed is None:
+            if self._installing is not None or merger.applied_index < raft.last_index:
+                return  # entries of earlier terms still to apply
+            self._proposed = dict(merger.merged)
+            self._proposed_term = raft.term
+        if self.now < self._next_proposal:
+            return
+        applied = merger.applied_index
+        self._outstanding = [index for index in self._outstanding if index > applied]
+        if len(self._outstanding) >= self.timing.max_proposals_in_flight:
+            return
+        view, proposed = self.view, self._proposed
+        ranges = []
+        for stream in sorted(view.streams()):
+            end = view.quorum_held(stream)
+            start = proposed.get(stream, 0)
+            topic = merger.topics.get(stream) or view.topics.get(stream)
+            if end > start and topic is not None:
+                ranges.append(Range(stream, start, end, topic))
+        if ranges:
+            self._proposing = ranges
+            self._emit(Propose(ranges))
+
+    # -- the backup path -----------------------------------------------------------------
+
+    def _check_backup(self) -> None:
+        """Streams a peer holds more of, while their push is quiet, are fetched."""
+        written = self.merger.inputs.written
+        quiet_since = self.now - self.timing.push_quiet
+        for stream in self.view.streams():
+            _, held = self.view.best_peer(stream, self.node_id)
+            if held > written(stream) and self._last_write.get(stream, -NEVER) < quiet_since:
+                self._fetch(stream, held)
+
+    def _fetch(self, stream: str, target: int) -> None:
+        if stream in self._fetching or self.now < self._fetch_after.get(stream, -NEVER):
+            return
+        peer, held = self.view.best_peer(stream, self.node_id)
+        if held <= self.merger.inputs.written(stream):
+            return  # no peer is known to hold more yet: gossip will tell
+        topic = self.merger.topics.get(stream) or self.view.topics.get(stream)
+        if topic is None:
+            return  # a stream is never created here under a guessed topic
+        self._fetching[stream] = peer
+        self._emit(Fetch(stream, topic, peer, max(target, held)))
+
+    # -- gossip --------------------------------------------------------------------------
+
+    def _gossip_interval(self, peer: int) -> float:
+        timing = self.timing
+        return timing.gossip_to_leader if peer == self.raft.leader else timing.gossip_to_followers
+
+    def _gossip(self) -> None:
+        own, now = self._own_held, self.now
+        keepalive = self.timing.gossip_keepalive
+        for peer in self._peers:
+            sent, since = self._sent_held[peer], now - self._sent_at[peer]
+            if since >= keepalive:
+                topics = dict(self._own_topics)
+            elif sent != own and since >= self._gossip_interval(peer):
+                topics = {s: self._own_topics.get(s, s) for s in own.keys() - sent.keys()}
+            else:
+                continue
+            self._sent_held[peer], self._sent_at[peer] = own, now
+            self._emit(Gossip(peer, own, topics))
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)

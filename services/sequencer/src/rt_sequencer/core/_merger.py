@@ -1,0 +1,136 @@
+"""The merge: committed ranges applied, in order, from input copies to the merged log.
+
+Every node applies the same entries in the same order, copying records from its
+input copy of each stream into the merged log, so merged logs are byte-identical
+and positions mean the same everywhere. Streams of a topic ending in ``.dedup``
+pass through a filter: a record is dropped unless its ``|id|`` is above the
+highest merged so far for its (topic, origin). Watermarks are per topic, shared by
+every stream of the topic (an HA pair of hosts is merged once) and never shared
+between topics. A stream's first range fixes its topic.
+
+The merger does no I/O of its own: it reads through an :class:`InputSource` and
+appends to a :class:`MergedSink` (files on a node, memory in the simulator).
+An entry is applied whole or not at all: everything it appends is gathered, and
+every check made, before the first byte reaches the sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from rtcommon.log import scan
+from rtcommon.streams import is_dedup_topic
+
+from ._errors import MergeError
+from ._types import Checkpoint, Range
+
+__all__ = ["InputSource", "MergedSink", "Merger"]
+
+
+class InputSource(Protocol):
+    """This node's input copies, as the merge reads them."""
+
+    def written(self, stream: str) -> int:
+        """The position before which every record of ``stream`` is here (0: none)."""
+
+    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
+        """Runs of whole records of ``stream`` covering exactly ``[start, end)``; raise
+        MergeError if they cannot be read (``end`` is at most ``written``)."""
+
+
+class MergedSink(Protocol):
+    """The merged log, as the merge appends to it."""
+
+    @property
+    def position(self) -> int:
+        """The end of the merged log, appended records included."""
+
+    def append(self, data: bytes) -> None:
+        """Append whole records."""
+
+
+class Merger:
+    def __init__(self, inputs: InputSource, out: MergedSink, checkpoint: Checkpoint) -> None:
+        self.inputs = inputs
+        self.out = out
+        self.bytes_merged = 0
+        self.restore(checkpoint)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Take a checkpoint's state (the sink must stand at its position)."""
+        self.applied_index = checkpoint.applied_index
+        self.merged = dict(checkpoint.merged)
+        self.topics = dict(checkpoint.topics)
+        self.watermarks = {topic: dict(marks) for topic, marks in checkpoint.watermarks.items()}
+        self.dropped = {topic: dict(counts) for topic, counts in checkpoint.dropped.items()}
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            applied_index=self.applied_index,
+            out_position=self.out.position,
+            merged=dict(self.merged),
+            topics=dict(self.topics),
+            watermarks={topic: dict(marks) for topic, marks in self.watermarks.items()},
+            dropped={topic: dict(counts) for topic, counts in self.dropped.items()},
+        )
+
+    def missing(self, ranges: list[Range]) -> list[Range]:
+        """The ranges whose input bytes this node has not written yet."""
+        written = self.inputs.written
+        return [item for item in ranges if written(item.stream) < item.end]
+
+    def apply(self, index: int, ranges: list[Range]) -> None:
+        """Apply entry ``index`` (no ranges: a leader's no-op), whose input bytes must all
+        be written here (see :meth:`missing`)."""
+        if index != self.applied_index + 1:
+            raise MergeError(f"entry {index} after applied index {self.applied_index}")
+        runs: list[bytes] = []
+        ends: dict[str, int] = {}
+        new_topics: dict[str, str] = {}
+        marks: dict[str, dict[str, int]] = {}  # copies of the watermarks this entry moves
+        drops: dict[str, dict[str, int]] = {}
+        for item in ranges:
+            stream = item.stream
+            merged = ends.get(stream, self.merged.get(stream, 0))
+            if item.start != merged or item.end < item.start:
+                raise MergeError(
+                    f"entry {index}: range [{item.start}, {item.end}) of {stream} does not"
+                    f" continue its merge ({merged})"
+                )
+            topic = self.topics.get(stream) or new_topics.setdefault(stream, item.topic)
+            if topic != item.topic:
+                raise MergeError(
+                    f"entry {index}: {stream} is on topic {topic!r}, not {item.topic!r}"
+                )
+            data = self.inputs.read(stream, item.start, item.end)
+            if is_dedup_topic(topic):
+                if topic not in marks:
+                    marks[topic] = dict(self.watermarks.get(topic, {}))
+                    drops[topic] = dict(self.dropped.get(topic, {}))
+                data = [_deduplicate(run, marks[topic], drops[topic]) for run in data]
+            runs.extend(run for run in data if run)
+            ends[stream] = item.end
+        # Every check passed: from here nothing fails, so the entry lands whole.
+        for run in runs:
+            self.out.append(run)
+            self.bytes_merged += len(run)
+        self.merged.update(ends)
+        self.topics.update(new_topics)
+        self.watermarks.update(marks)
+        self.dropped.update({topic: counts for topic, counts in drops.items() if counts})
+        self.applied_index = index
+
+
+def _deduplicate(data: bytes, watermarks: dict[str, int], dropped: dict[str, int]) -> bytes:
+    """``data``'s records above their origin's watermark (moving it); count the rest."""
+    records, _, _, _ = scan(data, 0, 0, verify=False)  # checked on arrival
+    kept = []
+    for record in records:
+        origin, distance = record.origin, abs(record.id)
+        if distance > watermarks.get(origin, 0):
+            watermarks[origin] = distance
+            kept.append(record.raw)
+        else:
+            dropped[origin] = dropped.get(origin, 0) + 1
+    return data if len(kept) == len(records) else b"".join(kept)

@@ -1,0 +1,134 @@
+"""The merge layer's values: Raft entry contents, the checkpoint, and the actions the
+core asks its driver to carry out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from ._errors import CheckpointError
+
+__all__ = [
+    "Action",
+    "CatchUpOut",
+    "Checkpoint",
+    "Compact",
+    "Fetch",
+    "Gossip",
+    "Propose",
+    "PublishOut",
+    "Range",
+    "SaveCheckpoint",
+    "decode_ranges",
+    "encode_ranges",
+]
+
+
+class Range(msgspec.Struct, array_like=True, frozen=True):
+    """Append the records of input stream ``stream`` in ``[start, end)``; the stream
+    publishes on ``topic`` (deduplication is per topic)."""
+
+    stream: str
+    start: int
+    end: int
+    topic: str
+
+
+_ranges_encoder = msgspec.msgpack.Encoder()
+_ranges_decoder = msgspec.msgpack.Decoder(list[Range])
+
+
+def encode_ranges(ranges: list[Range]) -> bytes:
+    return _ranges_encoder.encode(ranges)
+
+
+def decode_ranges(data: bytes) -> list[Range]:
+    return _ranges_decoder.decode(data)
+
+
+class Checkpoint(msgspec.Struct, kw_only=True):
+    """What the merge needs to go on after a restart; also the Raft snapshot."""
+
+    applied_index: int = 0
+    out_position: int = 0  #: the end of the merged log after ``applied_index`` (0: none)
+    merged: dict[str, int] = {}  #: stream -> the end of its last range merged
+    topics: dict[str, str] = {}  #: stream -> its topic
+    watermarks: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> highest |id|
+    dropped: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> duplicates dropped
+
+    def encode(self) -> bytes:
+        return msgspec.msgpack.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Checkpoint:
+        try:
+            return msgspec.msgpack.decode(data, type=cls)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CheckpointError(f"not a checkpoint ({len(data)} bytes): {exc}") from exc
+
+
+# -- actions ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Propose:
+    """Leader: propose these ranges as one Raft entry, then report with ``proposed``."""
+
+    ranges: list[Range]
+
+
+@dataclass(slots=True, frozen=True)
+class Fetch:
+    """The backup path: copy ``stream``'s input from node ``peer``, from what this node
+    has written, to at least ``target``, reporting bytes with ``input_written`` and the
+    end of the attempt (done or failed) with ``fetch_ended``."""
+
+    stream: str
+    topic: str
+    peer: int
+    target: int
+
+
+@dataclass(slots=True, frozen=True)
+class PublishOut:
+    """Records were appended to the merged log: write them out and wake its readers."""
+
+
+@dataclass(slots=True, frozen=True)
+class SaveCheckpoint:
+    """Make the merged log durable up to at least ``checkpoint.out_position``, then
+    store ``checkpoint`` atomically, then report with ``checkpoint_saved``."""
+
+    checkpoint: Checkpoint
+
+
+@dataclass(slots=True, frozen=True)
+class Compact:
+    """Snapshot Raft's state as ``data`` at ``index`` and drop older entries, keeping
+    ``keep`` for followers that lag a little."""
+
+    index: int
+    data: bytes
+    keep: int
+
+
+@dataclass(slots=True, frozen=True)
+class CatchUpOut:
+    """Installing a snapshot: bring the merged log to ``target`` from the peers (its
+    bytes are the same on every node), then report with ``out_caught_up``."""
+
+    target: int
+
+
+@dataclass(slots=True, frozen=True)
+class Gossip:
+    """Send node ``peer`` what this node holds of each stream, and the topics of the
+    streams named (all of them on a keepalive)."""
+
+    peer: int
+    held: dict[str, int]
+    topics: dict[str, str]
+
+
+Action = Propose | Fetch | PublishOut | SaveCheckpoint | Compact | CatchUpOut | Gossip

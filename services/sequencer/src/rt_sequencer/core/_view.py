@@ -1,0 +1,55 @@
+"""What every node holds of every stream, as this node last heard it, and each
+stream's topic: from this the leader learns the range a quorum holds."""
+
+from __future__ import annotations
+
+from rtcommon.cluster import quorum
+
+__all__ = ["ClusterView"]
+
+
+class ClusterView:
+    def __init__(self, node_count: int) -> None:
+        self.node_count = node_count
+        self.quorum = quorum(node_count)
+        self.held: list[dict[str, int]] = [{} for _ in range(node_count)]
+        self.topics: dict[str, str] = {}
+        self.conflicts: list[str] = []  #: topic disagreements heard, for the log
+
+    def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> bool:
+        """Take node ``node``'s held positions; True if they changed.
+
+        A stream whose topic is not known yet is left out until it is (its topic comes
+        with the first state that names it, which may have been lost, and with every
+        keepalive): nothing is proposed or fetched under a guessed topic."""
+        for stream, topic in topics.items():
+            known = self.topics.setdefault(stream, topic)
+            if known != topic:
+                self.conflicts.append(f"node {node} says {stream} is on {topic!r}, not {known!r}")
+        if not held.keys() <= self.topics.keys():
+            held = {stream: end for stream, end in held.items() if stream in self.topics}
+        if self.held[node] == held:
+            return False
+        self.held[node] = dict(held)
+        return True
+
+    def forget(self, node: int) -> None:
+        """A node restarted: what it held is heard again from it."""
+        self.held[node] = {}
+
+    def streams(self) -> set[str]:
+        return {name for held in self.held for name in held}
+
+    def quorum_held(self, stream: str) -> int:
+        """The position before which a quorum of nodes holds every record of ``stream``."""
+        positions = sorted((held.get(stream, 0) for held in self.held), reverse=True)
+        return positions[self.quorum - 1]
+
+    def best_peer(self, stream: str, me: int) -> tuple[int, int]:
+        """``(node, held)`` of the peer holding most of ``stream`` (``me`` if alone)."""
+        node = max(
+            (n for n in range(self.node_count) if n != me),
+            key=lambda n: self.held[n].get(stream, 0),
+            default=me,
+        )
+        return node, self.held[node].get(stream, 0)

@@ -1,0 +1,158 @@
+"""A simulated node's disk: input copies, the merged log and the checkpoint, in memory.
+
+What it owns: :class:`MemoryInputs` (the :class:`~rt_sequencer.core.InputSource` of a
+simulated node) and :class:`MemoryOut` (its :class:`~rt_sequencer.core.MergedSink`).
+Each keeps what was written apart from what was made durable, so a crash can lose
+the difference, or part of it, as a real page cache would: input copies keep whole
+records (the real mirror trims a torn tail on recovery), the merged log may keep a
+torn prefix of its unsynced bytes (the real writer cuts back to the checkpoint).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+from rtcommon.log import scan
+
+__all__ = ["MemoryInputs", "MemoryOut", "MemoryStream"]
+
+
+class MemoryStream:
+    """One input copy: bytes of whole records from ``base``."""
+
+    __slots__ = ("base", "data", "durable", "ends")
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.data = bytearray()
+        self.ends: list[int] = []  # the offset after each record
+        self.durable = 0  # bytes made durable
+
+    @property
+    def written(self) -> int:
+        return self.base + len(self.data)
+
+    @property
+    def held(self) -> int:
+        return self.base + self.durable
+
+
+class MemoryInputs:
+    """Every input copy of a simulated node."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.streams: dict[str, MemoryStream] = {}
+        self.topics: dict[str, str] = {}
+        self.dirty: set[str] = set()
+
+    # -- InputSource ---------------------------------------------------------------------
+
+    def written(self, stream: str) -> int:
+        copy = self.streams.get(stream)
+        return copy.written if copy is not None else 0
+
+    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
+        copy = self.streams[stream]
+        return [bytes(copy.data[start - copy.base : end - copy.base])]
+
+    # -- the node's side -----------------------------------------------------------------
+
+    def held(self) -> dict[str, int]:
+        return {name: copy.held for name, copy in self.streams.items()}
+
+    def write(
+        self, stream: str, topic: str, position: int, data: bytes, ends: list[int]
+    ) -> str | None:
+        """Add records (``ends``: their end offsets within ``data``) at ``position``.
+
+        Returns None, or what is wrong: a gap is refused (the sender resends from what
+        this copy holds); bytes overlapping the copy must equal it."""
+        copy = self.streams.get(stream)
+        if copy is None:
+            copy = self.streams[stream] = MemoryStream(self.base)
+            self.topics[stream] = topic
+        written = copy.written
+        if position > written:
+            return None  # a gap: dropped, as the real mirror refuses it
+        skip = written - position
+        if skip:
+            if skip > len(data):
+                skip = len(data)
+            if data[:skip] != copy.data[position - copy.base : position - copy.base + skip]:
+                return f"{stream}: bytes at {position} differ from the copy"
+        grown = False
+        for end in ends:
+            if end > skip:
+                copy.ends.append(len(copy.data) + end - skip)
+                grown = True
+        if grown:
+            copy.data += data[skip:]
+            self.dirty.add(stream)
+        return None
+
+    def start_sync(self) -> dict[str, int]:
+        """What a group sync starting now will make durable: stream -> bytes."""
+        marks = {name: len(self.streams[name].data) for name in self.dirty}
+        self.dirty.clear()
+        return marks
+
+    def finish_sync(self, marks: dict[str, int]) -> None:
+        for name, size in marks.items():
+            copy = self.streams.get(name)
+            if copy is not None:
+                copy.durable = max(copy.durable, min(size, len(copy.data)))
+
+    def crash(self, rng: random.Random) -> None:
+        """Keep what is durable and, of each copy, some whole records written after it."""
+        self.dirty.clear()
+        for copy in self.streams.values():
+            later = [end for end in copy.ends if end > copy.durable]
+            keep = copy.durable
+            if later and rng.random() < 0.5:
+                keep = rng.choice(later)
+            del copy.data[keep:]
+            copy.ends = [end for end in copy.ends if end <= keep]
+            copy.durable = keep  # what a restarted node finds on disk
+
+
+class MemoryOut:
+    """The merged log of a simulated node, from ``base``."""
+
+    __slots__ = ("base", "data", "durable", "on_append")
+
+    def __init__(self, base: int, on_append: Callable[[int, bytes], None]) -> None:
+        self.base = base
+        self.data = bytearray()
+        self.durable = 0
+        self.on_append = on_append  # the checker sees every append at its offset
+
+    @property
+    def position(self) -> int:
+        return self.base + len(self.data)
+
+    def append(self, data: bytes) -> None:
+        self.on_append(len(self.data), data)
+        self.data += data
+
+    def cut_to(self, position: int) -> bool:
+        """Go on from ``position`` (a checkpoint's); False if the log is shorter."""
+        size = position - self.base
+        if size > len(self.data):
+            return False
+        del self.data[size:]
+        self.durable = min(self.durable, size)
+        return True
+
+    def trim_torn(self) -> None:
+        """Cut a torn tail back to whole records, as the real mirror does on recovery."""
+        _, stop, _, _ = scan(bytes(self.data), 0, self.base, keep=False)
+        del self.data[stop:]
+        self.durable = min(self.durable, stop)
+
+    def crash(self, rng: random.Random) -> None:
+        """Keep what is durable and a torn prefix of the rest."""
+        unsynced = len(self.data) - self.durable
+        if unsynced > 0:
+            del self.data[self.durable + rng.randint(0, unsynced) :]

@@ -1,0 +1,236 @@
+"""The merge core on its own: events in, actions out, with in-memory storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from rt_sequencer.core import (
+    CatchUpOut,
+    Checkpoint,
+    Compact,
+    Fetch,
+    Gossip,
+    MergeError,
+    Merger,
+    Propose,
+    PublishOut,
+    RaftState,
+    Range,
+    SaveCheckpoint,
+    SequencerCore,
+    Timing,
+    encode_ranges,
+)
+from rt_sequencer.nodesim._storage import MemoryInputs, MemoryOut
+from rt_sequencer.raft import Accepted, Entry, Role
+from rtcommon.log import Codec, encode_message, file_start, scan
+
+BASE = file_start(1, 0)
+
+
+def records(origin: str, ids, topic: str = "t") -> tuple[bytes, list[int]]:
+    data, ends = b"", []
+    for i in ids:
+        data += encode_message(
+            b"m%d" % i, origin=origin, ts=i, id=i, codec=Codec.RAW, tags=(topic,)
+        )
+        ends.append(len(data))
+    return data, ends
+
+
+def push(inputs: MemoryInputs, stream: str, topic: str, origin: str, ids) -> int:
+    data, ends = records(origin, ids, topic)
+    assert inputs.write(stream, topic, inputs.written(stream) or BASE, data, ends) is None
+    inputs.finish_sync(inputs.start_sync())
+    return inputs.written(stream)
+
+
+def merged_ids(out: MemoryOut) -> list[tuple[str, int]]:
+    found, _, _, _ = scan(bytes(out.data), 0, BASE)
+    return [(r.origin, r.id) for r in found]
+
+
+def new_core(
+    node_id: int = 0, nodes: int = 3, **timing
+) -> tuple[SequencerCore, MemoryInputs, MemoryOut]:
+    inputs, out = MemoryInputs(BASE), MemoryOut(BASE, lambda offset, data: None)
+    core = SequencerCore(
+        node_id, nodes, inputs=inputs, out=out, checkpoint=Checkpoint(), timing=Timing(**timing)
+    )
+    return core, inputs, out
+
+
+def of_type(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+# -- the merger -----------------------------------------------------------------------------
+
+
+def test_dedup_is_per_topic_and_shared_by_the_streams_of_a_topic() -> None:
+    inputs, out = MemoryInputs(BASE), MemoryOut(BASE, lambda offset, data: None)
+    a = push(inputs, "h1.trades.dedup", "trades.dedup", "host", range(1, 6))
+    b = push(inputs, "h2.trades.dedup", "trades.dedup", "host", range(3, 9))
+    q = push(inputs, "h1.quotes.dedup", "quotes.dedup", "host", range(1, 6))
+    merger = Merger(inputs, out, Checkpoint())
+    merger.apply(1, [Range("h1.trades.dedup", 0, a, "trades.dedup")])
+    merger.apply(2, [Range("h2.trades.dedup", 0, b, "trades.dedup")])
+    merger.apply(3, [Range("h1.quotes.dedup", 0, q, "quotes.dedup")])
+    assert merged_ids(out) == [("host", i) for i in [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5]]
+    state = merger.checkpoint()
+    assert state.watermarks == {"trades.dedup": {"host": 8}, "quotes.dedup": {"host": 5}}
+    assert state.dropped == {"trades.dedup": {"host": 3}}
+
+
+def test_an_entry_is_applied_whole_or_not_at_all() -> None:
+    inputs, out = MemoryInputs(BASE), MemoryOut(BASE, lambda offset, data: None)
+    a = push(inputs, "a", "a.dedup", "o", range(1, 4))
+    merger = Merger(inputs, out, Checkpoint())
+    before = merger.checkpoint()
+    with pytest.raises(MergeError, match="does not continue"):
+        merger.apply(1, [Range("a", 0, a, "a.dedup"), Range("b", 5, 9, "b")])
+    with pytest.raises(MergeError, match="topic"):
+        merger.apply(1, [Range("a", 0, a, "a.dedup"), Range("a", a, a, "other")])
+    assert merger.checkpoint() == before and out.data == b""
+    with pytest.raises(MergeError, match="after applied index"):
+        merger.apply(2, [])
+
+
+# -- proposals ------------------------------------------------------------------------------
+
+
+def lead(core: SequencerCore, term: int = 1, last_index: int = 0) -> None:
+    core.raft_changed(RaftState(role=Role.LEADER, term=term, leader=0, last_index=last_index))
+
+
+def test_a_leader_proposes_what_a_quorum_holds_with_each_streams_topic() -> None:
+    core, inputs, _ = new_core(proposal_spacing=0.01)
+    lead(core)
+    end = push(inputs, "h.feed", "feed", "o", range(1, 4))
+    core.held(0, inputs.held(), {"h.feed": "feed"})
+    assert not of_type(core.take_actions(), Propose)  # one node of three holds it
+    core.held(1, {"h.feed": end - 10}, {"h.feed": "feed"})
+    (proposal,) = of_type(core.take_actions(), Propose)
+    assert proposal.ranges == [Range("h.feed", 0, end - 10, "feed")]
+    core.proposed(Accepted(1, 2, 2))
+    core.held(2, {"h.feed": end}, {})
+    assert not of_type(core.take_actions(), Propose)  # spaced
+    core.tick(0.02)
+    (proposal,) = of_type(core.take_actions(), Propose)
+    assert proposal.ranges == [Range("h.feed", end - 10, end, "feed")]  # pipelined
+    core.proposed(None)  # refused: starts over from the merge state, after the spacing
+    core.tick(0.025)
+    assert not of_type(core.take_actions(), Propose)
+    core.tick(0.04)
+    (proposal,) = of_type(core.take_actions(), Propose)
+    assert proposal.ranges == [Range("h.feed", 0, end, "feed")]
+
+
+def test_a_new_leader_applies_its_log_before_proposing() -> None:
+    core, inputs, _ = new_core()
+    end = push(inputs, "s", "s", "o", range(1, 3))
+    for node in range(3):
+        core.held(node, {"s": end}, {"s": "s"})
+    lead(core, last_index=2)
+    assert not of_type(core.take_actions(), Propose)
+    core.committed([Entry(1, 1, encode_ranges([Range("s", 0, end, "s")])), Entry(1, 2, b"")])
+    assert of_type(core.take_actions(), PublishOut)
+    push(inputs, "s", "s", "o", range(3, 4))
+    for node in range(3):
+        core.held(node, inputs.held(), {})
+    (proposal,) = of_type(core.take_actions(), Propose)
+    assert proposal.ranges[0].start == end  # from where the merge stands
+
+
+# -- the backup path ------------------------------------------------------------------------
+
+
+def test_a_committed_range_missing_here_is_fetched_and_then_applied() -> None:
+    core, inputs, out = new_core()
+    source = MemoryInputs(BASE)
+    end = push(source, "s", "s", "o", range(1, 5))
+    core.held(2, {"s": end}, {"s": "s"})
+    core.committed([Entry(1, 1, encode_ranges([Range("s", 0, end, "s")]))])
+    (fetch,) = of_type(core.take_actions(), Fetch)
+    assert (fetch.stream, fetch.topic, fetch.peer, fetch.target) == ("s", "s", 2, end)
+    core.committed([])
+    assert not of_type(core.take_actions(), Fetch)  # one fetch per stream at a time
+    data = bytes(source.streams["s"].data)
+    inputs.write("s", "s", BASE, data, source.streams["s"].ends)
+    core.input_written("s")
+    assert core.applied_index == 1 and merged_ids(out) == [("o", i) for i in range(1, 5)]
+
+
+def test_a_stream_of_unknown_topic_is_neither_fetched_nor_proposed() -> None:
+    core, _, _ = new_core(push_quiet=0.0)
+    lead(core)
+    core.held(1, {"s": BASE + 100}, {})  # the state that named its topic was lost
+    core.held(2, {"s": BASE + 100}, {})
+    core.tick(1.0)
+    assert not of_type(core.take_actions(), Fetch | Propose)
+    core.held(1, {"s": BASE + 100}, {"s": "s.dedup"})  # a keepalive brings it
+    core.held(2, {"s": BASE + 100}, {})
+    core.tick(2.0)
+    actions = core.take_actions()
+    assert of_type(actions, Fetch)[0].topic == "s.dedup"
+    assert of_type(actions, Propose)[0].ranges[0].topic == "s.dedup"
+
+
+# -- checkpoints and snapshots --------------------------------------------------------------
+
+
+def test_checkpoints_then_compaction() -> None:
+    core, _, _ = new_core(checkpoint_interval=0.5, compaction_keep=2)
+    core.raft_changed(RaftState(last_index=6, first_index=1))
+    core.committed([Entry(1, i, b"") for i in range(1, 7)])
+    core.take_actions()
+    core.tick(0.1)
+    assert not of_type(core.take_actions(), SaveCheckpoint)
+    core.tick(0.6)
+    (save,) = of_type(core.take_actions(), SaveCheckpoint)
+    assert save.checkpoint.applied_index == 6
+    core.checkpoint_saved(save.checkpoint)
+    (compact,) = of_type(core.take_actions(), Compact)
+    assert (compact.index, compact.keep) == (6, 2)
+    assert Checkpoint.decode(compact.data) == save.checkpoint
+
+
+def test_a_snapshot_catches_the_merged_log_up_and_a_replaced_one_changes_nothing() -> None:
+    core, _, out = new_core()
+    older = Checkpoint(applied_index=5, out_position=BASE + 10, merged={"s": 7})
+    newer = Checkpoint(applied_index=9, out_position=BASE + 20, merged={"s": 9})
+    core.snapshot(older.encode())
+    assert of_type(core.take_actions(), CatchUpOut) == [CatchUpOut(BASE + 10)]
+    core.snapshot(newer.encode())
+    assert of_type(core.take_actions(), CatchUpOut) == [CatchUpOut(BASE + 20)]
+    assert core.install_target == BASE + 20
+    out.data += b"x" * 10
+    core.out_caught_up(BASE + 10, out)  # the older one's: nothing happens
+    assert core.installing and core.applied_index == 0
+    out.data += b"x" * 10
+    core.out_caught_up(BASE + 20, out)
+    assert not core.installing and core.applied_index == 9 and core.merger.merged == {"s": 9}
+    (save,) = of_type(core.take_actions(), SaveCheckpoint)
+    assert save.checkpoint.applied_index == 9
+
+
+# -- gossip ---------------------------------------------------------------------------------
+
+
+def test_gossip_goes_to_the_leader_first_with_topics_of_new_streams() -> None:
+    core, _, _ = new_core(gossip_to_leader=0.002, gossip_to_followers=0.05, gossip_keepalive=1.0)
+    core.raft_changed(RaftState(leader=1))
+    core.tick(0.0)
+    core.take_actions()  # the first keepalive
+    core.tick(0.01)
+    core.held(0, {"a": 5}, {"a": "ta"})
+    assert [(g.peer, g.topics) for g in of_type(core.take_actions(), Gossip)] == [(1, {"a": "ta"})]
+    core.held(0, {"a": 6}, {"a": "ta"})
+    assert not of_type(core.take_actions(), Gossip)  # coalesced
+    assert core.next_deadline() == pytest.approx(0.012)
+    core.tick(0.06)
+    sent = {g.peer: g for g in of_type(core.take_actions(), Gossip)}
+    assert sent[1].held == {"a": 6} and sent[1].topics == {}
+    assert sent[2].held == {"a": 6} and sent[2].topics == {"a": "ta"}
+    core.tick(1.5)
+    assert all(g.topics == {"a": "ta"} for g in of_type(core.take_actions(), Gossip))
