@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
+from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
-from rtcommon.env import roll_size
 
 __all__ = ["Cluster"]
 
@@ -29,7 +29,7 @@ class Cluster:
                     NodeSpec(id=i, name=f"node-{i}", push=address, pull=address, rest="")
                     for i, address in enumerate(nodes)
                 ),
-                roll_size=roll_size(),
+                roll_size=env.settings().roll_size,
             )
 
     @classmethod

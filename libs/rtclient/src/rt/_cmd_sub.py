@@ -41,6 +41,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from rtcommon import env
 from rtcommon.cluster import ClusterError
 from rtcommon.log import CodecError, PositionError, Record, TagFilter, check_position
 
@@ -72,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if count == 0:
         return 0
     _log_to_stderr()
-    parent = os.environ.get("RT_LOG_PATH") or None
+    settings = env.settings()
+    parent = settings.log_path if settings.log_path_set else None
     if parent is not None:
-        Path(parent).mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rt-sub-", dir=parent) as copy:
         return _print_stream(cluster, Path(copy), position, tag_filter, count, sys.stdout)
 

@@ -41,7 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -49,6 +49,7 @@ from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import write_file_atomically
+from rtcommon.processes import Backoff, describe_exit
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -65,8 +66,6 @@ DEFAULT_BASE_PORT = 5000
 DEFAULT_TIMEOUT = 60.0
 #: How long supervisors get to stop after SIGTERM (each gives its children 5 s).
 STOP_GRACE = 10.0
-#: A supervisor that ran this long before dying is restarted after the initial delay.
-STABLE_AFTER = 10.0
 HEALTH_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
 
@@ -146,13 +145,6 @@ def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]
         return False, f"REST on {rest} not answering: {why}"
 
 
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"exit code {returncode} ({signal.Signals(-returncode).name})"
-    return f"exit code {returncode}"
-
-
 @dataclass
 class _Node:
     """One node's supervisor, as the launcher tracks it."""
@@ -162,7 +154,7 @@ class _Node:
     rest: str
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    next_delay: float = 0.2
+    backoff: Backoff = field(default_factory=Backoff)
     restart_at: float = 0.0
     healthy: bool = False
     last_problem: str = "not started"
@@ -236,7 +228,7 @@ class Launcher:
 
     def _prepare(self) -> None:
         try:
-            self.roll_size = env.roll_size()
+            self.roll_size = env.settings().roll_size
         except ValueError as exc:
             raise LaunchError(str(exc)) from None
         try:
@@ -347,20 +339,17 @@ class Launcher:
                 if returncode is None:
                     continue
                 ran_for = now - node.started
-                if ran_for >= STABLE_AFTER:
-                    node.next_delay = 0.2
-                delay = node.next_delay
-                node.next_delay = min(delay * 2, 5.0)
+                delay = node.backoff.delay(ran_for)
                 node.restart_at = now + delay
                 node.process = None
                 node.healthy = False
                 node.exits += 1
                 node.last_problem = (
-                    f"supervisor exited ({_describe_exit(returncode)}), {node.exits} time(s)"
+                    f"supervisor exited ({describe_exit(returncode)}), {node.exits} time(s)"
                 )
                 self._say(
                     f"{node.name}: supervisor (pid {process.pid}) exited "
-                    f"({_describe_exit(returncode)}) after {ran_for:.1f} s; "
+                    f"({describe_exit(returncode)}) after {ran_for:.1f} s; "
                     f"restarting in {delay:.1f} s"
                 )
                 changed = True

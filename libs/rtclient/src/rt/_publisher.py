@@ -92,7 +92,7 @@ def publisher_directory(
         raise ValueError(f"a topic is a non-empty string, not {topic!r}")
     if os.path.isabs(topic):
         return Path(topic), False
-    parent = Path(log_dir) if log_dir is not None else env.log_path()
+    parent = Path(log_dir) if log_dir is not None else env.settings().log_path
     if publisher_id is None:
         publisher_id = env.hostname()
         if log_dir is not None:
@@ -146,7 +146,7 @@ class Publisher:
         self._lock = threading.Lock()  # serialises publishers and the committer on the writer
         self._writer = LogWriter(
             self.directory,
-            roll_size=roll_size if roll_size is not None else env.roll_size(),
+            roll_size=roll_size if roll_size is not None else env.settings().roll_size,
             sync=sync,
         )
         self._closed = False

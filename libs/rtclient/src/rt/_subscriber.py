@@ -60,7 +60,6 @@ falls exactly after a roll, with the copy's last file sealed, is not recognised.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
@@ -75,6 +74,7 @@ import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from rtcommon import env
+from rtcommon.background import background_loop, in_background_loop
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import (
@@ -161,13 +161,13 @@ class Subscriber:
         if log_dir is None:
             if self.cluster is None and topic is None:
                 raise ValueError("a subscriber without a cluster needs a log_dir (or a topic)")
-            log_dir = env.log_path() / (topic or self.cluster.name)  # type: ignore[union-attr]
+            log_dir = env.settings().log_path / (topic or self.cluster.name)  # type: ignore[union-attr]
         self.log_dir = Path(log_dir)
         self._mode, self._explicit_start = _parse_start(position)
         self.on_message = on_message
         self.on_event = on_event or self._log_event
         self._filter = _as_filter(filter)
-        self.archived_exchange = os.environ.get("REPLICATOR_EXCHANGE_ARCHIVED")  # not used yet
+        self.archived_exchange = env.settings().archived_exchange  # not used yet
         self._nodes: tuple[NodeSpec, ...] = self.cluster.nodes if self.cluster else ()
         if node is not None and not 0 <= node < len(self._nodes):
             raise ValueError(f"no node {node} in a cluster of {len(self._nodes)} nodes")
@@ -241,7 +241,7 @@ class Subscriber:
             self._delivery_done = True
             raise
         if self._replicating:
-            _replication_loop().call_soon_threadsafe(self._start_replication)
+            background_loop().call_soon_threadsafe(self._start_replication)
         else:
             self._replication_done.set()
         self._delivery_thread = threading.Thread(
@@ -283,7 +283,7 @@ class Subscriber:
             thread.join(timeout)
             if thread.is_alive():
                 return False
-        if threading.current_thread() is not _loop_thread:
+        if not in_background_loop():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._replication_done.wait(left):
                 return False
@@ -480,7 +480,7 @@ class Subscriber:
 
     def _stop_replication(self) -> None:
         if self._replicating and self._started and not self._replication_done.is_set():
-            _replication_loop().call_soon_threadsafe(self._cancel_replication)
+            background_loop().call_soon_threadsafe(self._cancel_replication)
 
     def _close_mirror(self) -> None:
         mirror, self._mirror = self._mirror, None
@@ -629,50 +629,6 @@ class Subscriber:
             self._sync_due = now + SYNC_INTERVAL
         self._wake.set()
         return True
-
-
-# -- the replication loop -------------------------------------------------------------------
-
-# One asyncio loop in one daemon thread runs the replication of every subscriber of the
-# process. grpc.aio binds its completion queue to the loops it has seen and may still post
-# completions to one after its last call ended; a loop that lives as long as the process
-# never has a completion posted to it after it closed.
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_thread: threading.Thread | None = None
-_loop_pid = 0
-_loop_lock = threading.Lock()
-
-
-def _replication_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_thread, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid():  # none yet, or inherited by a fork
-            _loop = asyncio.new_event_loop()
-            _loop_pid = os.getpid()
-            _loop_thread = threading.Thread(
-                target=_loop.run_forever, name="rt-subscriber-replication", daemon=True
-            )
-            _loop_thread.start()
-            atexit.register(_stop_replication_loop, _loop, _loop_thread)
-        return _loop
-
-
-def _stop_replication_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    """At exit: cancel what still replicates (closing its channels) and stop the loop, so
-    no gRPC call is left in a thread frozen while the interpreter shuts down."""
-
-    async def cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
-        loop.stop()
-
-    if thread.is_alive() and not loop.is_closed():
-        with contextlib.suppress(RuntimeError):
-            asyncio.run_coroutine_threadsafe(cancel_all(), loop)
-            thread.join(2.0)
 
 
 # -- a hard reset of the cluster ------------------------------------------------------------

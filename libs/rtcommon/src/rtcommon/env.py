@@ -1,36 +1,75 @@
-"""Configuration from the environment: RT's variable names.
+"""Configuration from the environment, read in one place into a frozen :class:`Settings`.
 
-| variable                      | meaning                                                    |
-|-------------------------------|------------------------------------------------------------|
-| ``RT_LOG_PATH``               | parent of publisher and subscriber log folders             |
-| ``RT_ROLL_SIZE``              | bytes at which log files roll (publishers and nodes)       |
-| ``RT_SINGLE_INGRESS``         | set (non-empty, not "0"): push to one node, fail over      |
+======================================  =====================  =============================
+variable                                setting                meaning
+======================================  =====================  =============================
+``RT_LOG_PATH``                         ``log_path``           parent of publisher and
+                                                               subscriber log folders
+                                                               (default ``~/.rt/logs``)
+``RT_ROLL_SIZE``                        ``roll_size``          bytes at which log files roll,
+                                                               publishers and nodes (1 GiB)
+``RT_SINGLE_INGRESS``                   ``single_ingress``     set (not "", "0", "false",
+                                                               "no"): push to one node and
+                                                               fail over
+``REPLICATOR_EXCHANGE_ARCHIVED``        ``archived_exchange``  subscriber GC: unset follows
+                                                               the cluster, "0" prunes itself,
+                                                               "1" is the lead subscriber
+``RT_RAFT_KEEP_ENTRIES``                ``raft_keep_entries``  Raft entries a node keeps
+                                                               after a snapshot (tests lower
+                                                               it; default 20,000)
+======================================  =====================  =============================
 
-``REPLICATOR_EXCHANGE_ARCHIVED`` (subscriber garbage collection) is read by
-``rt.Subscriber``; ``RT_TOPIC_PREFIX`` and ``RT_REPLICAS`` (node names in Kubernetes)
-arrive with the deployment issue.
+Nothing reads the environment at import time: :func:`settings` reads it when called,
+so callers build their settings once, when they start. ``RT_TOPIC_PREFIX`` and
+``RT_REPLICAS`` (node names in Kubernetes) arrive with the deployment issue.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .log import DEFAULT_ROLL_SIZE, MAX_FILE_SIZE, MIN_ROLL_SIZE
 
-__all__ = ["hostname", "log_path", "roll_size", "single_ingress"]
+__all__ = ["Settings", "hostname", "settings"]
 
 
-def log_path() -> Path:
-    """``$RT_LOG_PATH``, or ``~/.rt/logs`` when unset."""
-    value = os.environ.get("RT_LOG_PATH")
-    return Path(value) if value else Path.home() / ".rt" / "logs"
+@dataclass(frozen=True, slots=True)
+class Settings:
+    log_path: Path
+    roll_size: int = DEFAULT_ROLL_SIZE
+    single_ingress: bool = False
+    archived_exchange: str | None = None
+    raft_keep_entries: int | None = None
+    log_path_set: bool = False  #: RT_LOG_PATH was given (``log_path`` is not the default)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings from ``environ``; a value out of range raises ValueError naming it."""
+        log_path = environ.get("RT_LOG_PATH")
+        return cls(
+            log_path=Path(log_path) if log_path else Path.home() / ".rt" / "logs",
+            roll_size=_roll_size(environ.get("RT_ROLL_SIZE")),
+            single_ingress=environ.get("RT_SINGLE_INGRESS", "") not in ("", "0", "false", "no"),
+            archived_exchange=environ.get("REPLICATOR_EXCHANGE_ARCHIVED"),
+            raft_keep_entries=_whole_number("RT_RAFT_KEEP_ENTRIES", environ),
+            log_path_set=bool(log_path),
+        )
 
 
-def roll_size() -> int:
-    """``$RT_ROLL_SIZE`` in bytes, or the default (1 GiB); refuses values out of range."""
-    value = os.environ.get("RT_ROLL_SIZE")
+def settings() -> Settings:
+    """The settings of this process's environment, now."""
+    return Settings.from_env(os.environ)
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def _roll_size(value: str | None) -> int:
     if not value:
         return DEFAULT_ROLL_SIZE
     try:
@@ -42,9 +81,14 @@ def roll_size() -> int:
     return size
 
 
-def single_ingress() -> bool:
-    return os.environ.get("RT_SINGLE_INGRESS", "") not in ("", "0", "false", "no")
-
-
-def hostname() -> str:
-    return socket.gethostname()
+def _whole_number(name: str, environ: Mapping[str, str]) -> int | None:
+    value = environ.get(name)
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{name}={number} is negative")
+    return number

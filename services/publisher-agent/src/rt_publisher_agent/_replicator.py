@@ -80,7 +80,9 @@ class Replicator:
         self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
         self.topic = check_topic(topic or read_topic(self.log_dir) or self.stream)
         self.spec = cluster_spec_of(cluster)
-        self.single_ingress = env.single_ingress() if single_ingress is None else single_ingress
+        self.single_ingress = (
+            env.settings().single_ingress if single_ingress is None else single_ingress
+        )
         self.quorum = quorum(len(self.spec.nodes))
         self._reply_timeout = reply_timeout
         self._watch = watch

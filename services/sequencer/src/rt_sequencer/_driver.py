@@ -1,6 +1,7 @@
 """The Raft driver: runs the sans-I/O core against real time, disk and network.
 
-It owns the :class:`~rt_sequencer.raft.RaftNode` exclusively. Ticks, messages
+It owns the :class:`~rt_sequencer.raft.RaftNode` exclusively, and speaks node ids
+(0-based, as in cluster.json) to the rest of the node: Raft's own ids stay inside. Ticks, messages
 from peers and proposals queue in an inbox; one task steps them in, then takes
 each Ready in turn: persist (in a worker thread, so the event loop keeps
 serving), send, hand committed entries on, ``advance``. Nothing touches the
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._signal import Signal
+from .core import node_of, raft_id
 from .raft import (
     Accepted,
     Config,
@@ -46,15 +48,15 @@ class RaftDriver:
         peers: tuple[int, ...],
         storage: FileStorage,
         applied: int,
-        send: Callable[[Message], None],
+        send: Callable[[int, Message], None],
         deliver: Callable[[list[Entry], Snapshot | None], None],
         rng: random.Random | None = None,
     ) -> None:
         self.storage = storage
         self.node = RaftNode(
             Config(
-                node_id=node_id,
-                peers=peers,
+                node_id=raft_id(node_id),
+                peers=tuple(raft_id(peer) for peer in peers),
                 rng=rng or random.Random(),
                 election_tick=ELECTION_TICKS,
                 heartbeat_tick=HEARTBEAT_TICKS,
@@ -70,7 +72,7 @@ class RaftDriver:
         self._wake = asyncio.Event()
         self.role_changed = Signal()
         self.role = self.node.role
-        self.leader = self.node.leader_id
+        self.leader = node_of(self.node.leader_id)  #: the node id of the leader known
 
     # -- inputs (any task) ---------------------------------------------------------------
 
@@ -170,9 +172,9 @@ class RaftDriver:
             # Only the commit index moved: kept in memory, written with the next sync.
             self.storage.save(ready.hard_state, [], None, must_sync=False)
         for message in ready.messages:
-            self._send(message)
+            self._send(node_of(message.dst), message)
         if ready.soft_state is not None:
-            self.role, self.leader = ready.soft_state.role, ready.soft_state.leader_id
+            self.role, self.leader = ready.soft_state.role, node_of(ready.soft_state.leader_id)
             log.info("raft: %s, leader %s, term %d", self.role.value, self.leader, self.term)
             self.role_changed.fire()
         # Every Ready is reported, even an empty one: the merge follows Raft's state.

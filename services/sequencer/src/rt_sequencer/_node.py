@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from rtcommon import env
 from rtcommon.cluster import ClusterSpec
 from rtcommon.log import Chunk, LogMirror, SyncPolicy, file_start, write_file_atomically
 from rtproto.v1 import admin_pb2_grpc, peer_pb2_grpc, pull_pb2, pull_pb2_grpc, push_pb2_grpc
@@ -38,6 +38,7 @@ from ._peers import SERVER_OPTIONS, PeerLink, backoff_sleep
 from ._services import AdminService, PeerService, PullService, PushService
 from ._signal import Signal
 from .core import (
+    NO_LEADER,
     Action,
     CatchUpOut,
     Checkpoint,
@@ -52,7 +53,7 @@ from .core import (
     Timing,
     encode_ranges,
 )
-from .raft import Entry, FileStorage, Snapshot
+from .raft import Entry, FileStorage, Message, Snapshot
 
 __all__ = ["Node", "node_timing"]
 
@@ -67,8 +68,8 @@ MAX_TIMER_SLEEP = 1.0
 def node_timing() -> Timing:
     """The core's timing on a real node (RT_RAFT_KEEP_ENTRIES lowers the Raft entries
     kept after a snapshot, for tests of snapshot installation)."""
-    keep = os.environ.get("RT_RAFT_KEEP_ENTRIES")
-    return Timing(compaction_keep=int(keep)) if keep else Timing()
+    keep = env.settings().raft_keep_entries
+    return Timing(compaction_keep=keep) if keep is not None else Timing()
 
 
 class Node:
@@ -117,8 +118,8 @@ class Node:
         )
         stored_commit = max(self.storage.initial_state().commit, snapshot.index)
         self.driver = RaftDriver(
-            node_id=self.id + 1,
-            peers=tuple(node.id + 1 for node in self.cluster.nodes),
+            node_id=self.id,
+            peers=tuple(node.id for node in self.cluster.nodes),
             storage=self.storage,
             # A commit index is synced lazily: it may be behind the checkpoint.
             applied=min(checkpoint.applied_index, stored_commit),
@@ -158,7 +159,7 @@ class Node:
     async def _serving_once_led(self) -> None:
         """Health turns SERVING once this node knows a leader: only then can the cluster
         merge what is pushed (a fresh cluster elects one within about a second)."""
-        while not self.driver.leader:
+        while self.driver.leader == NO_LEADER:
             await self.driver.role_changed.wait_for(1.0)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s serving on %s and %s", self.spec.name, self.spec.push, self.spec.pull)
@@ -218,7 +219,7 @@ class Node:
         return RaftState(
             role=driver.role,
             term=driver.term,
-            leader=driver.leader - 1 if driver.leader else -1,
+            leader=driver.leader,
             last_index=driver.last_index,
             first_index=driver.first_index,
         )
@@ -307,8 +308,8 @@ class Node:
         self.core.proposed(None if error is not None else future.result())
         self._pump()
 
-    def _send_raft(self, message) -> None:
-        link = self.links.get(message.dst - 1)
+    def _send_raft(self, peer: int, message: Message) -> None:
+        link = self.links.get(peer)
         if link is not None:
             link.send_raft(message)
 

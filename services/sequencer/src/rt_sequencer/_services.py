@@ -231,7 +231,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             node=node.spec.name,
             role=driver.role.value,
             term=driver.term,
-            leader=driver.leader - 1 if driver.leader else -1,
+            leader=driver.leader,
             commit_index=driver.commit_index,
             applied_index=merger.applied_index,
             out_position=node.out.written_position,

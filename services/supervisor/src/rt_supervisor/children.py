@@ -20,41 +20,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from rtcommon.deathsig import dying_with_parent
+from rtcommon.processes import Backoff, describe_exit
 
-__all__ = ["Backoff", "Child", "describe_exit"]
+__all__ = ["Child"]
 
 log = logging.getLogger("rt_supervisor.children")
-
-
-@dataclass
-class Backoff:
-    """Delays before restarts: ``initial`` doubling up to ``cap``."""
-
-    initial: float = 0.2
-    cap: float = 5.0
-    stable_after: float = 10.0  #: a run at least this long resets the delay
-    _next: float = 0.0
-
-    def delay(self, ran_for: float) -> float:
-        if ran_for >= self.stable_after or self._next == 0.0:
-            self._next = self.initial
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay
-
-
-def describe_exit(returncode: int) -> str:
-    """``exit code 2``, or ``exit code -9 (SIGKILL)`` for a process killed by a signal."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"exit code {returncode} ({name})"
-    return f"exit code {returncode}"
 
 
 class Child:

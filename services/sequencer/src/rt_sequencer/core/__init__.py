@@ -15,6 +15,7 @@ from ._core import RaftState, SequencerCore, Timing
 from ._errors import CheckpointError, MergeError, SequencerError
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
+    NO_LEADER,
     Action,
     CatchUpOut,
     Checkpoint,
@@ -27,10 +28,13 @@ from ._types import (
     SaveCheckpoint,
     decode_ranges,
     encode_ranges,
+    node_of,
+    raft_id,
 )
 from ._view import ClusterView
 
 __all__ = [
+    "NO_LEADER",
     "Action",
     "CatchUpOut",
     "Checkpoint",
@@ -53,4 +57,6 @@ __all__ = [
     "Timing",
     "decode_ranges",
     "encode_ranges",
+    "node_of",
+    "raft_id",
 ]

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from ..raft import Accepted, Entry, Role
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
+    NO_LEADER,
     Action,
     CatchUpOut,
     Checkpoint,
@@ -84,7 +85,7 @@ class RaftState:
 
     role: Role = Role.FOLLOWER
     term: int = 0
-    leader: int = -1  #: node id (0-based) of the known leader, or -1
+    leader: int = NO_LEADER  #: node id (0-based) of the known leader
     last_index: int = 0
     first_index: int = 1  #: the first entry still in the Raft log
 

@@ -10,6 +10,7 @@ import msgspec
 from ._errors import CheckpointError
 
 __all__ = [
+    "NO_LEADER",
     "Action",
     "CatchUpOut",
     "Checkpoint",
@@ -22,7 +23,23 @@ __all__ = [
     "SaveCheckpoint",
     "decode_ranges",
     "encode_ranges",
+    "node_of",
+    "raft_id",
 ]
+
+
+#: A node id (0-based, as in cluster.json) for "no leader known".
+NO_LEADER = -1
+
+
+def raft_id(node: int) -> int:
+    """The Raft id of node ``node``: Raft numbers members from 1 (0 means none)."""
+    return node + 1
+
+
+def node_of(raft: int) -> int:
+    """The node id of Raft member ``raft``; NO_LEADER for Raft's 0 (none)."""
+    return raft - 1 if raft else NO_LEADER
 
 
 class Range(msgspec.Struct, array_like=True, frozen=True):

@@ -36,6 +36,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtcommon.cluster import quorum
 from rtcommon.log import Codec, encode_message, file_start
 
 from ..core import (
@@ -52,6 +53,8 @@ from ..core import (
     SequencerCore,
     Timing,
     encode_ranges,
+    node_of,
+    raft_id,
 )
 from ..raft import (
     Config,
@@ -210,7 +213,7 @@ class NodeSimulation:
         self.stats = NodeSimStats()
         self.checker = MergeChecker()
         self.network = Network(self.rng)
-        self.quorum = self.config.nodes // 2 + 1
+        self.quorum = quorum(self.config.nodes)
         self._queue: list[tuple[int, int, int, int, Any]] = []
         self._sequence = 0
         self._hosts = [_Host(i, self) for i in range(self.config.nodes)]
@@ -327,8 +330,8 @@ class NodeSimulation:
         stored_commit = max(storage.initial_state().commit, snapshot.index)
         host.raft = RaftNode(
             Config(
-                node_id=host.node_id + 1,
-                peers=tuple(range(1, config.nodes + 1)),
+                node_id=raft_id(host.node_id),
+                peers=tuple(raft_id(node) for node in range(config.nodes)),
                 rng=random.Random(self.rng.getrandbits(64)),
                 election_tick=config.election_tick,
                 heartbeat_tick=config.heartbeat_tick,
@@ -410,7 +413,7 @@ class NodeSimulation:
         return RaftState(
             role=raft.role,
             term=raft.term,
-            leader=raft.leader_id - 1 if raft.leader_id else -1,
+            leader=node_of(raft.leader_id),
             last_index=raft.last_index,
             first_index=host.raft_storage.first_index(),
         )
@@ -424,7 +427,7 @@ class NodeSimulation:
 
     def _on_raft_message(self, node: int, message: Message) -> None:
         host = self._hosts[node]
-        if host.raft is None or self.network.is_cut(message.src, message.dst):
+        if host.raft is None or self.network.is_cut(node_of(message.src), node):
             return
         host.raft.step(message)
         self._after(host)
@@ -458,8 +461,9 @@ class NodeSimulation:
 
     def _complete(self, host: _Host, ready: Ready) -> None:
         for message in ready.messages:
-            for delay in self.network.delays(message.src, message.dst):
-                self._push(self.now + delay, _RAFT_MSG, message.dst - 1, message)
+            src, dst = node_of(message.src), node_of(message.dst)
+            for delay in self.network.delays(src, dst):
+                self._push(self.now + delay, _RAFT_MSG, dst, message)
         core, raft = host.core, host.raft
         assert core is not None and raft is not None
         if ready.snapshot is not None:
@@ -510,8 +514,7 @@ class NodeSimulation:
                 self._note(f"n{host.node_id} proposes {ranges}: {accepted}")
             core.proposed(accepted)
         elif isinstance(action, Gossip):
-            src, dst = host.node_id + 1, action.peer + 1
-            for delay in self.network.delays(src, dst):
+            for delay in self.network.delays(host.node_id, action.peer):
                 self._push(self.now + delay, _GOSSIP, action.peer, (host.node_id, action))
         elif isinstance(action, SaveCheckpoint):
             host.checkpoint_queue.append(action.checkpoint)
@@ -582,19 +585,14 @@ class NodeSimulation:
     def _on_gossip(self, node: int, payload: tuple[int, Gossip]) -> None:
         host = self._hosts[node]
         src, gossip = payload
-        if host.core is None or self.network.is_cut(src + 1, node + 1):
+        if host.core is None or self.network.is_cut(src, node):
             return
         host.core.held(src, gossip.held, gossip.topics)
         self._after(host)
 
     def _link_up(self, a: int, b: int) -> bool:
         hosts, network = self._hosts, self.network
-        return (
-            hosts[a].up
-            and hosts[b].up
-            and not network.is_cut(a + 1, b + 1)
-            and not network.is_cut(b + 1, a + 1)
-        )
+        return hosts[a].up and hosts[b].up and not network.is_cut(a, b) and not network.is_cut(b, a)
 
     def _on_fetched(self, node: int, payload: tuple[int, Fetch]) -> None:
         host = self._hosts[node]
@@ -754,7 +752,7 @@ class NodeSimulation:
             self._push(next_fault, _FAULT, 0)
         hosts = self._hosts
         up = [h for h in hosts if h.up]
-        nodes = list(range(1, self.config.nodes + 1))
+        nodes = list(range(self.config.nodes))
         roll = rng.random()
         if roll < 0.15:
             if up:
@@ -770,9 +768,9 @@ class NodeSimulation:
         elif roll < 0.4:
             leaders = [h for h in up if h.raft is not None and h.raft.role is Role.LEADER]
             if leaders:
-                leader = rng.choice(leaders).node_id + 1
+                leader = rng.choice(leaders).node_id
                 network.partition([[leader], [n for n in nodes if n != leader]])
-                self._note(f"fault: leader n{leader - 1} isolated")
+                self._note(f"fault: leader n{leader} isolated")
         elif roll < 0.5:
             order = nodes[:]
             rng.shuffle(order)
@@ -785,7 +783,7 @@ class NodeSimulation:
             for other in nodes:
                 if other != node:
                     network.cut(node, other) if outgoing else network.cut(other, node)
-            self._note(f"fault: n{node - 1} {'sends' if outgoing else 'receives'} nothing")
+            self._note(f"fault: n{node} {'sends' if outgoing else 'receives'} nothing")
         elif roll < 0.67:
             index, node = rng.randrange(len(self._publishers)), rng.randrange(self.config.nodes)
             self._cut_publishers.add((index, node))
