@@ -17,6 +17,7 @@ import pytest
 
 PACKAGES = [
     "rtcommon",
+    "rtcommon.replication",
     "rtproto",
     "rtproto.v1",
     "rt",

@@ -20,7 +20,6 @@ import rt
 from rt._cmd_pub import _message, run
 from rt._publisher import Publisher, publisher_directory
 from rt_publisher_agent import Replicator, StreamNameError, check_stream_name
-from rt_publisher_agent._link import PushLink, ReadCache, _Session
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import (
@@ -37,6 +36,7 @@ from rtcommon.log import (
     list_log_files,
     read_log,
 )
+from rtcommon.replication._link import PushLink, ReadCache, _Session
 
 
 def records(directory: Path) -> list[Record]:

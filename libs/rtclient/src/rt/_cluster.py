@@ -12,11 +12,13 @@ import os
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ClusterLike"]
 
 
 class Cluster:
     """The nodes of one RT cluster, as clients see them."""
+
+    spec: ClusterSpec
 
     def __init__(self, nodes: ClusterSpec | list[str] | tuple[str, ...]) -> None:
         if isinstance(nodes, ClusterSpec):
@@ -36,6 +38,21 @@ class Cluster:
     def from_file(cls, path: str | os.PathLike[str]) -> Cluster:
         return cls(ClusterSpec.from_file(path))
 
+    @classmethod
+    def of(cls, cluster: ClusterLike) -> Cluster:
+        """A Cluster from whatever names one: a Cluster, a ClusterSpec, a list of node
+        addresses, or the path of a cluster.json."""
+        if isinstance(cluster, Cluster):
+            return cluster
+        if isinstance(cluster, str | os.PathLike):
+            return cls.from_file(cluster)
+        if isinstance(cluster, ClusterSpec | list | tuple):
+            return cls(cluster if isinstance(cluster, ClusterSpec) else list(cluster))
+        raise TypeError(
+            "a cluster is an rt.Cluster, a list of node addresses or the path of a"
+            f" cluster.json, not {type(cluster).__name__}"
+        )
+
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
         return self.spec.nodes
@@ -50,3 +67,7 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"Cluster({[node.push for node in self.nodes]!r})"
+
+
+#: What the client API accepts as a cluster (see :meth:`Cluster.of`).
+ClusterLike = Cluster | ClusterSpec | list[str] | tuple[str, ...] | str | os.PathLike[str]

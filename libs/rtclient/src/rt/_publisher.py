@@ -30,13 +30,13 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from rt_publisher_agent import Replicator
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
 from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
+from rtcommon.replication import Replicator
 from rtcommon.streams import check_stream_name, write_topic
 
-from ._cluster import Cluster
+from ._cluster import Cluster, ClusterLike
 
 __all__ = [
     "COMMIT_INTERVAL",
@@ -389,22 +389,13 @@ class Publisher:
         )
 
 
-def _cluster_spec(cluster: Any) -> ClusterSpec:
+def _cluster_spec(cluster: ClusterLike | None) -> ClusterSpec:
     if cluster is None:
         raise ValueError(
             "a publisher needs a cluster to replicate to; only a topic that is an absolute"
             " path (a log with no replication) may be published without one"
         )
-    if isinstance(cluster, ClusterSpec):
-        return cluster
-    if isinstance(cluster, Cluster):
-        return cluster.spec
-    if isinstance(cluster, list | tuple):
-        return Cluster(list(cluster)).spec
-    spec = getattr(cluster, "spec", None)
-    if isinstance(spec, ClusterSpec):
-        return spec
-    raise TypeError(f"cluster must be an rt.Cluster, not {type(cluster).__name__}")
+    return Cluster.of(cluster).spec
 
 
 # Publishers still open at interpreter exit are closed then: a publisher must not exit

@@ -157,7 +157,7 @@ class Subscriber:
         topic: str | None = None,
         node: int | None = None,
     ) -> None:
-        self.cluster = _as_cluster(cluster)
+        self.cluster = None if cluster is None else Cluster.of(cluster)
         if log_dir is None:
             if self.cluster is None and topic is None:
                 raise ValueError("a subscriber without a cluster needs a log_dir (or a topic)")
@@ -660,16 +660,6 @@ def reset_copy(directory: Path, new_session: int) -> LogMirror:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _as_cluster(
-    cluster: Cluster | ClusterSpec | Sequence[str] | str | os.PathLike[str] | None,
-) -> Cluster | None:
-    if cluster is None or isinstance(cluster, Cluster):
-        return cluster
-    if isinstance(cluster, str | os.PathLike):
-        return Cluster.from_file(cluster)
-    return Cluster(cluster)  # type: ignore[arg-type]
 
 
 def _as_filter(value: str | Sequence[str] | TagFilter | None) -> TagFilter | None:

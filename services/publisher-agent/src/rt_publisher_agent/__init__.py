@@ -1,15 +1,18 @@
-"""rt_publisher_agent: the replicator. Ships a publisher's log directory to the nodes of a
-cluster and resumes after faults; ``rt-publisher-agent`` runs it standalone.
+"""rt_publisher_agent: replicates a log directory another process writes.
 
-Modules: ``_replicator`` (the :class:`Replicator`: its thread, loop and quorum tracking),
-``_link`` (one push stream to a node, its sessions and retries), ``_agent`` (the command
-line). Stream names follow ``rtcommon.streams``, re-exported here.
+``rt-publisher-agent`` (``_agent``) runs a :class:`~rtcommon.replication.Replicator`
+standalone on one directory; the replicator itself is the library
+``rtcommon.replication``, shared with ``rt.Publisher``. Stream names follow
+``rtcommon.streams``. Both are re-exported here.
 """
 
+from rtcommon.replication import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_REPLY_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    Replicator,
+)
 from rtcommon.streams import DEDUP_SUFFIX, MAX_STREAM_NAME, StreamNameError, check_stream_name
-
-from ._link import MAX_MESSAGE_BYTES
-from ._replicator import DEFAULT_DRAIN_TIMEOUT, DEFAULT_REPLY_TIMEOUT, Replicator
 
 __all__ = [
     "DEDUP_SUFFIX",

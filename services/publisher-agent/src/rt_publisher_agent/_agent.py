@@ -15,9 +15,8 @@ import threading
 from collections.abc import Sequence
 
 from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.replication import DEFAULT_DRAIN_TIMEOUT, Replicator
 from rtcommon.streams import StreamNameError
-
-from ._replicator import DEFAULT_DRAIN_TIMEOUT, Replicator
 
 USAGE_ERROR = 2
 

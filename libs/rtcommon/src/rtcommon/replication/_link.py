@@ -29,12 +29,13 @@ from pathlib import Path
 import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from rtcommon.cluster import NodeSpec
-from rtcommon.grpcopts import CHANNEL_OPTIONS
-from rtcommon.log import RESET, Chunk, LogEvent, LogReader, PositionError
 from rtproto.v1 import common_pb2, push_pb2, push_pb2_grpc
 
-log = logging.getLogger("rt_publisher_agent")
+from ..cluster import NodeSpec
+from ..grpcopts import CHANNEL_OPTIONS
+from ..log import RESET, Chunk, LogEvent, LogReader, PositionError
+
+log = logging.getLogger("rtcommon.replication")
 
 LINK_OPTIONS = (
     *CHANNEL_OPTIONS,

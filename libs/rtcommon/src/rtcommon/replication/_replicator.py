@@ -1,9 +1,9 @@
 """The replicator: ships one publisher log directory to the nodes of a cluster.
 
-It runs grpc.aio on a background thread that owns an asyncio loop, with one push
-stream per node (the default fan-out), or with a single ingress one stream to one
-node that fails over to the next (``RT_SINGLE_INGRESS``). Every other thread talks
-to it through a few thread-safe calls:
+It runs grpc.aio on the process's background loop (``rtcommon.background``), with
+one push stream per node (the default fan-out), or with a single ingress one stream
+to one node that fails over to the next (``RT_SINGLE_INGRESS``). Every other thread
+talks to it through a few thread-safe calls:
 
 - :meth:`Replicator.notify` after new records are written (an in-process publisher
   calls it after each commit); with ``watch=True`` a watcher thread does it when the
@@ -18,6 +18,7 @@ It never decodes records: the log reader frames them and checks their CRCs only.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -25,33 +26,23 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
-from rtcommon import env
-from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
-from rtcommon.log import DirectoryWatcher
-from rtcommon.streams import check_stream_name, check_topic, read_topic
 from rtproto.v1 import push_pb2
 
+from .. import env
+from ..background import background_loop
+from ..cluster import ClusterSpec, NodeSpec, quorum
+from ..log import DirectoryWatcher
+from ..streams import check_stream_name, check_topic, read_topic
 from ._link import PushLink, ReadCache
 
-log = logging.getLogger("rt_publisher_agent")
+log = logging.getLogger("rtcommon.replication")
 
 #: With data outstanding, a node that sends no reply for this long is given up on
 #: (reconnected, or with a single ingress, failed over).
 DEFAULT_REPLY_TIMEOUT = 3.0
 #: How long stop() lets the links send what is left and hear the nodes end their calls.
 DEFAULT_DRAIN_TIMEOUT = 5.0
-
-
-def cluster_spec_of(cluster: Any) -> ClusterSpec:
-    """A ClusterSpec from a ClusterSpec, or from anything with a ``.spec`` (``rt.Cluster``)."""
-    if isinstance(cluster, ClusterSpec):
-        return cluster
-    spec = getattr(cluster, "spec", None)
-    if isinstance(spec, ClusterSpec):
-        return spec
-    raise TypeError(f"expected a ClusterSpec or an rt.Cluster, not {type(cluster).__name__}")
 
 
 class Replicator:
@@ -68,7 +59,7 @@ class Replicator:
         self,
         log_dir: str | os.PathLike[str],
         stream: str | None = None,
-        cluster: ClusterSpec | Any = None,
+        cluster: ClusterSpec | None = None,
         *,
         topic: str | None = None,
         single_ingress: bool | None = None,
@@ -79,7 +70,9 @@ class Replicator:
         self.log_dir = Path(log_dir)
         self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
         self.topic = check_topic(topic or read_topic(self.log_dir) or self.stream)
-        self.spec = cluster_spec_of(cluster)
+        if not isinstance(cluster, ClusterSpec):
+            raise TypeError(f"a replicator needs a ClusterSpec, not {type(cluster).__name__}")
+        self.spec = cluster
         self.single_ingress = (
             env.settings().single_ingress if single_ingress is None else single_ingress
         )
@@ -91,7 +84,7 @@ class Replicator:
         self._reported: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
         self._changed = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._run: concurrent.futures.Future[None] | None = None
         self._ready = threading.Event()
         self._links: list[PushLink] = []
         self._stopping: asyncio.Event | None = None
@@ -103,12 +96,10 @@ class Replicator:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> Replicator:
-        if self._thread is not None:
+        if self._run is not None:
             raise RuntimeError("this replicator was started already")
-        self._thread = threading.Thread(
-            target=self._run_loop, name=f"rt-replicator {self.stream}", daemon=True
-        )
-        self._thread.start()
+        loop = background_loop()
+        self._run = asyncio.run_coroutine_threadsafe(self._main(loop), loop)
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
@@ -121,16 +112,19 @@ class Replicator:
     def stop(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
         """Send what the log holds to the nodes still connected, for at most ``timeout``
         seconds, then close every stream. Idempotent."""
-        loop, thread = self._loop, self._thread
+        loop, run = self._loop, self._run
         self._stopped.set()
-        if loop is None or thread is None or not thread.is_alive():
+        if loop is None or run is None or run.done():
             return
         self._drain_timeout = timeout
-        with contextlib.suppress(RuntimeError):  # the loop has closed already
+        with contextlib.suppress(RuntimeError):  # the loop has stopped already (exit)
             loop.call_soon_threadsafe(self._begin_stop)
-        thread.join(timeout + 5.0)
-        if thread.is_alive():
+        try:
+            run.result(timeout + 5.0)
+        except concurrent.futures.TimeoutError:
             log.warning("replicator of %s did not stop within %.1f s", self.stream, timeout)
+        except (concurrent.futures.CancelledError, Exception):
+            pass  # failed or cancelled at exit: already logged, nothing left to stop
 
     def __enter__(self) -> Replicator:
         return self.start()
@@ -201,22 +195,18 @@ class Replicator:
             self._stopping.set()
         self._wake_links()
 
-    def _run_loop(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            loop.run_until_complete(self._main(loop))
+            await self._replicate(loop)
         except BaseException as exc:
             self._startup_error = exc
             log.exception("replicator of %s failed", self.stream)
+            raise
         finally:
             self._ready.set()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
             self._loop = None
-            loop.close()
 
-    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _replicate(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stopping = asyncio.Event()
         common = {
             "log_dir": self.log_dir,
