@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from rtcommon.log import LogEvent, LogReader, LogWriter, SyncPolicy, file_start
+from rtcommon.log import LogEvent, LogReader, LogWriter, SyncPolicy, file_start, list_log_files
 
 from ._inputs import InputStore
 from ._signal import Signal
@@ -91,6 +91,12 @@ class MergedLog:
     def written_position(self) -> int:
         """The end of what readers of the files can see."""
         return self.writer.written_position
+
+    @property
+    def first_position(self) -> int:
+        """The first position still held (the start of the oldest file)."""
+        files = list_log_files(self.directory)
+        return file_start(*files[0]) if files else self.written_position
 
     def append(self, data: bytes) -> None:
         self.writer.append_run(data)

@@ -28,8 +28,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
-from rtcommon.log import Chunk, LogMirror, SyncPolicy, file_start, write_file_atomically
-from rtproto.v1 import admin_pb2_grpc, peer_pb2_grpc, pull_pb2, pull_pb2_grpc, push_pb2_grpc
+from rtcommon.log import (
+    Chunk,
+    LogMirror,
+    SyncPolicy,
+    file_start,
+    write_file_atomically,
+)
+from rtproto.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    peer_pb2_grpc,
+    pull_pb2,
+    pull_pb2_grpc,
+    push_pb2_grpc,
+)
 
 from ._driver import RaftDriver
 from ._files import InputFiles, MergedLog, load_checkpoint, out_start
@@ -236,6 +249,52 @@ class Node:
     def _input_written(self, stream: str) -> None:
         self.core.input_written(stream)
         self._pump()
+
+    def step_raft(self, message: Message) -> None:
+        """A Raft message from a peer (the Peer service's Raft)."""
+        self.driver.step(message)
+
+    def quorum_held(self, stream: str) -> int:
+        """Where a quorum of nodes holds ``stream``, as far as this node knows."""
+        return self.core.view.quorum_held(stream)
+
+    @property
+    def node_count(self) -> int:
+        return len(self.cluster.nodes)
+
+    def status(self) -> admin_pb2.NodeStatus:
+        """This node's status (the Admin service's Status; ``rt status`` shows it)."""
+        driver, merger, out = self.driver, self.core.merger, self.out
+        return admin_pb2.NodeStatus(
+            node=self.spec.name,
+            role=driver.role.value,
+            term=driver.term,
+            leader=driver.leader,
+            commit_index=driver.commit_index,
+            applied_index=merger.applied_index,
+            out_position=out.written_position,
+            out_start=out.first_position,
+            streams=[
+                admin_pb2.StreamStatus(
+                    stream=name,
+                    held=stream.held,
+                    merged=merger.merged.get(name, 0),
+                    topic=stream.topic,
+                )
+                for name, stream in sorted(self.inputs.streams.items())
+            ],
+            bytes_merged=merger.bytes_merged,
+            dedup=[
+                admin_pb2.DedupStatus(
+                    topic=topic,
+                    origin=origin,
+                    watermark=watermark,
+                    dropped=merger.dropped.get(topic, {}).get(origin, 0),
+                )
+                for topic, marks in sorted(merger.watermarks.items())
+                for origin, watermark in sorted(marks.items())
+            ],
+        )
 
     def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
         """A peer's held positions (the Peer service's Gossip)."""

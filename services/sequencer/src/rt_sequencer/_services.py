@@ -1,7 +1,8 @@
 """The node's gRPC services: Push (publishers), Pull (subscribers), Peer, Admin.
 
 Each servicer translates between the wire and the node's parts and maps their
-errors to gRPC status codes; the logic lives in the parts.
+errors to gRPC status codes; the logic lives in the parts. Each sees the node
+through a narrow interface (a Protocol below) naming just what it uses.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
@@ -19,10 +20,8 @@ from rtcommon.log import (
     MirrorError,
     PositionError,
     PositionPastEndError,
-    list_log_files,
     starts_a_record,
 )
-from rtcommon.log import file_start as log_file_start
 from rtcommon.streams import StreamNameError
 from rtproto.v1 import (
     admin_pb2,
@@ -35,14 +34,22 @@ from rtproto.v1 import (
     push_pb2_grpc,
 )
 
-from ._inputs import TopicConflictError
+from ._files import MergedLog
+from ._inputs import InputStore, TopicConflictError
 from ._peers import decode_message
 from ._signal import Signal
+from .raft import Message
 
-if TYPE_CHECKING:
-    from ._node import Node
-
-__all__ = ["AdminService", "PeerService", "PullService", "PushService"]
+__all__ = [
+    "AdminHost",
+    "AdminService",
+    "PeerHost",
+    "PeerService",
+    "PullHost",
+    "PullService",
+    "PushHost",
+    "PushService",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +101,42 @@ async def _follow(reader: LogReader, wait):
             yield item
 
 
+class PushHost(Protocol):
+    """What Push needs of the node: its input copies, and what a quorum holds."""
+
+    inputs: InputStore
+    view_changed: Signal  #: fires when any node's held positions are heard
+
+    def quorum_held(self, stream: str) -> int: ...
+
+
+class PullHost(Protocol):
+    """What Pull needs of the node: its merged log (another object after an install)."""
+
+    @property
+    def out(self) -> MergedLog: ...
+
+
+class PeerHost(Protocol):
+    """What Peer needs of the node: Raft's inbox, the gossip sink, the input copies."""
+
+    id: int
+    node_count: int
+    inputs: InputStore
+
+    def step_raft(self, message: Message) -> None: ...
+
+    def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None: ...
+
+
+class AdminHost(Protocol):
+    """What Admin needs of the node: its status."""
+
+    def status(self) -> admin_pb2.NodeStatus: ...
+
+
 class PushService(push_pb2_grpc.PushServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: PushHost) -> None:
         self.node = node
 
     async def Push(self, request_iterator, context):
@@ -119,7 +160,7 @@ class PushService(push_pb2_grpc.PushServicer):
         try:
             last = None
             while not reader.done():
-                reply = (stream.held, self.node.core.view.quorum_held(stream.name))
+                reply = (stream.held, self.node.quorum_held(stream.name))
                 if reply != last:
                     last = reply
                     await context.write(push_pb2.PushReply(held=reply[0], replicated=reply[1]))
@@ -150,7 +191,7 @@ class PushService(push_pb2_grpc.PushServicer):
 
 
 class PullService(pull_pb2_grpc.PullServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: PullHost) -> None:
         self.node = node
 
     async def Pull(self, request, context):
@@ -159,8 +200,7 @@ class PullService(pull_pb2_grpc.PullServicer):
         if start == pull_pb2.PullRequest.END:
             position = out.written_position
         elif start == pull_pb2.PullRequest.START:
-            files = list_log_files(out.directory)
-            position = log_file_start(*files[0]) if files else out.written_position
+            position = out.first_position
         else:
             position = request.position
         try:
@@ -188,18 +228,18 @@ class PullService(pull_pb2_grpc.PullServicer):
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: PeerHost) -> None:
         self.node = node
 
     async def Raft(self, request_iterator, context):
-        driver = self.node.driver
+        step = self.node.step_raft
         async for batch in request_iterator:
             for data in batch.messages:
-                driver.step(decode_message(data))
+                step(decode_message(data))
         return common_pb2.Empty()
 
     async def Gossip(self, request_iterator, context):
-        nodes = len(self.node.cluster.nodes)
+        nodes = self.node.node_count
         async for state in request_iterator:
             if 0 <= state.node < nodes and state.node != self.node.id:
                 self.node.on_gossip(state.node, dict(state.held), dict(state.topics))
@@ -220,40 +260,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: AdminHost) -> None:
         self.node = node
 
     async def Status(self, request, context):
-        node = self.node
-        driver, merger = node.driver, node.core.merger
-        files = list_log_files(node.out.directory)
-        return admin_pb2.NodeStatus(
-            node=node.spec.name,
-            role=driver.role.value,
-            term=driver.term,
-            leader=driver.leader,
-            commit_index=driver.commit_index,
-            applied_index=merger.applied_index,
-            out_position=node.out.written_position,
-            out_start=log_file_start(*files[0]) if files else node.out.written_position,
-            streams=[
-                admin_pb2.StreamStatus(
-                    stream=name,
-                    held=stream.held,
-                    merged=merger.merged.get(name, 0),
-                    topic=stream.topic,
-                )
-                for name, stream in sorted(node.inputs.streams.items())
-            ],
-            bytes_merged=merger.bytes_merged,
-            dedup=[
-                admin_pb2.DedupStatus(
-                    topic=topic,
-                    origin=origin,
-                    watermark=watermark,
-                    dropped=merger.dropped.get(topic, {}).get(origin, 0),
-                )
-                for topic, marks in sorted(merger.watermarks.items())
-                for origin, watermark in sorted(marks.items())
-            ],
-        )
+        return self.node.status()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import heapq
 import random
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +66,8 @@ from ..raft import (
     Role,
     SnapshotOutOfDateError,
 )
-from ..raftsim import TICK_STEPS, SimResult, tear_write
+from ..raftsim import TICK_STEPS, tear_write
+from ..raftsim._base import SimulationBase
 from ..raftsim._network import Network
 from ._checker import MergeChecker, TopicOrigin
 from ._storage import MemoryInputs, MemoryOut
@@ -195,7 +195,7 @@ class _Host:
         return self.raft is not None
 
 
-class NodeSimulation:
+class NodeSimulation(SimulationBase):
     def __init__(
         self,
         seed: int,
@@ -204,18 +204,13 @@ class NodeSimulation:
         trace: bool = False,
         core_class: type[SequencerCore] = SequencerCore,
     ) -> None:
-        self.seed = seed
+        super().__init__(seed, trace=trace)
         self.config = config or NodeSimConfig()
-        self.rng = random.Random(seed)
         self.core_class = core_class
-        self.trace: list[str] | None = [] if trace else None
-        self.now = 0
         self.stats = NodeSimStats()
         self.checker = MergeChecker()
         self.network = Network(self.rng)
         self.quorum = quorum(self.config.nodes)
-        self._queue: list[tuple[int, int, int, int, Any]] = []
-        self._sequence = 0
         self._hosts = [_Host(i, self) for i in range(self.config.nodes)]
         self._publishers = self._make_publishers()
         self._cut_publishers: set[tuple[int, int]] = set()  # (publisher, node)
@@ -243,25 +238,6 @@ class NodeSimulation:
         return publishers
 
     # -- running -------------------------------------------------------------------------
-
-    def run(self) -> SimResult:
-        try:
-            self._run()
-        except Exception as error:  # whatever the code raises is a finding, not a crash
-            detail = f"{type(error).__name__}: {error}"
-            self.checker.fail("exception", detail)
-            if self.trace is not None:
-                self.trace.extend(traceback.format_exc().splitlines())
-        self.stats.ticks = self.now // TICK_STEPS
-        return SimResult(self.seed, self.checker.violations, self.stats, self.trace or [])
-
-    def _push(self, time: int, kind: int, target: int, payload: Any = None) -> None:
-        self._sequence += 1
-        heapq.heappush(self._queue, (time, self._sequence, kind, target, payload))
-
-    def _note(self, text: str) -> None:
-        if self.trace is not None:
-            self.trace.append(f"{self.now:>6} {text}")
 
     def _run(self) -> None:
         rng = self.rng

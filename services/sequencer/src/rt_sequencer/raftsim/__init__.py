@@ -7,9 +7,11 @@ the safety checker (``_checker``) and the command line (``_cli``, run as
 ``random.Random(seed)``, so a seed replays exactly.
 """
 
+from ._base import TICK_STEPS, SimulationBase
 from ._checker import SafetyChecker, Violation
 from ._cli import main, run_seeds
-from ._simulation import TICK_STEPS, SimConfig, SimResult, SimStats, Simulation, tear_write
+from ._result import SimResult
+from ._simulation import SimConfig, SimStats, Simulation, tear_write
 
 __all__ = [
     "TICK_STEPS",
@@ -18,6 +20,7 @@ __all__ = [
     "SimResult",
     "SimStats",
     "Simulation",
+    "SimulationBase",
     "Violation",
     "main",
     "run_seeds",

@@ -24,10 +24,8 @@ from __future__ import annotations
 import heapq
 import random
 import struct
-import traceback
 import zlib
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from rt_sequencer.raft import (
     Config,
@@ -41,11 +39,10 @@ from rt_sequencer.raft import (
     format_message,
 )
 
+from ._base import TICK_STEPS, SimulationBase
 from ._checker import SafetyChecker, Violation
 from ._network import Network
-
-TICK_STEPS = 10
-"""Simulated time steps per nominal tick; network and disk delays are a few steps."""
+from ._result import SimResult
 
 _TICK, _DELIVER, _PERSISTED, _CRASH, _CLIENT, _FAULT, _RESTART, _QUIET, _CHECK = range(9)
 _LEADER = Role.LEADER
@@ -85,20 +82,6 @@ class SimStats:
     recovery_ticks: int = -1
 
 
-@dataclass(slots=True)
-class SimResult:
-    """One seed's outcome (of this simulator or of ``rt_sequencer.nodesim``)."""
-
-    seed: int
-    violations: list[Violation]
-    stats: Any  #: the simulator's counters (SimStats here)
-    trace: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-
 class _Host:
     """One machine: its node, durable storage, the Ready being written, and the
     application state (the applied index and a digest of the applied history)."""
@@ -129,7 +112,7 @@ class _Host:
         self.crash_during_write = False
 
 
-class Simulation:
+class Simulation(SimulationBase):
     def __init__(
         self,
         seed: int,
@@ -138,17 +121,12 @@ class Simulation:
         trace: bool = False,
         node_class: type[RaftNode] = RaftNode,
     ) -> None:
-        self.seed = seed
+        super().__init__(seed, trace=trace)
         self.config = config or SimConfig()
-        self.rng = random.Random(seed)
         self.node_class = node_class
-        self.trace: list[str] | None = [] if trace else None
-        self.now = 0
         self.stats = SimStats()
         self.checker = SafetyChecker()
         self.network = Network(self.rng)
-        self._queue: list[tuple[int, int, int, int, Any]] = []
-        self._sequence = 0
         self._peers = tuple(range(1, self.config.nodes + 1))
         self._hosts = [_Host(i, self.rng.choice((9, 10, 10, 11))) for i in self._peers]
         self._unacked: set[bytes] = set()
@@ -170,24 +148,9 @@ class Simulation:
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> SimResult:
-        try:
-            self._run()
-        except Exception as error:  # whatever the core raises is a finding, not a crash
-            detail = f"{type(error).__name__}: {error}"
-            self.checker.violations.append(Violation("exception", detail, self.now))
-            if self.trace is not None:
-                self.trace.extend(traceback.format_exc().splitlines())
-        self.stats.ticks = self.now // TICK_STEPS
+        result = super().run()
         self.stats.leaders = self.checker.leader_count
-        return SimResult(self.seed, self.checker.violations, self.stats, self.trace or [])
-
-    def _push(self, time: int, kind: int, target: int, payload: Any = None) -> None:
-        self._sequence += 1
-        heapq.heappush(self._queue, (time, self._sequence, kind, target, payload))
-
-    def _note(self, text: str) -> None:
-        if self.trace is not None:
-            self.trace.append(f"{self.now:>6} {text}")
+        return result
 
     def _run(self) -> None:
         rng = self.rng
