@@ -9,8 +9,8 @@ A subscriber has two sides:
   when the copy holds data, else for the starting ``position`` (or the node's
   START or END). On any error (node down, stream broken, a chunk that does not
   continue the copy) it moves on to the next node and resumes from the mirror's
-  end, backing off exponentially (tenacity, capped at 2 s; the backoff starts
-  afresh once a stream has made progress). Every node's merged log is
+  end, backing off exponentially (``rtcommon.follow``, capped at 2 s; the backoff
+  starts afresh once a stream has made progress). Every node's merged log is
   byte-identical, so the copy does not care which node served which bytes.
 - **delivery**, a thread of its own: a :class:`~rtcommon.log.LogReader` on the
   local copy calls ``on_message(record, position)`` for each record and
@@ -66,16 +66,16 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from rtcommon import env
 from rtcommon.background import background_loop, in_background_loop
 from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import (
     RESET,
@@ -131,10 +131,6 @@ class PositionOutOfRangeError(SubscriberError):
     """Every node said the position asked for is past the end of its merged log."""
 
 
-class _StreamEnded(Exception):
-    """A node ended the stream it should follow for ever (it is going away)."""
-
-
 class Subscriber:
     """Replicates the merged log into ``log_dir`` and delivers it from there.
 
@@ -171,9 +167,11 @@ class Subscriber:
         self._nodes: tuple[NodeSpec, ...] = self.cluster.nodes if self.cluster else ()
         if node is not None and not 0 <= node < len(self._nodes):
             raise ValueError(f"no node {node} in a cluster of {len(self._nodes)} nodes")
-        self._node_index = (
-            node if node is not None else random.randrange(len(self._nodes)) if self._nodes else 0
+        first = node if node is not None else random.randrange(max(1, len(self._nodes)))
+        self._failover = FailoverPolicy(
+            max(1, len(self._nodes)), first=first, initial=BACKOFF_FIRST, cap=BACKOFF_MAX
         )
+        self._last_request = pull_pb2.PullRequest()  # the request of the latest stream
 
         #: The exception that stopped the subscriber, or None.
         self.error: BaseException | None = None
@@ -208,7 +206,7 @@ class Subscriber:
     @property
     def node(self) -> int | None:
         """The id of the node replication pulls from (or will try next)."""
-        return self._nodes[self._node_index].id if self._nodes else None
+        return self._nodes[self._failover.node].id if self._nodes else None
 
     @property
     def paused(self) -> bool:
@@ -492,36 +490,19 @@ class Subscriber:
 
     async def _replicate(self) -> None:
         try:
-            while True:
-                retrying = AsyncRetrying(
-                    wait=wait_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX),
-                    retry=retry_if_exception(_is_retryable),
-                    before_sleep=self._log_retry,
-                    reraise=True,
-                )
-                # Each pass ends once a stream that made progress breaks: the backoff
-                # starts afresh for the next node.
-                async for attempt in retrying:
-                    with attempt:
-                        await self._pull_once()
+            await follow(
+                self._failover,
+                self._pull_from,
+                self._write,
+                on_break=self._on_break,
+            )
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc, "replication failed")
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "subscriber of %s: %s; retrying on %s in %.2f s",
-            self.log_dir,
-            _describe(error),
-            self._node_label(),
-            wait,
-        )
-
     def _node_label(self) -> str:
-        node = self._nodes[self._node_index]
+        node = self._nodes[self._failover.node]
         return f"{node.name} ({node.pull})"
 
     def _pull_request(self) -> pull_pb2.PullRequest:
@@ -539,43 +520,43 @@ class Subscriber:
             **{"from": start}, position=position, max_chunk_bytes=PULL_CHUNK_BYTES
         )
 
-    async def _pull_once(self) -> None:
-        """Follow one node until its stream breaks; return if it made progress, else raise."""
-        node = self._nodes[self._node_index]
-        request = self._pull_request()
-        progressed = False
-        channel = grpc.aio.insecure_channel(node.pull, options=CHANNEL_OPTIONS)
+    async def _pull_from(self, index: int) -> AsyncIterator[common_pb2.LogChunk]:
+        """The merged log from node ``index``, from where the local copy ends."""
+        request = self._last_request = self._pull_request()
+        channel = grpc.aio.insecure_channel(self._nodes[index].pull, options=CHANNEL_OPTIONS)
         try:
-            call = pull_pb2_grpc.PullStub(channel).Pull(request)
-            async for chunk in call:
-                if self._write(chunk):
-                    progressed = True
-            raise _StreamEnded(f"{node.name} ended the stream")
-        except grpc.aio.AioRpcError as exc:
-            self._next_node()
-            self._check_fatal(exc, request)
-            if not progressed:
-                raise
-            self._log_resume(exc)
-        except SubscriberError:
-            raise
-        except Exception as exc:  # a stream that ended, a chunk the copy refused, a disk error
-            self._next_node()
-            self._out_of_range_in_a_row = 0
-            if not progressed:
-                raise
-            self._log_resume(exc)
+            async with contextlib.aclosing(
+                cancelling(pull_pb2_grpc.PullStub(channel).Pull(request))
+            ) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             await channel.close()
 
-    def _log_resume(self, error: BaseException) -> None:
-        log.warning(
-            "subscriber of %s: %s; resuming from %s on %s",
-            self.log_dir,
-            _describe(error),
-            self._mirror.end if self._mirror else None,
-            self._node_label(),
-        )
+    def _on_break(self, index: int, error: BaseException, progressed: bool, delay: float) -> None:
+        """A stream broke: stop on what retrying cannot mend, else say what comes next."""
+        if isinstance(error, SubscriberError):
+            raise error
+        if isinstance(error, grpc.aio.AioRpcError):
+            self._check_fatal(error, self._last_request)
+        else:  # a stream that ended, a chunk the copy refused, a disk error
+            self._out_of_range_in_a_row = 0
+        if progressed:
+            log.warning(
+                "subscriber of %s: %s; resuming from %s on %s",
+                self.log_dir,
+                _describe(error),
+                self._mirror.end if self._mirror else None,
+                self._node_label(),
+            )
+        else:
+            log.warning(
+                "subscriber of %s: %s; retrying on %s in %.2f s",
+                self.log_dir,
+                _describe(error),
+                self._node_label(),
+                delay,
+            )
 
     def _check_fatal(self, error: grpc.aio.AioRpcError, request: pull_pb2.PullRequest) -> None:
         code = error.code()
@@ -592,9 +573,6 @@ class Subscriber:
             raise SubscriberError(
                 f"a node refused position {request.position}: {error.details()}"
             ) from error
-
-    def _next_node(self) -> None:
-        self._node_index = (self._node_index + 1) % len(self._nodes)
 
     def _write(self, chunk: common_pb2.LogChunk) -> bool:
         """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
@@ -703,10 +681,6 @@ def _local_end(directory: Path, files: list[tuple[int, int]]) -> int:
             pass
         end = reader.position
     return begin if end is None else end
-
-
-def _is_retryable(error: BaseException) -> bool:
-    return isinstance(error, Exception) and not isinstance(error, SubscriberError)
 
 
 def _describe(error: BaseException | None) -> str:

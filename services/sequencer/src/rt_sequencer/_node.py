@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -28,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
+from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     Chunk,
     LogMirror,
@@ -38,6 +40,7 @@ from rtcommon.log import (
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    common_pb2,
     peer_pb2_grpc,
     pull_pb2,
     pull_pb2_grpc,
@@ -47,7 +50,7 @@ from rtproto.v1 import (
 from ._driver import RaftDriver
 from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore
-from ._peers import SERVER_OPTIONS, PeerLink, backoff_sleep
+from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import AdminService, PeerService, PullService, PushService
 from ._signal import Signal
 from .core import (
@@ -408,39 +411,35 @@ class Node:
         await asyncio.to_thread(write_file_atomically, self.checkpoint_path, checkpoint.encode())
 
     async def _catch_up_out(self, target: int) -> None:
-        """Bring the merged log to ``target``, from its own files first, then from one
-        peer after another, and reopen it there."""
+        """Bring the merged log to ``target``, from its own files first, then following
+        one peer after another, and reopen it there."""
         log.info("installing a snapshot: the merged log goes to %d", target)
         self.out.close()
-        attempt = 0
-        while True:
-            with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
-                for link in self.links.values():
-                    if (mirror.end or 0) >= target:
-                        break
-                    try:
-                        await self._pull_out_into(link, mirror, target)
-                    except grpc.aio.AioRpcError as exc:
-                        log.warning(
-                            "catching up the merged log from %s: %s", link.peer.name, exc.code()
-                        )
-                mirror.sync()  # the checkpoint that follows says these bytes are on disk
-                if (mirror.end or 0) >= target:
-                    break
-            attempt += 1
-            await backoff_sleep(attempt)
-        self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
+        peers = list(self.links.values())
+        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
 
-    async def _pull_out_into(self, link: PeerLink, mirror: LogMirror, target: int) -> None:
-        stub = pull_pb2_grpc.PullStub(link.channel)
-        call = stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0))
-        try:
-            async for chunk in call:
+            def pull_from(index: int) -> AsyncIterator[common_pb2.LogChunk]:
+                stub = pull_pb2_grpc.PullStub(peers[index].channel)
+                return cancelling(stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0)))
+
+            def write(chunk: common_pb2.LogChunk) -> bool:
+                before = mirror.end
                 mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
-                if (mirror.end or 0) >= target:
-                    return
-        finally:
-            call.cancel()
+                return mirror.end != before
+
+            def on_break(index: int, error: BaseException, progressed: bool, delay: float) -> None:
+                log.warning("catching up the merged log from %s: %s", peers[index].peer.name, error)
+
+            if peers:
+                await follow(
+                    FailoverPolicy(len(peers)),
+                    pull_from,
+                    write,
+                    done=lambda: (mirror.end or 0) >= target,
+                    on_break=on_break,
+                )
+            mirror.sync()  # the checkpoint that follows says these bytes are on disk
+        self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
 
 
 def run_node(spec: ClusterSpec, node_id: int) -> None:

@@ -19,6 +19,7 @@ import grpc
 import msgspec
 
 from rtcommon.cluster import NodeSpec
+from rtcommon.follow import cancelling
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
 from rtproto.v1 import common_pb2, peer_pb2, peer_pb2_grpc
@@ -95,11 +96,9 @@ class PeerLink:
         (use it under ``contextlib.aclosing``: leaving early cancels the call, so the
         peer stops serving it)."""
         call = self.stub.Fetch(peer_pb2.FetchRequest(stream=stream, position=position))
-        try:
-            async for chunk in call:
+        async with contextlib.aclosing(cancelling(call)) as chunks:
+            async for chunk in chunks:
                 yield Chunk(chunk.position, chunk.data, chunk.sealed)
-        finally:
-            call.cancel()
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -9,8 +9,8 @@ message, coalesced up to about 1 MiB, never one message per record. Replies rais
 Any fault (the node down, an error status, no reply for ``reply_timeout`` seconds while
 data is outstanding) ends the session; the link opens a new one from the node's new
 ``held``, so nothing is lost or sent twice into the node's copy. Reconnects back off
-exponentially with jitter (tenacity), capped at ``MAX_BACKOFF`` seconds; a session that
-made progress resets the backoff.
+exponentially with jitter (``rtcommon.follow.FailoverPolicy``), capped at
+``MAX_BACKOFF`` seconds; a session that made progress resets the backoff.
 
 A link is given one node (the default fan-out: one link per node) or several: with a
 single ingress it moves on to the next node after every fault.
@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from rtproto.v1 import common_pb2, push_pb2, push_pb2_grpc
 
 from ..cluster import NodeSpec
+from ..follow import FailoverPolicy
 from ..grpcopts import CHANNEL_OPTIONS
 from ..log import RESET, Chunk, LogEvent, LogReader, PositionError
 
@@ -161,7 +161,9 @@ class PushLink:
     ) -> None:
         self._nodes = tuple(nodes)
         self._reads = reads
-        self._index = first % len(self._nodes)
+        self._failover = FailoverPolicy(
+            len(self._nodes), first=first, initial=BACKOFF_START, cap=MAX_BACKOFF
+        )
         self._log_dir = log_dir
         self._stream = stream
         self._topic = topic
@@ -175,24 +177,21 @@ class PushLink:
     @property
     def node(self) -> NodeSpec:
         """The node this link sends to now."""
-        return self._nodes[self._index]
+        return self._nodes[self._failover.node]
 
     async def run(self) -> None:
         while not self._stopping.is_set():
-            retrying = AsyncRetrying(
-                wait=wait_random_exponential(multiplier=BACKOFF_START, max=MAX_BACKOFF),
-                retry=retry_if_exception(_unproductive),
-                sleep=self._backoff,
-                before_sleep=self._before_retry,
-            )
+            node = self.node
             try:
-                async for attempt in retrying:
-                    with attempt:
-                        await self._session()
+                await self._session()
                 return  # a session ends without a fault only when stopping
             except LinkFault as fault:
-                self._fault(fault, retry_in=0.0)
-                continue  # it had made progress: reconnect at once, backoff from scratch
+                # After progress: at once, backoff from scratch; with a single ingress,
+                # on to the next node either way.
+                delay = self._failover.failed(fault.progressed)
+                self._fault(node, fault, retry_in=delay)
+            try:
+                await self._backoff(delay)
             except _Stopped:
                 return
 
@@ -405,14 +404,7 @@ class PushLink:
         if self._stopping.is_set():
             raise _Stopped
 
-    def _before_retry(self, state: RetryCallState) -> None:
-        fault = state.outcome.exception() if state.outcome else None
-        self._fault(fault, retry_in=state.upcoming_sleep)
-
-    def _fault(self, fault: BaseException | None, *, retry_in: float) -> None:
-        node = self.node
-        if len(self._nodes) > 1:
-            self._index = (self._index + 1) % len(self._nodes)  # single ingress: fail over
+    def _fault(self, node: NodeSpec, fault: BaseException, *, retry_in: float) -> None:
         message = "push %s to %s: %s; retrying %s in %.2f s"
         args = (self._stream, _name(node), fault, _name(self.node), retry_in)
         if self._reported_down:
@@ -420,10 +412,6 @@ class PushLink:
         else:
             log.warning(message, *args)
             self._reported_down = True
-
-
-def _unproductive(exc: BaseException) -> bool:
-    return isinstance(exc, LinkFault) and not exc.progressed
 
 
 def _name(node: NodeSpec) -> str:

@@ -1,0 +1,102 @@
+"""Following a log from a list of nodes into a local copy, with failover and backoff.
+
+What it owns: :class:`FailoverPolicy`, the sans-I/O choice of which node to follow
+next and how long to wait first, and :func:`follow`, the one async loop that applies it.
+A subscriber follows the merged log from the cluster's nodes this way, and a node
+catching its merged log up for a snapshot follows its peers.
+
+The policy: nodes are tried in turn from ``first``. A stream that breaks after making
+progress moves on to the next node at once, and the backoff starts afresh; one that
+made none moves on after a delay that doubles from ``initial`` up to ``cap``, with
+jitter (so many followers do not retry in step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+__all__ = ["FailoverPolicy", "StreamEnded", "cancelling", "follow"]
+
+Chunk = TypeVar("Chunk")
+
+
+class StreamEnded(Exception):
+    """A node ended a stream that should have gone on."""
+
+
+class FailoverPolicy:
+    def __init__(
+        self,
+        nodes: int,
+        *,
+        first: int = 0,
+        initial: float = 0.05,
+        cap: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a failover policy needs at least one node")
+        self.nodes = nodes
+        self.node = first % nodes  #: the node to follow now
+        self.initial, self.cap = initial, cap
+        self.failures = 0  #: streams in a row that made no progress
+        self._rng = rng or random.Random()
+
+    def failed(self, progressed: bool) -> float:
+        """The stream from :attr:`node` broke: move to the next node and return how long
+        to wait before opening a stream on it."""
+        self.node = (self.node + 1) % self.nodes
+        if progressed:
+            self.failures = 0
+            return 0.0
+        self.failures += 1
+        delay = min(self.cap, self.initial * 2 ** (self.failures - 1))
+        return delay * (0.5 + self._rng.random() / 2)
+
+
+async def follow(
+    policy: FailoverPolicy,
+    open_stream: Callable[[int], AsyncIterator[Chunk]],
+    write: Callable[[Chunk], bool],
+    *,
+    done: Callable[[], bool] = lambda: False,
+    on_break: Callable[[int, BaseException, bool, float], None] = lambda *_: None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Follow a log: stream from ``policy.node`` (``open_stream(node)``), hand each chunk
+    to ``write`` (which returns whether it added anything), until ``done()``.
+
+    When a stream breaks (an error, or its end: :class:`StreamEnded`), the policy moves
+    on and ``on_break(node, error, progressed, delay)`` is told; it may raise to stop
+    following (a fatal error), else the loop waits ``delay`` and goes on. Leaving a
+    stream early closes it (``open_stream`` should cancel its call in a ``finally``)."""
+    while not done():
+        node = policy.node
+        progressed = False
+        try:
+            async with contextlib.aclosing(open_stream(node)) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    progressed = write(chunk) or progressed
+                    if done():
+                        return
+            raise StreamEnded(f"node {node} ended the stream")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            delay = policy.failed(progressed)
+            on_break(node, error, progressed, delay)
+        await sleep(delay)
+
+
+async def cancelling(call) -> AsyncIterator:
+    """The messages of a gRPC server-streaming ``call``, cancelling it when left early
+    (so the server stops serving it)."""
+    try:
+        async for message in call:
+            yield message
+    finally:
+        call.cancel()

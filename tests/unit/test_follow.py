@@ -1,0 +1,78 @@
+"""rtcommon.follow: the failover policy, and the loop that follows a log across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from rtcommon.follow import FailoverPolicy, StreamEnded, follow
+
+
+def test_failover_goes_round_the_nodes_and_backs_off_until_progress() -> None:
+    policy = FailoverPolicy(3, first=1, initial=0.1, cap=0.5, rng=random.Random(1))
+    delays, nodes = [], []
+    for _ in range(5):
+        delays.append(policy.failed(progressed=False))
+        nodes.append(policy.node)
+    assert nodes == [2, 0, 1, 2, 0]
+    for delay, nominal in zip(delays, [0.1, 0.2, 0.4, 0.5, 0.5], strict=True):
+        assert nominal / 2 <= delay <= nominal  # jittered
+    assert policy.failed(progressed=True) == 0.0 and policy.node == 1
+    assert 0.05 <= policy.failed(progressed=False) <= 0.1  # afresh
+    with pytest.raises(ValueError):
+        FailoverPolicy(0)
+
+
+def test_follow_fails_over_resumes_and_stops_when_done() -> None:
+    """Node 0 breaks after two chunks, node 1 is down, node 2 serves the rest."""
+    log = list(range(10))
+    copy: list[int] = []
+    opened: list[int] = []
+    breaks: list[tuple[int, str, bool]] = []
+    sleeps: list[float] = []
+
+    async def stream(node: int):
+        opened.append(node)
+        if node == 1:
+            raise ConnectionError("node 1 is down")
+        start = len(copy)
+        for item in log[start : start + (2 if node == 0 else 100)]:
+            yield item
+
+    def write(item: int) -> bool:
+        copy.append(item)
+        return True
+
+    async def sleep(delay: float) -> None:
+        sleeps.append(delay)
+
+    asyncio.run(
+        follow(
+            FailoverPolicy(3, rng=random.Random(0)),
+            stream,
+            write,
+            done=lambda: len(copy) == len(log),
+            on_break=lambda node, error, progressed, delay: breaks.append(
+                (node, type(error).__name__, progressed)
+            ),
+            sleep=sleep,
+        )
+    )
+    assert copy == log
+    assert opened == [0, 1, 2]
+    assert breaks == [(0, StreamEnded.__name__, True), (1, "ConnectionError", False)]
+    assert sleeps[0] == 0.0 and sleeps[1] > 0
+
+
+def test_a_fatal_break_stops_following() -> None:
+    async def stream(node: int):
+        raise PermissionError("refused")
+        yield  # an async generator
+
+    def fatal(node: int, error: BaseException, progressed: bool, delay: float) -> None:
+        raise RuntimeError("give up") from error
+
+    with pytest.raises(RuntimeError, match="give up"):
+        asyncio.run(follow(FailoverPolicy(2), stream, lambda _: True, on_break=fatal))
