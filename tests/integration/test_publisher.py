@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,32 @@ def test_a_publisher_log_that_lost_its_unsynced_tail_still_replicates(
         replicator.stop()
     copy = read_log(input_copy(running.spec, 0, "host.feed"))
     assert [r.id for r in copy] == list(range(1, 42))  # the node kept what it held
+
+
+def test_a_publisher_left_open_at_exit_is_flushed_and_the_process_exits_promptly(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """A script that publishes and ends without close(): the exit hook flushes what it
+    published to a quorum (the background loop stops only after it), within seconds."""
+    running = cluster(nodes=3)
+    script = (
+        "import sys, rt\n"
+        "pub = rt.Publisher(rt.Cluster.from_file(sys.argv[1]), 'feed', sys.argv[2],"
+        " publisher_id='left-open')\n"
+        "for i in range(500):\n"
+        "    pub.publish(('upd', 'x', {'i': i}))\n"
+    )
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", script, str(running.path), str(tmp_path)],
+        check=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 20
+    directory = tmp_path / "left-open.feed"
+    held = [
+        len(read_log(input_copy(running.spec, node.id, "left-open.feed")))
+        for node in running.spec.nodes
+    ]
+    assert sorted(held, reverse=True)[1] == 500, held  # a quorum holds all of it
+    assert len(read_log(directory)) == 500

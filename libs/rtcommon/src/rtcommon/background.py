@@ -7,8 +7,9 @@ called from the user's threads with :func:`run_soon` or
 Why one loop that lives as long as the process: grpc.aio binds its completion queue
 to the loops it has seen and may still post a completion to one after its last call
 ended; a loop closed earlier would then be written to after it closed. At exit the
-loop cancels what still runs (closing its channels) and stops, so no gRPC call is left
-in a thread frozen while the interpreter shuts down. A child made by ``fork`` gets a
+loop cancels what still runs (closing its channels) and stops, after every exit hook
+registered by its users (publishers closing) has run, so no gRPC call is left in a thread
+frozen while the interpreter shuts down. A child made by ``fork`` gets a
 loop of its own on first use.
 """
 
@@ -39,7 +40,6 @@ def background_loop() -> asyncio.AbstractEventLoop:
                 target=_loop.run_forever, name="rt-background-loop", daemon=True
             )
             _thread.start()
-            atexit.register(_stop, _loop, _thread)
         return _loop
 
 
@@ -48,7 +48,11 @@ def in_background_loop() -> bool:
     return threading.current_thread() is _thread
 
 
-def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+def _stop() -> None:
+    loop, thread = _loop, _thread
+    if loop is None or thread is None or _pid != os.getpid():
+        return
+
     async def cancel_all() -> None:
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
@@ -61,3 +65,9 @@ def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         with contextlib.suppress(RuntimeError):
             asyncio.run_coroutine_threadsafe(cancel_all(), loop)
             thread.join(2.0)
+
+
+# Registered at import, before any user of the loop registers its own exit hook (a
+# publisher closing, which needs the loop to send what it holds): atexit runs hooks in
+# reverse order, so this one runs last.
+atexit.register(_stop)

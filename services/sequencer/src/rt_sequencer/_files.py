@@ -117,12 +117,15 @@ class MergedLog:
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint at ``path``; a missing or damaged one counts as none (the node
-    then replays its Raft log, or installs a snapshot from its peers)."""
+    then replays its Raft log, or installs a snapshot from its peers). An error reading
+    it (EIO, EACCES) is raised: the disk, not the checkpoint, needs attention."""
     try:
-        return Checkpoint.decode(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return Checkpoint()
-    except (CheckpointError, OSError) as exc:
+    try:
+        return Checkpoint.decode(data)
+    except CheckpointError as exc:
         log.error(
             "checkpoint %s is damaged (%s): recovering from the Raft log and peers", path, exc
         )

@@ -41,8 +41,9 @@ class InputStream:
         self.name = name
         self.directory = store.root / name
         self.mirror = LogMirror(self.directory, sync=SyncPolicy.NONE)
-        #: A copy from before topics were recorded is its own topic.
-        self.topic: str = read_topic(self.directory) or name
+        #: None until a push or a fetch names it (a copy whose topic file never made it
+        #: to disk is neither gossiped nor proposed until then: topics are never guessed).
+        self.topic: str | None = read_topic(self.directory)
         if topic is not None:
             self.claim_topic(topic)
         self._store = store
@@ -112,7 +113,8 @@ class InputStore:
         return {name: stream.held for name, stream in self.streams.items()}
 
     def topics(self) -> dict[str, str]:
-        return {name: stream.topic for name, stream in self.streams.items()}
+        """The topic of every stream whose topic is known."""
+        return {n: s.topic for n, s in self.streams.items() if s.topic is not None}
 
     def mark_dirty(self, stream: InputStream) -> None:
         self._dirty.add(stream)

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT = 5.0
 #: The core's timer wakes at least this often (it also wakes at every deadline it names).
 MAX_TIMER_SLEEP = 1.0
+MIN_TIMER_SLEEP = 0.0005
 
 
 def node_timing() -> Timing:
@@ -105,6 +106,7 @@ class Node:
         self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0
+        self._saving: asyncio.Future[None] | None = None  # the checkpoint being written
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -208,6 +210,9 @@ class Node:
                 await task
         for link in self.links.values():
             await link.close()
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
         checkpoint = self.core.checkpoint()
         if checkpoint is not None and checkpoint.applied_index > self.core.saved.applied_index:
             with contextlib.suppress(Exception):
@@ -240,7 +245,12 @@ class Node:
             first_index=driver.first_index,
         )
 
+    def _now(self) -> None:
+        """Stamp the events that follow with the loop's time."""
+        self.core.advance(asyncio.get_running_loop().time())
+
     def _raft_ready(self, entries: list[Entry], snapshot: Snapshot | None) -> None:
+        self._now()
         core = self.core
         if snapshot is not None:
             core.snapshot(snapshot.data)
@@ -250,6 +260,7 @@ class Node:
         self._pump()
 
     def _input_written(self, stream: str) -> None:
+        self._now()
         self.core.input_written(stream)
         self._pump()
 
@@ -282,7 +293,7 @@ class Node:
                     stream=name,
                     held=stream.held,
                     merged=merger.merged.get(name, 0),
-                    topic=stream.topic,
+                    topic=stream.topic or "",
                 )
                 for name, stream in sorted(self.inputs.streams.items())
             ],
@@ -301,12 +312,14 @@ class Node:
 
     def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
         """A peer's held positions (the Peer service's Gossip)."""
+        self._now()
         self.core.held(node, held, topics)
         self.view_changed.fire()
         self._pump()
 
     async def _follow_own_held(self) -> None:
         while True:
+            self._now()
             self.core.held(self.id, self.inputs.held(), self.inputs.topics())
             self.view_changed.fire()
             self._pump()
@@ -316,10 +329,11 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             self._timer_at = min(self.core.next_deadline(), loop.time() + MAX_TIMER_SLEEP)
-            delay = self._timer_at - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+            # Always a real wait, however short: a deadline the core names in the past
+            # must not spin the loop that serves everything else.
+            delay = max(MIN_TIMER_SLEEP, self._timer_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), delay)
             self._timer_wake.clear()
             self.core.tick(loop.time())
             self._pump()
@@ -329,6 +343,10 @@ class Node:
     def _pump(self) -> None:
         """Carry out what the core asks for, then wake its timer if it wants it sooner."""
         core = self.core
+        if self._stopping.is_set():
+            return  # shutting down: nothing new starts
+        while core.view.conflicts:
+            log.warning("topic conflict: %s", core.view.conflicts.popleft())
         publish = False
         while actions := core.take_actions():
             for action in actions:
@@ -367,6 +385,7 @@ class Node:
         error = future.exception()
         if error is not None:
             log.info("proposal refused: %s", error)
+        self._now()
         self.core.proposed(None if error is not None else future.result())
         self._pump()
 
@@ -377,8 +396,8 @@ class Node:
 
     async def _fetch(self, action: Fetch) -> None:
         """The backup path: copy a stream's input from a peer, up to the target."""
-        stream = self.inputs.open(action.stream, action.topic)
         try:
+            stream = self.inputs.open(action.stream, action.topic)
             async with asyncio.timeout(FETCH_TIMEOUT):
                 fetched = self.links[action.peer].fetch(action.stream, stream.written)
                 async with contextlib.aclosing(fetched) as chunks:
@@ -388,7 +407,10 @@ class Node:
                             break
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             log.info("fetch of %s from node %d: %s", action.stream, action.peer, exc)
+        except Exception as exc:  # a refused chunk, a topic conflict, a disk error
+            log.warning("fetch of %s from node %d failed: %s", action.stream, action.peer, exc)
         finally:
+            self._now()
             self.core.fetch_ended(action.stream)
             self._pump()
 
@@ -398,10 +420,14 @@ class Node:
         while True:
             action = await self._storage_queue.get()
             if isinstance(action, SaveCheckpoint):
-                await self._save_checkpoint(action.checkpoint)
+                # A shutdown waits for a save under way rather than cutting it short.
+                self._saving = asyncio.ensure_future(self._save_checkpoint(action.checkpoint))
+                await asyncio.shield(self._saving)
+                self._now()
                 self.core.checkpoint_saved(action.checkpoint)
             elif self.core.install_target == action.target:
                 await self._catch_up_out(action.target)
+                self._now()
                 self.core.out_caught_up(action.target, self.out)
             self._pump()
 
@@ -428,6 +454,8 @@ class Node:
                 return mirror.end != before
 
             def on_break(index: int, error: BaseException, progressed: bool, delay: float) -> None:
+                if isinstance(error, OSError):
+                    raise error  # this node's disk: no peer mends that
                 log.warning("catching up the merged log from %s: %s", peers[index].peer.name, error)
 
             if peers:

@@ -161,7 +161,7 @@ class SequencerCore:
         """The time of the next :meth:`tick` the core needs (``inf``: none)."""
         timing = self.timing
         deadlines = [self._next_backup_check]
-        if not self._saving and self.merger.applied_index != self.saved.applied_index:
+        if self._checkpoint_due():
             deadlines.append(self._next_checkpoint)
         if self._proposing is None and self._next_proposal > self.now:
             deadlines.append(self._next_proposal)  # a proposal held back by the spacing
@@ -174,8 +174,13 @@ class SequencerCore:
 
     # -- events --------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
+    def advance(self, now: float) -> None:
+        """The time is ``now``: events that follow are stamped with it (no timer runs;
+        :meth:`tick` runs them)."""
         self.now = max(self.now, now)
+
+    def tick(self, now: float) -> None:
+        self.advance(now)
         if self.now >= self._next_backup_check:
             self._next_backup_check = self.now + self.timing.backup_check_interval
             self._check_backup()
@@ -234,8 +239,11 @@ class SequencerCore:
         """What ``node`` holds durably of each stream (gossip; this node's own from its
         input copies), and the topics of streams it names."""
         if node == self.node_id:
-            self._own_held = dict(held)
+            # Only streams whose topic this node knows are told to peers.
             self._own_topics.update(topics)
+            held = {s: end for s, end in held.items() if s in self._own_topics}
+            self._own_held = held
+            self.view.claim_topics(topics)  # this node's own word wins over gossip
         changed = self.view.update(node, held, topics)
         if node == self.node_id:
             self._gossip()
@@ -301,13 +309,17 @@ class SequencerCore:
             self._emit(PublishOut())
             self._maybe_propose()
 
+    def _checkpoint_due(self) -> bool:
+        """A checkpoint is wanted (at ``_next_checkpoint``): the merge moved since the last
+        one, none is being saved, and no install owns the merged log."""
+        return (
+            not self._saving
+            and self._installing is None
+            and self.merger.applied_index != self.saved.applied_index
+        )
+
     def _maybe_checkpoint(self) -> None:
-        if (
-            self._saving
-            or self._installing is not None
-            or self.now < self._next_checkpoint
-            or self.merger.applied_index == self.saved.applied_index
-        ):
+        if not self._checkpoint_due() or self.now < self._next_checkpoint:
             return
         self._saving = True
         self._next_checkpoint = self.now + self.timing.checkpoint_interval
@@ -349,7 +361,7 @@ class SequencerCore:
         """Streams a peer holds more of, while their push is quiet, are fetched."""
         written = self.merger.inputs.written
         quiet_since = self.now - self.timing.push_quiet
-        for stream in self.view.streams():
+        for stream in sorted(self.view.streams()):  # sorted: the same order every run
             _, held = self.view.best_peer(stream, self.node_id)
             if held > written(stream) and self._last_write.get(stream, -NEVER) < quiet_since:
                 self._fetch(stream, held)
@@ -376,11 +388,12 @@ class SequencerCore:
         own, now = self._own_held, self.now
         keepalive = self.timing.gossip_keepalive
         for peer in self._peers:
-            sent, since = self._sent_held[peer], now - self._sent_at[peer]
-            if since >= keepalive:
+            # Compared as next_deadline() names them, so a tick at a deadline passes it.
+            sent, sent_at = self._sent_held[peer], self._sent_at[peer]
+            if now >= sent_at + keepalive:
                 topics = dict(self._own_topics)
-            elif sent != own and since >= self._gossip_interval(peer):
-                topics = {s: self._own_topics.get(s, s) for s in own.keys() - sent.keys()}
+            elif sent != own and now >= sent_at + self._gossip_interval(peer):
+                topics = {s: self._own_topics[s] for s in own.keys() - sent.keys()}
             else:
                 continue
             self._sent_held[peer], self._sent_at[peer] = own, now

@@ -98,11 +98,10 @@ class Merger:
                     f"entry {index}: range [{item.start}, {item.end}) of {stream} does not"
                     f" continue its merge ({merged})"
                 )
-            topic = self.topics.get(stream) or new_topics.setdefault(stream, item.topic)
-            if topic != item.topic:
-                raise MergeError(
-                    f"entry {index}: {stream} is on topic {topic!r}, not {item.topic!r}"
-                )
+            wanted = item.topic or stream  # entries from before topics: a stream its own
+            topic = self.topics.get(stream) or new_topics.setdefault(stream, wanted)
+            if topic != wanted:
+                raise MergeError(f"entry {index}: {stream} is on topic {topic!r}, not {wanted!r}")
             data = self.inputs.read(stream, item.start, item.end)
             if is_dedup_topic(topic):
                 if topic not in marks:

@@ -44,12 +44,13 @@ def node_of(raft: int) -> int:
 
 class Range(msgspec.Struct, array_like=True, frozen=True):
     """Append the records of input stream ``stream`` in ``[start, end)``; the stream
-    publishes on ``topic`` (deduplication is per topic)."""
+    publishes on ``topic`` (deduplication is per topic; entries written before topics
+    existed have none, and such a stream is its own topic)."""
 
     stream: str
     start: int
     end: int
-    topic: str
+    topic: str = ""
 
 
 _ranges_encoder = msgspec.msgpack.Encoder()

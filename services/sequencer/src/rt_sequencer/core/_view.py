@@ -3,6 +3,8 @@ stream's topic: from this the leader learns the range a quorum holds."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from rtcommon.cluster import quorum
 
 __all__ = ["ClusterView"]
@@ -14,7 +16,8 @@ class ClusterView:
         self.quorum = quorum(node_count)
         self.held: list[dict[str, int]] = [{} for _ in range(node_count)]
         self.topics: dict[str, str] = {}
-        self.conflicts: list[str] = []  #: topic disagreements heard, for the log
+        #: Topic disagreements heard (the latest few), for the node to log.
+        self.conflicts: deque[str] = deque(maxlen=16)
 
     def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> bool:
         """Take node ``node``'s held positions; True if they changed.
@@ -25,7 +28,9 @@ class ClusterView:
         for stream, topic in topics.items():
             known = self.topics.setdefault(stream, topic)
             if known != topic:
-                self.conflicts.append(f"node {node} says {stream} is on {topic!r}, not {known!r}")
+                conflict = f"node {node} says stream {stream} is on topic {topic!r}, not {known!r}"
+                if conflict not in self.conflicts:
+                    self.conflicts.append(conflict)
         if not held.keys() <= self.topics.keys():
             held = {stream: end for stream, end in held.items() if stream in self.topics}
         if self.held[node] == held:
@@ -33,9 +38,9 @@ class ClusterView:
         self.held[node] = dict(held)
         return True
 
-    def forget(self, node: int) -> None:
-        """A node restarted: what it held is heard again from it."""
-        self.held[node] = {}
+    def claim_topics(self, topics: dict[str, str]) -> None:
+        """This node's own input copies' topics: they override what peers said."""
+        self.topics.update(topics)
 
     def streams(self) -> set[str]:
         return {name for held in self.held for name in held}

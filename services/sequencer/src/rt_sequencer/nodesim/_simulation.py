@@ -30,6 +30,7 @@ stop publishing; within ``quiet_ticks`` every node's merged log must hold everyt
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 from dataclasses import dataclass, field
@@ -133,18 +134,22 @@ class _Publisher:
 
     __slots__ = (
         "ends",
+        "forgets",
         "ingress",
         "key",
         "log",
         "next_id",
         "node_held",
         "node_session",
+        "replicated",
         "single_ingress",
         "stream",
         "topic",
     )
 
-    def __init__(self, stream: str, topic: str, origin: str, nodes: int, single: bool) -> None:
+    def __init__(
+        self, stream: str, topic: str, origin: str, nodes: int, single: bool, forgets: bool
+    ) -> None:
         self.stream = stream
         self.topic = topic
         self.key: TopicOrigin = (topic, origin)
@@ -153,6 +158,10 @@ class _Publisher:
         self.next_id = 1
         self.node_held = [0] * nodes  # as each node last replied
         self.node_session = [0] * nodes  # the node incarnation those replies came from
+        self.replicated = [0] * nodes  # what each node last said a quorum holds
+        #: Drops what the cluster acknowledged (as a publisher whose disk died may): a node
+        #: behind that can get it only from its peers.
+        self.forgets = forgets
         self.single_ingress = single
         self.ingress = 0
 
@@ -160,15 +169,16 @@ class _Publisher:
     def end(self) -> int:
         return BASE + len(self.log)
 
+    def acknowledged_position(self, quorum: int) -> int:
+        """Where a quorum holds the log, as the publisher was told (the real replicator's
+        rule: what a quorum said it holds, or what any node said a quorum holds)."""
+        by_quorum = sorted(self.node_held, reverse=True)[quorum - 1]
+        return max(by_quorum, *self.replicated)
+
     def acknowledged(self, quorum: int) -> int:
-        """How many records a quorum of nodes holds, as the publisher was told."""
-        held = sorted(self.node_held, reverse=True)[quorum - 1] - BASE
-        count = 0
-        for end in self.ends:
-            if end > held:
-                break
-            count += 1
-        return count
+        """How many records the publisher was told a quorum holds."""
+        held = self.acknowledged_position(quorum) - BASE
+        return bisect.bisect_right(self.ends, held)
 
 
 class _Host:
@@ -223,7 +233,9 @@ class NodeSimulation(SimulationBase):
         single = self.config.nodes > 1 and rng.random() < 0.4
 
         def make(stream: str, topic: str, origin: str) -> _Publisher:
-            return _Publisher(stream, topic, origin, nodes, single and rng.random() < 0.7)
+            single_ingress = single and rng.random() < 0.7
+            forgets = rng.random() < 0.5
+            return _Publisher(stream, topic, origin, nodes, single_ingress, forgets)
 
         publishers = [
             make("h1.feed", "feed", "h1"),
@@ -269,10 +281,14 @@ class NodeSimulation(SimulationBase):
             _CHECK: self._on_check,
             _CRASH: self._on_crash,
         }
-        queue, checker = self._queue, self.checker
+        queue, checker, hosts = self._queue, self.checker, self._hosts
         while queue and not checker.violations and not self._done:
             time, _, kind, target, payload = heapq.heappop(queue)
             self.now = checker.now = time
+            seconds = time * STEP_SECONDS
+            for host in hosts:  # as the node stamps every event with the loop's time
+                if host.core is not None:
+                    host.core.advance(seconds)
             handlers[kind](target, payload)
 
     def _seconds(self) -> float:
@@ -529,6 +545,10 @@ class NodeSimulation(SimulationBase):
             return
         host.core_wake = -1
         host.core.tick(self._seconds())
+        if host.core.next_deadline() <= self._seconds():
+            # The node's timer would spin on a deadline that a tick does not move.
+            self.checker.fail("core timer", f"n{node} names a deadline a tick does not pass")
+            return
         self._after(host)
 
     def _compact(self, host: _Host, action: Compact) -> None:
@@ -578,13 +598,10 @@ class NodeSimulation(SimulationBase):
         if self._link_up(node, fetch.peer):
             source = self._hosts[fetch.peer].inputs.streams.get(fetch.stream)
             start = host.inputs.written(fetch.stream) or BASE
-            if source is not None and source.held > start:
-                data = bytes(source.data[start - BASE : source.durable])
-                ends = [
-                    end - (start - BASE)
-                    for end in source.ends
-                    if start - BASE < end <= source.durable
-                ]
+            if source is not None and source.written > start:
+                # Peer.Fetch serves what the peer has written, synced or not.
+                data = bytes(source.data[start - BASE :])
+                ends = [end - (start - BASE) for end in source.ends if end > start - BASE]
                 self._write_input(host, fetch.stream, fetch.topic, start, data, ends)
         if host.core is not None:
             host.core.fetch_ended(fetch.stream)
@@ -680,6 +697,7 @@ class NodeSimulation(SimulationBase):
             targets = [publisher.ingress]
         else:
             targets = list(range(self.config.nodes))
+        floor = publisher.acknowledged_position(self.quorum) if publisher.forgets else 0
         for node in targets:
             held = publisher.node_held[node] or BASE
             if held >= publisher.end:
@@ -688,9 +706,14 @@ class NodeSimulation(SimulationBase):
                 if publisher.single_ingress and self.rng.random() < 0.3:
                     publisher.ingress = (publisher.ingress + 1) % self.config.nodes  # fail over
                 continue
-            start = held - BASE
-            data = bytes(publisher.log[start:])
-            ends = [end - start for end in publisher.ends if end > start]
+            if held < floor:
+                # What the node needs only its peers still have: ask it where it stands
+                # (a new push session's opening), sending nothing.
+                data, ends = b"", []
+            else:
+                start = held - BASE
+                data = bytes(publisher.log[start:])
+                ends = [end - start for end in publisher.ends if end > start]
             self._push(
                 self.now + self.rng.randint(1, 4), _PUSH_ARRIVES, node, (index, held, data, ends)
             )
@@ -701,16 +724,23 @@ class NodeSimulation(SimulationBase):
         if host.core is None or (index, node) in self._cut_publishers:
             return
         publisher = self._publishers[index]
-        self._write_input(host, publisher.stream, publisher.topic, position, data, ends)
+        if data:
+            self._write_input(host, publisher.stream, publisher.topic, position, data, ends)
+        else:  # an opening: the node answers with what it holds
+            copy = host.inputs.streams.get(publisher.stream)
+            self._reply(index, node, copy.held if copy is not None else 0)
         self._after(host)
 
     def _reply(self, index: int, node: int, held: int) -> None:
         if (index, node) not in self._cut_publishers:
-            session = self._hosts[node].incarnation
-            self._push(self.now + self.rng.randint(1, 4), _REPLY, index, (node, session, held))
+            host = self._hosts[node]
+            stream = self._publishers[index].stream
+            replicated = host.core.view.quorum_held(stream) if host.core is not None else 0
+            reply = (node, host.incarnation, held, replicated)
+            self._push(self.now + self.rng.randint(1, 4), _REPLY, index, reply)
 
-    def _on_reply(self, index: int, payload: tuple[int, int, int]) -> None:
-        node, session, held = payload
+    def _on_reply(self, index: int, payload: tuple[int, int, int, int]) -> None:
+        node, session, held, replicated = payload
         publisher = self._publishers[index]
         # A restarted node may hold less than it said before: replies of an earlier
         # session (a call that broke) no longer count, as with a real push link.
@@ -718,6 +748,7 @@ class NodeSimulation(SimulationBase):
             publisher.node_session[node], publisher.node_held[node] = session, held
         elif session == publisher.node_session[node]:
             publisher.node_held[node] = max(publisher.node_held[node], held)
+        publisher.replicated[node] = max(publisher.replicated[node], replicated)
 
     # -- faults --------------------------------------------------------------------------
 
@@ -802,14 +833,11 @@ class NodeSimulation(SimulationBase):
             bytes(host.out.data) == reference for host in self._hosts
         ):
             self.stats.recovery_ticks = (self.now - self._quiet_start) // TICK_STEPS
-            acknowledged: dict[TopicOrigin, int] = {}
-            for publisher in self._publishers:
-                count = publisher.acknowledged(self.quorum)
-                acknowledged[publisher.key] = max(acknowledged.get(publisher.key, 0), count)
-            self.checker.check_end(published, acknowledged)
+            self.checker.check_end(published, self._acknowledged())
             self._done = True
             return
         if self.now - self._quiet_start >= self.config.quiet_ticks * TICK_STEPS:
+            self.checker.check_end(published, self._acknowledged())
             self.checker.fail(
                 "liveness",
                 f"not merged everywhere {self.config.quiet_ticks} ticks after faults stopped: "
@@ -817,6 +845,13 @@ class NodeSimulation(SimulationBase):
             )
             return
         self._push(self.now + TICK_STEPS, _CHECK, 0)
+
+    def _acknowledged(self) -> dict[TopicOrigin, int]:
+        acknowledged: dict[TopicOrigin, int] = {}
+        for publisher in self._publishers:
+            count = publisher.acknowledged(self.quorum)
+            acknowledged[publisher.key] = max(acknowledged.get(publisher.key, 0), count)
+        return acknowledged
 
     def _describe(self) -> str:
         parts = [f"published {self._published()}, merged {self.checker.merged}"]
