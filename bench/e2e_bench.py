@@ -17,52 +17,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from rtcommon import localhost
 
 BIN = Path(sys.executable).parent
 WORKER = Path(__file__).with_name("_e2e_worker.py")
 COUNT = int(os.environ.get("RT_BENCH_E2E_COUNT", "200000"))
 SECONDS = float(os.environ.get("RT_BENCH_E2E_SECONDS", "13"))
 RATE = 10_000
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_base() -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 30000)
-        ports = [*range(base, base + 31), *range(base + 1000, base + 1031)]
-        try:
-            for port in ports:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            children = (task / "children").read_text().split()
-            todo.extend(int(child) for child in children)
-    return found
 
 
 def describe(pid: int) -> str:
@@ -92,7 +58,7 @@ class LocalCluster:
                 "--data",
                 root,
                 "--base-port",
-                str(free_base()),
+                str(localhost.find_free_base_port()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -125,7 +91,7 @@ def result(proc: subprocess.Popen) -> dict:
 def cpu_report(pids: list[int], before: dict[int, float], seconds: float) -> list[str]:
     lines = []
     for pid in pids:
-        used = cpu_seconds(pid) - before.get(pid, 0.0)
+        used = localhost.cpu_seconds(pid) - before.get(pid, 0.0)
         if used > 0.005:
             lines.append(f"  {describe(pid):<28} {used:6.2f} s CPU ({100 * used / seconds:5.1f}%)")
     return lines
@@ -136,11 +102,11 @@ def throughput_phase(root: Path) -> None:
     try:
         subscriber = worker("sub", cluster.file, root / "sub", 2 * COUNT, 0)
         subscriber.stdout.readline()  # ready
-        pids = descendants(cluster.proc.pid)
+        pids = [cluster.proc.pid, *localhost.descendants(cluster.proc.pid)]
         publishers = [
             worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0) for i in range(2)
         ]
-        before = {pid: cpu_seconds(pid) for pid in pids}
+        before = {pid: localhost.cpu_seconds(pid) for pid in pids}
         pub_results = [result(p) for p in publishers]
         sub_result = result(subscriber)
         if not sub_result["finished"]:
@@ -172,8 +138,8 @@ def latency_phase(root: Path) -> None:
         count = int(RATE * SECONDS)
         subscriber = worker("sub", cluster.file, root / "sub", count, 1)
         subscriber.stdout.readline()
-        pids = descendants(cluster.proc.pid)
-        before = {pid: cpu_seconds(pid) for pid in pids}
+        pids = [cluster.proc.pid, *localhost.descendants(cluster.proc.pid)]
+        before = {pid: localhost.cpu_seconds(pid) for pid in pids}
         publisher = worker("pub", cluster.file, "latency", root / "pub", count, RATE)
         result(publisher)
         sub_result = result(subscriber)

@@ -17,9 +17,7 @@ import contextlib
 import json
 import os
 import queue
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from rtcommon import localhost
 from rtcommon.cluster import ClusterSpec
 
 #: The venv's bin folder: rt, rt-supervisor, ... (as the commands themselves find them).
@@ -39,95 +38,26 @@ BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
-_handed_out: set[int] = set()
-_handed_lock = threading.Lock()
-
 
 # -- ports -------------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def find_free_base_port(span: int = 30, rest_offset: int = 1000) -> int:
-    """A random base B whose ports B..B+span and B+rest_offset..+span are all free.
-
-    Drawn below 31700 so that every port stays under Linux's ephemeral range (32768 and
-    up), where outgoing connections could take one between this probe and the bind.
-    Bases handed out in this session are not handed out again.
-    """
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20000, 31700 - rest_offset - span)
-        with _handed_lock:
-            if any(abs(base - other) <= span for other in _handed_out):
-                continue
-            ports = [*range(base, base + span + 1)]
-            ports += range(base + rest_offset, base + rest_offset + span + 1)
-            if all(_port_free(port) for port in ports):
-                _handed_out.add(base)
-                return base
-    raise RuntimeError("no free base port found in 20000..31700")
 
 
 @pytest.fixture
 def free_base_port() -> Callable[[], int]:
     """``free_base_port()`` returns a fresh base port each call."""
-    return find_free_base_port
+    return localhost.find_free_base_port
 
 
 # -- processes ---------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent pid) of a process, None if it does not exist."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
 class Procs:
-    """Process helpers over /proc (Linux)."""
+    """Process helpers over /proc (Linux): ``rtcommon.localhost``, and waiting."""
 
-    @staticmethod
-    def children(pid: int) -> list[int]:
-        """Live (non-zombie) children of ``pid``."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                stat = _stat(int(entry))
-                if stat is not None and stat[1] == pid and stat[0] != "Z":
-                    found.append(int(entry))
-        return sorted(found)
-
-    @classmethod
-    def descendants(cls, pid: int) -> list[int]:
-        found: list[int] = []
-        todo = [pid]
-        while todo:
-            for child in cls.children(todo.pop()):
-                found.append(child)
-                todo.append(child)
-        return sorted(found)
-
-    @staticmethod
-    def cmdline(pid: int) -> list[str]:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            return []
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    children = staticmethod(localhost.children)
+    descendants = staticmethod(localhost.descendants)
+    cmdline = staticmethod(localhost.cmdline)
+    is_gone = staticmethod(localhost.is_gone)
 
     @classmethod
     def child_running(cls, pid: int, script: str) -> int | None:
@@ -136,12 +66,6 @@ class Procs:
             if any(Path(arg).name == script for arg in cls.cmdline(child)[:2]):
                 return child
         return None
-
-    @staticmethod
-    def is_gone(pid: int) -> bool:
-        """True once ``pid`` has exited (a zombie nobody reaped counts as gone)."""
-        stat = _stat(pid)
-        return stat is None or stat[0] in ("Z", "X")
 
     @staticmethod
     def wait_until(
@@ -284,7 +208,7 @@ def start_cluster(
     """Start ``rt cluster up`` without waiting for it to be ready."""
     from rtcommon.deathsig import dying_with_parent
 
-    base_port = base_port if base_port is not None else find_free_base_port()
+    base_port = base_port if base_port is not None else localhost.find_free_base_port()
     log = data.parent / f"{data.name}.launcher.log"
     command = [str(BIN / "rt"), "cluster", "up", "--nodes", str(nodes), "--data", str(data)]
     command += ["--base-port", str(base_port), *args]

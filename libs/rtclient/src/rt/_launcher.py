@@ -30,11 +30,8 @@ refuses a second launcher on the same folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from rtcommon import env
+from rtcommon import env, localhost
 from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
 from rtcommon.deathsig import dying_with_parent
-from rtcommon.log import write_file_atomically
+from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.processes import Backoff, describe_exit
 
 __all__ = [
@@ -119,16 +116,6 @@ def prepare_data(data: Path, nodes: int) -> None:
         write_file_atomically(session, b"0\n")
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]:
     """``GET http://<rest>/health``: (True, "") on 200, else (False, why)."""
     try:
@@ -193,7 +180,7 @@ class Launcher:
         self.supervisor = Path(sys.executable).parent / "rt-supervisor"
         self.roll_size = 0
         self._stop_signal: int | None = None
-        self._lock: IO[str] | None = None
+        self._lock: DirectoryLock | None = None
 
     # -- the run -------------------------------------------------------------------------
 
@@ -245,21 +232,12 @@ class Launcher:
         self._write_spec()
 
     def _take_lock(self) -> None:
-        lock = open(self.data / ".launcher.lock", "a+")  # noqa: SIM115 (held until exit)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            lock.close()
+            self._lock = DirectoryLock(self.data, name=".launcher.lock")  # held until exit
+        except LogLockedError as exc:
             raise LaunchError(
-                f"another 'rt cluster up' (pid {holder}) is running on {self.data}"
+                f"another 'rt cluster up' (pid {exc.holder}) is running on {self.data}"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
 
     def _check_previous(self) -> None:
         """Refuse to reuse a folder that holds a cluster of another size."""
@@ -280,7 +258,7 @@ class Launcher:
         taken = []
         for node in self.nodes:
             for role, port in node_ports(self.base_port, node.id).items():
-                if role != "external" and _port_in_use(HOST, port):
+                if role != "external" and not localhost.port_free(port, HOST):
                     taken.append(f"{port} ({node.name} {role})")
         if taken:
             raise LaunchError(
@@ -423,7 +401,7 @@ class Launcher:
         if live:
             self._say(f"stopped {len(live)} node{'s' if len(live) > 1 else ''}")
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
 

@@ -21,7 +21,7 @@ from ._errors import (
     RecordError,
     RecordTooLargeError,
 )
-from ._files import list_log_files, read_session, write_file_atomically
+from ._files import DirectoryLock, list_log_files, read_session, write_file_atomically
 from ._mirror import LogMirror, MirrorError, PendingSync, read_mirror_start
 from ._position import (
     MAX_FILE_SIZE,
@@ -80,6 +80,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "Corrupt",
+    "DirectoryLock",
     "DirectoryWatcher",
     "LogDirectoryError",
     "LogError",

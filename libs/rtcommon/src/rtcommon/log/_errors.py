@@ -50,6 +50,8 @@ class LogDirectoryError(LogError, OSError):
 class LogLockedError(LogDirectoryError):
     """Another live writer already holds the log directory."""
 
+    holder: str = "unknown"  #: the pid the lock file names
+
 
 class LogWriteError(LogError, OSError):
     """Records could not be written; they stay buffered and nothing torn is left."""

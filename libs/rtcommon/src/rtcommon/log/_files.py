@@ -80,25 +80,28 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
 
 
 class DirectoryLock:
-    """The exclusive ``flock`` on a directory's ``.lock``, naming the holder's pid.
+    """The exclusive ``flock`` on a directory's ``.lock`` (or ``name``), naming the holder's
+    pid (a refusal's ``holder``).
 
     The kernel drops the lock when its holder dies, so a crashed writer never
     leaves a directory locked.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], name: str = LOCK_FILE) -> None:
         self.directory = Path(directory)
-        self._fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
             self._fd = -1
-            raise LogLockedError(
+            error = LogLockedError(
                 f"log directory {self.directory} is in use by another writer (pid {holder});"
                 " only one process may write a log directory at a time"
-            ) from None
+            )
+            error.holder = holder
+            raise error from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
