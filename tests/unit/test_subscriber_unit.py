@@ -21,7 +21,9 @@ import pytest
 from rt._cluster import Cluster
 from rt._cmd_sub import event_line, jsonable, message_line, parse_filter, parse_from, run
 from rt._prune import prune
-from rt._subscriber import Subscriber, SubscriberError, _starts_a_reset_session, reset_copy
+from rt._sub_replication import reset_copy
+from rt._sub_replication import starts_a_reset_session as _starts_a_reset_session
+from rt._subscriber import Subscriber, SubscriberError
 from rtcommon.log import (
     BADTAIL,
     RESET,

@@ -775,22 +775,11 @@ class NodeSimulation(SimulationBase):
         elif roll < 0.4:
             leaders = [h for h in up if h.raft is not None and h.raft.role is Role.LEADER]
             if leaders:
-                leader = rng.choice(leaders).node_id
-                network.partition([[leader], [n for n in nodes if n != leader]])
-                self._note(f"fault: leader n{leader} isolated")
+                self._note(f"fault: leader {network.isolate(rng.choice(leaders).node_id, nodes)}")
         elif roll < 0.5:
-            order = nodes[:]
-            rng.shuffle(order)
-            split = rng.randint(1, len(order) - 1) if len(order) > 1 else 1
-            network.partition([order[:split], order[split:]])
-            self._note(f"fault: partition {order[:split]} | {order[split:]}")
+            self._note(f"fault: {network.split_randomly(nodes)}")
         elif roll < 0.57:
-            node = rng.choice(nodes)
-            outgoing = rng.random() < 0.5
-            for other in nodes:
-                if other != node:
-                    network.cut(node, other) if outgoing else network.cut(other, node)
-            self._note(f"fault: n{node} {'sends' if outgoing else 'receives'} nothing")
+            self._note(f"fault: {network.silence_one_way(nodes)}")
         elif roll < 0.67:
             index, node = rng.randrange(len(self._publishers)), rng.randrange(self.config.nodes)
             self._cut_publishers.add((index, node))
@@ -800,10 +789,7 @@ class NodeSimulation(SimulationBase):
             self._cut_publishers.clear()
             self._note("fault: all links healed")
         else:
-            network.loss_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
-            network.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
-            network.long_delay_rate = rng.choice((0.0, 0.05, 0.2))
-            network.max_delay = rng.choice((2, 5, 10))
+            self._note(f"fault: {network.change_profile()}")
 
     # -- the quiet phase -----------------------------------------------------------------
 

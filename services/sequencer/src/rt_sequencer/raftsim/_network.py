@@ -45,6 +45,44 @@ class Network:
                         for dst in other:
                             self._cut.add((src, dst))
 
+    def isolate(self, node: int, nodes: list[int]) -> str:
+        """Cut ``node`` from every other node, both ways; return a description."""
+        self.partition([[node], [other for other in nodes if other != node]])
+        return f"n{node} isolated"
+
+    def split_randomly(self, nodes: list[int]) -> str:
+        """Cut ``nodes`` into two random groups, both ways; return a description."""
+        order = list(nodes)
+        self._rng.shuffle(order)
+        split = self._rng.randint(1, len(order) - 1) if len(order) > 1 else 1
+        groups = [order[:split], order[split:]]
+        self.partition(groups)
+        return f"partition {groups[0]} | {groups[1]}"
+
+    def silence_one_way(self, nodes: list[int]) -> str:
+        """One random node sends nothing, or receives nothing (an asymmetric partition)."""
+        node = self._rng.choice(nodes)
+        outgoing = self._rng.random() < 0.5
+        for other in nodes:
+            if other != node:
+                if outgoing:
+                    self.cut(node, other)
+                else:
+                    self.cut(other, node)
+        return f"asymmetric, n{node} {'sends' if outgoing else 'receives'} nothing"
+
+    def change_profile(self) -> str:
+        """Draw new loss, duplication and delay rates; return a description."""
+        rng = self._rng
+        self.loss_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
+        self.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
+        self.long_delay_rate = rng.choice((0.0, 0.05, 0.2))
+        self.max_delay = rng.choice((2, 5, 10))
+        return (
+            f"network loss={self.loss_rate} dup={self.duplicate_rate} "
+            f"long={self.long_delay_rate} max_delay={self.max_delay}"
+        )
+
     def is_cut(self, src: int, dst: int) -> bool:
         return (src, dst) in self._cut
 

@@ -433,28 +433,12 @@ class Simulation(SimulationBase):
         elif roll < 0.45:
             leaders = [h for h in up if h.node is not None and h.node.role is _LEADER]
             if leaders:
-                leader = rng.choice(leaders).node_id
-                network.partition([[leader], [p for p in self._peers if p != leader]])
-                self._note(f"fault: leader n{leader} isolated")
+                peers = list(self._peers)
+                self._note(f"fault: leader {network.isolate(rng.choice(leaders).node_id, peers)}")
         elif roll < 0.6:
-            order = list(self._peers)
-            rng.shuffle(order)
-            split = rng.randint(1, len(order) - 1) if len(order) > 1 else 1
-            groups = [order[:split], order[split:]]
-            network.partition(groups)
-            self._note(f"fault: partition {groups[0]} | {groups[1]}")
+            self._note(f"fault: {network.split_randomly(list(self._peers))}")
         elif roll < 0.7:
-            node_id = rng.choice(self._peers)
-            outgoing = rng.random() < 0.5
-            for other in self._peers:
-                if other == node_id:
-                    continue
-                if outgoing:
-                    network.cut(node_id, other)
-                else:
-                    network.cut(other, node_id)
-            direction = "sends nothing" if outgoing else "receives nothing"
-            self._note(f"fault: asymmetric, n{node_id} {direction}")
+            self._note(f"fault: {network.silence_one_way(list(self._peers))}")
         elif roll < 0.75:
             if len(self._peers) > 1:
                 src, dst = rng.sample(self._peers, 2)
@@ -464,14 +448,7 @@ class Simulation(SimulationBase):
             network.heal()
             self._note("fault: all links healed")
         else:
-            network.loss_rate = rng.choice((0.0, 0.02, 0.1, 0.3))
-            network.duplicate_rate = rng.choice((0.0, 0.05, 0.2))
-            network.long_delay_rate = rng.choice((0.0, 0.05, 0.2))
-            network.max_delay = rng.choice((2, 5, 10))
-            self._note(
-                f"fault: network loss={network.loss_rate} dup={network.duplicate_rate} "
-                f"long={network.long_delay_rate} max_delay={network.max_delay}"
-            )
+            self._note(f"fault: {network.change_profile()}")
 
     def _crash(self, host: _Host) -> None:
         ready = host.pending

@@ -1,0 +1,13 @@
+"""The errors of the subscriber side of ``rt``."""
+
+from __future__ import annotations
+
+__all__ = ["PositionOutOfRangeError", "SubscriberError"]
+
+
+class SubscriberError(Exception):
+    """A subscriber cannot go on: it needs a new position, local copy or cluster."""
+
+
+class PositionOutOfRangeError(SubscriberError):
+    """Every node said the position asked for is past the end of its merged log."""

@@ -1,0 +1,218 @@
+"""Replication of the merged log into a subscriber's local copy.
+
+What it owns: :class:`Replication`, which follows the merged log from the cluster's
+nodes (``rtproto.v1.Pull``, through :func:`rtcommon.follow.follow`: failover to the
+next node on any error, backoff until a stream makes progress) into a
+:class:`~rtcommon.log.LogMirror`, and mirrors a hard reset of the cluster into the copy.
+It runs on the process's background loop; :meth:`Replication.run` raises only what
+retrying cannot mend (:class:`SubscriberError`).
+
+A hard reset (the cluster's files emptied, a new session begun) is recognised when a
+node's stream jumps to a newer session while the copy's last file is still open: the
+copy's older files are emptied too, so delivery reports a ``reset`` event and goes on in
+the new session. (A reset that falls exactly after a roll, with the copy's last file
+sealed, is not recognised.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+
+from rtcommon.cluster import NodeSpec
+from rtcommon.follow import FailoverPolicy, cancelling, follow
+from rtcommon.grpcopts import CHANNEL_OPTIONS
+from rtcommon.log import (
+    Chunk,
+    LogMirror,
+    SyncPolicy,
+    file_name,
+    list_log_files,
+    split_position,
+)
+from rtproto.v1 import common_pb2, pull_pb2, pull_pb2_grpc
+
+from ._errors import PositionOutOfRangeError, SubscriberError
+from ._sub_start import Start
+
+__all__ = ["Replication", "reset_copy", "starts_a_reset_session"]
+
+log = logging.getLogger("rt.subscriber")
+
+#: Upper bound asked of the node for one chunk: large chunks keep gRPC's per-message cost low.
+PULL_CHUNK_BYTES = 1 << 20
+#: The copy is a cache of the cluster (a lost tail is pulled again), so it is not synced per
+#: chunk: only when a file is sealed, and at most this long after a write.
+SYNC_INTERVAL = 1.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+
+class Replication:
+    def __init__(
+        self,
+        log_dir: Path,
+        nodes: tuple[NodeSpec, ...],
+        start: Start,
+        *,
+        first_node: int,
+        on_written: Callable[[], None],
+    ) -> None:
+        self.log_dir = log_dir
+        self.nodes = nodes
+        self.start = start
+        self.failover = FailoverPolicy(
+            len(nodes), first=first_node, initial=BACKOFF_FIRST, cap=BACKOFF_MAX
+        )
+        self._on_written = on_written
+        #: The local copy (opened by the subscriber before it settles its start).
+        self.mirror: LogMirror | None = LogMirror(
+            log_dir, sync=SyncPolicy.INTERVAL, start_mid_file=True
+        )
+        self._last_request = pull_pb2.PullRequest()  # the request of the latest stream
+        self._out_of_range_in_a_row = 0
+        self._sync_due = 0.0
+
+    @property
+    def node(self) -> NodeSpec:
+        """The node pulled from (or tried next)."""
+        return self.nodes[self.failover.node]
+
+    async def run(self) -> None:
+        await follow(self.failover, self._pull_from, self.write, on_break=self._on_break)
+
+    def close(self) -> None:
+        mirror, self.mirror = self.mirror, None
+        if mirror is not None:
+            try:
+                mirror.close()
+            except OSError as exc:
+                log.warning("closing the local copy in %s: %s", self.log_dir, exc)
+
+    async def _pull_from(self, index: int) -> AsyncIterator[common_pb2.LogChunk]:
+        """The merged log from node ``index``, from where the local copy ends."""
+        assert self.mirror is not None
+        request = self._last_request = self.start.pull_request(self.mirror.end, PULL_CHUNK_BYTES)
+        channel = grpc.aio.insecure_channel(self.nodes[index].pull, options=CHANNEL_OPTIONS)
+        try:
+            async with contextlib.aclosing(
+                cancelling(pull_pb2_grpc.PullStub(channel).Pull(request))
+            ) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await channel.close()
+
+    def _on_break(self, index: int, error: BaseException, progressed: bool, delay: float) -> None:
+        """A stream broke: stop on what retrying cannot mend, else say what comes next."""
+        if isinstance(error, SubscriberError):
+            raise error
+        if isinstance(error, grpc.aio.AioRpcError):
+            self._check_fatal(error, self._last_request)
+        else:  # a stream that ended, a chunk the copy refused, a disk error
+            self._out_of_range_in_a_row = 0
+        label = f"{self.node.name} ({self.node.pull})"
+        if progressed:
+            end = self.mirror.end if self.mirror else None
+            log.warning(
+                "subscriber of %s: %s; resuming from %s on %s",
+                self.log_dir,
+                _describe(error),
+                end,
+                label,
+            )
+        else:
+            log.warning(
+                "subscriber of %s: %s; retrying on %s in %.2f s",
+                self.log_dir,
+                _describe(error),
+                label,
+                delay,
+            )
+
+    def _check_fatal(self, error: grpc.aio.AioRpcError, request: pull_pb2.PullRequest) -> None:
+        code = error.code()
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            self._out_of_range_in_a_row += 1
+            if self._out_of_range_in_a_row >= len(self.nodes):
+                raise PositionOutOfRangeError(
+                    f"position {request.position} is past the end of the merged log on every"
+                    f" node: {error.details()}"
+                ) from error
+            return
+        self._out_of_range_in_a_row = 0
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise SubscriberError(
+                f"a node refused position {request.position}: {error.details()}"
+            ) from error
+
+    def write(self, chunk: common_pb2.LogChunk) -> bool:
+        """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
+        if not chunk.data and not chunk.sealed:
+            return False
+        mirror = self.mirror
+        assert mirror is not None
+        copied = Chunk(chunk.position, chunk.data, chunk.sealed)
+        if starts_a_reset_session(mirror, copied):
+            new_session = split_position(copied.position)[0]
+            log.warning(
+                "the cluster's merged log was reset: it goes on in session %d while %s was"
+                " still being written; emptying the local copy's files before it",
+                new_session,
+                mirror.directory / file_name(*split_position(mirror.end or 0)[:2]),
+            )
+            mirror.close()
+            try:
+                mirror = self.mirror = reset_copy(self.log_dir, new_session)
+            except OSError as exc:
+                self.mirror = None
+                raise SubscriberError(
+                    f"cannot reset the local copy in {self.log_dir}: {exc}"
+                ) from exc
+        mirror.write(copied)
+        self._out_of_range_in_a_row = 0
+        now = time.monotonic()
+        # A sealed file is synced before the next one is created, so the copy never holds a
+        # later file over a lost earlier one.
+        if chunk.sealed or now >= self._sync_due:
+            mirror.sync()
+            self._sync_due = now + SYNC_INTERVAL
+        self._on_written()
+        return True
+
+
+def starts_a_reset_session(mirror: LogMirror, chunk: Chunk) -> bool:
+    """True if ``chunk`` starts a newer session while the copy's last file is still open.
+
+    A merged log leaves a file open only while its writer lives (a restarted node goes on
+    in the same file), so a newer session beginning then means the cluster wiped its log
+    (a hard reset empties the files and starts the next session)."""
+    if mirror.end is None or mirror.sealed:
+        return False
+    session, roll, offset = split_position(chunk.position)
+    return (roll, offset) == (0, 0) and session > split_position(mirror.end)[0]
+
+
+def reset_copy(directory: Path, new_session: int) -> LogMirror:
+    """Do to a local copy what a hard reset did to its source: empty (not delete) every file
+    of the sessions before ``new_session`` and begin ``log.<new_session>.0``; return the
+    mirror reopened on it. A reader that was in an emptied file reports a ``reset``
+    event (position reached, start of the new session) and goes on in the new session."""
+    for file in list_log_files(directory):
+        if file[0] < new_session:
+            os.truncate(directory / file_name(*file), 0)
+    fd = os.open(directory / file_name(new_session, 0), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
+    return LogMirror(directory, sync=SyncPolicy.INTERVAL, start_mid_file=True)
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"pull failed: {error.code().name} {error.details()}"
+    return f"pull failed: {type(error).__name__}: {error}"
