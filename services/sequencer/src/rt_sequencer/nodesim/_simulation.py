@@ -67,7 +67,7 @@ from ..raft import (
     Role,
     SnapshotOutOfDateError,
 )
-from ..raftsim import TICK_STEPS, tear_write
+from ..raftsim import TICK_STEPS, lose_unsynced_commit, tear_write
 from ..raftsim._base import SimulationBase
 from ..raftsim._network import Network
 from ._checker import MergeChecker, TopicOrigin
@@ -355,14 +355,9 @@ class NodeSimulation(SimulationBase):
     def _crash(self, host: _Host) -> None:
         rng = self.rng
         kept = "nothing pending"
+        lose_unsynced_commit(host.raft_storage, host.synced_commit)
         if host.pending is not None:
             kept, _ = tear_write(rng, host.raft_storage, host.pending)
-        hard = host.raft_storage.initial_state()
-        if hard.commit > host.synced_commit:
-            # A commit-only hard state is not synced (FileStorage keeps it in memory).
-            host.raft_storage.set_hard_state(
-                type(hard)(term=hard.term, vote=hard.vote, commit=host.synced_commit)
-            )
         if host.checkpoint_queue and rng.random() < 0.5:
             # The checkpoint being written made it (its rename is atomic).
             host.out.durable = max(host.out.durable, host.checkpoint_queue[0].out_position - BASE)

@@ -11,7 +11,7 @@ from ._base import TICK_STEPS, SimulationBase
 from ._checker import SafetyChecker, Violation
 from ._cli import main, run_seeds
 from ._result import SimResult
-from ._simulation import SimConfig, SimStats, Simulation, tear_write
+from ._simulation import SimConfig, SimStats, Simulation, lose_unsynced_commit, tear_write
 
 __all__ = [
     "TICK_STEPS",
@@ -22,6 +22,7 @@ __all__ = [
     "Simulation",
     "SimulationBase",
     "Violation",
+    "lose_unsynced_commit",
     "main",
     "run_seeds",
     "tear_write",

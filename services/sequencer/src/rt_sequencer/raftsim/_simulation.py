@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from rt_sequencer.raft import (
     Config,
+    HardState,
     MemoryStorage,
     Message,
     ProposalDroppedError,
@@ -96,6 +97,7 @@ class _Host:
         "node_id",
         "pending",
         "storage",
+        "synced_commit",
         "tick_interval",
     )
 
@@ -109,6 +111,7 @@ class _Host:
         self.applied = 0
         self.digest = 0
         self.known_commit = 0
+        self.synced_commit = 0  # the commit index as last synced
         self.crash_during_write = False
 
 
@@ -271,6 +274,7 @@ class Simulation(SimulationBase):
         assert ready is not None
         host.pending = None
         host.storage.save(ready.hard_state, ready.entries, ready.snapshot)
+        host.synced_commit = host.storage.initial_state().commit
         self._note(f"n{host.node_id} persisted")
         self._complete(host, ready)
         self._drain(host)
@@ -453,8 +457,10 @@ class Simulation(SimulationBase):
     def _crash(self, host: _Host) -> None:
         ready = host.pending
         kept = "nothing pending"
+        lose_unsynced_commit(host.storage, host.synced_commit)
         if ready is not None:
             kept = self._tear(host, ready)
+        host.synced_commit = host.storage.initial_state().commit
         host.node = None
         host.pending = None
         host.crash_during_write = False
@@ -525,6 +531,14 @@ class Simulation(SimulationBase):
                 )
         parts.append(f"last acknowledged index {self._max_acked}")
         return "; ".join(parts)
+
+
+def lose_unsynced_commit(storage: MemoryStorage, synced_commit: int) -> None:
+    """A crash loses a commit index that was saved without a sync (a Ready that only
+    moves the commit: FileStorage keeps that hard state in memory)."""
+    hard = storage.initial_state()
+    if hard.commit > synced_commit:
+        storage.set_hard_state(HardState(hard.term, hard.vote, synced_commit))
 
 
 def tear_write(rng: random.Random, storage: MemoryStorage, ready: Ready) -> tuple[str, bool]:
