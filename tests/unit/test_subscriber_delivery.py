@@ -11,9 +11,11 @@ from rt._sub_start import Start
 from rtcommon.log import (
     BADTAIL,
     Codec,
+    CodecError,
     LogWriter,
     TagFilter,
     encode_message,
+    encode_record,
     file_name,
     list_log_files,
     read_log,
@@ -78,26 +80,30 @@ def test_each_step_delivers_one_message_and_none_when_the_log_has_no_more(tmp_pa
     steps.close()
 
 
-def test_a_filter_skips_what_does_not_match_without_a_step_for_it(tmp_path: Path):
+def test_a_filter_skips_what_does_not_match_without_decoding_it(tmp_path: Path):
     with LogWriter(tmp_path, roll_size=ROLL, sync="none") as writer:
         for i in range(10):
-            tag = "trade" if i % 2 else "zzz"
-            payload = (
-                b"\xc1" if tag == "zzz" else encode_message(("upd", tag, i), origin="t", ts=i, id=1)
-            )
-            if tag == "zzz":  # msgpack cannot decode 0xc1: decoding it would raise
+            if i % 2:
+                writer.append(encode_message(("upd", "trade", i), origin="t", ts=i, id=i + 1))
+            else:  # msgpack cannot decode 0xc1: a delivery that decoded it would raise
                 writer.append(
-                    encode_message(
-                        payload, origin="t", ts=i, id=i + 1, codec=Codec.RAW, tags=("upd", "zzz")
+                    encode_record(
+                        b"\xc1",
+                        origin="t",
+                        ts=i,
+                        id=i + 1,
+                        tags=("upd", "zzz"),
+                        codec=Codec.MSGPACK,
                     )
                 )
-            else:
-                writer.append(encode_message(("upd", tag, i), origin="t", ts=i, id=i + 1))
         writer.commit()
     calls = Calls()
     steps = delivery(tmp_path, calls, tag_filter=TagFilter(("upd", "trade")))
     assert drain(steps) == 5
     assert [n for n, _ in calls.messages] == [1, 3, 5, 7, 9]
+    undecodable = [r for r in read_log(tmp_path) if r.tags == ("upd", "zzz")]
+    with pytest.raises(CodecError):  # what the filter never had to decode
+        _ = undecodable[0].data
 
 
 def test_a_failing_callback_leaves_the_position_before_its_message(tmp_path: Path):

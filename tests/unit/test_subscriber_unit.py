@@ -496,8 +496,11 @@ def test_a_replicating_subscriber_delivers_its_copy_while_no_node_answers(
     with subscriber:
         wait_for(lambda: len(received) == 6, "the copy's records")
         assert subscriber.position == read_log(source)[-1].position
+        second = Subscriber(unreachable, log_dir=subscriber.log_dir)
         with pytest.raises(LogLockedError):  # one live subscriber per copy
-            Subscriber(unreachable, log_dir=subscriber.log_dir).start()
+            second.start()
+        assert not second.running and second.join(1)  # a failed start leaves nothing running
+        second.unsubscribe()
         wait_for(lambda: "pull failed" in caplog.text, "a logged retry")
     assert received == [4, 5, 6, 7, 8, 9]
     with pytest.raises(SubscriberError, match="before the local copy"):

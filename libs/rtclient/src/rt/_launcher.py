@@ -238,6 +238,8 @@ class Launcher:
             raise LaunchError(
                 f"another 'rt cluster up' (pid {exc.holder}) is running on {self.data}"
             ) from None
+        except OSError as exc:
+            raise LaunchError(f"cannot lock {self.data}: {exc}") from None
 
     def _check_previous(self) -> None:
         """Refuse to reuse a folder that holds a cluster of another size."""

@@ -160,6 +160,10 @@ class Subscriber:
         the start position until something is delivered; None until the start is known."""
         return self._delivery.position
 
+    @position.setter
+    def position(self, value: int | None) -> None:
+        self._delivery.position = value
+
     @property
     def node(self) -> int | None:
         """The id of the node replication pulls from (or will try next)."""
@@ -171,9 +175,17 @@ class Subscriber:
     def on_message(self) -> OnMessage | None:
         return self._delivery.on_message
 
+    @on_message.setter
+    def on_message(self, callback: OnMessage | None) -> None:
+        self._delivery.on_message = callback
+
     @property
     def on_event(self) -> OnEvent:
         return self._delivery.on_event
+
+    @on_event.setter
+    def on_event(self, callback: OnEvent) -> None:
+        self._delivery.on_event = callback
 
     @property
     def paused(self) -> bool:
@@ -196,15 +208,15 @@ class Subscriber:
         if self._stopping:
             raise RuntimeError("this subscriber was unsubscribed")
         self._started = True
-        if self.cluster is not None:
-            self._replication = Replication(
-                self.log_dir,
-                self._nodes,
-                self._start_at,
-                first_node=self._first_node,
-                on_written=self._wake.set,
-            )
         try:
+            if self.cluster is not None:
+                self._replication = Replication(
+                    self.log_dir,
+                    self._nodes,
+                    self._start_at,
+                    first_node=self._first_node,
+                    on_written=self._wake.set,
+                )
             copy_end = self._replication.mirror.end if self._replication is not None else None  # type: ignore[union-attr]
             self._start_at.settle(
                 self.log_dir, copy_end=copy_end, replicated=self._replication is not None

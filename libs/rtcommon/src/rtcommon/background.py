@@ -65,6 +65,15 @@ def _stop() -> None:
         with contextlib.suppress(RuntimeError):
             asyncio.run_coroutine_threadsafe(cancel_all(), loop)
             thread.join(2.0)
+    _forget(loop)
+
+
+def _forget(loop: asyncio.AbstractEventLoop) -> None:
+    """A stopped loop is not handed out again: a later user gets a new one."""
+    global _loop, _thread
+    with _lock:
+        if _loop is loop:
+            _loop, _thread = None, None
 
 
 # Registered at import, before any user of the loop registers its own exit hook (a

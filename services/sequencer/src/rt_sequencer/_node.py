@@ -107,6 +107,7 @@ class Node:
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0
         self._saving: asyncio.Future[None] | None = None  # the checkpoint being written
+        self._warned: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -201,6 +202,7 @@ class Node:
         return server
 
     async def _shutdown(self, server: grpc.aio.Server, tasks: list[asyncio.Task]) -> None:
+        self._stopping.set()  # also when a part failed: nothing new starts from here
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(grace=0.5)
         for task in [*tasks, *self._tasks]:
@@ -346,7 +348,7 @@ class Node:
         if self._stopping.is_set():
             return  # shutting down: nothing new starts
         while core.view.conflicts:
-            log.warning("topic conflict: %s", core.view.conflicts.popleft())
+            self._warn_once(f"topic conflict: {core.view.conflicts.popleft()}")
         publish = False
         while actions := core.take_actions():
             for action in actions:
@@ -373,6 +375,15 @@ class Node:
             self.driver.compact(action.index, action.data, action.keep)
         else:
             raise TypeError(f"unknown action {action!r}")
+
+    def _warn_once(self, message: str) -> None:
+        """Log a warning the first time it comes (the same trouble recurs every keepalive
+        or fetch retry); later ones at debug level."""
+        if message in self._warned:
+            log.debug("%s", message)
+        elif len(self._warned) < 1000:
+            self._warned.add(message)
+            log.warning("%s", message)
 
     def _start_task(self, coroutine, name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -408,7 +419,7 @@ class Node:
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             log.info("fetch of %s from node %d: %s", action.stream, action.peer, exc)
         except Exception as exc:  # a refused chunk, a topic conflict, a disk error
-            log.warning("fetch of %s from node %d failed: %s", action.stream, action.peer, exc)
+            self._warn_once(f"fetch of {action.stream} from node {action.peer} failed: {exc}")
         finally:
             self._now()
             self.core.fetch_ended(action.stream)

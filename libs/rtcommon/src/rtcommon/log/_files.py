@@ -91,19 +91,22 @@ class DirectoryLock:
         self.directory = Path(directory)
         self._fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            self._fd = -1
-            error = LogLockedError(
-                f"log directory {self.directory} is in use by another writer (pid {holder});"
-                " only one process may write a log directory at a time"
-            )
-            error.holder = holder
-            raise error from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+                error = LogLockedError(
+                    f"log directory {self.directory} is in use by another writer"
+                    f" (pid {holder or 'unknown'}); only one process may write a log"
+                    " directory at a time"
+                )
+                error.holder = holder or "unknown"
+                raise error from None
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            self.release()  # the descriptor, and with it any lock taken
+            raise
 
     def release(self) -> None:
         if self._fd >= 0:
