@@ -106,7 +106,7 @@ def test_node_script_needs_a_cluster_and_a_node(script: str, tmp_path: Path) -> 
 
 def test_rt_status_without_a_cluster_file_fails_clearly(tmp_path: Path) -> None:
     result = run("rt", "status", "--cluster", str(tmp_path / "cluster.json"))
-    assert result.returncode == 1, result
+    assert result.returncode == 2, result  # usage: no readable cluster description
     assert "rt status: no cluster description" in result.stderr
     assert result.stdout == ""
 

@@ -240,7 +240,7 @@ def test_status_of_a_cluster_that_does_not_answer(
     assert all("unreachable: " in line for line in lines), result.stdout
 
     missing = run_rt("status", "--cluster", str(tmp_path / "nothing.json"))
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # usage: no readable cluster description
     assert "no cluster description" in missing.stderr
 
 

@@ -5,13 +5,15 @@ A line that parses as JSON is published as that value, any other line as the str
 ``pub``), with ``.dedup`` appended by ``--dedup``. At the end of input the publisher
 flushes (a quorum holds every line) and closes. Prints nothing on success.
 
-Exit status: 0 done, 1 a publishing error, 2 a usage error (no or a bad cluster file,
-a bad topic).
+A topic that is an absolute path publishes to that local log only (no replication):
+``--local`` must say so. Exit status (``rt._exits``): 0 done, 1 a publishing error, 2 a
+usage error (no or a bad cluster file, a bad topic), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, BinaryIO
 
@@ -22,10 +24,10 @@ from rtcommon.log import LogError
 from rtcommon.streams import DEDUP_SUFFIX
 
 from ._cluster import Cluster
+from ._exits import FAILED, INTERRUPTED, OK, USAGE
 from ._publisher import Publisher
 
 DEFAULT_TOPIC = "pub"
-OK, FAILED, USAGE = 0, 1, 2
 
 _json = msgspec.json.Decoder()
 
@@ -35,7 +37,15 @@ def run(args: argparse.Namespace) -> int:
         cluster = Cluster.from_file(args.cluster)
     except (ClusterError, OSError) as exc:
         return _fail(f"cannot read the cluster description {args.cluster}: {exc}", USAGE)
-    topic = args.topic or DEFAULT_TOPIC
+    topic = DEFAULT_TOPIC if args.topic is None else args.topic
+    if not topic:
+        return _fail("--topic must not be empty", USAGE)
+    if os.path.isabs(topic) and not getattr(args, "local", False):
+        return _fail(
+            f"topic {topic!r} is a path: it publishes to that local log only, nothing reaches"
+            " the cluster; pass --local if that is what you want",
+            USAGE,
+        )
     if args.dedup and not topic.endswith(DEDUP_SUFFIX):
         topic += DEDUP_SUFFIX
     try:
@@ -50,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except (LogError, OSError, TimeoutError) as exc:
         return _fail(str(exc), FAILED)
     except KeyboardInterrupt:
-        return _fail("interrupted", FAILED)
+        return _fail("interrupted", INTERRUPTED)
     return OK
 
 

@@ -46,13 +46,11 @@ from rtcommon.cluster import ClusterError
 from rtcommon.log import CodecError, PositionError, Record, TagFilter, check_position
 
 from ._cluster import Cluster
+from ._exits import FAILED, INTERRUPTED, USAGE
 from ._subscriber import END, START, Subscriber, SubscriberError
 
 __all__ = ["run"]
 
-USAGE_ERROR = 2
-FAILED = 1
-INTERRUPTED = 130
 TERMINATED = 143
 
 _encode_json = msgspec.json.Encoder(enc_hook=str).encode
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--count is a number of messages, not {count}")
     except (ClusterError, ValueError) as exc:
         print(f"rt sub: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return USAGE
     if count == 0:
         return 0
     _log_to_stderr()
@@ -231,6 +229,6 @@ def _print_stream(
         return 0
     if isinstance(error, SubscriberError):
         print(f"rt sub: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        return USAGE
     print(f"rt sub: {type(error).__name__}: {error}", file=sys.stderr)
     return FAILED

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import IO
 
 from rtcommon import env, localhost
-from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
+from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.processes import Backoff, describe_exit
@@ -54,6 +55,7 @@ __all__ = [
     "LaunchError",
     "Launcher",
     "build_spec",
+    "cluster_down",
     "node_ports",
     "prepare_data",
 ]
@@ -167,7 +169,7 @@ class Launcher:
         err: IO[str] | None = None,
     ) -> None:
         self.data = data.absolute()
-        self.path = self.data / "cluster.json"
+        self.path = self.data / CLUSTER_FILE
         self.shown_path = shown_path or str(self.path)
         self.base_port = base_port
         self.timeout = timeout
@@ -233,7 +235,7 @@ class Launcher:
 
     def _take_lock(self) -> None:
         try:
-            self._lock = DirectoryLock(self.data, name=".launcher.lock")  # held until exit
+            self._lock = DirectoryLock(self.data, name=LAUNCHER_LOCK)  # held until exit
         except LogLockedError as exc:
             raise LaunchError(
                 f"another 'rt cluster up' (pid {exc.holder}) is running on {self.data}"
@@ -411,5 +413,42 @@ def cluster_up(
     data: str, nodes: int, base_port: int = DEFAULT_BASE_PORT, timeout: float = DEFAULT_TIMEOUT
 ) -> int:
     """``rt cluster up``: run a local cluster in the foreground until a signal."""
-    shown = str(Path(data) / "cluster.json")
+    shown = str(Path(data) / CLUSTER_FILE)
     return Launcher(Path(data), nodes, base_port=base_port, timeout=timeout, shown_path=shown).run()
+
+
+LAUNCHER_LOCK = ".launcher.lock"
+
+
+def cluster_down(data: str, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """``rt cluster down``: stop the launcher that runs on ``data`` (its lock names its
+    pid) with SIGTERM, as Ctrl-C would, and wait until it has let go of its lock. Exit
+    status 0 once stopped, 1 if none runs there or it did not stop in time."""
+    folder = Path(data)
+    if not folder.is_dir():
+        print(f"rt cluster down: no data folder {folder}", file=sys.stderr)
+        return 1
+    try:
+        DirectoryLock(folder, name=LAUNCHER_LOCK).release()  # free: nobody runs there
+    except LogLockedError as exc:
+        holder = exc.holder
+    else:
+        print(f"rt cluster down: no cluster is running on {folder}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(int(holder), signal.SIGTERM)
+    except (ValueError, ProcessLookupError) as exc:
+        print(f"rt cluster down: cannot signal the launcher (pid {holder}): {exc}", file=sys.stderr)
+        return 1
+    print(f"rt cluster down: stopping the cluster on {folder} (launcher pid {holder})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            DirectoryLock(folder, name=LAUNCHER_LOCK).release()
+        except LogLockedError:
+            time.sleep(POLL_INTERVAL)
+            continue
+        print("rt cluster down: stopped")
+        return 0
+    print(f"rt cluster down: still running after {timeout:g} s", file=sys.stderr)
+    return 1

@@ -6,11 +6,15 @@ the most advanced node that answered), the end of the merged log (as a position 
 the deadline is shown as ``unreachable: <reason>``. Then, if any ``.dedup`` topic has
 merged anything, one line per topic and origin: the highest ``|id|`` merged and the
 duplicates dropped (the merge is deterministic, so the most advanced node speaks for
-all). Exit status 0 if at least one node answered, 1 otherwise.
+all). ``--json`` prints every node's status as JSON instead (positions as integers, and
+each stream's topic, held and merged positions). ``FILE`` may be the data folder.
+Exit status 0 if at least one node answered, 1 otherwise, 2 without a readable cluster
+description.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import IO
 
@@ -19,6 +23,8 @@ import grpc
 from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
 from rtcommon.log import split_position
 from rtproto.v1 import admin_pb2, admin_pb2_grpc
+
+from ._exits import FAILED, OK, USAGE
 
 __all__ = ["DEFAULT_DEADLINE", "format_position", "status"]
 
@@ -64,15 +70,23 @@ def _reason(node: NodeSpec, exc: grpc.RpcError) -> str:
 
 
 def status(
-    cluster_file: str, *, deadline: float = DEFAULT_DEADLINE, out: IO[str] | None = None
+    cluster_file: str,
+    *,
+    deadline: float = DEFAULT_DEADLINE,
+    out: IO[str] | None = None,
+    as_json: bool = False,
 ) -> int:
     out = out or sys.stdout
     try:
         spec = ClusterSpec.from_file(cluster_file)
     except ClusterError as exc:
         print(f"rt status: {exc}", file=sys.stderr)
-        return 1
+        return USAGE
     answers = _ask(spec.nodes, deadline)
+    if as_json:
+        print(json.dumps(_as_json(spec, answers), indent=2), file=out)
+        out.flush()
+        return OK if any(not isinstance(a, str) for a in answers) else FAILED
     names = {node.id: node.name for node in spec.nodes}
     applied = [a.applied_index for a in answers if not isinstance(a, str)]
     most = max(applied, default=0)
@@ -107,7 +121,43 @@ def status(
             print(file=out)
             _print_table(_DEDUP_HEADER, dedup, out)
     out.flush()
-    return 0 if applied else 1
+    return OK if applied else FAILED
+
+
+def _as_json(spec: ClusterSpec, answers: list[admin_pb2.NodeStatus | str]) -> dict:
+    """Every node's status as JSON (``--json``): what the table shows, and the streams."""
+    nodes = []
+    for node, answer in zip(spec.nodes, answers, strict=True):
+        if isinstance(answer, str):
+            nodes.append({"node": node.name, "error": answer})
+        else:
+            leader = next((n.name for n in spec.nodes if n.id == answer.leader), None)
+            nodes.append(
+                {
+                    "node": node.name,
+                    "role": answer.role,
+                    "term": answer.term,
+                    "leader": leader,
+                    "commit_index": answer.commit_index,
+                    "applied_index": answer.applied_index,
+                    "out_start": answer.out_start,
+                    "out_position": answer.out_position,
+                    "streams": [
+                        {"stream": s.stream, "topic": s.topic, "held": s.held, "merged": s.merged}
+                        for s in answer.streams
+                    ],
+                    "dedup": [
+                        {
+                            "topic": d.topic,
+                            "origin": d.origin,
+                            "last_id": d.watermark,
+                            "dropped": d.dropped,
+                        }
+                        for d in answer.dedup
+                    ],
+                }
+            )
+    return {"cluster": spec.name, "nodes": nodes}
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], out: IO[str]) -> None:

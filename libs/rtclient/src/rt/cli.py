@@ -1,8 +1,9 @@
 """The `rt` command line (DESIGN section 11).
 
 Every subcommand is declared here with its public options and runs from its own module:
-`rt cluster up` (the local launcher, `rt._launcher`), `rt pub` (`rt._cmd_pub`), `rt sub`
-(`rt._cmd_sub`) and `rt status` (`rt._status`).
+`rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
+(`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`) and `rt status` (`rt._status`). Exit codes are
+one table for all (`rt._exits`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+
+from ._exits import EXIT_CODES_HELP
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rtclient")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _base_port(text: str) -> int:
@@ -23,6 +34,12 @@ def _cluster_up(args: argparse.Namespace) -> int:
     from rt._launcher import cluster_up
 
     return cluster_up(args.data, args.nodes, base_port=args.base_port, timeout=args.timeout)
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    from rt._launcher import cluster_down
+
+    return cluster_down(args.data, timeout=args.timeout)
 
 
 def _pub(args: argparse.Namespace) -> int:
@@ -40,14 +57,16 @@ def _sub(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from rt._status import status
 
-    return status(args.cluster, deadline=args.deadline)
+    return status(args.cluster, deadline=args.deadline, as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rt",
         description="RT: a replicated, ordered message transport.",
+        epilog=EXIT_CODES_HELP,
     )
+    parser.add_argument("--version", action="version", version=f"rt {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     cluster = commands.add_parser("cluster", help="run a local cluster on this machine")
@@ -78,16 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up if the nodes are not all healthy by then (default 60)",
     )
     up.set_defaults(func=_cluster_up)
+    down = cluster_commands.add_parser(
+        "down",
+        help="stop the cluster that 'rt cluster up' runs on a data folder",
+        description="Stop the cluster that 'rt cluster up' runs on DIR (SIGTERM to its"
+        " launcher, which stops every node) and wait until it has stopped.",
+    )
+    down.add_argument("--data", default="DATA", metavar="DIR", help="data folder (default DATA)")
+    down.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for it to stop (default 60)",
+    )
+    down.set_defaults(func=_cluster_down)
 
     pub = commands.add_parser(
         "pub",
         help="publish one message per stdin line (JSON if it parses)",
         description="Publish one message per line of standard input (JSON if it parses).",
     )
-    pub.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    pub.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
     pub.add_argument("--topic", metavar="T", help="topic to publish on")
     pub.add_argument("--origin", metavar="O", help="origin recorded on each message")
     pub.add_argument("--dedup", action="store_true", help="publish on a deduplicating topic")
+    pub.add_argument(
+        "--local",
+        action="store_true",
+        help="allow a topic that is an absolute path: a local log, nothing sent to the cluster",
+    )
     pub.set_defaults(func=_pub)
 
     sub = commands.add_parser(
@@ -96,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         description='Print one JSON line per message ({"pos":..,"on":..,"id":..,"ts":..,'
         '"data":..}) and per event ({"event":"reset"|"badtail","pos":[a,b]}).',
     )
-    sub.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    sub.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
     sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
@@ -107,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="roles, positions and lag, per node",
         description="Show roles, positions and lag, per node.",
     )
-    status.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
+    status.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
+    status.add_argument("--json", action="store_true", help="print every node's status as JSON")
     status.add_argument(
         "--deadline",
         type=float,

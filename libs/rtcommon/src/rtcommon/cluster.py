@@ -16,7 +16,10 @@ import msgspec
 
 from .log import write_file_atomically
 
-__all__ = ["ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
+__all__ = ["CLUSTER_FILE", "ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
+
+#: The name of the cluster description in a data folder.
+CLUSTER_FILE = "cluster.json"
 
 
 class ClusterError(Exception):
@@ -53,12 +56,19 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ClusterSpec:
+        """The cluster described at ``path``: a cluster.json, or a data folder holding one
+        (what ``rt cluster up --data`` was given)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CLUSTER_FILE
         try:
-            return msgspec.json.decode(Path(path).read_bytes(), type=cls)
+            return msgspec.json.decode(path.read_bytes(), type=cls)
         except FileNotFoundError:
             raise ClusterError(
                 f"no cluster description at {path}: is the cluster running (rt cluster up)?"
             ) from None
+        except OSError as exc:
+            raise ClusterError(f"cannot read the cluster description {path}: {exc}") from None
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ClusterError(f"{path} is not a valid cluster description: {exc}") from exc
 

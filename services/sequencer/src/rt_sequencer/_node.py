@@ -194,6 +194,8 @@ class Node:
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
         self._health = health.aio.HealthServicer()
+        # The servicer starts as SERVING; this node serves once it knows a leader.
+        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for address in dict.fromkeys((self.spec.push, self.spec.pull)):
             if server.add_insecure_port(address) == 0:

@@ -1,0 +1,25 @@
+"""The exit status of every ``rt`` command, in one table (``rt --help`` shows it).
+
+====  ================================================================
+code  meaning
+====  ================================================================
+0     done
+1     failed (a node or the cluster did not do what was asked)
+2     usage: bad arguments, or no readable cluster description
+130   interrupted (Ctrl-C)
+====  ================================================================
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXIT_CODES_HELP", "FAILED", "INTERRUPTED", "OK", "USAGE"]
+
+OK = 0
+FAILED = 1
+USAGE = 2
+INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "exit status: 0 done; 1 failed; 2 usage (bad arguments, or no readable cluster"
+    " description); 130 interrupted (Ctrl-C)"
+)

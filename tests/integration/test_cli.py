@@ -1,0 +1,102 @@
+"""The ``rt`` command line as a user meets it: version, exit codes, a data folder where a
+cluster.json is asked for, ``status --json``, refusals of topics that would publish
+nothing, ``cluster down`` (issue 13, first points)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rtcommon.log import read_log
+
+BIN = Path(sys.executable).parent
+
+
+def rt(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "rt"), *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_version_and_the_exit_codes_in_help() -> None:
+    version = rt("--version")
+    assert version.returncode == 0 and version.stdout.startswith("rt ")
+    assert "130 interrupted" in rt("--help").stdout
+
+
+@pytest.mark.parametrize("command", [["pub"], ["sub", "--count", "1"], ["status"]])
+def test_a_missing_cluster_description_is_a_usage_error_everywhere(tmp_path: Path, command):
+    result = rt(*command, "--cluster", str(tmp_path / "nowhere.json"), stdin="x\n")
+    assert result.returncode == 2, result
+    assert "no cluster description" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_takes_the_data_folder_and_prints_json(cluster: Any) -> None:
+    running = cluster(nodes=3)
+    table = rt("status", "--cluster", str(running.data))
+    assert table.returncode == 0, table
+    answer = rt("status", "--cluster", str(running.data), "--json")
+    assert answer.returncode == 0, answer
+    nodes = json.loads(answer.stdout)["nodes"]
+    assert [n["node"] for n in nodes] == [n.name for n in running.spec.nodes]
+    # 'ready' means every node knows a leader: a sequencer is healthy only then
+    names = {n.name for n in running.spec.nodes}
+    assert all(n["leader"] in names for n in nodes), nodes
+    assert all(isinstance(n["out_position"], int) for n in nodes)
+
+
+def test_topics_that_would_publish_nothing_to_the_cluster_are_refused(
+    cluster: Any, tmp_path: Path
+) -> None:
+    running = cluster(nodes=1)
+    empty = rt("pub", "--cluster", str(running.path), "--topic", "", stdin="1\n")
+    assert empty.returncode == 2 and "must not be empty" in empty.stderr
+    local = tmp_path / "local-log"
+    refused = rt("pub", "--cluster", str(running.path), "--topic", str(local), stdin="1\n")
+    assert refused.returncode == 2 and "--local" in refused.stderr
+    assert not local.exists()
+    allowed = rt(
+        "pub", "--cluster", str(running.path), "--topic", str(local), "--local", stdin="1\n2\n"
+    )
+    assert allowed.returncode == 0, allowed
+    assert [r.data for r in read_log(local)] == [1, 2]
+
+
+def test_ctrl_c_ends_rt_pub_with_130(cluster: Any) -> None:
+    running = cluster(nodes=1)
+    proc = subprocess.Popen(
+        [str(BIN / "rt"), "pub", "--cluster", str(running.path), "--topic", "ctrlc"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("1\n")
+    proc.stdin.flush()
+    time.sleep(1.0)  # the publisher is up and waiting for more input
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+
+
+def test_cluster_down_stops_what_cluster_up_runs_on_a_folder(cluster: Any, procs: Any) -> None:
+    running = cluster(nodes=1)
+    everything = [running.proc.pid, *procs.descendants(running.proc.pid)]
+    down = rt("cluster", "down", "--data", str(running.data))
+    assert down.returncode == 0, down
+    assert "stopped" in down.stdout
+    procs.wait_gone(everything)
+    again = rt("cluster", "down", "--data", str(running.data))
+    assert again.returncode == 1 and "no cluster is running" in again.stderr
