@@ -100,3 +100,21 @@ def test_cluster_down_stops_what_cluster_up_runs_on_a_folder(cluster: Any, procs
     procs.wait_gone(everything)
     again = rt("cluster", "down", "--data", str(running.data))
     assert again.returncode == 1 and "no cluster is running" in again.stderr
+
+
+def test_rt_pub_says_what_it_did_and_takes_its_options(cluster: Any, tmp_path: Path) -> None:
+    running = cluster(nodes=1)
+    base = ["pub", "--cluster", str(running.path), "--log-dir", str(tmp_path)]
+    done = rt(*base, "--topic", "opts", "--publisher-id", "me", stdin='{"a": 1}\n2\n')
+    assert done.returncode == 0, done
+    assert done.stdout == "" and "2 message(s) on topic opts, held by a quorum" in done.stderr
+    assert [r.data for r in read_log(tmp_path / "me.opts")] == [{"a": 1}, 2]
+    quiet = rt(*base, "--topic", "opts", "--publisher-id", "me", "--quiet", stdin="3\n")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    strict = rt(
+        *base, "--topic", "opts", "--publisher-id", "me", "--strict", stdin="4\nnot json\n5\n"
+    )
+    assert strict.returncode == 2 and "line 2 is not JSON" in strict.stderr
+    assert [r.data for r in read_log(tmp_path / "me.opts")] == [{"a": 1}, 2, 3, 4]
+    bad = rt(*base, "--topic", "a/b", stdin="1\n")
+    assert bad.returncode == 2 and "topic 'a/b'" in bad.stderr, bad.stderr

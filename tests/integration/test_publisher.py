@@ -198,7 +198,8 @@ def test_rt_pub_publishes_stdin_lines(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines)))
     args = argparse.Namespace(cluster=str(running.path), topic="cli", origin="me", dedup=dedup)
     assert rt_pub(args) == 0
-    assert capsys.readouterr() == ("", "")
+    out, err = capsys.readouterr()
+    assert out == "" and "rt pub: 3 message(s) on topic cli" in err and "held by a quorum" in err
     stream = f"{env.hostname()}.cli" + (".dedup" if dedup else "")
     directory = tmp_path / "logs" / stream
     published = read_log(directory)

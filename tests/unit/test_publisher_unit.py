@@ -315,7 +315,7 @@ def test_rt_pub_with_a_bad_topic_is_a_usage_error(tmp_path: Path, capsys, monkey
     monkeypatch.setenv("RT_LOG_PATH", str(tmp_path / "logs"))
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"x\n")))
     assert run(pub_args(str(path), topic="a/b")) == 2
-    assert "stream name" in capsys.readouterr().err
+    assert "topic 'a/b' must use only" in capsys.readouterr().err  # the topic, not the stream
 
 
 # -- links sharing reads -------------------------------------------------------------------

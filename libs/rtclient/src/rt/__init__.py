@@ -4,7 +4,15 @@
 replicates it to the cluster; ``rt.Subscriber`` replicates the merged log and
 delivers it from a local copy; ``rt.prune`` truncates a local copy. The ``rt``
 command line lives in ``rt.cli``.
+
+Every error raised on purpose derives from :class:`rt.RTError` (the tree is drawn in
+``rtcommon.errors``); the ones a caller meets are exported here.
 """
+
+from rtcommon.cluster import ClusterError
+from rtcommon.errors import RTError
+from rtcommon.log import CodecError, LogError, LogLockedError, LogWriteError, PositionError
+from rtcommon.streams import StreamNameError
 
 from ._cluster import Cluster
 from ._prune import prune
@@ -13,9 +21,17 @@ from ._subscriber import PositionOutOfRangeError, Subscriber, SubscriberError
 
 __all__ = [
     "Cluster",
+    "ClusterError",
+    "CodecError",
     "IdSequenceError",
+    "LogError",
+    "LogLockedError",
+    "LogWriteError",
+    "PositionError",
     "PositionOutOfRangeError",
     "Publisher",
+    "RTError",
+    "StreamNameError",
     "Subscriber",
     "SubscriberError",
     "prune",

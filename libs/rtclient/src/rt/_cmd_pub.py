@@ -3,7 +3,10 @@
 A line that parses as JSON is published as that value, any other line as the string
 (without its line end); empty lines are skipped. The topic is ``--topic`` (default
 ``pub``), with ``.dedup`` appended by ``--dedup``. At the end of input the publisher
-flushes (a quorum holds every line) and closes. Prints nothing on success.
+flushes (a quorum holds every line, within ``--timeout`` seconds) and closes, then says
+on standard error how many messages it published and the last position (``--quiet``: it
+says nothing). ``--strict`` refuses a line that is not JSON (exit 2; the lines before it
+are published); ``--log-dir`` and ``--publisher-id`` place the publisher's log.
 
 A topic that is an absolute path publishes to that local log only (no replication):
 ``--local`` must say so. Exit status (``rt._exits``): 0 done, 1 a publishing error, 2 a
@@ -21,7 +24,7 @@ import msgspec
 
 from rtcommon.cluster import ClusterError
 from rtcommon.log import LogError
-from rtcommon.streams import DEDUP_SUFFIX
+from rtcommon.streams import DEDUP_SUFFIX, check_topic
 
 from ._cluster import Cluster
 from ._exits import FAILED, INTERRUPTED, OK, USAGE
@@ -32,6 +35,10 @@ DEFAULT_TOPIC = "pub"
 _json = msgspec.json.Decoder()
 
 
+class NotJSONError(ValueError):
+    """A line that is not JSON, under ``--strict``."""
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cluster = Cluster.from_file(args.cluster)
@@ -40,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     topic = DEFAULT_TOPIC if args.topic is None else args.topic
     if not topic:
         return _fail("--topic must not be empty", USAGE)
-    if os.path.isabs(topic) and not getattr(args, "local", False):
+    local = os.path.isabs(topic)
+    if local and not getattr(args, "local", False):
         return _fail(
             f"topic {topic!r} is a path: it publishes to that local log only, nothing reaches"
             " the cluster; pass --local if that is what you want",
@@ -49,28 +57,55 @@ def run(args: argparse.Namespace) -> int:
     if args.dedup and not topic.endswith(DEDUP_SUFFIX):
         topic += DEDUP_SUFFIX
     try:
-        publisher = Publisher(cluster, topic, origin=args.origin)
-    except ValueError as exc:  # a topic or origin that cannot name a stream
+        if not local:
+            check_topic(topic)  # named as the user gave it, not as the stream it makes
+        publisher = Publisher(
+            cluster,
+            topic,
+            getattr(args, "log_dir", None),
+            origin=args.origin,
+            publisher_id=getattr(args, "publisher_id", None),
+        )
+    except ValueError as exc:  # a topic, origin or publisher id that cannot name a stream
         return _fail(str(exc), USAGE)
     except (LogError, OSError) as exc:
         return _fail(str(exc), FAILED)
+    count = 0
     try:
         with publisher:
-            publish_lines(publisher, sys.stdin.buffer)
+            count = publish_lines(
+                publisher, sys.stdin.buffer, strict=getattr(args, "strict", False)
+            )
+            publisher.flush(getattr(args, "timeout", None))
+    except NotJSONError as exc:
+        return _fail(f"{exc} (--strict); the lines before it were published", USAGE)
     except (LogError, OSError, TimeoutError) as exc:
         return _fail(str(exc), FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED)
+    if not getattr(args, "quiet", False):
+        where = "in the local log" if local else "held by a quorum"
+        print(
+            f"rt pub: {count} message(s) on topic {topic}, {where}; last position"
+            f" {publisher.position}",
+            file=sys.stderr,
+        )
     return OK
 
 
-def publish_lines(publisher: Publisher, lines: BinaryIO) -> int:
-    """Publish each non-empty line of ``lines``; return how many were published."""
+def publish_lines(publisher: Publisher, lines: BinaryIO, *, strict: bool = False) -> int:
+    """Publish each non-empty line of ``lines``; return how many were published. With
+    ``strict``, a line that is not JSON raises NotJSONError."""
     count = 0
-    for raw in lines:
+    for number, raw in enumerate(lines, 1):
         line = raw.rstrip(b"\r\n")
         if not line:
             continue
+        if strict:
+            try:
+                _json.decode(line)
+            except msgspec.DecodeError:
+                raise NotJSONError(f"line {number} is not JSON: {line[:60]!r}") from None
         publisher.publish(_message(line))
         count += 1
     return count

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from rtcommon.errors import RTError
+
 __all__ = ["PositionOutOfRangeError", "SubscriberError"]
 
 
-class SubscriberError(Exception):
+class SubscriberError(RTError):
     """A subscriber cannot go on: it needs a new position, local copy or cluster."""
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec
+from rtcommon.errors import RTError
 from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
 from rtcommon.replication import Replicator
 from rtcommon.streams import check_stream_name, write_topic
@@ -64,7 +65,7 @@ CLOSE_DRAIN_TIMEOUT = 5.0
 RETRY_WRITE_INTERVAL = 0.1
 
 
-class IdSequenceError(ValueError):
+class IdSequenceError(RTError, ValueError):
     """A message id that breaks the rule: per origin, ``abs(id)`` rises by one."""
 
 

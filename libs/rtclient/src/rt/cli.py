@@ -129,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a topic that is an absolute path: a local log, nothing sent to the cluster",
     )
+    pub.add_argument("--strict", action="store_true", help="refuse a line that is not JSON")
+    pub.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait at the end for a quorum to hold everything (default 60)",
+    )
+    pub.add_argument("--log-dir", metavar="DIR", help="parent of the log (default $RT_LOG_PATH)")
+    pub.add_argument(
+        "--publisher-id", metavar="ID", help="names the log <ID>.<topic> (default the host name)"
+    )
+    pub.add_argument("--quiet", action="store_true", help="say nothing on success")
     pub.set_defaults(func=_pub)
 
     sub = commands.add_parser(

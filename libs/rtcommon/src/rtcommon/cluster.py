@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from .errors import RTError
 from .log import write_file_atomically
 
 __all__ = ["CLUSTER_FILE", "ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
@@ -22,7 +23,7 @@ __all__ = ["CLUSTER_FILE", "ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
 CLUSTER_FILE = "cluster.json"
 
 
-class ClusterError(Exception):
+class ClusterError(RTError):
     """A cluster description that is missing, malformed or inconsistent."""
 
 

@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from rtcommon.errors import RTError
 from rtcommon.log import write_file_atomically
 
 MAX_STREAM_NAME = 200
@@ -25,7 +26,7 @@ TOPIC_FILE = ".topic"
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
-class StreamNameError(ValueError):
+class StreamNameError(RTError, ValueError):
     """A stream name that the nodes would refuse."""
 
 

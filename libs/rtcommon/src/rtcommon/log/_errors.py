@@ -18,8 +18,10 @@ a ``badtail`` event so that a reader can move on (see ``_reader``).
 
 from __future__ import annotations
 
+from ..errors import RTError
 
-class LogError(Exception):
+
+class LogError(RTError):
     """Base class of every error raised by :mod:`rtcommon.log`."""
 
 
