@@ -45,7 +45,7 @@ JOBS ?= 2
 .PHONY: help venv run test protos check-protos lint format sim bench clean
 
 help:
-	@echo "make run           run the system (a local cluster; for now it only prints what exists)"
+	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it)"
 	@echo "make test          all set-up, check-protos, lint, pytest over tests/, then sim SEEDS=300"
 	@echo "make protos        regenerate the gRPC/protobuf stubs from protos/ into $(PROTO_OUT)/rtproto"
 	@echo "make check-protos  fail if the committed stubs differ from what protos/ generates"
