@@ -60,6 +60,12 @@ def _status(args: argparse.Namespace) -> int:
     return status(args.cluster, deadline=args.deadline, as_json=args.json)
 
 
+def _add_timeout(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help=f"{what} (default 60)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rt",
@@ -89,13 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="node n listens on B+1+10n (pull), B+2+10n (push), B+1000+10n (REST); default 5000",
     )
-    up.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="give up if the nodes are not all healthy by then (default 60)",
-    )
+    _add_timeout(up, "give up if the nodes are not all healthy by then")
     up.set_defaults(func=_cluster_up)
     down = cluster_commands.add_parser(
         "down",
@@ -104,13 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         " launcher, which stops every node) and wait until it has stopped.",
     )
     down.add_argument("--data", default="DATA", metavar="DIR", help="data folder (default DATA)")
-    down.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait for it to stop (default 60)",
-    )
+    _add_timeout(down, "how long to wait for it to stop")
     down.set_defaults(func=_cluster_down)
 
     pub = commands.add_parser(
@@ -130,13 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a topic that is an absolute path: a local log, nothing sent to the cluster",
     )
     pub.add_argument("--strict", action="store_true", help="refuse a line that is not JSON")
-    pub.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long to wait at the end for a quorum to hold everything (default 60)",
-    )
+    _add_timeout(pub, "how long to wait at the end for a quorum to hold everything")
     pub.add_argument("--log-dir", metavar="DIR", help="parent of the log (default $RT_LOG_PATH)")
     pub.add_argument(
         "--publisher-id", metavar="ID", help="names the log <ID>.<topic> (default the host name)"
