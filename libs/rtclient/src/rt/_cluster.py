@@ -47,7 +47,7 @@ class Cluster:
         if isinstance(cluster, str | os.PathLike):
             return cls.from_file(cluster)
         if isinstance(cluster, ClusterSpec | list | tuple):
-            return cls(cluster if isinstance(cluster, ClusterSpec) else list(cluster))
+            return cls(cluster)
         raise TypeError(
             "a cluster is an rt.Cluster, a list of node addresses or the path of a"
             f" cluster.json, not {type(cluster).__name__}"

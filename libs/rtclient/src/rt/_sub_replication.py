@@ -27,7 +27,7 @@ import grpc
 
 from rtcommon.cluster import NodeSpec
 from rtcommon.follow import FailoverPolicy, cancelling, follow
-from rtcommon.grpcopts import CHANNEL_OPTIONS
+from rtcommon.grpcopts import CHANNEL_OPTIONS, describe_error
 from rtcommon.log import (
     Chunk,
     LogMirror,
@@ -123,7 +123,7 @@ class Replication:
             log.warning(
                 "subscriber of %s: %s; resuming from %s on %s",
                 self.log_dir,
-                _describe(error),
+                f"pull failed: {describe_error(error)}",
                 end,
                 label,
             )
@@ -131,7 +131,7 @@ class Replication:
             log.warning(
                 "subscriber of %s: %s; retrying on %s in %.2f s",
                 self.log_dir,
-                _describe(error),
+                f"pull failed: {describe_error(error)}",
                 label,
                 delay,
             )
@@ -210,9 +210,3 @@ def reset_copy(directory: Path, new_session: int) -> LogMirror:
     fd = os.open(directory / file_name(new_session, 0), os.O_WRONLY | os.O_CREAT, 0o644)
     os.close(fd)
     return LogMirror(directory, sync=SyncPolicy.INTERVAL, start_mid_file=True)
-
-
-def _describe(error: BaseException | None) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"pull failed: {error.code().name} {error.details()}"
-    return f"pull failed: {type(error).__name__}: {error}"

@@ -30,17 +30,18 @@ class StreamNameError(RTError, ValueError):
     """A stream name that the nodes would refuse."""
 
 
-def check_stream_name(name: str) -> str:
-    """Return ``name`` if the nodes accept it as a stream name, else raise StreamNameError."""
+def check_stream_name(name: str, what: str = "stream name") -> str:
+    """Return ``name`` if the nodes accept it as a stream name (or as what ``what`` says:
+    a topic follows the same rules), else raise StreamNameError."""
     if not isinstance(name, str) or not name:
-        raise StreamNameError(f"a stream name is a non-empty string, not {name!r}")
+        raise StreamNameError(f"a {what} is a non-empty string, not {name!r}")
     if len(name) > MAX_STREAM_NAME:
         raise StreamNameError(
-            f"stream name {name[:40]!r}... is {len(name)} characters; at most {MAX_STREAM_NAME}"
+            f"{what} {name[:40]!r}... is {len(name)} characters; at most {MAX_STREAM_NAME}"
         )
     if not _STREAM_NAME.fullmatch(name):
         raise StreamNameError(
-            f"stream name {name!r} must use only letters, digits, '.', '_' and '-'"
+            f"{what} {name!r} must use only letters, digits, '.', '_' and '-'"
             " and must not start with '.'"
         )
     return name
@@ -60,10 +61,7 @@ def is_dedup_topic(topic: str) -> bool:
 
 def check_topic(topic: str) -> str:
     """Return ``topic`` if it can name a replicated topic, else raise StreamNameError."""
-    try:
-        return check_stream_name(topic)
-    except StreamNameError as exc:
-        raise StreamNameError(str(exc).replace("stream name", "topic", 1)) from None
+    return check_stream_name(topic, "topic")
 
 
 def read_topic(directory: str | os.PathLike[str]) -> str | None:

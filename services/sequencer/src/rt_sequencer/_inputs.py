@@ -61,13 +61,12 @@ class InputStream:
 
     def claim_topic(self, topic: str) -> None:
         """Record ``topic`` as this stream's; refuse another topic than the recorded one."""
-        recorded = read_topic(self.directory)
-        if recorded is None:
+        if self.topic is None:  # read from the directory when the stream was opened
             write_topic(self.directory, check_topic(topic))
             self.topic = topic
-        elif recorded != topic:
+        elif self.topic != topic:
             raise TopicConflictError(
-                f"stream {self.name} publishes on topic {recorded!r}, not {topic!r}: a"
+                f"stream {self.name} publishes on topic {self.topic!r}, not {topic!r}: a"
                 " publisher on another topic needs its own log directory"
             )
 

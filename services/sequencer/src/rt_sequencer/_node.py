@@ -102,7 +102,7 @@ class Node:
         self.checkpoint_path = self.state_dir / "checkpoint"
         self.view_changed = Signal()  #: fires when any node's held positions are heard
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()  # fetches and proposals in flight
+        self._tasks: set[asyncio.Task[None]] = set()  # fetches under way
         self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0

@@ -32,7 +32,7 @@ from rtproto.v1 import common_pb2, push_pb2, push_pb2_grpc
 
 from ..cluster import NodeSpec
 from ..follow import FailoverPolicy
-from ..grpcopts import CHANNEL_OPTIONS
+from ..grpcopts import CHANNEL_OPTIONS, describe_error
 from ..log import RESET, Chunk, LogEvent, LogReader, PositionError
 
 log = logging.getLogger("rtcommon.replication")
@@ -419,11 +419,9 @@ def _name(node: NodeSpec) -> str:
 
 
 async def _describe(exc: BaseException, call) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
     if isinstance(exc, TimeoutError):
         return "no answer to the opening request"
-    if call is not None and call.done():
+    if not isinstance(exc, grpc.aio.AioRpcError) and call is not None and call.done():
         with contextlib.suppress(Exception):
             return f"{(await call.code()).name}: {await call.details()}"
-    return f"{type(exc).__name__}: {exc}"
+    return describe_error(exc)

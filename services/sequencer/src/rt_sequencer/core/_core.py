@@ -122,7 +122,7 @@ class SequencerCore:
         self._next_proposal = now
         # backup path
         self._last_write: dict[str, float] = {}
-        self._fetching: dict[str, int] = {}  # stream -> peer asked
+        self._fetching: set[str] = set()  # streams with a Fetch under way
         self._fetch_after: dict[str, float] = {}
         self._next_backup_check = now
         # gossip
@@ -189,6 +189,8 @@ class SequencerCore:
         self._maybe_propose()
 
     def raft_changed(self, state: RaftState) -> None:
+        if state == self.raft:
+            return  # most Readies move nothing the core looks at
         self.raft = state
         if state.role is not Role.LEADER or state.term != self._proposed_term:
             self._proposed, self._outstanding = None, []
@@ -212,8 +214,8 @@ class SequencerCore:
         """Raft handed over a snapshot (a checkpoint of a peer): if it is ahead of the
         merge, bring the merged log to its position, then take its state."""
         checkpoint = Checkpoint.decode(data)
-        ahead = self._installing or self.saved
-        if checkpoint.applied_index <= max(self.merger.applied_index, ahead.applied_index):
+        installing = self._installing.applied_index if self._installing is not None else 0
+        if checkpoint.applied_index <= max(self.merger.applied_index, installing):
             return
         self._installing = checkpoint
         while self._pending and self._pending[0][0] <= checkpoint.applied_index:
@@ -274,7 +276,7 @@ class SequencerCore:
 
     def fetch_ended(self, stream: str) -> None:
         """A :class:`Fetch` of ``stream`` ended (done, or failed)."""
-        self._fetching.pop(stream, None)
+        self._fetching.discard(stream)
         self._fetch_after[stream] = self.now + self.timing.fetch_retry
         if self._pending:
             self._apply()
@@ -348,7 +350,7 @@ class SequencerCore:
         for stream in sorted(view.streams()):
             end = view.quorum_held(stream)
             start = proposed.get(stream, 0)
-            topic = merger.topics.get(stream) or view.topics.get(stream)
+            topic = self._topic_of(stream)
             if end > start and topic is not None:
                 ranges.append(Range(stream, start, end, topic))
         if ranges:
@@ -372,11 +374,15 @@ class SequencerCore:
         peer, held = self.view.best_peer(stream, self.node_id)
         if held <= self.merger.inputs.written(stream):
             return  # no peer is known to hold more yet: gossip will tell
-        topic = self.merger.topics.get(stream) or self.view.topics.get(stream)
+        topic = self._topic_of(stream)
         if topic is None:
             return  # a stream is never created here under a guessed topic
-        self._fetching[stream] = peer
+        self._fetching.add(stream)
         self._emit(Fetch(stream, topic, peer, max(target, held)))
+
+    def _topic_of(self, stream: str) -> str | None:
+        """A stream's topic: as merged, else as heard; None while unknown."""
+        return self.merger.topics.get(stream) or self.view.topics.get(stream)
 
     # -- gossip --------------------------------------------------------------------------
 

@@ -69,7 +69,6 @@ from ..raft import (
 )
 from ..raftsim import TICK_STEPS, lose_unsynced_commit, tear_write
 from ..raftsim._base import SimulationBase
-from ..raftsim._network import Network
 from ._checker import MergeChecker, TopicOrigin
 from ._storage import MemoryInputs, MemoryOut
 
@@ -219,7 +218,6 @@ class NodeSimulation(SimulationBase):
         self.core_class = core_class
         self.stats = NodeSimStats()
         self.checker = MergeChecker()
-        self.network = Network(self.rng)
         self.quorum = quorum(self.config.nodes)
         self._hosts = [_Host(i, self) for i in range(self.config.nodes)]
         self._publishers = self._make_publishers()
@@ -293,12 +291,6 @@ class NodeSimulation(SimulationBase):
 
     def _seconds(self) -> float:
         return self.now * STEP_SECONDS
-
-    def _delay(self, slow: float = 0.05) -> int:
-        """A disk's delay in steps: mostly short, sometimes a slow fsync."""
-        if self.rng.random() < slow:
-            return self.rng.randint(5, 30)
-        return self.rng.randint(1, 3)
 
     # -- starting and crashing a node ----------------------------------------------------
 
@@ -425,12 +417,14 @@ class NodeSimulation(SimulationBase):
             ready = raft.ready()
             if ready.must_sync:
                 host.pending = ready
-                delay = self._delay()
-                if host.crash_during_write:
-                    host.crash_during_write = False
-                    crash_at = self.now + self.rng.randrange(delay)
-                    self._push(crash_at, _CRASH, host.node_id, host.incarnation)
-                self._push(self.now + delay, _PERSISTED, host.node_id, host.incarnation)
+                crash_during, host.crash_during_write = host.crash_during_write, False
+                self._schedule_write(
+                    host.node_id,
+                    host.incarnation,
+                    crash_during=crash_during,
+                    persisted=_PERSISTED,
+                    crash=_CRASH,
+                )
                 return
             host.raft_storage.save(ready.hard_state, ready.entries, ready.snapshot)
             self._complete(host, ready)
@@ -506,7 +500,9 @@ class NodeSimulation(SimulationBase):
         elif isinstance(action, SaveCheckpoint):
             host.checkpoint_queue.append(action.checkpoint)
             if len(host.checkpoint_queue) == 1:
-                self._push(self.now + self._delay(), _CHECKPOINTED, host.node_id, host.incarnation)
+                self._push(
+                    self.now + self._disk_delay(), _CHECKPOINTED, host.node_id, host.incarnation
+                )
         elif isinstance(action, Compact):
             self._compact(host, action)
         elif isinstance(action, Fetch):
@@ -568,7 +564,7 @@ class NodeSimulation(SimulationBase):
         host.out.durable = max(host.out.durable, checkpoint.out_position - BASE)
         host.checkpoint = checkpoint.encode()
         if host.checkpoint_queue:
-            self._push(self.now + self._delay(), _CHECKPOINTED, node, incarnation)
+            self._push(self.now + self._disk_delay(), _CHECKPOINTED, node, incarnation)
         assert host.core is not None
         host.core.checkpoint_saved(checkpoint)
         self._after(host)
@@ -639,7 +635,9 @@ class NodeSimulation(SimulationBase):
         if host.inputs.dirty and not host.syncing:
             host.syncing = True
             marks = host.inputs.start_sync()
-            self._push(self.now + self._delay(), _SYNCED, host.node_id, (host.incarnation, marks))
+            self._push(
+                self.now + self._disk_delay(), _SYNCED, host.node_id, (host.incarnation, marks)
+            )
 
     def _on_synced(self, node: int, payload: tuple[int, dict[str, int]]) -> None:
         host = self._hosts[node]
@@ -655,7 +653,10 @@ class NodeSimulation(SimulationBase):
         if host.inputs.dirty:
             host.syncing = True
             self._push(
-                self.now + self._delay(), _SYNCED, node, (incarnation, host.inputs.start_sync())
+                self.now + self._disk_delay(),
+                _SYNCED,
+                node,
+                (incarnation, host.inputs.start_sync()),
             )
         self._after(host)
 

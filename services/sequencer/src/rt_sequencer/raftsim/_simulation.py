@@ -42,7 +42,6 @@ from rt_sequencer.raft import (
 
 from ._base import TICK_STEPS, SimulationBase
 from ._checker import SafetyChecker, Violation
-from ._network import Network
 from ._result import SimResult
 
 _TICK, _DELIVER, _PERSISTED, _CRASH, _CLIENT, _FAULT, _RESTART, _QUIET, _CHECK = range(9)
@@ -129,7 +128,6 @@ class Simulation(SimulationBase):
         self.node_class = node_class
         self.stats = SimStats()
         self.checker = SafetyChecker()
-        self.network = Network(self.rng)
         self._peers = tuple(range(1, self.config.nodes + 1))
         self._hosts = [_Host(i, self.rng.choice((9, 10, 10, 11))) for i in self._peers]
         self._unacked: set[bytes] = set()
@@ -257,14 +255,14 @@ class Simulation(SimulationBase):
                 self._note(f"n{host.node_id} {_describe_ready(ready)}")
             if ready.must_sync:
                 host.pending = ready
-                delay = self.rng.randint(1, 3)
-                if self.rng.random() < 0.05:
-                    delay = self.rng.randint(5, 30)
-                if host.crash_during_write:
-                    host.crash_during_write = False
-                    crash_at = self.now + self.rng.randrange(delay)
-                    self._push(crash_at, _CRASH, host.node_id, host.incarnation)
-                self._push(self.now + delay, _PERSISTED, host.node_id, host.incarnation)
+                crash_during, host.crash_during_write = host.crash_during_write, False
+                self._schedule_write(
+                    host.node_id,
+                    host.incarnation,
+                    crash_during=crash_during,
+                    persisted=_PERSISTED,
+                    crash=_CRASH,
+                )
                 return
             host.storage.save(ready.hard_state, ready.entries, ready.snapshot)
             self._complete(host, ready)
