@@ -244,6 +244,37 @@ def test_reset_wipes_files_and_starts_a_new_session(tmp_path):
     reader.close()
 
 
+def test_a_reset_right_after_a_roll_and_a_replay_from_before_it_meet_the_reset(tmp_path):
+    writer = LogWriter(tmp_path, roll_size=200, seal_on_close=True)
+    for i in range(3):
+        writer.append(record(i))
+    writer.close()  # the last file sealed: the reset falls right after a roll
+    reader = LogReader(tmp_path)
+    assert len(records_only([item for _ in range(5) for item in reader.read()])) == 3
+    reached = reader.position
+    for session, roll in list_log_files(tmp_path):
+        os.truncate(tmp_path / f"log.{session}.{roll}", 0)
+    with LogWriter(tmp_path) as writer:
+        writer.append(record(100))
+    event = LogEvent(RESET, (reached, file_start(1, 0)))
+    assert reader.read() == [event]
+    assert [r.id for r in reader.read()] == [101]
+    reader.close()
+    # a reader that starts from the position reached meets the same event
+    assert read_log(tmp_path, reached) == [event, read_log(tmp_path)[-1]]
+
+
+def test_a_position_in_a_file_the_log_will_not_reach_is_refused(tmp_path):
+    with LogWriter(tmp_path, roll_size=200) as writer:
+        writer.append(record(0))
+    for awaited in (file_start(0, 1), file_start(1, 0)):  # the next file, the next session
+        with LogReader(tmp_path, awaited) as reader:
+            assert reader.read() == []
+    for beyond in (file_start(0, 2), file_start(1, 1), 1 << 52):
+        with pytest.raises(PositionError, match="past the end.*the log ends in log.0.0"):
+            LogReader(tmp_path, beyond)
+
+
 def test_reader_follows_a_growing_log_across_rolls(tmp_path):
     total = 2000
     writer = LogWriter(tmp_path, roll_size=4096)

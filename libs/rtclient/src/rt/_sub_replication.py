@@ -7,11 +7,9 @@ next node on any error, backoff until a stream makes progress) into a
 It runs on the process's background loop; :meth:`Replication.run` raises only what
 retrying cannot mend (:class:`SubscriberError`).
 
-A hard reset (the cluster's files emptied, a new session begun) is recognised when a
-node's stream jumps to a newer session while the copy's last file is still open: the
-copy's older files are emptied too, so delivery reports a ``reset`` event and goes on in
-the new session. (A reset that falls exactly after a roll, with the copy's last file
-sealed, is not recognised.)
+A hard reset (the cluster's files emptied, a new session begun) reaches the copy as a
+chunk marked ``reset`` at the new session's start: the copy's files of earlier sessions
+are emptied too, so delivery reports a ``reset`` event and goes on in the new session.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from rtproto.v1 import common_pb2, pull_pb2, pull_pb2_grpc
 from ._errors import PositionOutOfRangeError, SubscriberError
 from ._sub_start import Start
 
-__all__ = ["Replication", "reset_copy", "starts_a_reset_session"]
+__all__ = ["Replication", "reset_copy"]
 
 log = logging.getLogger("rt.subscriber")
 
@@ -154,27 +152,13 @@ class Replication:
 
     def write(self, chunk: common_pb2.LogChunk) -> bool:
         """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
-        if not chunk.data and not chunk.sealed:
+        if not chunk.data and not chunk.sealed and not chunk.reset:
             return False
         mirror = self.mirror
         assert mirror is not None
+        if chunk.reset:
+            mirror = self._reset(mirror, split_position(chunk.position)[0])
         copied = Chunk(chunk.position, chunk.data, chunk.sealed)
-        if starts_a_reset_session(mirror, copied):
-            new_session = split_position(copied.position)[0]
-            log.warning(
-                "the cluster's merged log was reset: it goes on in session %d while %s was"
-                " still being written; emptying the local copy's files before it",
-                new_session,
-                mirror.directory / file_name(*split_position(mirror.end or 0)[:2]),
-            )
-            mirror.close()
-            try:
-                mirror = self.mirror = reset_copy(self.log_dir, new_session)
-            except OSError as exc:
-                self.mirror = None
-                raise SubscriberError(
-                    f"cannot reset the local copy in {self.log_dir}: {exc}"
-                ) from exc
         mirror.write(copied)
         self._out_of_range_in_a_row = 0
         now = time.monotonic()
@@ -186,17 +170,20 @@ class Replication:
         self._on_written()
         return True
 
-
-def starts_a_reset_session(mirror: LogMirror, chunk: Chunk) -> bool:
-    """True if ``chunk`` starts a newer session while the copy's last file is still open.
-
-    A merged log leaves a file open only while its writer lives (a restarted node goes on
-    in the same file), so a newer session beginning then means the cluster wiped its log
-    (a hard reset empties the files and starts the next session)."""
-    if mirror.end is None or mirror.sealed:
-        return False
-    session, roll, offset = split_position(chunk.position)
-    return (roll, offset) == (0, 0) and session > split_position(mirror.end)[0]
+    def _reset(self, mirror: LogMirror, new_session: int) -> LogMirror:
+        log.warning(
+            "the cluster's merged log was reset: it goes on in session %d; emptying the"
+            " files of earlier sessions in %s",
+            new_session,
+            self.log_dir,
+        )
+        mirror.close()
+        try:
+            self.mirror = reset_copy(self.log_dir, new_session)
+        except OSError as exc:
+            self.mirror = None
+            raise SubscriberError(f"cannot reset the local copy in {self.log_dir}: {exc}") from exc
+        return self.mirror
 
 
 def reset_copy(directory: Path, new_session: int) -> LogMirror:

@@ -15,7 +15,9 @@ from typing import Protocol
 import grpc
 
 from rtcommon.log import (
+    RESET,
     Chunk,
+    LogEvent,
     LogReader,
     MirrorError,
     PositionError,
@@ -58,12 +60,19 @@ IDLE_HEARTBEAT = 1.0
 REPLY_COALESCE = 0.005
 
 
-async def _serve(reader: LogReader, grown: Signal, context):
-    """A server stream of ``reader``'s chunks, following the log as ``grown`` fires."""
+async def _serve(reader: LogReader, grown: Signal, context, *, resets: bool = False):
+    """A server stream of ``reader``'s chunks, following the log as ``grown`` fires.
+
+    With ``resets`` (the merged log), a hard reset met in the log goes on as a chunk
+    marked ``reset`` at the new session's start; anywhere else it is damage."""
     with reader:
         try:
-            async for chunk in _follow(reader, lambda: grown.wait_for(1.0)):
-                yield _to_proto(chunk)
+            async for item in _follow(reader, lambda: grown.wait_for(1.0), resets=resets):
+                if isinstance(item, LogEvent):
+                    log.info("passing on a %s at %d to %d", item.kind, *item.positions)
+                    yield common_pb2.LogChunk(position=item.position, reset=True)
+                else:
+                    yield _to_proto(item)
         except _DataLoss as exc:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
 
@@ -76,8 +85,9 @@ def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
     return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
 
 
-async def _follow(reader: LogReader, wait):
-    """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none.
+async def _follow(reader: LogReader, wait, *, resets: bool):
+    """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none
+    (and ``reset`` events, with ``resets``).
 
     An idle stream carries an empty chunk at least every ``IDLE_HEARTBEAT`` seconds, so
     a receiver can tell a quiet log from a node that hangs."""
@@ -93,12 +103,15 @@ async def _follow(reader: LogReader, wait):
             continue
         last_sent = loop.time()
         for item in items:
-            if not isinstance(item, Chunk):
+            if resets and isinstance(item, LogEvent) and item.kind == RESET:
+                yield item
+            elif not isinstance(item, Chunk):
                 # Corruption in a log this node serves: never pass a silently short file
                 # on; the receiver goes to another node.
                 log.error("%s while serving %s", item, reader.directory)
                 raise _DataLoss(f"{item.kind} at {item.positions[0]} in {reader.directory}")
-            yield item
+            else:
+                yield item
 
 
 class PushHost(Protocol):
@@ -223,7 +236,7 @@ class PullService(pull_pb2_grpc.PullServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"position {position} is not the start of a record in the merged log",
             )
-        async for chunk in _serve(reader, out.appended, context):
+        async for chunk in _serve(reader, out.appended, context, resets=True):
             yield chunk
 
 

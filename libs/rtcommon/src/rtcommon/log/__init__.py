@@ -32,6 +32,7 @@ from ._position import (
     file_name,
     file_start,
     make_position,
+    next_file,
     parse_file_name,
     split_position,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "file_start",
     "list_log_files",
     "make_position",
+    "next_file",
     "message_tags",
     "parse_file_name",
     "read_log",

@@ -66,6 +66,12 @@ def file_start(session: int, roll: int) -> int:
     return make_position(session, roll, 0)
 
 
+def next_file(session: int, roll: int) -> tuple[int, int]:
+    """The file a writer rolls to after ``log.<session>.<roll>``: the next roll, or the
+    next session's first file after the last roll index."""
+    return (session + 1, 0) if roll == MAX_ROLL else (session, roll + 1)
+
+
 def file_name(session: int, roll: int) -> str:
     """The name of the file ``(session, roll)``: ``log.<session>.<roll>``."""
     make_position(session, roll, 0)  # range check

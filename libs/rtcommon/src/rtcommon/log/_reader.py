@@ -32,7 +32,7 @@ from pathlib import Path
 from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
 from ._errors import PositionPastEndError
 from ._files import list_log_files
-from ._position import check_position, file_name, file_start, split_position
+from ._position import check_position, file_name, file_start, next_file, split_position
 from ._record import HEADER_SIZE, SEAL_SIZE, SEAL_TRAILER, Record, TagFilter, scan
 from ._watch import DirectoryWatcher
 
@@ -232,10 +232,20 @@ class LogReader:
                 raise PositionPastEndError(
                     f"position {position} is past the end of {path} ({size} bytes)"
                 )
-        elif offset and (not files or files[-1] < (session, roll)):
+        elif files and files[-1] < (session, roll):
+            # A file's start is awaited only where the log goes on: the next file, or the
+            # next session's first (a writer reopening the log, or a hard reset).
+            last = files[-1]
+            if offset or (session, roll) not in (next_file(*last), (last[0] + 1, 0)):
+                raise PositionPastEndError(
+                    f"position {position} is past the end of the log in {self.directory}"
+                    f" ({file_name(session, roll)} does not exist; the log ends in"
+                    f" {file_name(*files[-1])})"
+                )
+        elif offset and not files:
             raise PositionPastEndError(
                 f"position {position} is past the end of the log in {self.directory}"
-                f" ({file_name(session, roll)} does not exist)"
+                f" (it holds no file yet)"
             )
 
     def _open_first(self) -> bool:

@@ -50,6 +50,7 @@ from ._files import (
 from ._position import (
     MAX_FILE_SIZE,
     MAX_ROLL,
+    next_file,
     MAX_SESSION,
     file_name,
     file_start,
@@ -282,9 +283,7 @@ class LogWriter:
         self._write_pending()
         self._seal()
         new_session = self.roll == MAX_ROLL
-        self.session, self.roll = (
-            (self.session + 1, 0) if new_session else (self.session, self.roll + 1)
-        )
+        self.session, self.roll = next_file(self.session, self.roll)
         self._file_start, self._file_size = file_start(self.session, self.roll), 0
         self._durable = self._file_start
         try:

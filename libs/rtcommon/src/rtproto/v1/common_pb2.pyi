@@ -30,22 +30,29 @@ class LogChunk(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """Log position of the first byte of `data`."""
     data: _builtins.bytes
     """Whole encoded log records, byte for byte as they are in the log file (may be empty)."""
     sealed: _builtins.bool
     """True when the file ends after `data` (it has rolled or its writer moved on)."""
+    reset: _builtins.bool
+    """True on the first chunk after a hard reset of the log (Pull only): everything before
+    `position`, the start of the new session, was wiped; the receiver empties its copy's
+    files of earlier sessions, as the node did, and goes on from `position`.
+    """
     def __init__(
         self,
         *,
         position: _builtins.int = ...,
         data: _builtins.bytes = ...,
         sealed: _builtins.bool = ...,
+        reset: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "position", b"position", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "position", b"position", "reset", b"reset", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

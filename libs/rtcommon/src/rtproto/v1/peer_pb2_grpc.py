@@ -27,7 +27,10 @@ if _version_not_supported:
 
 
 class PeerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -53,7 +56,10 @@ class PeerStub:
 
 
 class PeerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
 
     def Raft(self, request_iterator, context):
         """Raft messages from one node to another, in batches. Each message is encoded by
@@ -105,7 +111,10 @@ def add_PeerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Peer:
-    """Missing associated documentation comment in .proto file."""
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
 
     @staticmethod
     def Raft(request_iterator,

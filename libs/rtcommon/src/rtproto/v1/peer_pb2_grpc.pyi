@@ -28,6 +28,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PeerStub:
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -45,6 +50,11 @@ class PeerStub:
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Raft: _aio.StreamUnaryMultiCallable[_peer_pb2.RaftBatch, _common_pb2.Empty]  # type: ignore[assignment]
     """Raft messages from one node to another, in batches. Each message is encoded by
@@ -58,6 +68,11 @@ class PeerAsyncStub(PeerStub):
     """
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
+    """Every request names the sender's session, the merged log's session number: nodes of
+    different sessions (one missed a hard reset) refuse each other with FAILED_PRECONDITION,
+    so a node with stale state never feeds it to a reset cluster.
+    """
+
     @_abc_1.abstractmethod
     def Raft(
         self,
