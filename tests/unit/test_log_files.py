@@ -271,7 +271,7 @@ def test_a_position_in_a_file_the_log_will_not_reach_is_refused(tmp_path):
         with LogReader(tmp_path, awaited) as reader:
             assert reader.read() == []
     for beyond in (file_start(0, 2), file_start(1, 1), 1 << 52):
-        with pytest.raises(PositionError, match="past the end.*the log ends in log.0.0"):
+        with pytest.raises(PositionError, match=r"past the end.*the log ends in log\.0\.0"):
             LogReader(tmp_path, beyond)
 
 

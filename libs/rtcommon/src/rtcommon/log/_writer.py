@@ -50,10 +50,10 @@ from ._files import (
 from ._position import (
     MAX_FILE_SIZE,
     MAX_ROLL,
-    next_file,
     MAX_SESSION,
     file_name,
     file_start,
+    next_file,
     split_position,
 )
 from ._record import SEAL_SIZE, SEAL_TRAILER, scan
