@@ -17,6 +17,13 @@ variable                                setting                meaning
 ``RT_RAFT_KEEP_ENTRIES``                ``raft_keep_entries``  Raft entries a node keeps
                                                                after a snapshot (tests lower
                                                                it; default 20,000)
+``RT_RESET_API``                        ``reset_api``          "0", "false", "no" or "off"
+                                                               disable a supervisor's
+                                                               /hardReset and /softReset
+``RT_RESET_TOKEN``                      ``reset_token``        when set, the reset API and
+                                                               the supervisors' Control calls
+                                                               require ``Authorization:
+                                                               Bearer <token>``
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
@@ -45,6 +52,8 @@ class Settings:
     archived_exchange: str | None = None
     raft_keep_entries: int | None = None
     log_path_set: bool = False  #: RT_LOG_PATH was given (``log_path`` is not the default)
+    reset_api: bool = True
+    reset_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -53,10 +62,12 @@ class Settings:
         return cls(
             log_path=Path(log_path) if log_path else Path.home() / ".rt" / "logs",
             roll_size=_roll_size(environ.get("RT_ROLL_SIZE")),
-            single_ingress=environ.get("RT_SINGLE_INGRESS", "") not in ("", "0", "false", "no"),
+            single_ingress=_flag(environ.get("RT_SINGLE_INGRESS"), default=False),
             archived_exchange=environ.get("REPLICATOR_EXCHANGE_ARCHIVED"),
             raft_keep_entries=_whole_number("RT_RAFT_KEEP_ENTRIES", environ),
             log_path_set=bool(log_path),
+            reset_api=_flag(environ.get("RT_RESET_API"), default=True),
+            reset_token=environ.get("RT_RESET_TOKEN", ""),
         )
 
 
@@ -67,6 +78,13 @@ def settings() -> Settings:
 
 def hostname() -> str:
     return socket.gethostname()
+
+
+def _flag(value: str | None, *, default: bool) -> bool:
+    """A yes/no variable: unset or "" is ``default``; "0", "false", "no", "off" are no."""
+    if not value:
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def _roll_size(value: str | None) -> int:

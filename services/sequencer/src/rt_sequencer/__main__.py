@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.errors import RTError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ._node import run_node
 
-    run_node(spec, args.node)
+    try:
+        run_node(spec, args.node)
+    except RTError as exc:  # a condition it cannot start in, said plainly
+        logging.getLogger("rt_sequencer").error("stopped: %s", exc)
+        return 1
     return 0
 
 

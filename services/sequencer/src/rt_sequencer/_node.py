@@ -37,6 +37,7 @@ from rtcommon.log import (
     file_start,
     write_file_atomically,
 )
+from rtcommon.session import MissedResetError, missed_reset, session_store
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -96,6 +97,14 @@ class Node:
         self.id = node_id
         self.timing = timing or node_timing()
         data = Path(self.spec.data)
+        self.session = session_store(spec).read()
+        stale = missed_reset(data, self.session)
+        if stale is not None:
+            raise MissedResetError(
+                f"{self.spec.name} holds data of session {stale}, but the cluster was reset"
+                f" to session {self.session} since: it must not rejoin with it. Its supervisor"
+                " wipes it when it starts (or GET /softReset on it)"
+            )
         self.in_dir, self.out_dir, self.state_dir = data / "s/in", data / "s/out", data / "s/state"
         for directory in (self.in_dir, self.out_dir, self.state_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -122,7 +131,7 @@ class Node:
             roll_size=self.cluster.roll_size,
             # A snapshot ahead of the checkpoint (a lost checkpoint) keeps the merged log
             # as it is: it may reach the snapshot's position without the peers.
-            position=self._out_end() if installing else out_start(checkpoint, self._session()),
+            position=self._out_end() if installing else out_start(checkpoint, self.session),
         )
         self.inputs = InputStore(self.in_dir, on_write=self._input_written)
         self.input_files = InputFiles(self.inputs)
@@ -146,7 +155,9 @@ class Node:
             deliver=self._raft_ready,
         )
         self.links = {
-            peer.id: PeerLink(self.id, peer) for peer in self.cluster.nodes if peer.id != self.id
+            peer.id: PeerLink(self.id, peer, self.session)
+            for peer in self.cluster.nodes
+            if peer.id != self.id
         }
         self.core.raft_changed(self._raft_state())
         if installing:
@@ -226,16 +237,10 @@ class Node:
         self.inputs.close()
         self.storage.close()
 
-    def _session(self) -> int:
-        path = Path(self.cluster.session_file) if self.cluster.session_file else None
-        if path is None or not path.exists():
-            return 0
-        return int(path.read_text().strip() or 0)
-
     def _out_end(self) -> int:
         """The end of the whole records in the merged log (torn tails trimmed)."""
         with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
-            return mirror.end or file_start(self._session(), 0)
+            return mirror.end or file_start(self.session, 0)
 
     # -- events into the core ------------------------------------------------------------
 

@@ -64,9 +64,10 @@ async def backoff_sleep(attempt: int) -> None:
 class PeerLink:
     """Everything this node sends to one peer."""
 
-    def __init__(self, me: int, peer: NodeSpec) -> None:
+    def __init__(self, me: int, peer: NodeSpec, session: int) -> None:
         self.me = me
         self.peer = peer
+        self.session = session  #: named in every request: a peer of another session refuses it
         self.channel = grpc.aio.insecure_channel(peer.push, options=GRPC_OPTIONS)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self._raft_queue: list[bytes] = []
@@ -74,6 +75,7 @@ class PeerLink:
         self._gossip: tuple[dict[str, int], dict[str, str]] | None = None
         self._gossip_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_warning = ""
 
     def start(self) -> None:
         self._tasks = [
@@ -95,7 +97,9 @@ class PeerLink:
         """The backup path: ``stream``'s input copy on this peer from ``position`` on
         (use it under ``contextlib.aclosing``: leaving early cancels the call, so the
         peer stops serving it)."""
-        call = self.stub.Fetch(peer_pb2.FetchRequest(stream=stream, position=position))
+        call = self.stub.Fetch(
+            peer_pb2.FetchRequest(stream=stream, position=position, session=self.session)
+        )
         async with contextlib.aclosing(cancelling(call)) as chunks:
             async for chunk in chunks:
                 yield Chunk(chunk.position, chunk.data, chunk.sealed)
@@ -115,10 +119,18 @@ class PeerLink:
                 await stream()
                 attempt = 0
             except grpc.aio.AioRpcError as exc:
-                log.debug("%s link to %s broke: %s", what, self.peer.name, exc.code())
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    self._warn_once(f"{what} link to {self.peer.name} refused: {exc.details()}")
+                else:
+                    log.debug("%s link to %s broke: %s", what, self.peer.name, exc.code())
                 attempt += 1
             self._raft_queue.clear()  # Raft resends what mattered
             await backoff_sleep(attempt)
+
+    def _warn_once(self, text: str) -> None:
+        if text != self._last_warning:
+            self._last_warning = text
+            log.warning("%s", text)
 
     async def _raft_stream(self) -> None:
         async def batches() -> AsyncIterator[peer_pb2.RaftBatch]:
@@ -127,7 +139,9 @@ class PeerLink:
                 self._raft_wake.clear()
                 if self._raft_queue:
                     messages, self._raft_queue = self._raft_queue, []
-                    yield peer_pb2.RaftBatch(from_node=self.me, messages=messages)
+                    yield peer_pb2.RaftBatch(
+                        from_node=self.me, messages=messages, session=self.session
+                    )
 
         await self.stub.Raft(batches())
 
@@ -138,7 +152,9 @@ class PeerLink:
                 self._gossip_wake.clear()
                 if self._gossip is not None:
                     (held, topics), self._gossip = self._gossip, None
-                    yield peer_pb2.NodeState(node=self.me, held=held, topics=topics)
+                    yield peer_pb2.NodeState(
+                        node=self.me, held=held, topics=topics, session=self.session
+                    )
 
         await self.stub.Gossip(states())
 

@@ -135,6 +135,7 @@ class PeerHost(Protocol):
 
     id: int
     node_count: int
+    session: int  #: the merged log's session: peers of another one are refused
     inputs: InputStore
 
     def step_raft(self, message: Message) -> None: ...
@@ -247,6 +248,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Raft(self, request_iterator, context):
         step = self.node.step_raft
         async for batch in request_iterator:
+            await self._check_session(batch.session, context)
             for data in batch.messages:
                 step(decode_message(data))
         return common_pb2.Empty()
@@ -254,11 +256,22 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Gossip(self, request_iterator, context):
         nodes = self.node.node_count
         async for state in request_iterator:
+            await self._check_session(state.session, context)
             if 0 <= state.node < nodes and state.node != self.node.id:
                 self.node.on_gossip(state.node, dict(state.held), dict(state.topics))
         return common_pb2.Empty()
 
+    async def _check_session(self, session: int, context) -> None:
+        """Refuse a peer of another session: one of the two missed a hard reset."""
+        if session != self.node.session:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this node is in session {self.node.session}, the sender in session"
+                f" {session}: one of them missed a hard reset",
+            )
+
     async def Fetch(self, request, context):
+        await self._check_session(request.session, context)
         stream = self.node.inputs.streams.get(request.stream)
         if stream is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {request.stream!r} here")
