@@ -10,12 +10,15 @@ stand-in.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -27,7 +30,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rt._launcher import build_spec, prepare_data
-from rtcommon.cluster import NodeSpec
+from rt_supervisor.reset import STEPS
+from rtcommon.cluster import ClusterSpec, NodeSpec
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 20.0
@@ -54,7 +58,7 @@ class Supervisor:
         def answers() -> bool:
             assert self.proc.poll() is None, f"supervisor exited; log:\n{self.log()}"
             try:
-                return self.http_get(f"{self.url}/resetStatus", timeout=1)[0] == 200
+                return self.http_get(f"{self.url}/openapi.json", timeout=1)[0] == 200
             except OSError:
                 return False
 
@@ -81,12 +85,13 @@ def node_files(tmp_path: Path, free_base_port: Callable[[], int]) -> tuple[Path,
 @pytest.fixture
 def supervisor(
     node_files: tuple[Path, NodeSpec], tmp_path: Path, procs: Any, http_get: HttpGet
-) -> Iterator[Callable[[], Supervisor]]:
-    """A factory starting ``rt-supervisor`` for node 0; each is SIGKILLed at teardown."""
+) -> Iterator[Callable[..., Supervisor]]:
+    """A factory starting ``rt-supervisor`` for node 0 (keyword arguments add to its
+    environment); each is SIGKILLed at teardown."""
     started: list[Supervisor] = []
     cluster, node = node_files
 
-    def start() -> Supervisor:
+    def start(**environ: str) -> Supervisor:
         log = tmp_path / f"supervisor-{len(started)}.log"
         with log.open("wb") as stderr:
             proc = subprocess.Popen(
@@ -94,6 +99,7 @@ def supervisor(
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
+                env={**os.environ, **environ},
             )
         running = Supervisor(proc, node, cluster, log, procs, http_get)
         started.append(running)
@@ -122,15 +128,102 @@ def health_stand_in(address: str) -> Iterator[health.HealthServicer]:
         server.stop(0)
 
 
-def test_reset_status_answers_as_design_section_8(
-    supervisor: Callable[[], Supervisor], http_get: HttpGet
+def test_reset_status_tells_down_from_up_as_design_section_8(
+    supervisor: Callable[..., Supervisor], node_files: tuple[Path, NodeSpec], http_get: HttpGet
 ) -> None:
+    with health_stand_in(node_files[1].push) as servicer:
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        sup = supervisor()
+        sup.wait_rest()
+        status, body = http_get(f"{sup.url}/resetStatus")
+        assert (status, body["hostname"], body["status"]) == (200, "node-0", "DOWN")
+        assert "NOT_SERVING" in body["reason"]
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        for path in ("/resetStatus", "/resetStatus/"):  # RT's documentation writes the second
+            assert http_get(f"{sup.url}{path}") == (200, {"hostname": "node-0", "status": "UP"})
+
+
+def http_call(url: str, method: str = "GET", token: str | None = None) -> tuple[int, Any, Any]:
+    """(status, JSON body, headers) of one request."""
+    request = urllib.request.Request(url, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read() or b"null"), reply.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null"), error.headers
+
+
+def test_a_hard_reset_of_one_node_wipes_it_and_starts_the_next_session(
+    supervisor: Callable[..., Supervisor], node_files: tuple[Path, NodeSpec], procs: Any
+) -> None:
+    cluster, node = node_files
     sup = supervisor()
     sup.wait_rest()
-    status, body = http_get(f"{sup.url}/resetStatus")
-    assert (status, body) == (200, {"hostname": "node-0", "status": "UP"})
-    # The hard reset is a later issue: absent, not faked.
-    assert http_get(f"{sup.url}/hardReset")[0] == 404
+    procs.wait_until(
+        lambda: http_call(f"{sup.url}/resetStatus")[1]["status"] == "UP", 30, "the node UP"
+    )
+    volume = Path(node.data) / "s"
+    (volume / "in" / "some.stream").mkdir()
+    (volume / "in" / "some.stream" / "log.0.0").write_bytes(b"x" * 100)
+    first_out = volume / "out" / "log.0.0"
+    assert first_out.exists() and any((volume / "state").iterdir())
+
+    assert http_call(f"{sup.url}/hardReset")[:2] == (
+        200,
+        {"hostname": "node-0", "status": "Resetting"},
+    )
+    seen: list[str] = []
+
+    def back_up() -> bool:
+        status = http_call(f"{sup.url}/resetStatus")[1]["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        return status == "UP"
+
+    procs.wait_until(back_up, 60, "the node UP after the reset")
+    assert set(seen) <= {"Not available for Reset", *STEPS, "UP"} and len(seen) >= 2, seen
+    assert Path(ClusterSpec.from_file(cluster).session_file).read_text().strip() == "1"
+    assert not (volume / "in" / "some.stream").exists()
+    assert first_out.exists() and first_out.stat().st_size == 0  # emptied, not deleted
+    assert (volume / "out" / "log.1.0").exists()
+    assert not (volume / ".reset").exists()
+    status, body, _ = http_call(f"{sup.url}/latestOutPosition")
+    assert (status, body["session"], body["position"]) == (200, 1, 1 << 44)
+    sessions = http_call(f"{sup.url}/logHistory")[1]["sessions"]
+    assert [(s["session"], s["bytes"]) for s in sessions] == [(0, 0), (1, 0)]
+
+
+def test_the_reset_api_can_require_a_token_or_be_disabled(
+    supervisor: Callable[..., Supervisor], node_files: tuple[Path, NodeSpec], http_get: HttpGet
+) -> None:
+    with health_stand_in(node_files[1].push) as servicer:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        sup = supervisor(RT_RESET_TOKEN="s3cret")
+        sup.wait_rest()
+        status, body, headers = http_call(f"{sup.url}/hardReset")
+        assert (status, body["status"], headers["WWW-Authenticate"]) == (
+            401,
+            "Not available for Reset",
+            "Bearer",
+        )
+        assert http_call(f"{sup.url}/hardReset", token="wrong")[0] == 403
+        assert http_call(f"{sup.url}/hardReset", method="PUT", token="s3cret")[0] == 405
+        assert http_call(f"{sup.url}/noSuchThing")[0] == 404
+        assert http_call(f"{sup.url}/resetStatus")[1]["status"] == "UP"  # reading is open
+        sup.proc.kill()
+        sup.proc.wait()
+
+        sup = supervisor(RT_RESET_API="0")
+        sup.wait_rest()
+        status, body, _ = http_call(f"{sup.url}/hardReset")
+        assert (status, body["status"]) == (403, "Not available for Reset")
+        assert "disabled" in body["reason"]
+        assert http_get(f"{sup.url}/resetStatus")[1]["status"] == "Not available for Reset"
+        assert http_get(f"{sup.url}/docs")[0] == 200
+        paths = http_get(f"{sup.url}/openapi.json")[1]["paths"]
+        assert {"/hardReset", "/resetStatus", "/health", "/logHistory"} <= set(paths)
 
 
 def test_health_follows_the_sequencer_grpc_health(

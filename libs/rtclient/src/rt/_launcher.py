@@ -10,6 +10,7 @@ address        port              node 0 with B = 5000
 external push  B + 10n           5000 (not used yet)
 pull           B + 1 + 10n       5001
 push           B + 2 + 10n       5002
+control        B + 3 + 10n       5003 (supervisors' gRPC)
 REST           B + 1000 + 10n    6000
 =============  ================  ====================
 
@@ -79,7 +80,13 @@ class LaunchError(Exception):
 def node_ports(base_port: int, node_id: int) -> dict[str, int]:
     """The ports of node ``node_id`` for base port ``base_port`` (table in the docstring)."""
     base = base_port + 10 * node_id
-    return {"external": base, "pull": base + 1, "push": base + 2, "rest": base + 1000}
+    return {
+        "external": base,
+        "pull": base + 1,
+        "push": base + 2,
+        "control": base + 3,
+        "rest": base + 1000,
+    }
 
 
 def build_spec(
@@ -101,6 +108,7 @@ def build_spec(
                 push=f"{HOST}:{ports['push']}",
                 pull=f"{HOST}:{ports['pull']}",
                 rest=f"{HOST}:{ports['rest']}",
+                control=f"{HOST}:{ports['control']}",
                 data=str(data / f"node-{n}"),
                 pid=pids[n],
             )

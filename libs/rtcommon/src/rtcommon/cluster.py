@@ -1,10 +1,11 @@
 """The description of a cluster that clients and nodes share: ``cluster.json``.
 
 ``rt cluster up`` writes it; every node, publisher and subscriber reads it. It
-names each node's addresses (push, pull, REST), its data folder and the pid of
-its supervisor, the roll size every node uses (merged logs are byte-identical
-only if all nodes roll alike) and the file holding the session number, which is
-kept outside the nodes' data volumes so a hard reset survives them.
+names each node's addresses (push, pull, REST, the supervisor's control), its
+data folder and the pid of its supervisor, the roll size every node uses (merged
+logs are byte-identical only if all nodes roll alike) and the file holding the
+session number, which is kept outside the nodes' data volumes so a hard reset
+survives them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     push: str  #: host:port of the push port (publishers; also peers and every service)
     pull: str  #: host:port of the pull port (subscribers)
     rest: str  #: host:port of the supervisor's REST API
+    control: str = ""  #: host:port of the supervisor's gRPC Control service (hard resets)
     data: str = ""  #: the node's volume, holding s/in, s/out, s/state
     pid: int | None = None  #: the supervisor's pid, when run by the local launcher
 

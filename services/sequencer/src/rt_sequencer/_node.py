@@ -290,6 +290,7 @@ class Node:
         driver, merger, out = self.driver, self.core.merger, self.out
         return admin_pb2.NodeStatus(
             node=self.spec.name,
+            session=self.session,
             role=driver.role.value,
             term=driver.term,
             leader=driver.leader,

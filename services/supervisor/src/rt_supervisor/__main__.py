@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec
 
 from .logs import setup_logging
@@ -57,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cluster = Path(args.cluster).absolute()
     try:
-        node = ClusterSpec.from_file(cluster).node(args.node)
-    except ClusterError as exc:
+        spec = ClusterSpec.from_file(cluster)
+        node = spec.node(args.node)
+        env.settings()  # a malformed setting fails here, plainly
+    except (ClusterError, ValueError) as exc:
         print(f"rt-supervisor: {exc}", file=sys.stderr)
         return 1
     log = setup_logging(node.name)
@@ -68,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot serve REST on %s: %s", node.rest, exc)
         return 1
     log.info("starting (pid %d, cluster %s)", os.getpid(), cluster)
-    return asyncio.run(run_node(cluster, node, rest_socket, grace=args.grace))
+    return asyncio.run(run_node(cluster, spec, node, rest_socket, grace=args.grace))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ A :class:`Child` runs one command for as long as the supervisor runs. When the p
 exits on its own, the exit code is logged and it is started again after a delay that
 doubles from 0.2 s up to 5 s, and falls back to 0.2 s once a run has lasted 10 s.
 
+A child stopped (for a hard reset) can be started again.
+
 Each child gets its own process group (so a Ctrl-C at the supervisor's terminal reaches
 the supervisor only, which then stops the children in order) and dies with the
 supervisor (:mod:`deathsig`). Stopping sends SIGTERM to the child's group, then SIGKILL
@@ -73,8 +75,11 @@ class Child:
         return text
 
     def start(self) -> None:
-        """Start the child, and keep restarting it until :meth:`stop`."""
-        if self._task is None:
+        """Start the child, and keep restarting it until :meth:`stop` (a stopped child
+        may be started again)."""
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self.restart_at = None
             self._task = asyncio.create_task(self._run(), name=f"child {self.name}")
 
     async def _run(self) -> None:

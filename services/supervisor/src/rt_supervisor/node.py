@@ -1,9 +1,12 @@
-"""One node's supervisor, running: the children, the REST server and the signals.
+"""One node's supervisor, running: the children, the REST server, the Control service
+and the signals.
 
-:func:`run_node` starts the sequencer and archiver (``rt-sequencer`` and ``rt-archiver``
-from the same bin folder as this interpreter) and the REST server on an already bound
-socket, then waits for SIGTERM or SIGINT. It then stops the children (SIGTERM, then
-SIGKILL after the grace period) and the server, and returns 0.
+:func:`run_node` completes or catches up with a hard reset the node missed (``reset``),
+starts the sequencer and archiver (``rt-sequencer`` and ``rt-archiver`` from the same
+bin folder as this interpreter), the REST server on an already bound socket and the
+supervisors' gRPC Control service on the node's ``control`` address, then waits for
+SIGTERM or SIGINT. It then stops the children (SIGTERM, then SIGKILL after the grace
+period) and the servers, and returns 0.
 """
 
 from __future__ import annotations
@@ -14,15 +17,22 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import grpc
 import uvicorn
 
-from rtcommon.cluster import NodeSpec
+from rtcommon import env
+from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.errors import RTError
+from rtcommon.session import session_store
+from rtproto.v1 import control_pb2_grpc
 
 from .children import Child
-from .health import Probe, probe_sequencer
+from .control import ControlPeer, ControlService
+from .health import Probe, probe_sequencer, sequencer_status
+from .reset import Resetter
 from .rest import create_app
 
 __all__ = ["child_command", "run_node"]
@@ -49,8 +59,38 @@ def child_command(script: str, cluster: Path, node_id: int) -> list[str]:
     ]
 
 
+class _ChildServices:
+    """The node's children, as the reset sees them."""
+
+    def __init__(self, children: Sequence[Child], grace: float, probe) -> None:
+        self.children, self.grace, self._probe = children, grace, probe
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(child.stop(self.grace) for child in self.children))
+
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+
+    async def serving(self) -> bool:
+        return (await self._probe()).serving
+
+
+async def _serve_control(node: NodeSpec, resetter: Resetter, token: str) -> grpc.aio.Server | None:
+    if not node.control:
+        log.warning("no control address for %s: it cannot take part in hard resets", node.name)
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(resetter, token), server)
+    if server.add_insecure_port(node.control) == 0:
+        raise OSError(f"cannot serve Control on {node.control}")
+    await server.start()
+    return server
+
+
 async def run_node(
     cluster: Path,
+    spec: ClusterSpec,
     node: NodeSpec,
     rest_socket: socket.socket,
     *,
@@ -59,6 +99,7 @@ async def run_node(
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    settings = env.settings()
 
     def on_signal(sig: signal.Signals) -> None:
         if not stop.is_set():
@@ -75,11 +116,34 @@ async def run_node(
     async def probe() -> Probe:
         return await probe_sequencer(node.push, probe_timeout)
 
+    peers = [
+        ControlPeer(peer, settings.reset_token)
+        for peer in spec.nodes
+        if peer.id != node.id and peer.control
+    ]
+    resetter = Resetter(
+        node,
+        session_store(spec),
+        _ChildServices(children, grace, probe),
+        peers,
+        enabled=settings.reset_api,
+    )
+    try:
+        resetter.recover_at_start()
+        control = await _serve_control(node, resetter, settings.reset_token)
+    except (OSError, RTError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
     app = create_app(
         node.name,
-        probe,
-        lambda: {child.name: child.state() for child in children},
-        sequencer.describe,
+        probe=probe,
+        status=lambda: sequencer_status(node.push, probe_timeout),
+        children=lambda: {child.name: child.state() for child in children},
+        sequencer_state=sequencer.describe,
+        resetter=resetter,
+        token=settings.reset_token,
+        out_dir=Path(node.data) / "s" / "out",
     )
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, log_level="warning", access_log=False
@@ -89,7 +153,13 @@ async def run_node(
     for child in children:
         child.start()
     served = asyncio.create_task(server.serve(sockets=[rest_socket]), name="rest")
-    log.info("REST on http://%s (sequencer health probed on %s)", node.rest, node.push)
+    watch = asyncio.create_task(resetter.watch(), name="reset watch")
+    log.info(
+        "REST on http://%s, Control on %s (sequencer health probed on %s)",
+        node.rest,
+        node.control or "-",
+        node.push,
+    )
     stopped = asyncio.create_task(stop.wait(), name="stop")
     await asyncio.wait({served, stopped}, return_when=asyncio.FIRST_COMPLETED)
 
@@ -97,7 +167,11 @@ async def run_node(
     if served.done():
         log.error("the REST server stopped unexpectedly: %r", served.exception())
         status = 1
+    watch.cancel()
+    await resetter.close()
     await asyncio.gather(*(child.stop(grace) for child in children))
+    if control is not None:
+        await control.stop(grace=0.5)
     server.should_exit = True
     with contextlib.suppress(Exception):
         await served

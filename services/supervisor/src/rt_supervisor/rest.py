@@ -1,50 +1,210 @@
 """The node's REST API (FastAPI), served by the supervisor on the node's ``rest`` address.
 
-- ``GET /resetStatus``: ``{"hostname": <node name>, "status": "UP"}`` (DESIGN section 8;
-  the reset steps appear here once the hard reset exists).
+OpenAPI at ``/docs`` (and ``/openapi.json``). Paths take an optional trailing slash,
+as RT's documentation writes them (``GET resetStatus/``).
+
+- ``GET /hardReset`` (or POST): reset the whole cluster from this node (``reset``
+  module). 200 ``{"hostname", "status": "Resetting"}``; 503 ``{"hostname", "status":
+  "Not available for Reset", "reason"}`` while a reset holds this node or a peer;
+  403 with the same body when the reset API is disabled here (``RT_RESET_API=0``);
+  with ``RT_RESET_TOKEN`` set, 401 without ``Authorization: Bearer <token>`` and 403
+  with another token.
+- ``GET /resetStatus``: ``UP`` when the node serves and no reset runs; the step under
+  way during a reset; ``Not available for Reset`` while reserved for one or when the
+  reset API is disabled; ``DOWN`` (with a ``reason``) when the sequencer does not
+  serve: a hard reset can still be started then, it is the remedy for a broken stream.
 - ``GET /health``: 200 with the children's state when the sequencer answers its gRPC
   health check SERVING; 503 with the reason otherwise.
+- ``GET /latestOutPosition``: the end of the node's merged log and its session.
+- ``GET /dedupRtClients``: per topic and origin, the last id merged and the duplicates
+  dropped.
+- ``GET /logHistory``: the merged log's sessions on this node, each with its first and
+  last positions and its files (a session a hard reset emptied holds no bytes).
 
-``/hardReset`` is deliberately absent (404) until the hard reset is implemented.
+The three last answer 503 while the sequencer cannot answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
-from fastapi import FastAPI
+import grpc
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from rtcommon.grpcopts import describe_error
+from rtcommon.log import SEAL_SIZE, file_is_sealed, file_name, file_start, list_log_files
+from rtproto.v1 import admin_pb2
+
+from .control import bearer_matches
 from .health import Probe
+from .reset import NOT_AVAILABLE, RESETTING, UP, ResetBusyError, Resetter
 
 __all__ = ["create_app"]
+
+DOWN = "DOWN"
 
 
 def create_app(
     hostname: str,
+    *,
     probe: Callable[[], Awaitable[Probe]],
+    status: Callable[[], Awaitable[admin_pb2.NodeStatus]],
     children: Callable[[], Mapping[str, Mapping[str, object]]],
     sequencer_state: Callable[[], str],
+    resetter: Resetter,
+    token: str,
+    out_dir: Path,
 ) -> FastAPI:
-    """The app: ``probe`` checks the sequencer, ``children`` describes the child processes,
-    ``sequencer_state`` says in words whether the sequencer process runs."""
-    app = FastAPI(title=f"RT supervisor {hostname}", docs_url=None, redoc_url=None)
+    """The app: ``probe`` checks the sequencer's health, ``status`` asks its
+    ``Admin.Status``, ``children`` describes the child processes, ``sequencer_state``
+    says in words whether the sequencer process runs; ``resetter`` runs resets, guarded
+    by ``token`` when it is not ""; ``out_dir`` is the node's merged log."""
+    app = FastAPI(
+        title=f"RT supervisor {hostname}",
+        description="One RT node's REST API: hard reset, reset status, health, positions.",
+        redoc_url=None,
+    )
 
-    @app.get("/resetStatus")
-    async def reset_status() -> dict[str, str]:
-        return {"hostname": hostname, "status": "UP"}
+    def answer(status_code: int, status_text: str, **extra: object) -> JSONResponse:
+        return JSONResponse({"hostname": hostname, "status": status_text, **extra}, status_code)
 
-    @app.get("/health")
+    async def authorised(request: Request) -> JSONResponse | None:
+        """None if the caller may reset; otherwise the refusal to send."""
+        if not resetter.enabled:
+            return answer(
+                403, NOT_AVAILABLE, reason="the reset API is disabled on this node (RT_RESET_API)"
+            )
+        header = request.headers.get("authorization")
+        if bearer_matches(header, token):
+            return None
+        response = answer(
+            401 if header is None else 403,
+            NOT_AVAILABLE,
+            reason="this node's reset API needs Authorization: Bearer <token>"
+            if header is None
+            else "the token given is not this node's reset token",
+        )
+        if header is None:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    def route(path: str, **kwargs):
+        """A GET on ``path`` and ``path/``, the second left out of the OpenAPI page."""
+
+        def register(handler):
+            app.get(path, **kwargs)(handler)
+            app.get(path + "/", include_in_schema=False)(handler)
+            return handler
+
+        return register
+
+    async def hard_reset(request: Request) -> JSONResponse:
+        refusal = await authorised(request)
+        if refusal is not None:
+            return refusal
+        try:
+            await resetter.hard_reset()
+        except ResetBusyError as exc:
+            return answer(503, NOT_AVAILABLE, reason=str(exc))
+        return answer(200, RESETTING)
+
+    hard_reset_doc = {
+        "summary": "Reset the whole cluster: every message of the stream is removed",
+        "responses": {
+            503: {"description": "a reset is under way (Not available for Reset)"},
+            401: {"description": "a reset token is configured and none was given"},
+            403: {"description": "the reset API is disabled, or the token is wrong"},
+        },
+    }
+    route("/hardReset", **hard_reset_doc)(hard_reset)
+    app.post("/hardReset", **hard_reset_doc)(hard_reset)
+
+    @route("/resetStatus", summary="UP, the reset step under way, or Not available for Reset")
+    async def reset_status() -> JSONResponse:
+        step = resetter.status()
+        if step is not None:
+            return answer(200, step)
+        result = await probe()
+        if result.serving:
+            return answer(200, UP)
+        return answer(200, DOWN, reason=f"{result.reason}; {sequencer_state()}")
+
+    @route("/health", summary="200 when the sequencer serves, 503 otherwise")
     async def health() -> JSONResponse:
         result = await probe()
-        body: dict[str, object] = {
-            "hostname": hostname,
-            "status": "UP" if result.serving else "DOWN",
-            "sequencer": result.status,
-        }
+        body: dict[str, object] = {"sequencer": result.status}
         if not result.serving:
             body["reason"] = f"{result.reason}; {sequencer_state()}"
+        body["reset"] = resetter.status() or UP
         body["children"] = dict(children())
-        return JSONResponse(body, status_code=200 if result.serving else 503)
+        return answer(200 if result.serving else 503, UP if result.serving else DOWN, **body)
+
+    async def node_status() -> admin_pb2.NodeStatus | JSONResponse:
+        try:
+            return await status()
+        except grpc.aio.AioRpcError as exc:
+            return answer(503, DOWN, reason=f"the sequencer cannot answer: {describe_error(exc)}")
+
+    @route("/latestOutPosition", summary="The end of this node's merged log")
+    async def latest_out_position() -> JSONResponse:
+        reply = await node_status()
+        if isinstance(reply, JSONResponse):
+            return reply
+        return answer(
+            200,
+            UP,
+            position=reply.out_position,
+            session=reply.session,
+            first_position=reply.out_start,
+        )
+
+    @route("/dedupRtClients", summary="Per topic and origin: last id merged, duplicates dropped")
+    async def dedup_rt_clients() -> JSONResponse:
+        reply = await node_status()
+        if isinstance(reply, JSONResponse):
+            return reply
+        clients = [
+            {
+                "topic": entry.topic,
+                "origin": entry.origin,
+                "last_id": entry.watermark,
+                "dropped": entry.dropped,
+            }
+            for entry in reply.dedup
+        ]
+        return answer(200, UP, clients=clients)
+
+    @route("/logHistory", summary="The merged log's sessions on this node, first to last")
+    async def log_history() -> JSONResponse:
+        return answer(200, UP, sessions=_sessions(out_dir))
 
     return app
+
+
+def _sessions(out_dir: Path) -> list[dict[str, int]]:
+    """Each session of the merged log in ``out_dir``: its first and last positions (the
+    end of its last record), files and bytes of records held."""
+    sessions: dict[int, dict[str, int]] = {}
+    for session, roll in list_log_files(out_dir):
+        path = out_dir / file_name(session, roll)
+        try:
+            size = path.stat().st_size
+            if size and file_is_sealed(path):
+                size -= SEAL_SIZE
+        except FileNotFoundError:
+            continue
+        entry = sessions.setdefault(
+            session,
+            {
+                "session": session,
+                "first_position": file_start(session, roll),
+                "files": 0,
+                "bytes": 0,
+            },
+        )
+        entry["files"] += 1
+        entry["bytes"] += size
+        entry["last_position"] = file_start(session, roll) + size
+    return list(sessions.values())

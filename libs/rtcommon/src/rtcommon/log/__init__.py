@@ -21,7 +21,13 @@ from ._errors import (
     RecordError,
     RecordTooLargeError,
 )
-from ._files import DirectoryLock, list_log_files, read_session, write_file_atomically
+from ._files import (
+    DirectoryLock,
+    fsync_directory,
+    list_log_files,
+    read_session,
+    write_file_atomically,
+)
 from ._mirror import LogMirror, MirrorError, PendingSync, read_mirror_start
 from ._position import (
     MAX_FILE_SIZE,
@@ -109,6 +115,7 @@ __all__ = [
     "file_is_sealed",
     "file_name",
     "file_start",
+    "fsync_directory",
     "list_log_files",
     "make_position",
     "message_tags",

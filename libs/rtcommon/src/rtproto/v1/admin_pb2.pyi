@@ -114,6 +114,7 @@ class NodeStatus(_message.Message):
     STREAMS_FIELD_NUMBER: _builtins.int
     BYTES_MERGED_FIELD_NUMBER: _builtins.int
     DEDUP_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
     """"leader", "follower", "candidate" or "pre-candidate"."""
@@ -126,6 +127,8 @@ class NodeStatus(_message.Message):
     """The end of the merged log on this node, and its first position still held."""
     out_start: _builtins.int
     bytes_merged: _builtins.int
+    session: _builtins.int
+    """The session the merged log is in (raised by each hard reset)."""
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     @_builtins.property
@@ -144,10 +147,11 @@ class NodeStatus(_message.Message):
         streams: _abc.Iterable[Global___StreamStatus] | None = ...,
         bytes_merged: _builtins.int = ...,
         dedup: _abc.Iterable[Global___DedupStatus] | None = ...,
+        session: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
