@@ -246,3 +246,32 @@ def test_a_node_killed_during_a_reset_is_wiped_when_it_returns(cluster, tmp_path
     assert_merged_logs_identical(running.spec)
     merged = read_log(Path(victim.data) / "s" / "out", SESSION_1)
     assert sum(1 for r in merged if getattr(r, "origin", None) == "beta") == 500
+
+
+def rt_cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "rt"), *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def test_rt_reset_asks_first_needs_the_token_and_follows_the_steps(cluster, tmp_path):
+    running = cluster(nodes=1, env={"RT_RESET_TOKEN": "s3cret"})
+    data = str(running.data)
+    refused = rt_cli("reset", "--cluster", data, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr
+
+    no_token = rt_cli("reset", "--cluster", data, "--yes", env={**os.environ, "RT_RESET_TOKEN": ""})
+    assert no_token.returncode == 1 and "answered 401" in no_token.stderr
+
+    done = rt_cli("reset", "--cluster", data, "--yes", "--token", "s3cret")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "node-0: Resetting" and lines[-1] == "reset done: every node is UP"
+    assert {line.removeprefix("node-0: ") for line in lines[1:-1]} & set(STEPS), lines
+    assert Path(running.spec.session_file).read_text().strip() == "1"
+
+    status = rt_cli("status", "--cluster", data, "--json")
+    node = json.loads(status.stdout)["nodes"][0]
+    assert (node["reset"], node["session"], node["out_position"]) == ("UP", 1, SESSION_1)
+    table = rt_cli("status", "--cluster", data).stdout.splitlines()
+    assert table[0].split()[-1] == "RESET" and table[1].split()[-1] == "UP"

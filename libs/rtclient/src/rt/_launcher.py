@@ -31,14 +31,11 @@ refuses a second launcher on the same folder.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +46,8 @@ from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.processes import Backoff, describe_exit
+
+from ._rest import RestError, rest_get
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -68,9 +67,6 @@ DEFAULT_TIMEOUT = 60.0
 STOP_GRACE = 10.0
 HEALTH_TIMEOUT = 1.0
 POLL_INTERVAL = 0.1
-
-# Requests to the nodes never go through a proxy named in the environment.
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class LaunchError(Exception):
@@ -129,17 +125,13 @@ def prepare_data(data: Path, nodes: int) -> None:
 def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]:
     """``GET http://<rest>/health``: (True, "") on 200, else (False, why)."""
     try:
-        with _http.open(f"http://{rest}/health", timeout=timeout) as reply:
-            return reply.status == 200, f"HTTP {reply.status}"
-    except urllib.error.HTTPError as exc:
-        try:
-            reason = json.loads(exc.read()).get("reason", "")
-        except (ValueError, AttributeError, OSError):
-            reason = ""
-        return False, f"/health answered {exc.code}" + (f": {reason}" if reason else "")
-    except (urllib.error.URLError, OSError) as exc:
-        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        return False, f"REST on {rest} not answering: {why}"
+        status, body = rest_get(rest, "/health", timeout=timeout)
+    except RestError as exc:
+        return False, str(exc)
+    if status == 200:
+        return True, ""
+    reason = body.get("reason", "") if isinstance(body, dict) else ""
+    return False, f"/health answered {status}" + (f": {reason}" if reason else "")
 
 
 @dataclass

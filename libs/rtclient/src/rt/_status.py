@@ -2,20 +2,22 @@
 
 Columns: node, role, term, leader, commit and applied index, lag (applied entries behind
 the most advanced node that answered), the end of the merged log (as a position and as
-``log.X.Y+offset``), and the number of input streams. A node that does not answer within
-the deadline is shown as ``unreachable: <reason>``. Then, if any ``.dedup`` topic has
-merged anything, one line per topic and origin: the highest ``|id|`` merged and the
-duplicates dropped (the merge is deterministic, so the most advanced node speaks for
-all). ``--json`` prints every node's status as JSON instead (positions as integers, and
-each stream's topic, held and merged positions). ``FILE`` may be the data folder.
-Exit status 0 if at least one node answered, 1 otherwise, 2 without a readable cluster
-description.
+``log.X.Y+offset``), the number of input streams, and the node's reset state from its
+supervisor's ``GET /resetStatus`` (``UP``, a reset step, ``DOWN``...). A node that does
+not answer within the deadline is shown as ``unreachable: <reason>``. Then, if any
+``.dedup`` topic has merged anything, one line per topic and origin: the highest
+``|id|`` merged and the duplicates dropped (the merge is deterministic, so the most
+advanced node speaks for all). ``--json`` prints every node's status as JSON instead
+(positions as integers, the session, and each stream's topic, held and merged
+positions). ``FILE`` may be the data folder. Exit status 0 if at least one node
+answered, 1 otherwise, 2 without a readable cluster description.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 import grpc
@@ -25,11 +27,23 @@ from rtcommon.log import split_position
 from rtproto.v1 import admin_pb2, admin_pb2_grpc
 
 from ._exits import FAILED, OK, USAGE
+from ._rest import RestError, rest_get
 
 __all__ = ["DEFAULT_DEADLINE", "format_position", "status"]
 
 DEFAULT_DEADLINE = 2.0
-_HEADER = ("NODE", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "OUT_POSITION", "STREAMS")
+_HEADER = (
+    "NODE",
+    "ROLE",
+    "TERM",
+    "LEADER",
+    "COMMIT",
+    "APPLIED",
+    "LAG",
+    "OUT_POSITION",
+    "STREAMS",
+    "RESET",
+)
 _DEDUP_HEADER = ("DEDUP_TOPIC", "ORIGIN", "LAST_ID", "DROPPED")
 
 
@@ -61,6 +75,20 @@ def _ask(nodes: tuple[NodeSpec, ...], deadline: float) -> list[admin_pb2.NodeSta
             channel.close()
 
 
+def _reset_states(nodes: tuple[NodeSpec, ...], deadline: float) -> list[str]:
+    """Each node's ``/resetStatus``, or why there is none, asked all at once."""
+
+    def ask(node: NodeSpec) -> str:
+        try:
+            code, body = rest_get(node.rest, "/resetStatus", timeout=deadline)
+        except RestError as exc:
+            return f"unreachable ({exc})"
+        return str(body.get("status")) if code == 200 and isinstance(body, dict) else f"HTTP {code}"
+
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        return list(pool.map(ask, nodes))
+
+
 def _reason(node: NodeSpec, exc: grpc.RpcError) -> str:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -82,18 +110,21 @@ def status(
     except ClusterError as exc:
         print(f"rt status: {exc}", file=sys.stderr)
         return USAGE
-    answers = _ask(spec.nodes, deadline)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        resets = pool.submit(_reset_states, spec.nodes, deadline)
+        answers = _ask(spec.nodes, deadline)
+        reset_states = resets.result()
     if as_json:
-        print(json.dumps(_as_json(spec, answers), indent=2), file=out)
+        print(json.dumps(_as_json(spec, answers, reset_states), indent=2), file=out)
         out.flush()
         return OK if any(not isinstance(a, str) for a in answers) else FAILED
     names = {node.id: node.name for node in spec.nodes}
     applied = [a.applied_index for a in answers if not isinstance(a, str)]
     most = max(applied, default=0)
     rows: list[tuple[str, ...]] = []
-    for node, answer in zip(spec.nodes, answers, strict=True):
+    for node, answer, reset in zip(spec.nodes, answers, reset_states, strict=True):
         if isinstance(answer, str):
-            rows.append((node.name, answer))
+            rows.append((node.name, f"{answer} (reset status: {reset})"))
             continue
         leader = names.get(answer.leader, str(answer.leader)) if answer.leader >= 0 else "-"
         rows.append(
@@ -107,6 +138,7 @@ def status(
                 str(most - answer.applied_index),
                 format_position(answer.out_position),
                 str(len(answer.streams)),
+                reset,
             )
         )
     _print_table(_HEADER, rows, out)
@@ -124,17 +156,21 @@ def status(
     return OK if applied else FAILED
 
 
-def _as_json(spec: ClusterSpec, answers: list[admin_pb2.NodeStatus | str]) -> dict:
+def _as_json(
+    spec: ClusterSpec, answers: list[admin_pb2.NodeStatus | str], reset_states: list[str]
+) -> dict:
     """Every node's status as JSON (``--json``): what the table shows, and the streams."""
     nodes = []
-    for node, answer in zip(spec.nodes, answers, strict=True):
+    for node, answer, reset in zip(spec.nodes, answers, reset_states, strict=True):
         if isinstance(answer, str):
-            nodes.append({"node": node.name, "error": answer})
+            nodes.append({"node": node.name, "error": answer, "reset": reset})
         else:
             leader = next((n.name for n in spec.nodes if n.id == answer.leader), None)
             nodes.append(
                 {
                     "node": node.name,
+                    "reset": reset,
+                    "session": answer.session,
                     "role": answer.role,
                     "term": answer.term,
                     "leader": leader,

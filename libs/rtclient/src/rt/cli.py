@@ -2,7 +2,8 @@
 
 Every subcommand is declared here with its public options and runs from its own module:
 `rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
-(`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`) and `rt status` (`rt._status`). Exit codes are
+(`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`) and `rt status`
+(`rt._status`). Exit codes are
 one table for all (`rt._exits`).
 """
 
@@ -50,6 +51,12 @@ def _pub(args: argparse.Namespace) -> int:
 
 def _sub(args: argparse.Namespace) -> int:
     from rt._cmd_sub import run
+
+    return run(args)
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from rt._cmd_reset import run
 
     return run(args)
 
@@ -145,6 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     sub.set_defaults(func=_sub)
+
+    reset = commands.add_parser(
+        "reset",
+        help="hard reset: remove every message of the stream on every node",
+        description="Hard reset (DESIGN section 8): wipe every node's state, input copies and"
+        " merged log, raise the session, and follow each node's steps until all are UP."
+        " Publishers send again what their logs still hold; subscribers get a reset event.",
+    )
+    reset.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
+    reset.add_argument("--yes", action="store_true", help="do not ask first")
+    reset.add_argument(
+        "--token", metavar="TOKEN", help="the nodes' reset token (default $RT_RESET_TOKEN)"
+    )
+    _add_timeout(reset, "give up if the nodes are not all UP again by then")
+    reset.set_defaults(func=_reset)
 
     status = commands.add_parser(
         "status",
