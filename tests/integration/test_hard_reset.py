@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import rt
 from rt_supervisor.reset import NOT_AVAILABLE, STEPS
@@ -275,3 +278,85 @@ def test_rt_reset_asks_first_needs_the_token_and_follows_the_steps(cluster, tmp_
     assert (node["reset"], node["session"], node["out_position"]) == ("UP", 1, SESSION_1)
     table = rt_cli("status", "--cluster", data).stdout.splitlines()
     assert table[0].split()[-1] == "RESET" and table[1].split()[-1] == "UP"
+
+
+@pytest.mark.parametrize("keep_entries", [None, 50], ids=["replayed", "from-snapshot"])
+def test_a_soft_reset_rebuilds_a_node_whose_state_was_deleted(cluster, tmp_path, keep_entries):
+    env = {"RT_ROLL_SIZE": str(ROLL)}
+    if keep_entries is not None:  # the leader compacts: the node installs a snapshot
+        env["RT_RAFT_KEEP_ENTRIES"] = str(keep_entries)
+    running = cluster(nodes=3, env=env)
+    spec = running.spec
+    client = rt.Cluster.from_file(running.path)
+
+    def publish(origin: str, count: int) -> None:
+        with rt.Publisher(client, "feed", log_dir=tmp_path / origin, origin=origin) as publisher:
+            for n in range(count):
+                publisher.publish(("upd", "trade", {"n": n}))
+                if n % 10 == 9:
+                    publisher.flush(timeout=60)  # many Raft entries, not one
+            publisher.flush(timeout=60)
+
+    publish("alpha", 3000)
+    victim = spec.nodes[1]
+    state = Path(victim.data) / "s" / "state"
+    term_before = json.loads(rt_cli("status", "--cluster", str(running.data), "--json").stdout)
+    term_before = max(node.get("term", 0) for node in term_before["nodes"])
+    # The state is lost under the running node (which may write a file meanwhile).
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(exist_ok=True)
+    assert rest(victim, "/softReset") == (200, {"hostname": "node-1", "status": "Resetting"})
+    assert rest(victim, "/softReset")[0] == 503  # one at a time
+    wait_until(lambda: statuses(spec) == ["UP"] * 3, 60, "every node UP after the soft reset")
+    assert (state / "raft" / "hardstate").exists()
+
+    publish("beta", 500)
+    outs = [Path(node.data) / "s" / "out" for node in spec.nodes]
+    wait_until(
+        lambda: len({len(read_log(out)) for out in outs}) == 1,
+        60,
+        "the rebuilt node to hold the merged log again",
+    )
+    merged = read_log(outs[1])
+    assert [r.origin for r in merged].count("alpha") == 3000
+    assert [r.origin for r in merged].count("beta") == 500
+    names = [f"log.{s}.{r}" for s, r in list_log_files(outs[0])]
+    _, mismatch, errors = filecmp.cmpfiles(outs[0], outs[1], names, shallow=False)
+    assert (mismatch, errors) == ([], [])
+    victim_status = json.loads(rt_cli("status", "--cluster", str(running.data), "--json").stdout)
+    assert victim_status["nodes"][1]["term"] > term_before  # started above its peers' terms
+    assert "holds data but no Raft state: rejoining at term" in running.log()
+    installed = "node-1 sequencer INFO rt_sequencer._node: installing a snapshot" in running.log()
+    assert installed == (keep_entries is not None)
+
+
+def test_a_one_node_cluster_refuses_a_soft_reset(cluster):
+    running = cluster(nodes=1)
+    status, body = rest(running.spec.nodes[0], "/softReset")
+    assert (status, body["status"]) == (503, NOT_AVAILABLE)
+    assert "no peers" in body["reason"]
+
+
+def test_rt_clients_lists_the_publishers_and_subscribers_connected(cluster, tmp_path):
+    running = cluster(nodes=1)
+    node = running.spec.nodes[0]
+    client = rt.Cluster.from_file(running.path)
+    received = Received()
+    with (
+        rt.Publisher(client, "feed", log_dir=tmp_path / "pub", origin="alpha") as publisher,
+        rt.Subscriber(client, log_dir=tmp_path / "sub", on_message=received.message),
+    ):
+        for n in range(1000):
+            publisher.publish(("upd", "trade", {"n": n}))
+        publisher.flush(timeout=30)
+        wait_until(lambda: received.count() == 1000, 30, "the messages delivered")
+        clients = rest(node, "/rtClients")[1]["clients"]
+        kinds = {c["kind"]: c for c in clients}
+        assert set(kinds) == {"publisher", "subscriber"}, clients
+        assert kinds["publisher"]["stream"].endswith(".feed")
+        assert kinds["publisher"]["bytes"] > 0 and kinds["publisher"]["bytes_per_second"] > 0
+        assert kinds["subscriber"]["position"] == received.items[-1][2]
+        dedup = rest(node, "/dedupRtClients")
+        assert dedup == (200, {"hostname": "node-0", "status": "UP", "clients": []})
+    wait_until(lambda: rest(node, "/rtClients")[1]["clients"] == [], 10, "the clients gone")

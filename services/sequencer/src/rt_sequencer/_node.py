@@ -28,13 +28,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
-from rtcommon.cluster import ClusterSpec
+from rtcommon.cluster import ClusterSpec, quorum
 from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     Chunk,
     LogMirror,
     SyncPolicy,
+    file_name,
     file_start,
+    list_log_files,
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, missed_reset, session_store
@@ -48,6 +50,7 @@ from rtproto.v1 import (
     push_pb2_grpc,
 )
 
+from ._clients import Clients
 from ._driver import RaftDriver
 from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore
@@ -70,7 +73,7 @@ from .core import (
     Timing,
     encode_ranges,
 )
-from .raft import Entry, FileStorage, Message, Snapshot
+from .raft import Entry, FileStorage, HardState, Message, Snapshot
 
 __all__ = ["Node", "node_timing"]
 
@@ -81,6 +84,8 @@ FETCH_TIMEOUT = 5.0
 #: The core's timer wakes at least this often (it also wakes at every deadline it names).
 MAX_TIMER_SLEEP = 1.0
 MIN_TIMER_SLEEP = 0.0005
+#: How long a node that lost its Raft state waits for a quorum to tell it their terms.
+REJOIN_WAIT = 10.0
 
 
 def node_timing() -> Timing:
@@ -110,6 +115,7 @@ class Node:
             directory.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.state_dir / "checkpoint"
         self.view_changed = Signal()  #: fires when any node's held positions are heard
+        self.clients = Clients()  #: publishers and subscribers connected now
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # fetches under way
         self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
@@ -123,6 +129,8 @@ class Node:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.storage = FileStorage(self.state_dir / "raft")
+        if self.storage.initial_state().term == 0 and self._holds_data():
+            await self._rejoin_above_peers_terms()
         checkpoint = load_checkpoint(self.checkpoint_path)
         snapshot = self.storage.snapshot()
         installing = snapshot.index > checkpoint.applied_index
@@ -237,6 +245,42 @@ class Node:
         self.inputs.close()
         self.storage.close()
 
+    def _holds_data(self) -> bool:
+        """Whether this node holds input copies or merged records (it ran before)."""
+        out_files = list_log_files(self.out_dir)
+        return any(self.in_dir.iterdir()) or any(
+            (self.out_dir / file_name(*file)).stat().st_size for file in out_files
+        )
+
+    async def _rejoin_above_peers_terms(self) -> None:
+        """This node lost its Raft state (deleted by hand, or by a soft reset) but ran
+        before, so it may have voted in a recent term: it starts above every term a quorum
+        reports, so it never votes twice in one term. It then catches up from the leader
+        (entries, or a snapshot) like a node far behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REJOIN_WAIT
+        terms: dict[int, int] = {}
+        peers = [peer for peer in self.cluster.nodes if peer.id != self.id]
+        while len(terms) + 1 < quorum(len(self.cluster.nodes)) and loop.time() < deadline:
+            for peer in peers:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    async with grpc.aio.insecure_channel(peer.push) as channel:
+                        reply = await admin_pb2_grpc.AdminStub(channel).Status(
+                            admin_pb2.StatusRequest(), timeout=1.0
+                        )
+                    terms[peer.id] = reply.term
+            if len(terms) + 1 < quorum(len(self.cluster.nodes)):
+                await asyncio.sleep(0.5)
+        term = max(terms.values(), default=0) + 1
+        self.storage.save(HardState(term=term), [], must_sync=True)
+        log.warning(
+            "%s holds data but no Raft state: rejoining at term %d, above the %d peer(s)"
+            " that answered",
+            self.spec.name,
+            term,
+            len(terms),
+        )
+
     def _out_end(self) -> int:
         """The end of the whole records in the merged log (torn tails trimmed)."""
         with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
@@ -291,6 +335,7 @@ class Node:
         return admin_pb2.NodeStatus(
             node=self.spec.name,
             session=self.session,
+            clients=self.clients.describe(),
             role=driver.role.value,
             term=driver.term,
             leader=driver.leader,

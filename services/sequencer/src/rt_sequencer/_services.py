@@ -36,6 +36,7 @@ from rtproto.v1 import (
     push_pb2_grpc,
 )
 
+from ._clients import Client, Clients
 from ._files import MergedLog
 from ._inputs import InputStore, TopicConflictError
 from ._peers import decode_message
@@ -119,12 +120,15 @@ class PushHost(Protocol):
 
     inputs: InputStore
     view_changed: Signal  #: fires when any node's held positions are heard
+    clients: Clients
 
     def quorum_held(self, stream: str) -> int: ...
 
 
 class PullHost(Protocol):
     """What Pull needs of the node: its merged log (another object after an install)."""
+
+    clients: Clients
 
     @property
     def out(self) -> MergedLog: ...
@@ -166,7 +170,13 @@ class PushService(push_pb2_grpc.PushServicer):
         except TopicConflictError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("push of %s from %s", stream.name, first.open.publisher or "?")
-        reader = asyncio.create_task(self._receive(stream, context))
+        with self.node.clients.connected(
+            "publisher", stream.name, context.peer(), first.open.publisher
+        ) as client:
+            await self._push(stream, client, context)
+
+    async def _push(self, stream, client: Client, context) -> None:
+        reader = asyncio.create_task(self._receive(stream, client, context))
         wake = asyncio.Event()
         reader.add_done_callback(lambda _: wake.set())
         stream.held_changed.notify(wake)
@@ -195,13 +205,14 @@ class PushService(push_pb2_grpc.PushServicer):
             self.node.view_changed.forget(wake)
             reader.cancel()
 
-    async def _receive(self, stream, context) -> None:
+    async def _receive(self, stream, client: Client, context) -> None:
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
             chunk = request.chunk
             stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+            client.moved(len(chunk.data), chunk.position + len(chunk.data))
 
 
 class PullService(pull_pb2_grpc.PullServicer):
@@ -237,8 +248,10 @@ class PullService(pull_pb2_grpc.PullServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"position {position} is not the start of a record in the merged log",
             )
-        async for chunk in _serve(reader, out.appended, context, resets=True):
-            yield chunk
+        with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
+            async for chunk in _serve(reader, out.appended, context, resets=True):
+                client.moved(len(chunk.data), chunk.position + len(chunk.data))
+                yield chunk
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):

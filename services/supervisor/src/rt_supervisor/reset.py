@@ -63,6 +63,7 @@ __all__ = [
     "ResetOrder",
     "Resetter",
     "Services",
+    "empty_directory",
     "wipe_volume",
 ]
 
@@ -132,6 +133,17 @@ class Peer(Protocol):
     async def restart(self, order: ResetOrder) -> None: ...
 
 
+def empty_directory(directory: Path) -> None:
+    """Delete what ``directory`` holds (it stays, empty), durably."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in list(directory.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    fsync_directory(directory)
+
+
 def wipe_volume(data: Path, on_step: Callable[[str], None]) -> None:
     """Steps 2-4 of the reset on a node's volume: delete what ``s/state`` and ``s/in``
     hold, empty the log files of ``s/out`` (its ``.session`` stays, so a reader still
@@ -139,14 +151,7 @@ def wipe_volume(data: Path, on_step: Callable[[str], None]) -> None:
     volume = data / "s"
     for step, part in ((DELETING_STATE, "state"), (DELETING_INPUT, "in")):
         on_step(step)
-        directory = volume / part
-        directory.mkdir(parents=True, exist_ok=True)
-        for entry in list(directory.iterdir()):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink(missing_ok=True)
-        fsync_directory(directory)
+        empty_directory(volume / part)
     on_step(TRUNCATING_OUTPUT)
     out = volume / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -269,6 +274,43 @@ class Resetter:
             if isinstance(result, BaseException):
                 log.warning("hard reset: restarting %s failed: %s", name, result)
         log.warning("hard reset %s: done, session %d", order.reset_id[:8], order.session)
+
+    # -- the soft reset ---------------------------------------------------------------------
+
+    async def soft_reset(self) -> None:
+        """This node alone rejoins from its peers (it lost ``s/state``, or fell hopelessly
+        behind): stop its services, delete its state (Raft log and hard state, checkpoint),
+        keep its input copies and merged log, start again. The sequencer then starts above
+        its peers' terms and catches up from the leader. Raises :class:`ResetBusyError`
+        while any reset holds the node, or without peers to rejoin from."""
+        if not self.peers:
+            raise ResetBusyError(
+                f"{self.node.name} has no peers to rejoin from: a soft reset would lose"
+                " what only its state knows"
+            )
+        if self.busy:
+            raise ResetBusyError(f"{self.node.name} is already resetting")
+        order = _Order(uuid.uuid4().hex, self.store.read(), self.node.name)
+        self._held_by = order.reset_id
+        self._task = asyncio.create_task(self._soft_reset(), name="soft reset")
+
+    async def _soft_reset(self) -> None:
+        log.warning("soft reset: %s rejoins from its peers", self.node.name)
+        try:
+            self.step = STOPPING
+            await self.services.stop()
+            self.step = DELETING_STATE
+            await asyncio.to_thread(empty_directory, self.data / "s" / "state")
+            self.step = RESTARTING
+            self.services.start()
+            await self._wait_serving()
+        except Exception as exc:
+            self.last_error = f"soft reset: {exc}"
+            log.error("%s", self.last_error)
+            self.services.start()
+        finally:
+            self.step, self._held_by = None, None
+        log.warning("soft reset: done")
 
     # -- a participant (the coordinator too) ---------------------------------------------
 

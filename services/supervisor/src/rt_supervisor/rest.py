@@ -9,6 +9,9 @@ as RT's documentation writes them (``GET resetStatus/``).
   403 with the same body when the reset API is disabled here (``RT_RESET_API=0``);
   with ``RT_RESET_TOKEN`` set, 401 without ``Authorization: Bearer <token>`` and 403
   with another token.
+- ``GET /softReset`` (or POST): this node alone deletes its state and rejoins from its
+  peers (``Resetter.soft_reset``); guarded and answered as ``/hardReset``, and 503 on a
+  node without peers.
 - ``GET /resetStatus``: ``UP`` when the node serves and no reset runs; the step under
   way during a reset; ``Not available for Reset`` while reserved for one or when the
   reset API is disabled; ``DOWN`` (with a ``reason``) when the sequencer does not
@@ -16,17 +19,20 @@ as RT's documentation writes them (``GET resetStatus/``).
 - ``GET /health``: 200 with the children's state when the sequencer answers its gRPC
   health check SERVING; 503 with the reason otherwise.
 - ``GET /latestOutPosition``: the end of the node's merged log and its session.
+- ``GET /rtClients``: the publishers (Push calls) and subscribers (Pull calls) connected
+  to this node: stream, name, address, position, bytes moved and bytes/s, since when.
 - ``GET /dedupRtClients``: per topic and origin, the last id merged and the duplicates
   dropped.
 - ``GET /logHistory``: the merged log's sessions on this node, each with its first and
   last positions and its files (a session a hard reset emptied holds no bytes).
 
-The three last answer 503 while the sequencer cannot answer.
+All but ``/logHistory`` answer 503 while the sequencer cannot answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -121,6 +127,23 @@ def create_app(
     route("/hardReset", **hard_reset_doc)(hard_reset)
     app.post("/hardReset", **hard_reset_doc)(hard_reset)
 
+    async def soft_reset(request: Request) -> JSONResponse:
+        refusal = await authorised(request)
+        if refusal is not None:
+            return refusal
+        try:
+            await resetter.soft_reset()
+        except ResetBusyError as exc:
+            return answer(503, NOT_AVAILABLE, reason=str(exc))
+        return answer(200, RESETTING)
+
+    soft_reset_doc = {
+        "summary": "This node alone drops its state and rejoins from its peers",
+        "responses": hard_reset_doc["responses"],
+    }
+    route("/softReset", **soft_reset_doc)(soft_reset)
+    app.post("/softReset", **soft_reset_doc)(soft_reset)
+
     @route("/resetStatus", summary="UP, the reset step under way, or Not available for Reset")
     async def reset_status() -> JSONResponse:
         step = resetter.status()
@@ -173,6 +196,26 @@ def create_app(
                 "dropped": entry.dropped,
             }
             for entry in reply.dedup
+        ]
+        return answer(200, UP, clients=clients)
+
+    @route("/rtClients", summary="Publishers and subscribers connected to this node")
+    async def rt_clients() -> JSONResponse:
+        reply = await node_status()
+        if isinstance(reply, JSONResponse):
+            return reply
+        clients = [
+            {
+                "kind": client.kind,
+                "stream": client.stream,
+                "name": client.name,
+                "peer": client.peer,
+                "position": client.position,
+                "bytes": client.bytes,
+                "bytes_per_second": client.bytes_per_second,
+                "since": datetime.fromtimestamp(client.since, UTC).isoformat(),
+            }
+            for client in reply.clients
         ]
         return answer(200, UP, clients=clients)
 

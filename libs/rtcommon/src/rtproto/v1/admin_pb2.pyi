@@ -100,6 +100,56 @@ class DedupStatus(_message.Message):
 Global___DedupStatus: _TypeAlias = DedupStatus  # noqa: Y015
 
 @_typing.final
+class ClientStatus(_message.Message):
+    """A publisher (a Push call) or a subscriber (a Pull call) connected to the node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"publisher" or "subscriber" """
+    stream: _builtins.str
+    """the publisher's stream; "merged" for a subscriber"""
+    peer: _builtins.str
+    """the client's address, as gRPC names it"""
+    name: _builtins.str
+    """the publisher id it gave, if any"""
+    position: _builtins.int
+    """the end of what it pushed, or of what it was sent"""
+    bytes: _builtins.int
+    """moved since it connected"""
+    bytes_per_second: _builtins.int
+    """recent rate, decaying over about 5 s"""
+    since: _builtins.float
+    """when it connected, Unix seconds"""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        stream: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        name: _builtins.str = ...,
+        position: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        bytes_per_second: _builtins.int = ...,
+        since: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "bytes_per_second", b"bytes_per_second", "kind", b"kind", "name", b"name", "peer", b"peer", "position", b"position", "since", b"since", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientStatus: _TypeAlias = ClientStatus  # noqa: Y015
+
+@_typing.final
 class NodeStatus(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -115,6 +165,7 @@ class NodeStatus(_message.Message):
     BYTES_MERGED_FIELD_NUMBER: _builtins.int
     DEDUP_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
+    CLIENTS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
     """"leader", "follower", "candidate" or "pre-candidate"."""
@@ -133,6 +184,8 @@ class NodeStatus(_message.Message):
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     @_builtins.property
     def dedup(self) -> _containers.RepeatedCompositeFieldContainer[Global___DedupStatus]: ...
+    @_builtins.property
+    def clients(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientStatus]: ...
     def __init__(
         self,
         *,
@@ -148,10 +201,11 @@ class NodeStatus(_message.Message):
         bytes_merged: _builtins.int = ...,
         dedup: _abc.Iterable[Global___DedupStatus] | None = ...,
         session: _builtins.int = ...,
+        clients: _abc.Iterable[Global___ClientStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "clients", b"clients", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
