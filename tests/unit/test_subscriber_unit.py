@@ -21,8 +21,10 @@ import pytest
 from rt._cluster import Cluster
 from rt._cmd_sub import event_line, jsonable, message_line, parse_filter, parse_from, run
 from rt._prune import prune
-from rt._sub_replication import reset_copy
+from rt._sub_replication import Replication, reset_copy
+from rt._sub_start import Start
 from rt._subscriber import Subscriber, SubscriberError
+from rtcommon.cluster import NodeSpec
 from rtcommon.log import (
     BADTAIL,
     RESET,
@@ -44,6 +46,7 @@ from rtcommon.log import (
     read_log,
     split_position,
 )
+from rtproto.v1.common_pb2 import LogChunk
 
 WAIT = 10.0
 ROLL = 1024
@@ -430,6 +433,36 @@ def test_a_reset_of_the_source_is_mirrored_into_a_copy_and_delivered_as_an_event
     mirror.close()
     assert numbers(collector.messages) == [*range(40), *range(1000, 1030)]
     assert collector.events == [(RESET, (reached, file_start(1, 0)))]
+    assert all(
+        (copy / file_name(*f)).stat().st_size == 0 for f in list_log_files(copy) if f[0] == 0
+    )
+
+
+def test_a_reset_chunk_after_a_roll_empties_the_copy_and_is_delivered_once(tmp_path):
+    """The node marks the first chunk after a hard reset; a copy whose last file is sealed
+    (the reset fell right after a roll) is reset too, which no heuristic could tell."""
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    with LogWriter(source, roll_size=ROLL, sync="none", seal_on_close=True) as writer:
+        append(writer, range(40))
+    node = NodeSpec(id=0, name="node-0", push="127.0.0.1:1", pull="127.0.0.1:1", rest="")
+    # Chunks are handed to it directly: no node is ever reached.
+    replication = Replication(copy, (node,), Start(None), first_node=0, on_written=lambda: None)
+    for chunk in chunks_of(source):
+        replication.write(LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed))
+    assert replication.mirror is not None and replication.mirror.sealed
+    collector = Collector()
+    with collector.subscribe(copy):
+        wait_for(lambda: len(collector.messages) == 40, "the first session")
+        reached = collector.messages[-1][1]
+        assert replication.write(LogChunk(position=file_start(1, 0), reset=True))
+        with LogWriter(source, roll_size=ROLL, sync="none") as writer:
+            append(writer, range(1000, 1010))
+        for chunk in chunks_of(source, file_start(1, 0)):
+            replication.write(LogChunk(position=chunk.position, data=chunk.data))
+        wait_for(lambda: len(collector.messages) == 50, "the new session")
+    replication.close()
+    assert collector.events == [(RESET, (reached, file_start(1, 0)))]
+    assert numbers(collector.messages) == [*range(40), *range(1000, 1010)]
     assert all(
         (copy / file_name(*f)).stat().st_size == 0 for f in list_log_files(copy) if f[0] == 0
     )
