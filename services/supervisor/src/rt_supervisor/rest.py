@@ -106,43 +106,38 @@ def create_app(
 
         return register
 
-    async def hard_reset(request: Request) -> JSONResponse:
-        refusal = await authorised(request)
-        if refusal is not None:
-            return refusal
-        try:
-            await resetter.hard_reset()
-        except ResetBusyError as exc:
-            return answer(503, NOT_AVAILABLE, reason=str(exc))
-        return answer(200, RESETTING)
-
-    hard_reset_doc = {
-        "summary": "Reset the whole cluster: every message of the stream is removed",
-        "responses": {
-            503: {"description": "a reset is under way (Not available for Reset)"},
-            401: {"description": "a reset token is configured and none was given"},
-            403: {"description": "the reset API is disabled, or the token is wrong"},
-        },
+    reset_responses = {
+        503: {"description": "a reset is under way (Not available for Reset)"},
+        401: {"description": "a reset token is configured and none was given"},
+        403: {"description": "the reset API is disabled, or the token is wrong"},
     }
-    route("/hardReset", **hard_reset_doc)(hard_reset)
-    app.post("/hardReset", **hard_reset_doc)(hard_reset)
 
-    async def soft_reset(request: Request) -> JSONResponse:
-        refusal = await authorised(request)
-        if refusal is not None:
-            return refusal
-        try:
-            await resetter.soft_reset()
-        except ResetBusyError as exc:
-            return answer(503, NOT_AVAILABLE, reason=str(exc))
-        return answer(200, RESETTING)
+    def reset_endpoint(path: str, start: Callable[[], Awaitable[None]], summary: str) -> None:
+        """GET (as RT's documentation has it) and POST on ``path`` run ``start``, guarded."""
 
-    soft_reset_doc = {
-        "summary": "This node alone drops its state and rejoins from its peers",
-        "responses": hard_reset_doc["responses"],
-    }
-    route("/softReset", **soft_reset_doc)(soft_reset)
-    app.post("/softReset", **soft_reset_doc)(soft_reset)
+        async def handler(request: Request) -> JSONResponse:
+            refusal = await authorised(request)
+            if refusal is not None:
+                return refusal
+            try:
+                await start()
+            except ResetBusyError as exc:
+                return answer(503, NOT_AVAILABLE, reason=str(exc))
+            return answer(200, RESETTING)
+
+        route(path, summary=summary, responses=reset_responses)(handler)
+        app.post(path, summary=summary, responses=reset_responses)(handler)
+
+    reset_endpoint(
+        "/hardReset",
+        resetter.hard_reset,
+        "Reset the whole cluster: every message of the stream is removed",
+    )
+    reset_endpoint(
+        "/softReset",
+        resetter.soft_reset,
+        "This node alone drops its state and rejoins from its peers",
+    )
 
     @route("/resetStatus", summary="UP, the reset step under way, or Not available for Reset")
     async def reset_status() -> JSONResponse:
