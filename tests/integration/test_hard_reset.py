@@ -360,3 +360,12 @@ def test_rt_clients_lists_the_publishers_and_subscribers_connected(cluster, tmp_
         dedup = rest(node, "/dedupRtClients")
         assert dedup == (200, {"hostname": "node-0", "status": "UP", "clients": []})
     wait_until(lambda: rest(node, "/rtClients")[1]["clients"] == [], 10, "the clients gone")
+
+
+def test_rt_sub_from_a_session_that_does_not_exist_fails_clearly(cluster):
+    running = cluster(nodes=1)
+    started = time.monotonic()
+    result = rt_cli("sub", "--cluster", str(running.data), "--from", "0x10000000000000")
+    assert result.returncode == 2, result.stderr
+    assert "past the end" in result.stderr and "log.256.0 does not exist" in result.stderr
+    assert time.monotonic() - started < 30  # it hung before
