@@ -373,7 +373,7 @@ def test_a_badtail_is_delivered_as_an_event_and_delivery_moves_past_it(tmp_path,
         wait_for(lambda: len(received) == 4, "records after the replayed badtail")
         assert subscriber.position == collector.messages[-1][1]
     assert received == [2, 100, 101, 102]
-    assert f"Badtail event in {tmp_path}" in caplog.text
+    assert f"Badtail event in {tmp_path.name} ({tmp_path})" in caplog.text
     assert str(bad_at) in caplog.text and str(next_start) in caplog.text
 
 
@@ -397,7 +397,7 @@ def test_a_reset_is_delivered_as_an_event_and_delivery_goes_on_in_the_new_sessio
     new_session = list_log_files(tmp_path)[-1][0]
     assert received == [*range(40), *range(1000, 1010)]
     assert (
-        f"Reset event in {tmp_path}, rolling position from {reached} to"
+        f"Reset event in {tmp_path.name} ({tmp_path}), rolling position from {reached} to"
         f" {file_start(new_session, 0)}" in caplog.text
     )
 

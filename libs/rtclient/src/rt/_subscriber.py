@@ -117,6 +117,8 @@ class Subscriber:
                 raise ValueError("a subscriber without a cluster needs a log_dir (or a topic)")
             log_dir = settings.log_path / (topic or self.cluster.name)  # type: ignore[union-attr]
         self.log_dir = Path(log_dir)
+        #: What the stream is called in messages: the topic, else the cluster's name.
+        self.topic = topic or (self.cluster.name if self.cluster else self.log_dir.name)
         self._start_at = Start(position)
         self.archived_exchange = settings.archived_exchange  # not used yet
         self._nodes: tuple[NodeSpec, ...] = self.cluster.nodes if self.cluster else ()
@@ -328,11 +330,16 @@ class Subscriber:
         before, after = positions
         if kind == RESET:
             log.warning(
-                "Reset event in %s, rolling position from %d to %d", self.log_dir, before, after
+                "Reset event in %s (%s), rolling position from %d to %d",
+                self.topic,
+                self.log_dir,
+                before,
+                after,
             )
         else:
             log.warning(
-                "Badtail event in %s: corrupt or torn data at %d, rolling position to %d",
+                "Badtail event in %s (%s): corrupt or torn data at %d, rolling position to %d",
+                self.topic,
                 self.log_dir,
                 before,
                 after,
