@@ -264,6 +264,33 @@ def test_a_reset_right_after_a_roll_and_a_replay_from_before_it_meet_the_reset(t
     assert read_log(tmp_path, reached) == [event, read_log(tmp_path)[-1]]
 
 
+def test_a_reset_while_a_reader_waits_at_the_start_of_an_empty_file_is_met(tmp_path):
+    """A merged log restarted right after a roll holds an empty successor file; a reader
+    waits at its start. A reset empties what was before: nothing shrinks under the
+    reader, yet it meets the reset; so does a reader that starts in the wiped session."""
+    with LogWriter(tmp_path, roll_size=200, seal_on_close=True) as writer:
+        for i in range(3):
+            writer.append(record(i))
+    sealed_last = list_log_files(tmp_path)[-1]
+    with LogWriter(tmp_path, at=file_start(sealed_last[0], sealed_last[1] + 1)):
+        pass  # the successor exists, empty
+    reader = LogReader(tmp_path, merged=True)
+    assert len(records_only([item for _ in range(5) for item in reader.read()])) == 3
+    waiting_at = reader.position
+    assert waiting_at == file_start(sealed_last[0], sealed_last[1] + 1)
+    for session, roll in list_log_files(tmp_path):
+        os.truncate(tmp_path / f"log.{session}.{roll}", 0)
+    with LogWriter(tmp_path) as writer:
+        writer.append(record(100))
+    assert reader.read() == [LogEvent(RESET, (waiting_at, file_start(1, 0)))]
+    assert [r.id for r in reader.read()] == [101]
+    reader.close()
+    with LogReader(tmp_path, 0, merged=True) as replay:
+        assert replay.read() == [LogEvent(RESET, (0, file_start(1, 0)))]
+    # elsewhere an empty session is a writer that died before writing: no event
+    assert [type(item) for item in read_log(tmp_path, 0)] == [Record]
+
+
 def test_a_position_in_a_file_the_log_will_not_reach_is_refused(tmp_path):
     with LogWriter(tmp_path, roll_size=200) as writer:
         writer.append(record(0))

@@ -86,8 +86,13 @@ class Delivery:
             return None
         try:
             # A replicated copy had every record's CRC checked by the mirror as it arrived.
+            # A copy of the merged log changes session only by a hard reset.
             reader = LogReader(
-                self.log_dir, start, tag_filter=self.tag_filter, verify=not self.replicated
+                self.log_dir,
+                start,
+                tag_filter=self.tag_filter,
+                verify=not self.replicated,
+                merged=self.replicated,
             )
         except PositionPastEndError:
             if not self.replicated:

@@ -235,6 +235,7 @@ class PullService(pull_pb2_grpc.PullServicer):
                 position,
                 chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
                 verify=False,
+                merged=True,
             )
         except PositionPastEndError as exc:
             await context.abort(

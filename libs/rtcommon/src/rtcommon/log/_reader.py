@@ -12,6 +12,11 @@ decides, from the directory, what comes next:
 - the file shrank below what was read, emptied together with every later file
   of its session, and a newer session exists: the source was wiped (a hard
   reset): a ``reset`` event ``(position reached, start of the new session)``;
+  in a merged log (``merged=True``: its sessions change only by a hard reset),
+  likewise a reader at the start of an empty file whose whole session is empty,
+  with a newer session after it (a reset right after a roll, or a reader that
+  starts in the wiped session); elsewhere that is a writer that died before it
+  wrote, and the reader goes on;
   a file that shrank with non-empty later files of its session was pruned by
   garbage collection, and the reader goes on to the next file;
 - nothing later exists yet: the file may still grow; :meth:`LogReader.wait`
@@ -124,8 +129,10 @@ class LogReader:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         watcher: DirectoryWatcher | None = None,
         verify: bool = True,
+        merged: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self._merged = merged  # sessions change only by a hard reset (module docstring)
         self._verify = verify  # False: the log was checked as it was written (see scan)
         if tag_filter is not None and not isinstance(tag_filter, TagFilter):
             tag_filter = TagFilter(tuple(tag_filter))
@@ -302,6 +309,11 @@ class LogReader:
         current_size = os.fstat(self._fd).st_size
         if current_size < self._read_offset:
             return self._after_shrink(later)
+        newer = self._after_wiped_session(later) if self._merged and not self._read_offset else None
+        if newer is not None:
+            reached = self._decoder.position
+            self._open(newer, 0)
+            return LogEvent(RESET, (reached, file_start(*newer))), True
         next_start = file_start(*later[0])
         if isinstance(outcome, Corrupt):
             event = LogEvent(BADTAIL, (outcome.position, next_start))
@@ -324,6 +336,20 @@ class LogReader:
             return LogEvent(RESET, (reached, file_start(*newer_session[0]))), True
         self._open(later[0], 0)  # pruned by garbage collection
         return None, True
+
+    def _after_wiped_session(self, later: list[tuple[int, int]]) -> tuple[int, int] | None:
+        """At the start of an empty file whose whole session is empty, with a newer
+        session after it: the first file of that session (the log was wiped, by a reset
+        right after a roll, or this reader started in the wiped session), else None."""
+        assert self._file is not None
+        session = self._file[0]
+        newer = [f for f in later if f[0] > session]
+        if not newer:
+            return None
+        files = list_log_files(self.directory)
+        if any(self._size(f) for f in files if f[0] == session):
+            return None
+        return newer[0]
 
     def _size(self, file: tuple[int, int]) -> int:
         with contextlib.suppress(FileNotFoundError):
