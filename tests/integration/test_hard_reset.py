@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,11 +19,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import rt
 from rt_supervisor.reset import NOT_AVAILABLE, STEPS
 from rtcommon.log import file_start, list_log_files, read_log
+from rtproto.v1 import control_pb2, control_pb2_grpc
 
 BIN = Path(sys.executable).parent
 ROLL = 64 << 10
@@ -218,8 +221,9 @@ def test_a_hard_reset_while_publishers_send_reaches_subscribers_once(cluster, tm
         assert rest(node, "/logHistory")[1]["sessions"][0]["bytes"] == 0  # session 0 emptied
 
 
-def test_a_node_killed_during_a_reset_is_wiped_when_it_returns(cluster, tmp_path):
-    running = cluster(nodes=3, env={"RT_ROLL_SIZE": str(ROLL)})
+def test_a_node_killed_during_a_reset_completes_it_when_it_returns(cluster, tmp_path):
+    """With a reset token, which the supervisors pass to each other on Control calls."""
+    running = cluster(nodes=3, env={"RT_ROLL_SIZE": str(ROLL), "RT_RESET_TOKEN": "s3cret"})
     spec = running.spec
     client = rt.Cluster.from_file(running.path)
     with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", origin="alpha") as publisher:
@@ -227,12 +231,26 @@ def test_a_node_killed_during_a_reset_is_wiped_when_it_returns(cluster, tmp_path
             publisher.publish(("upd", "trade", {"n": n}))
         publisher.flush(timeout=60)
 
+    with grpc.insecure_channel(spec.nodes[1].control) as channel:  # no token: refused
+        with pytest.raises(grpc.RpcError) as refused:
+            control_pb2_grpc.ControlStub(channel).Reserve(control_pb2.ResetOrder(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
     victim = spec.nodes[2]
-    assert rest(spec.nodes[0], "/hardReset")[0] == 200
-    os.kill(victim.pid, signal.SIGKILL)  # its supervisor, and with it its children
+    marker = Path(victim.data) / "s" / ".reset"
+    request = urllib.request.Request(f"http://{spec.nodes[0].rest}/hardReset")
+    request.add_header("Authorization", "Bearer s3cret")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert json.loads(reply.read())["status"] == "Resetting"
+    wait_until(marker.exists, 30, "the victim to begin its wipe")
+    os.kill(victim.pid, signal.SIGKILL)  # its supervisor mid-reset, and with it its children
 
     wait_until(lambda: statuses(running.spec) == ["UP"] * 3, 120, "every node UP again")
     assert running.spec.nodes[2].pid != victim.pid  # the launcher started it again
+    assert "node-2 supervisor: completing a hard reset to session 1 interrupted here" in (
+        running.log()
+    )
+    assert not marker.exists()
     victim_out = Path(victim.data) / "s" / "out"
     assert all(
         (victim_out / f"log.0.{r}").stat().st_size == 0
@@ -324,9 +342,10 @@ def test_a_soft_reset_rebuilds_a_node_whose_state_was_deleted(cluster, tmp_path,
     names = [f"log.{s}.{r}" for s, r in list_log_files(outs[0])]
     _, mismatch, errors = filecmp.cmpfiles(outs[0], outs[1], names, shallow=False)
     assert (mismatch, errors) == ([], [])
-    victim_status = json.loads(rt_cli("status", "--cluster", str(running.data), "--json").stdout)
-    assert victim_status["nodes"][1]["term"] > term_before  # started above its peers' terms
-    assert "holds data but no Raft state: rejoining at term" in running.log()
+    rejoined = re.search(
+        r"node-1 holds data but no Raft state: rejoining at term (\d+)", running.log()
+    )
+    assert rejoined and int(rejoined[1]) > term_before  # above every term before
     installed = "node-1 sequencer INFO rt_sequencer._node: installing a snapshot" in running.log()
     assert installed == (keep_entries is not None)
 
@@ -334,7 +353,7 @@ def test_a_soft_reset_rebuilds_a_node_whose_state_was_deleted(cluster, tmp_path,
 def test_a_one_node_cluster_refuses_a_soft_reset(cluster):
     running = cluster(nodes=1)
     status, body = rest(running.spec.nodes[0], "/softReset")
-    assert (status, body["status"]) == (503, NOT_AVAILABLE)
+    assert (status, body["status"]) == (409, NOT_AVAILABLE)
     assert "no peers" in body["reason"]
 
 

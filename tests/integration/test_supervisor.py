@@ -183,7 +183,8 @@ def test_a_hard_reset_of_one_node_wipes_it_and_starts_the_next_session(
         return status == "UP"
 
     procs.wait_until(back_up, 60, "the node UP after the reset")
-    assert set(seen) <= {"Not available for Reset", *STEPS, "UP"} and len(seen) >= 2, seen
+    assert set(seen) <= {"Not available for Reset", *STEPS, "UP"}, seen
+    assert set(seen) & set(STEPS), seen  # it showed its steps
     assert Path(ClusterSpec.from_file(cluster).session_file).read_text().strip() == "1"
     assert not (volume / "in" / "some.stream").exists()
     assert first_out.exists() and first_out.stat().st_size == 0  # emptied, not deleted

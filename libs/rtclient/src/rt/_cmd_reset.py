@@ -25,6 +25,7 @@ from rtcommon.cluster import ClusterError, ClusterSpec
 
 from ._exits import FAILED, INTERRUPTED, OK, USAGE
 from ._rest import RestError, rest_get
+from ._status import reset_states
 
 __all__ = ["run"]
 
@@ -85,11 +86,7 @@ def _reset(spec: ClusterSpec, token: str, timeout: float, out: IO[str]) -> int:
     shown: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for node in spec.nodes:
-            try:
-                state = str(rest_get(node.rest, "/resetStatus", timeout=2.0)[1].get("status"))
-            except RestError:
-                state = "unreachable"
+        for node, state in zip(spec.nodes, reset_states(spec.nodes, 2.0), strict=True):
             if shown.get(node.name) != state:
                 shown[node.name] = state
                 print(f"{node.name}: {state}", file=out, flush=True)

@@ -29,7 +29,7 @@ from rtproto.v1 import admin_pb2, admin_pb2_grpc
 from ._exits import FAILED, OK, USAGE
 from ._rest import RestError, rest_get
 
-__all__ = ["DEFAULT_DEADLINE", "format_position", "status"]
+__all__ = ["DEFAULT_DEADLINE", "format_position", "reset_states", "status"]
 
 DEFAULT_DEADLINE = 2.0
 _HEADER = (
@@ -75,7 +75,7 @@ def _ask(nodes: tuple[NodeSpec, ...], deadline: float) -> list[admin_pb2.NodeSta
             channel.close()
 
 
-def _reset_states(nodes: tuple[NodeSpec, ...], deadline: float) -> list[str]:
+def reset_states(nodes: tuple[NodeSpec, ...], deadline: float) -> list[str]:
     """Each node's ``/resetStatus``, or why there is none, asked all at once."""
 
     def ask(node: NodeSpec) -> str:
@@ -111,18 +111,18 @@ def status(
         print(f"rt status: {exc}", file=sys.stderr)
         return USAGE
     with ThreadPoolExecutor(max_workers=1) as pool:
-        resets = pool.submit(_reset_states, spec.nodes, deadline)
+        resets = pool.submit(reset_states, spec.nodes, deadline)
         answers = _ask(spec.nodes, deadline)
-        reset_states = resets.result()
+        resets_now = resets.result()
     if as_json:
-        print(json.dumps(_as_json(spec, answers, reset_states), indent=2), file=out)
+        print(json.dumps(_as_json(spec, answers, resets_now), indent=2), file=out)
         out.flush()
         return OK if any(not isinstance(a, str) for a in answers) else FAILED
     names = {node.id: node.name for node in spec.nodes}
     applied = [a.applied_index for a in answers if not isinstance(a, str)]
     most = max(applied, default=0)
     rows: list[tuple[str, ...]] = []
-    for node, answer, reset in zip(spec.nodes, answers, reset_states, strict=True):
+    for node, answer, reset in zip(spec.nodes, answers, resets_now, strict=True):
         if isinstance(answer, str):
             rows.append((node.name, f"{answer} (reset status: {reset})"))
             continue
@@ -157,11 +157,11 @@ def status(
 
 
 def _as_json(
-    spec: ClusterSpec, answers: list[admin_pb2.NodeStatus | str], reset_states: list[str]
+    spec: ClusterSpec, answers: list[admin_pb2.NodeStatus | str], resets: list[str]
 ) -> dict:
     """Every node's status as JSON (``--json``): what the table shows, and the streams."""
     nodes = []
-    for node, answer, reset in zip(spec.nodes, answers, reset_states, strict=True):
+    for node, answer, reset in zip(spec.nodes, answers, resets, strict=True):
         if isinstance(answer, str):
             nodes.append({"node": node.name, "error": answer, "reset": reset})
         else:

@@ -13,6 +13,7 @@ node that missed a reset sees, by comparing its own data's session
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -35,6 +36,8 @@ __all__ = [
     "NoSessionStore",
     "SessionStore",
     "SessionStoreError",
+    "holds_data",
+    "holds_merged_records",
     "missed_reset",
     "node_session",
     "session_store",
@@ -54,6 +57,10 @@ class SessionStore(Protocol):
 
     def raise_to(self, session: int) -> int:
         """Store ``session`` if it is above the current one; return the session now held."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`SessionStoreError` if the session could not be raised now."""
         ...
 
 
@@ -99,6 +106,14 @@ class FileSessionStore:
         except OSError as exc:
             raise SessionStoreError(f"cannot write the session file {self.path}: {exc}") from exc
 
+    def check(self) -> None:
+        self.read()
+        folder = self.path.parent
+        if not os.access(folder, os.W_OK) or (
+            self.path.exists() and not os.access(self.path, os.W_OK)
+        ):
+            raise SessionStoreError(f"the session file {self.path} cannot be written")
+
 
 class NoSessionStore:
     """A cluster described without a session file: always session 0, never reset."""
@@ -107,6 +122,10 @@ class NoSessionStore:
         return 0
 
     def raise_to(self, session: int) -> int:
+        self.check()
+        return 0
+
+    def check(self) -> None:
         raise SessionStoreError(
             "the cluster description names no session_file, where a hard reset keeps the"
             " session number"
@@ -143,9 +162,24 @@ def missed_reset(data: str | os.PathLike[str], session: int) -> int | None:
     if own is None or own >= session:
         return None
     volume = Path(data) / "s"
-    holds_state = any((volume / "state").iterdir()) if (volume / "state").is_dir() else False
-    holds_output = any(
-        (volume / "out" / file_name(*file)).stat().st_size
-        for file in list_log_files(volume / "out")
-    )
-    return own if holds_state or holds_output else None
+    return own if _holds_anything(volume / "state") or holds_merged_records(data) else None
+
+
+def holds_merged_records(data: str | os.PathLike[str]) -> bool:
+    """Whether the merged log of the node volume ``data`` holds any bytes."""
+    out = Path(data) / "s" / "out"
+    for file in list_log_files(out):
+        with contextlib.suppress(FileNotFoundError):  # a running node may remove a file
+            if (out / file_name(*file)).stat().st_size:
+                return True
+    return False
+
+
+def holds_data(data: str | os.PathLike[str]) -> bool:
+    """Whether the node volume ``data`` holds input copies or merged records: the node
+    ran before (so it may have voted, and must not start as if new)."""
+    return _holds_anything(Path(data) / "s" / "in") or holds_merged_records(data)
+
+
+def _holds_anything(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())

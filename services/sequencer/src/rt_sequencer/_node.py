@@ -28,18 +28,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
+from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, quorum
 from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     Chunk,
     LogMirror,
     SyncPolicy,
-    file_name,
     file_start,
-    list_log_files,
     write_file_atomically,
 )
-from rtcommon.session import MissedResetError, missed_reset, session_store
+from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -84,8 +83,6 @@ FETCH_TIMEOUT = 5.0
 #: The core's timer wakes at least this often (it also wakes at every deadline it names).
 MAX_TIMER_SLEEP = 1.0
 MIN_TIMER_SLEEP = 0.0005
-#: How long a node that lost its Raft state waits for a quorum to tell it their terms.
-REJOIN_WAIT = 10.0
 
 
 def node_timing() -> Timing:
@@ -129,7 +126,7 @@ class Node:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.storage = FileStorage(self.state_dir / "raft")
-        if self.storage.initial_state().term == 0 and self._holds_data():
+        if self.storage.initial_state().term == 0 and holds_data(self.spec.data):
             await self._rejoin_above_peers_terms()
         checkpoint = load_checkpoint(self.checkpoint_path)
         snapshot = self.storage.snapshot()
@@ -245,32 +242,33 @@ class Node:
         self.inputs.close()
         self.storage.close()
 
-    def _holds_data(self) -> bool:
-        """Whether this node holds input copies or merged records (it ran before)."""
-        out_files = list_log_files(self.out_dir)
-        return any(self.in_dir.iterdir()) or any(
-            (self.out_dir / file_name(*file)).stat().st_size for file in out_files
-        )
-
     async def _rejoin_above_peers_terms(self) -> None:
         """This node lost its Raft state (deleted by hand, or by a soft reset) but ran
-        before, so it may have voted in a recent term: it starts above every term a quorum
-        reports, so it never votes twice in one term. It then catches up from the leader
-        (entries, or a snapshot) like a node far behind."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REJOIN_WAIT
-        terms: dict[int, int] = {}
+        before, so it may have voted in a recent term. A leader elected with that vote
+        had it from a quorum, so all but ``quorum - 1`` of the peers know its term: the
+        node waits for ``n - quorum + 1`` peers to tell their terms, then starts above
+        them all, with no vote, so it never votes twice in one term. It then catches up
+        from the leader (entries, or a snapshot) like a node far behind."""
+        nodes = len(self.cluster.nodes)
+        needed = nodes - quorum(nodes) + 1
         peers = [peer for peer in self.cluster.nodes if peer.id != self.id]
-        while len(terms) + 1 < quorum(len(self.cluster.nodes)) and loop.time() < deadline:
+        terms: dict[int, int] = {}
+        waited = 0.0
+        while len(terms) < min(needed, len(peers)):
             for peer in peers:
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    async with grpc.aio.insecure_channel(peer.push) as channel:
-                        reply = await admin_pb2_grpc.AdminStub(channel).Status(
-                            admin_pb2.StatusRequest(), timeout=1.0
-                        )
-                    terms[peer.id] = reply.term
-            if len(terms) + 1 < quorum(len(self.cluster.nodes)):
-                await asyncio.sleep(0.5)
+                    terms[peer.id] = (await node_status(peer.push, timeout=1.0)).term
+            if len(terms) < min(needed, len(peers)):
+                if waited % 10 == 0:
+                    log.warning(
+                        "%s lost its Raft state: waiting for %d peer(s) to tell their terms"
+                        " (%d answered)",
+                        self.spec.name,
+                        needed,
+                        len(terms),
+                    )
+                await asyncio.sleep(1.0)
+                waited += 1
         term = max(terms.values(), default=0) + 1
         self.storage.save(HardState(term=term), [], must_sync=True)
         log.warning(

@@ -23,6 +23,10 @@ __all__ = ["ControlPeer", "ControlService", "bearer_matches"]
 
 #: How long a coordinator waits for a peer's reservation or restart to be answered.
 CALL_TIMEOUT = 5.0
+#: How long a peer's wipe may take (stopping its services, deleting its files).
+WIPE_TIMEOUT = 60.0
+#: Codes that mean the peer was not reached (it is then wiped when it returns).
+UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def bearer_matches(header: str | None, token: str) -> bool:
@@ -99,9 +103,11 @@ class ControlPeer:
                     self._order(order), timeout=CALL_TIMEOUT, metadata=self._metadata
                 )
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    return exc.details() or "refused"
-                raise
+                if exc.code() in UNREACHABLE:
+                    raise
+                # A refusal (held, disabled, a wrong token): the reset must not go on
+                # without this node, as it would were the node down.
+                return f"{exc.code().name}: {exc.details() or 'refused'}"
         return ""
 
     async def release(self, order: ResetOrder) -> None:
@@ -113,7 +119,7 @@ class ControlPeer:
     async def wipe(self, order: ResetOrder) -> AsyncIterator[str]:
         async with self._channel() as channel:
             call = control_pb2_grpc.ControlStub(channel).Wipe(
-                self._order(order), metadata=self._metadata
+                self._order(order), timeout=WIPE_TIMEOUT, metadata=self._metadata
             )
             async for step in call:
                 yield step.step

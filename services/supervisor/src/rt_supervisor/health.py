@@ -1,5 +1,4 @@
-"""What the supervisor asks its node's sequencer: the gRPC health probe
-(``grpc.health.v1``, service "") and its status (``rtproto.v1.Admin``).
+"""The gRPC health probe of the node's sequencer (``grpc.health.v1``, service "").
 
 A fresh channel per probe, with a short deadline: a long-lived channel would sit in
 gRPC's reconnect backoff (up to minutes) after the sequencer restarts, and report it
@@ -14,9 +13,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rtproto.v1 import admin_pb2, admin_pb2_grpc
-
-__all__ = ["SERVING", "UNREACHABLE", "Probe", "probe_sequencer", "sequencer_status"]
+__all__ = ["SERVING", "UNREACHABLE", "Probe", "probe_sequencer"]
 
 SERVING = "SERVING"
 UNREACHABLE = "UNREACHABLE"
@@ -46,11 +43,3 @@ async def probe_sequencer(address: str, timeout: float) -> Probe:
     if status == SERVING:
         return Probe(SERVING)
     return Probe(status, f"health check on {address} answered {status}")
-
-
-async def sequencer_status(address: str, timeout: float) -> admin_pb2.NodeStatus:
-    """The sequencer's ``Admin.Status``; raises ``grpc.aio.AioRpcError`` if it cannot."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        return await admin_pb2_grpc.AdminStub(channel).Status(
-            admin_pb2.StatusRequest(), timeout=timeout
-        )

@@ -24,6 +24,7 @@ import grpc
 import uvicorn
 
 from rtcommon import env
+from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.errors import RTError
 from rtcommon.session import session_store
@@ -31,7 +32,7 @@ from rtproto.v1 import control_pb2_grpc
 
 from .children import Child
 from .control import ControlPeer, ControlService
-from .health import Probe, probe_sequencer, sequencer_status
+from .health import Probe, probe_sequencer
 from .reset import Resetter
 from .rest import create_app
 
@@ -121,12 +122,40 @@ async def run_node(
         for peer in spec.nodes
         if peer.id != node.id and peer.control
     ]
+
+    async def peers_hold_what_this_node_committed() -> str:
+        """ "" if every peer serves and has applied all this node committed (so a soft
+        reset loses nothing only this node held), else why not."""
+        try:
+            committed = (await node_status(node.push, probe_timeout)).commit_index
+        except grpc.aio.AioRpcError:
+            committed = 0  # its sequencer is down: nothing it says can be checked
+        for peer in spec.nodes:
+            if peer.id == node.id:
+                continue
+            try:
+                status = await node_status(peer.push, probe_timeout)
+            except grpc.aio.AioRpcError as exc:
+                return (
+                    f"{peer.name} does not answer ({exc.code().name}): a soft reset needs"
+                    " every peer"
+                )
+            if status.leader < 0:
+                return f"{peer.name} knows no leader: a soft reset needs a working cluster"
+            if status.applied_index < committed:
+                return (
+                    f"{peer.name} has applied up to {status.applied_index}, this node committed"
+                    f" {committed}: try again once it caught up"
+                )
+        return ""
+
     resetter = Resetter(
         node,
         session_store(spec),
         _ChildServices(children, grace, probe),
         peers,
         enabled=settings.reset_api,
+        soft_reset_check=peers_hold_what_this_node_committed,
     )
     try:
         resetter.recover_at_start()
@@ -138,7 +167,7 @@ async def run_node(
     app = create_app(
         node.name,
         probe=probe,
-        status=lambda: sequencer_status(node.push, probe_timeout),
+        status=lambda: node_status(node.push, probe_timeout),
         children=lambda: {child.name: child.state() for child in children},
         sequencer_state=sequencer.describe,
         resetter=resetter,
@@ -168,6 +197,8 @@ async def run_node(
         log.error("the REST server stopped unexpectedly: %r", served.exception())
         status = 1
     watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
     await resetter.close()
     await asyncio.gather(*(child.stop(grace) for child in children))
     if control is not None:

@@ -38,9 +38,11 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
+
+import tenacity
 
 from rtcommon.cluster import NodeSpec
 from rtcommon.errors import RTError
@@ -60,6 +62,7 @@ __all__ = [
     "UP",
     "Peer",
     "ResetBusyError",
+    "ResetImpossibleError",
     "ResetOrder",
     "Resetter",
     "Services",
@@ -82,6 +85,8 @@ RESTARTING = "Restarting"
 STEPS = (STOPPING, DELETING_STATE, DELETING_INPUT, TRUNCATING_OUTPUT, INCREMENTING, RESTARTING)
 
 RESERVE_LEASE = 15.0
+#: How long a failing session store is retried before the node restarts regardless.
+RAISE_RETRY_FOR = 10.0
 RESTART_LEASE = 60.0
 #: How long a restarted node waits for its sequencer to serve before it reports UP.
 SERVING_TIMEOUT = 30.0
@@ -90,7 +95,12 @@ MARKER = ".reset"
 
 
 class ResetBusyError(RTError):
-    """A reset cannot start: this node or a peer is held by another."""
+    """A reset cannot start now: this node or a peer is held by another, or the peers
+    are not ready for it; it may later."""
+
+
+class ResetImpossibleError(RTError):
+    """A reset cannot start here at all (no session store, no peers to rejoin from)."""
 
 
 class ResetOrder(Protocol):
@@ -175,6 +185,7 @@ class Resetter:
         peers: Sequence[Peer],
         *,
         enabled: bool = True,
+        soft_reset_check: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.node = node
         self.data = Path(node.data)
@@ -182,12 +193,13 @@ class Resetter:
         self.services = services
         self.peers = list(peers)
         self.enabled = enabled
+        #: "" when the peers can take over this node's state (a soft reset), else why not
+        self.soft_reset_check = soft_reset_check
         self.step: str | None = None  #: the step under way, None when no reset runs
         self.last_error = ""  #: what went wrong in the latest reset, if anything
         self._held_by: str | None = None  # the reset id this node is reserved for
         self._lease: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._restarted = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def marker(self) -> Path:
@@ -213,7 +225,11 @@ class Resetter:
         Raises :class:`ResetBusyError` (nothing touched) if any is held by another reset."""
         if self.busy:
             raise ResetBusyError(f"{self.node.name} is already resetting")
-        order = _Order(uuid.uuid4().hex, self.store.read() + 1, self.node.name)
+        try:
+            self.store.check()  # before anything is touched: raising it must not fail later
+            order = _Order(uuid.uuid4().hex, self.store.read() + 1, self.node.name)
+        except SessionStoreError as exc:
+            raise ResetImpossibleError(str(exc)) from exc
         self._reserve(order)
         replies = await asyncio.gather(
             *(peer.reserve(order) for peer in self.peers), return_exceptions=True
@@ -243,7 +259,7 @@ class Resetter:
             order.session,
             ", ".join([self.node.name, *(peer.name for peer in taking_part)]),
         )
-        self._task = asyncio.create_task(self._orchestrate(order, taking_part), name="reset")
+        self._spawn(self._orchestrate(order, taking_part), "reset")
 
     async def _orchestrate(self, order: ResetOrder, peers: list[Peer]) -> None:
         async def wipe_peer(peer: Peer) -> Peer:
@@ -284,15 +300,18 @@ class Resetter:
         its peers' terms and catches up from the leader. Raises :class:`ResetBusyError`
         while any reset holds the node, or without peers to rejoin from."""
         if not self.peers:
-            raise ResetBusyError(
+            raise ResetImpossibleError(
                 f"{self.node.name} has no peers to rejoin from: a soft reset would lose"
                 " what only its state knows"
             )
         if self.busy:
             raise ResetBusyError(f"{self.node.name} is already resetting")
-        order = _Order(uuid.uuid4().hex, self.store.read(), self.node.name)
-        self._held_by = order.reset_id
-        self._task = asyncio.create_task(self._soft_reset(), name="soft reset")
+        self._held_by = f"soft-{uuid.uuid4().hex}"
+        refusal = await self.soft_reset_check() if self.soft_reset_check else ""
+        if refusal:
+            self._held_by = None
+            raise ResetBusyError(refusal)
+        self._spawn(self._soft_reset(), "soft reset")
 
     async def _soft_reset(self) -> None:
         log.warning("soft reset: %s rejoins from its peers", self.node.name)
@@ -307,8 +326,8 @@ class Resetter:
         except Exception as exc:
             self.last_error = f"soft reset: {exc}"
             log.error("%s", self.last_error)
-            self.services.start()
         finally:
+            self.services.start()  # whatever failed, the node does not stay down
             self.step, self._held_by = None, None
         log.warning("soft reset: done")
 
@@ -338,13 +357,15 @@ class Resetter:
         (or raise the session and restart after ``RESTART_LEASE``)."""
         if self._held_by != order.reset_id:
             raise ResetBusyError(f"{self.node.name} is not reserved for this reset")
+        if self.step is not None:
+            raise ResetBusyError(f"{self.node.name} is already wiping for this reset")
         steps: asyncio.Queue[str | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._wipe(order, steps.put_nowait), name="reset")
-        self._task.add_done_callback(lambda _: steps.put_nowait(None))
+        task = self._spawn(self._wipe(order, steps.put_nowait), "reset wipe")
+        task.add_done_callback(lambda _: steps.put_nowait(None))
         try:
             while (step := await steps.get()) is not None:
                 yield step
-            self._task.result()
+            await task
         finally:
             # Restarted even after a failed wipe: the sequencer then refuses the stale
             # data, and the watch wipes again.
@@ -357,7 +378,7 @@ class Resetter:
             RESTART_LEASE,
             order.session,
         )
-        self._task = asyncio.create_task(self._restart(order), name="reset")
+        self._spawn(self._restart(order), "reset restart")
 
     async def restart(self, order: ResetOrder) -> None:
         """Raise the session to ``order``'s and start the services in it."""
@@ -384,14 +405,34 @@ class Resetter:
         self._cancel_lease()
         try:
             self.step = INCREMENTING
-            self.store.raise_to(order.session)
-            self.step = RESTARTING
-            self.services.start()
+            await self._raise_session(order.session)
+            # Before the start: once the sequencer runs in the new session, a crash must
+            # not wipe it again (it may have voted there).
             self.marker.unlink(missing_ok=True)
+        except Exception as exc:
+            self.last_error = f"raising the session to {order.session}: {exc}"
+            log.error("hard reset: %s", self.last_error)
+        finally:
+            self.step = RESTARTING
+            # Started even if the raise failed: a sequencer refuses data of an older
+            # session than the store's, and the watch wipes again.
+            self.services.start()
+        try:
             await self._wait_serving()
         finally:
             self.step = None
             self._held_by = None
+
+    async def _raise_session(self, session: int) -> None:
+        """Raise the store to ``session``, retrying a store that fails for a while."""
+        async for attempt in tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_delay(RAISE_RETRY_FOR),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            retry=tenacity.retry_if_exception_type(SessionStoreError),
+            reraise=True,
+        ):
+            with attempt:
+                self.store.raise_to(session)
 
     async def _wait_serving(self) -> None:
         loop = asyncio.get_running_loop()
@@ -460,6 +501,7 @@ class Resetter:
             except Exception as exc:  # the next look tries again
                 self.last_error = f"catching up with the reset: {exc}"
                 log.error("%s", self.last_error)
+                self.services.start()
                 self.step, self._held_by = None, None
 
     # -- leases ----------------------------------------------------------------------------
@@ -473,9 +515,25 @@ class Resetter:
             self._lease.cancel()
             self._lease = None
 
+    def _spawn(self, coroutine: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run ``coroutine`` as a task kept until it ends, its failure logged."""
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_ended)
+        return task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.last_error = f"{task.get_name()}: {task.exception()}"
+            log.error("%s failed: %s", task.get_name(), task.exception())
+
     async def close(self) -> None:
         self._cancel_lease()
-        if self._task is not None:
-            self._task.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task

@@ -5,13 +5,15 @@ as RT's documentation writes them (``GET resetStatus/``).
 
 - ``GET /hardReset`` (or POST): reset the whole cluster from this node (``reset``
   module). 200 ``{"hostname", "status": "Resetting"}``; 503 ``{"hostname", "status":
-  "Not available for Reset", "reason"}`` while a reset holds this node or a peer;
+  "Not available for Reset", "reason"}`` while a reset holds this node or a peer (or a
+  peer refuses: disabled there, another token); 409 where no reset can run (the cluster
+  description names no session file);
   403 with the same body when the reset API is disabled here (``RT_RESET_API=0``);
   with ``RT_RESET_TOKEN`` set, 401 without ``Authorization: Bearer <token>`` and 403
   with another token.
 - ``GET /softReset`` (or POST): this node alone deletes its state and rejoins from its
-  peers (``Resetter.soft_reset``); guarded and answered as ``/hardReset``, and 503 on a
-  node without peers.
+  peers (``Resetter.soft_reset``); guarded and answered as ``/hardReset``; 503 until every
+  peer serves and has applied what this node committed, 409 on a node without peers.
 - ``GET /resetStatus``: ``UP`` when the node serves and no reset runs; the step under
   way during a reset; ``Not available for Reset`` while reserved for one or when the
   reset API is disabled; ``DOWN`` (with a ``reason``) when the sequencer does not
@@ -26,7 +28,8 @@ as RT's documentation writes them (``GET resetStatus/``).
 - ``GET /logHistory``: the merged log's sessions on this node, each with its first and
   last positions and its files (a session a hard reset emptied holds no bytes).
 
-All but ``/logHistory`` answer 503 while the sequencer cannot answer.
+``/latestOutPosition``, ``/rtClients`` and ``/dedupRtClients`` answer 503 while the
+sequencer cannot answer.
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ from rtproto.v1 import admin_pb2
 
 from .control import bearer_matches
 from .health import Probe
-from .reset import NOT_AVAILABLE, RESETTING, UP, ResetBusyError, Resetter
+from .reset import (
+    NOT_AVAILABLE,
+    RESETTING,
+    UP,
+    ResetBusyError,
+    ResetImpossibleError,
+    Resetter,
+)
 
 __all__ = ["create_app"]
 
@@ -107,7 +117,8 @@ def create_app(
         return register
 
     reset_responses = {
-        503: {"description": "a reset is under way (Not available for Reset)"},
+        503: {"description": "a reset is under way, or the peers are not ready for it"},
+        409: {"description": "no reset can run here (no session store, no peers)"},
         401: {"description": "a reset token is configured and none was given"},
         403: {"description": "the reset API is disabled, or the token is wrong"},
     }
@@ -123,6 +134,8 @@ def create_app(
                 await start()
             except ResetBusyError as exc:
                 return answer(503, NOT_AVAILABLE, reason=str(exc))
+            except ResetImpossibleError as exc:
+                return answer(409, NOT_AVAILABLE, reason=str(exc))
             return answer(200, RESETTING)
 
         route(path, summary=summary, responses=reset_responses)(handler)
