@@ -9,11 +9,12 @@ begins at ``log.<session>.0``.
 
 **Orchestration.** The node asked (``GET /hardReset``) is the coordinator:
 
-1. it reserves itself and every peer it reaches (``Control.Reserve``); a node already
-   held by a reset refuses, and the request gets 503 with nothing touched;
+1. it checks the session store can be raised, then reserves itself and every peer it
+   reaches (``Control.Reserve``); a peer that refuses (held by a reset, its API
+   disabled, another token) stops the request (503) with nothing touched;
 2. every reserved node wipes itself (``Control.Wipe``, steps 1-3 above), at once;
-3. only when all have stopped does the coordinator raise the session: no node runs the
-   new session while another still runs the old;
+3. only when all have stopped does the coordinator raise the session: none of them runs
+   the new session while another still runs the old (a node left out may: below);
 4. every node restarts (``Control.Restart``) and reports ``UP`` once its sequencer
    serves.
 
