@@ -338,6 +338,7 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
             stream="h.feed",
             topic="feed",
             publisher="test",
+            cluster_id="",
             on_reply=lambda *_: None,
             stopping=asyncio.Event(),
             reply_timeout=1.0,

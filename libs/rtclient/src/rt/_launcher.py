@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO
 
 from rtcommon import env, localhost
-from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec
+from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec, new_cluster_id
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.processes import Backoff, describe_exit
@@ -91,8 +91,11 @@ def build_spec(
     base_port: int,
     roll_size: int,
     pids: Sequence[int | None] | None = None,
+    *,
+    cluster_id: str | None = None,
 ) -> ClusterSpec:
-    """The cluster description for ``nodes`` nodes kept under ``data`` (an absolute path)."""
+    """The cluster description for ``nodes`` nodes kept under ``data`` (an absolute path),
+    with identity ``cluster_id`` (a new one if None)."""
     pids = list(pids) if pids is not None else [None] * nodes
     specs = []
     for n in range(nodes):
@@ -109,7 +112,12 @@ def build_spec(
                 pid=pids[n],
             )
         )
-    return ClusterSpec(nodes=tuple(specs), roll_size=roll_size, session_file=str(data / "session"))
+    return ClusterSpec(
+        id=cluster_id or new_cluster_id(),
+        nodes=tuple(specs),
+        roll_size=roll_size,
+        session_file=str(data / "session"),
+    )
 
 
 def prepare_data(data: Path, nodes: int) -> None:
@@ -172,6 +180,7 @@ class Launcher:
         self.path = self.data / CLUSTER_FILE
         self.shown_path = shown_path or str(self.path)
         self.base_port = base_port
+        self.cluster_id = new_cluster_id()  #: kept from the folder's cluster.json if it has one
         self.timeout = timeout
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -244,7 +253,7 @@ class Launcher:
             raise LaunchError(f"cannot lock {self.data}: {exc}") from None
 
     def _check_previous(self) -> None:
-        """Refuse to reuse a folder that holds a cluster of another size."""
+        """Keep the identity of the cluster a folder holds; refuse one of another size."""
         if not self.path.exists():
             return
         try:
@@ -252,6 +261,7 @@ class Launcher:
         except ClusterError as exc:
             self._say(f"replacing an unreadable {self.path} ({exc})")
             return
+        self.cluster_id = previous.id or self.cluster_id
         if len(previous.nodes) != len(self.nodes):
             raise LaunchError(
                 f"{self.data} holds a {len(previous.nodes)}-node cluster; run with "
@@ -277,6 +287,7 @@ class Launcher:
             self.base_port,
             self.roll_size,
             [node.pid for node in self.nodes],
+            cluster_id=self.cluster_id,
         )
         try:
             spec.to_file(self.path)

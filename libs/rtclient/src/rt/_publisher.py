@@ -4,7 +4,10 @@ A publisher owns one log directory (DESIGN sections 4 and 11):
 
 - ``topic`` an absolute path: that directory, and no replication at all;
 - otherwise ``<parent>/<publisher_id or hostname>.<topic>/``, where ``<parent>`` is
-  ``log_dir`` if given, else ``$RT_LOG_PATH``. The directory's name is the stream's name
+  ``log_dir`` if given, else the cluster's own folder under ``$RT_LOG_PATH``
+  (``<cluster name>-<cluster id>``: a new cluster never gets an old one's log). The
+  folder records the cluster it was written for, and another cluster refuses it
+  (``rtcommon.cluster.ClusterMismatchError``). The directory's name is the stream's name
   on the nodes, so a topic ending in ``.dedup`` makes a deduplicated stream. With a
   ``log_dir`` and no ``publisher_id``, the id is the hostname and a short hash of
   ``log_dir``: publishers on one host with their own log folders never share a stream,
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rtcommon import env
-from rtcommon.cluster import ClusterSpec
+from rtcommon.cluster import ClusterSpec, claim_for_cluster
 from rtcommon.errors import RTError
 from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
 from rtcommon.replication import Replicator
@@ -87,13 +90,19 @@ def publisher_directory(
     topic: str,
     log_dir: str | os.PathLike[str] | None = None,
     publisher_id: str | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> tuple[Path, bool]:
-    """The log directory of a publisher on ``topic``, and whether it is replicated."""
+    """The log directory of a publisher on ``topic`` to ``cluster``, and whether it is
+    replicated."""
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"a topic is a non-empty string, not {topic!r}")
     if os.path.isabs(topic):
         return Path(topic), False
-    parent = Path(log_dir) if log_dir is not None else env.settings().log_path
+    if log_dir is not None:
+        parent = Path(log_dir)
+    else:
+        log_path = env.settings().log_path
+        parent = cluster.client_folder(log_path) if cluster is not None else log_path
     if publisher_id is None:
         publisher_id = env.hostname()
         if log_dir is not None:
@@ -139,11 +148,14 @@ class Publisher:
         sync: str | SyncPolicy = "batch",
     ) -> None:
         self.topic = topic
-        self.directory, replicate = publisher_directory(topic, log_dir, publisher_id)
+        local_only = isinstance(topic, str) and os.path.isabs(topic)
+        spec = None if local_only else _cluster_spec(cluster)
+        self.directory, replicate = publisher_directory(topic, log_dir, publisher_id, spec)
         self.stream = self.directory.name if replicate else None
         self.codec = Codec.named(codec)
         self.origin = env.hostname() if origin is None else origin
-        spec = _cluster_spec(cluster) if replicate else None
+        if spec is not None:  # before anything is written there
+            claim_for_cluster(self.directory, spec, "the publisher's log folder")
         self._lock = threading.Lock()  # serialises publishers and the committer on the writer
         self._writer = LogWriter(
             self.directory,

@@ -68,7 +68,7 @@ from pathlib import Path
 
 from rtcommon import env
 from rtcommon.background import background_loop, in_background_loop
-from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.cluster import ClusterSpec, NodeSpec, claim_for_cluster
 from rtcommon.log import RESET, TagFilter, check_position
 
 from ._cluster import Cluster
@@ -93,7 +93,9 @@ class Subscriber:
 
     ``cluster``: an :class:`rt.Cluster`, a ``cluster.json`` path, a list of node
     addresses, or ``None`` to deliver from an existing local log without
-    replication. ``log_dir`` defaults to ``$RT_LOG_PATH/<topic or cluster name>/``.
+    replication. ``log_dir`` defaults to ``<topic or cluster name>/`` in the cluster's own
+    folder under ``$RT_LOG_PATH`` (``<cluster name>-<cluster id>/``); a copy records the
+    cluster it holds, and another cluster refuses it (``ClusterMismatchError``).
     ``node`` is the id of the node to pull from first (default: one at random).
     The module docstring gives the delivery contract.
     """
@@ -115,8 +117,14 @@ class Subscriber:
         if log_dir is None:
             if self.cluster is None and topic is None:
                 raise ValueError("a subscriber without a cluster needs a log_dir (or a topic)")
-            log_dir = settings.log_path / (topic or self.cluster.name)  # type: ignore[union-attr]
+            if self.cluster is not None:
+                parent = self.cluster.spec.client_folder(settings.log_path)
+                log_dir = parent / (topic or self.cluster.name)
+            else:
+                log_dir = settings.log_path / topic  # type: ignore[operator]
         self.log_dir = Path(log_dir)
+        if self.cluster is not None:  # a copy of one cluster's merged log, never another's
+            claim_for_cluster(self.log_dir, self.cluster.spec, "the subscriber's copy")
         #: What the stream is called in messages: the topic, else the cluster's name.
         self.topic = topic or (self.cluster.name if self.cluster else self.log_dir.name)
         self._start_at = Start(position)

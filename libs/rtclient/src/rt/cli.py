@@ -132,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pub.add_argument("--strict", action="store_true", help="refuse a line that is not JSON")
     _add_timeout(pub, "how long to wait at the end for a quorum to hold everything")
-    pub.add_argument("--log-dir", metavar="DIR", help="parent of the log (default $RT_LOG_PATH)")
+    pub.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="parent of the log (default: the cluster's folder under $RT_LOG_PATH)",
+    )
     pub.add_argument(
         "--publisher-id", metavar="ID", help="names the log <ID>.<topic> (default the host name)"
     )

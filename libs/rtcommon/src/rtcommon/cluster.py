@@ -6,11 +6,19 @@ data folder and the pid of its supervisor, the roll size every node uses (merged
 logs are byte-identical only if all nodes roll alike) and the file holding the
 session number, which is kept outside the nodes' data volumes so a hard reset
 survives them.
+
+A cluster has an identity (``id``, made when ``rt cluster up`` first writes the file),
+and everything that holds a cluster's data records it in a ``.cluster`` file: each
+node's volume, each publisher's log folder, each subscriber's copy. A folder of one
+cluster is then refused by another (:func:`claim_for_cluster`), and clients keep their
+default folders under ``$RT_LOG_PATH/<name>-<id>/`` (:meth:`ClusterSpec.client_folder`),
+so a new cluster never sees an old one's messages.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -18,14 +26,30 @@ import msgspec
 from .errors import RTError
 from .log import write_file_atomically
 
-__all__ = ["CLUSTER_FILE", "ClusterError", "ClusterSpec", "NodeSpec", "quorum"]
+__all__ = [
+    "CLUSTER_FILE",
+    "CLUSTER_ID_FILE",
+    "ClusterError",
+    "ClusterMismatchError",
+    "ClusterSpec",
+    "NodeSpec",
+    "claim_for_cluster",
+    "new_cluster_id",
+    "quorum",
+]
 
 #: The name of the cluster description in a data folder.
 CLUSTER_FILE = "cluster.json"
+#: The file naming the cluster whose data a folder holds.
+CLUSTER_ID_FILE = ".cluster"
 
 
 class ClusterError(RTError):
     """A cluster description that is missing, malformed or inconsistent."""
+
+
+class ClusterMismatchError(ClusterError):
+    """A folder that holds another cluster's data."""
 
 
 class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +65,7 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str = "rt"
+    id: str = ""  #: the cluster's identity ("" for a cluster given by addresses alone)
     nodes: tuple[NodeSpec, ...]
     roll_size: int = 1 << 30
     session_file: str = ""  #: where the merged log's session number is kept
@@ -75,6 +100,10 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ClusterError(f"{path} is not a valid cluster description: {exc}") from exc
 
+    def client_folder(self, log_path: Path) -> Path:
+        """Where this cluster's clients keep their default folders under ``log_path``."""
+        return log_path / f"{self.name}-{self.id}" if self.id else log_path
+
     def to_file(self, path: str | os.PathLike[str]) -> None:
         """Write atomically and durably, so a reader never sees half a file."""
         write_file_atomically(Path(path), msgspec.json.format(msgspec.json.encode(self)) + b"\n")
@@ -83,3 +112,28 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
 def quorum(node_count: int) -> int:
     """How many nodes make a majority."""
     return node_count // 2 + 1
+
+
+def new_cluster_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def claim_for_cluster(directory: str | os.PathLike[str], cluster: ClusterSpec, what: str) -> None:
+    """Record in ``directory`` that it holds ``cluster``'s data (``what`` says what the
+    folder is, for the error); raise :class:`ClusterMismatchError` if it holds another's.
+    A cluster without an id claims nothing."""
+    if not cluster.id:
+        return
+    path = Path(directory, CLUSTER_ID_FILE)
+    try:
+        held = path.read_text().strip()
+    except FileNotFoundError:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, cluster.id.encode() + b"\n")
+        return
+    if held != cluster.id:
+        raise ClusterMismatchError(
+            f"{what} {directory} holds data of cluster {held}, not of cluster"
+            f" {cluster.name!r} ({cluster.id}) it is used with: use another folder (the"
+            " default folders are per cluster), or remove it to start afresh"
+        )

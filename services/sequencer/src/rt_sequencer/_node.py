@@ -29,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
 from rtcommon.admin import node_status
-from rtcommon.cluster import ClusterSpec, quorum
+from rtcommon.cluster import ClusterSpec, claim_for_cluster, quorum
 from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     Chunk,
@@ -99,6 +99,8 @@ class Node:
         self.id = node_id
         self.timing = timing or node_timing()
         data = Path(self.spec.data)
+        claim_for_cluster(data / "s", spec, f"{self.spec.name}'s volume")
+        self.cluster_id = spec.id
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
         if stale is not None:

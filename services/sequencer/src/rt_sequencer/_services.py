@@ -121,6 +121,7 @@ class PushHost(Protocol):
     inputs: InputStore
     view_changed: Signal  #: fires when any node's held positions are heard
     clients: Clients
+    cluster_id: str  #: the cluster's identity ("" if it has none)
 
     def quorum_held(self, stream: str) -> int: ...
 
@@ -163,6 +164,14 @@ class PushService(push_pb2_grpc.PushServicer):
             return
         if first.WhichOneof("kind") != "open":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request is open")
+        own = self.node.cluster_id
+        if first.open.cluster and own and first.open.cluster != own:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"stream {first.open.stream!r} was written for cluster {first.open.cluster};"
+                f" this node belongs to cluster {own}: publish to this cluster from a log"
+                " folder of its own (the default folders are per cluster)",
+            )
         try:
             stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
         except StreamNameError as exc:

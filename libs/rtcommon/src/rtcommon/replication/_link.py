@@ -154,6 +154,7 @@ class PushLink:
         stream: str,
         topic: str,
         publisher: str,
+        cluster_id: str,
         on_reply: ReplyHandler,
         stopping: asyncio.Event,
         reply_timeout: float,
@@ -168,6 +169,7 @@ class PushLink:
         self._stream = stream
         self._topic = topic
         self._publisher = publisher
+        self._cluster_id = cluster_id
         self._on_reply = on_reply
         self._stopping = stopping
         self._reply_timeout = reply_timeout
@@ -206,7 +208,10 @@ class PushLink:
         try:
             call = push_pb2_grpc.PushStub(channel).Push()
             opening = push_pb2.PushOpen(
-                stream=self._stream, topic=self._topic, publisher=self._publisher
+                stream=self._stream,
+                topic=self._topic,
+                publisher=self._publisher,
+                cluster=self._cluster_id,
             )
             await call.write(push_pb2.PushRequest(open=opening))
             reply = await asyncio.wait_for(call.read(), self._reply_timeout)

@@ -31,7 +31,7 @@ from rtproto.v1 import push_pb2
 
 from .. import env
 from ..background import background_loop
-from ..cluster import ClusterSpec, NodeSpec, quorum
+from ..cluster import ClusterSpec, NodeSpec, claim_for_cluster, quorum
 from ..log import DirectoryWatcher
 from ..streams import check_stream_name, check_topic, read_topic
 from ._link import PushLink, ReadCache
@@ -73,6 +73,7 @@ class Replicator:
         if not isinstance(cluster, ClusterSpec):
             raise TypeError(f"a replicator needs a ClusterSpec, not {type(cluster).__name__}")
         self.spec = cluster
+        claim_for_cluster(self.log_dir, cluster, "the publisher's log folder")
         self.single_ingress = (
             env.settings().single_ingress if single_ingress is None else single_ingress
         )
@@ -213,6 +214,7 @@ class Replicator:
             "stream": self.stream,
             "topic": self.topic,
             "publisher": self._publisher,
+            "cluster_id": self.spec.id,
             "on_reply": self._on_reply,
             "stopping": self._stopping,
             "reply_timeout": self._reply_timeout,

@@ -52,6 +52,7 @@ class PushOpen(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     PUBLISHER_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     """The stream's name: the publisher's log directory name, "<host or .rt.pi>.<topic>".
     A name ending in ".dedup" is deduplicated by the cluster.
@@ -65,16 +66,22 @@ class PushOpen(_message.Message):
     keeps the topic it was first opened with; another one is refused
     (FAILED_PRECONDITION).
     """
+    cluster: _builtins.str
+    """The identity of the cluster the publisher's log was written for (cluster.json's
+    `id`). A node of another cluster refuses the push (FAILED_PRECONDITION): an old
+    log must not feed a new cluster. Empty: not known, accepted.
+    """
     def __init__(
         self,
         *,
         stream: _builtins.str = ...,
         publisher: _builtins.str = ...,
         topic: _builtins.str = ...,
+        cluster: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["publisher", b"publisher", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "publisher", b"publisher", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
