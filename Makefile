@@ -45,7 +45,8 @@ JOBS ?= 2
 .PHONY: help venv run test protos check-protos lint format sim bench clean
 
 help:
-	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it)"
+	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it);"
+	@echo "                   NODES=1|3|5, DATA=folder, BASE_PORT=5000 change it"
 	@echo "make test          all set-up, check-protos, lint, pytest over tests/, then sim SEEDS=300"
 	@echo "make protos        regenerate the gRPC/protobuf stubs from protos/ into $(PROTO_OUT)/rtproto"
 	@echo "make check-protos  fail if the committed stubs differ from what protos/ generates"
@@ -72,8 +73,12 @@ $(STAMP): requirements.lock $(PYPROJECTS)
 	touch $@
 
 # ---------------------------------------------------------------------------------------------
+# make run NODES=1 DATA=/tmp/rt BASE_PORT=7000: another size, folder or set of ports.
+NODES ?= 3
+DATA ?= DATA
+BASE_PORT ?= 5000
 run: $(STAMP)
-	$(VENV)/bin/rt cluster up --nodes 3 --data DATA
+	$(VENV)/bin/rt cluster up --nodes $(NODES) --data $(DATA) --base-port $(BASE_PORT)
 
 test: $(STAMP)
 	$(MAKE) check-protos

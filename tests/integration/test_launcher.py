@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,9 @@ def test_one_node_cluster_up(
     lines = running.read_more()
     assert any(f"rt pub --cluster {running.path}" in line for line in lines), lines
     assert any(f"rt sub --cluster {running.path} --from start" in line for line in lines), lines
+    # The commands shown can be run as shown: rt is on the PATH, or its path is given.
+    command = next(line for line in lines if "publish:" in line).split()[1]
+    assert (command == "rt" and shutil.which("rt")) or Path(command).exists(), command
 
     spec = running.spec
     check_spec(spec, running.data, 1, running.base_port, roll_size=65536)

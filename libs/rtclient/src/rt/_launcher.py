@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,18 @@ def prepare_data(data: Path, nodes: int) -> None:
     session = data / "session"
     if not session.exists():
         write_file_atomically(session, b"0\n")
+
+
+def rt_command() -> str:
+    """How a user runs this ``rt``: ``rt`` when the PATH finds this one, else its path
+    (``.venv/bin/rt`` from the project's folder)."""
+    mine = Path(sys.executable).parent / "rt"
+    found = shutil.which("rt")
+    if found is not None and Path(found).resolve() == mine.resolve():
+        return "rt"
+    with contextlib.suppress(ValueError):
+        return str(mine.relative_to(Path.cwd()))
+    return str(mine)
 
 
 def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]:
@@ -379,15 +392,17 @@ class Launcher:
         count = len(self.nodes)
         path = self.shown_path
         first = self.nodes[0].rest
+        rt = rt_command()
         lines = [
             f"rt cluster ready: {count} node{'s' if count > 1 else ''}, cluster file {path}",
-            f"  publish:   rt pub --cluster {path}    (one message per line of stdin)",
-            f"  subscribe: rt sub --cluster {path} --from start",
-            f"  status:    rt status --cluster {path}",
+            f"  publish:   {rt} pub --cluster {path} --topic feed    (a message per stdin line)",
+            f"  subscribe: {rt} sub --cluster {path} --from start",
+            f"  status:    {rt} status --cluster {path}",
+            f"  reset:     {rt} reset --cluster {path}    (wipes the stream; asks first)",
             f"  REST:      curl http://{first}/resetStatus    (nodes' REST: "
             + ", ".join(node.rest for node in self.nodes)
-            + ")",
-            "  stop:      Ctrl-C",
+            + "; OpenAPI at /docs)",
+            f"  stop:      Ctrl-C, or {rt} cluster down --data {self.data}",
         ]
         print("\n".join(lines), file=self.out, flush=True)
 
