@@ -346,7 +346,7 @@ def test_a_soft_reset_rebuilds_a_node_whose_state_was_deleted(cluster, tmp_path,
         r"node-1 holds data but no Raft state: rejoining at term (\d+)", running.log()
     )
     assert rejoined and int(rejoined[1]) > term_before  # above every term before
-    installed = "node-1 sequencer INFO rt_sequencer._node: installing a snapshot" in running.log()
+    installed = "INFO node-1 sequencer: installing a snapshot" in running.log()
     assert installed == (keep_entries is not None)
 
 

@@ -60,6 +60,12 @@ def run_rt(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
+ONE_LOG_FORMAT = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL)"
+    r" (launcher|node-\d+ (supervisor|sequencer|archiver)): "
+)
+
+
 def test_one_node_cluster_up(
     cluster: ClusterFactory, procs: Any, http_get: HttpGet, monkeypatch: Any
 ) -> None:
@@ -89,6 +95,12 @@ def test_one_node_cluster_up(
     assert running.stop() == 0
     procs.wait_gone(everything)
     assert [node.pid for node in running.spec.nodes] == [None]
+    # Every line the cluster logged, the launcher's own included, is in the one format.
+    lines = running.log().splitlines()
+    assert any(" INFO launcher: stopped 1 node" in line for line in lines), lines
+    assert any(" INFO node-0 sequencer: " in line for line in lines), lines
+    odd = [line for line in lines if not ONE_LOG_FORMAT.match(line)]
+    assert odd == [], odd
 
 
 def test_three_node_cluster_up_status_and_sigterm_stops_everything(

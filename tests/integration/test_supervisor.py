@@ -288,7 +288,7 @@ def test_a_killed_child_is_restarted(supervisor: Callable[[], Supervisor], procs
     sup = supervisor()
     archiver = sup.wait_child("rt-archiver")
     procs.wait_until(
-        lambda: "archiver node-0: retention policy not implemented yet; idle" in sup.log(),
+        lambda: "node-0 archiver: retention policy not implemented yet; idle" in sup.log(),
         START_TIMEOUT,
         "the archiver's line",
     )
@@ -365,7 +365,9 @@ def test_archiver_idles_until_sigterm(node_files: tuple[Path, NodeSpec]) -> None
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        assert line.strip() == "archiver node-0: retention policy not implemented yet; idle"
+        assert line.strip().endswith(
+            " INFO node-0 archiver: retention policy not implemented yet; idle"
+        )
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -31,6 +31,7 @@ refuses a second launcher on the same folder.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -46,6 +47,7 @@ from rtcommon import env, localhost
 from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec, new_cluster_id
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
+from rtcommon.logs import log_formatter
 from rtcommon.processes import Backoff, describe_exit
 
 from ._rest import RestError, rest_get
@@ -129,6 +131,9 @@ def prepare_data(data: Path, nodes: int) -> None:
     session = data / "session"
     if not session.exists():
         write_file_atomically(session, b"0\n")
+
+
+_FORMAT = log_formatter("launcher")
 
 
 def rt_command() -> str:
@@ -223,7 +228,7 @@ class Launcher:
             self._say(f"{signal.Signals(self._stop_signal).name}: stopping the cluster")
             return 0
         except LaunchError as exc:
-            self._say(f"{exc}")
+            self._say(f"{exc}", logging.ERROR)
             return 1
         finally:
             self._stop_all()
@@ -232,8 +237,10 @@ class Launcher:
         if self._stop_signal is None:
             self._stop_signal = sig
 
-    def _say(self, message: str) -> None:
-        print(f"rt cluster up: {message}", file=self.err, flush=True)
+    def _say(self, message: str, level: int = logging.INFO) -> None:
+        """A line of the launcher's own, in the nodes' log format (``rtcommon.logs``)."""
+        record = logging.LogRecord("rt.launcher", level, "", 0, message, None, None)
+        print(_FORMAT.format(record), file=self.err, flush=True)
 
     # -- before starting -----------------------------------------------------------------
 
@@ -356,7 +363,8 @@ class Launcher:
                 self._say(
                     f"{node.name}: supervisor (pid {process.pid}) exited "
                     f"({describe_exit(returncode)}) after {ran_for:.1f} s; "
-                    f"restarting in {delay:.1f} s"
+                    f"restarting in {delay:.1f} s",
+                    logging.WARNING,
                 )
                 changed = True
             if node.process is None and now >= node.restart_at:
@@ -420,7 +428,10 @@ class Launcher:
             try:
                 node.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self._say(f"{node.name}: supervisor still running after {STOP_GRACE:g} s: SIGKILL")
+                self._say(
+                    f"{node.name}: supervisor still running after {STOP_GRACE:g} s: SIGKILL",
+                    logging.WARNING,
+                )
                 node.process.kill()  # its children get SIGKILL too (PR_SET_PDEATHSIG)
                 node.process.wait()
         for node in self.nodes:

@@ -8,11 +8,13 @@ error (exit 1).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.logs import setup_logging
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -36,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClusterError as exc:
         print(f"rt-archiver: {exc}", file=sys.stderr)
         return 1
-    print(f"archiver {node.name}: retention policy not implemented yet; idle", file=sys.stderr)
-    sys.stderr.flush()
+    setup_logging(f"{node.name} archiver")
+    logging.getLogger("rt_archiver").info("retention policy not implemented yet; idle")
     signal.sigwait(_STOP_SIGNALS)
     return 0
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.logs import setup_logging
 from rtcommon.replication import DEFAULT_DRAIN_TIMEOUT, Replicator
 from rtcommon.streams import StreamNameError
 
@@ -57,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    setup_logging("publisher-agent", args.log_level.upper())
     try:
         spec = ClusterSpec.from_file(args.cluster)
         replicator = Replicator(

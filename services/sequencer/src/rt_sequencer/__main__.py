@@ -8,6 +8,7 @@ import sys
 
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.errors import RTError
+from rtcommon.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(f"rt-sequencer: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {name} sequencer %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(f"{name} sequencer")
     from ._node import run_node
 
     try:
