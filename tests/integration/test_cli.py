@@ -5,15 +5,19 @@ nothing, ``cluster down`` (issue 13, first points)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rt._launcher import build_spec, prepare_data
+from rtcommon.localhost import find_free_base_port
 from rtcommon.log import read_log
 
 BIN = Path(sys.executable).parent
@@ -118,3 +122,23 @@ def test_rt_pub_says_what_it_did_and_takes_its_options(cluster: Any, tmp_path: P
     assert [r.data for r in read_log(tmp_path / "me.opts")] == [{"a": 1}, 2, 3, 4]
     bad = rt(*base, "--topic", "a/b", stdin="1\n")
     assert bad.returncode == 2 and "topic 'a/b'" in bad.stderr, bad.stderr
+
+    # rt sub prints them, with ts in ISO 8601 on request
+    sub = rt("sub", "--cluster", str(running.path), "--count", "3", "--time", "iso")
+    assert sub.returncode == 0, sub.stderr
+    lines = [json.loads(line) for line in sub.stdout.splitlines()]
+    assert [line["data"] for line in lines] == [{"a": 1}, 2, 3]
+    stamp = lines[0]["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", stamp), stamp
+    assert abs(datetime.fromisoformat(stamp[:26] + "+00:00").timestamp() - time.time()) < 600
+
+
+def test_rt_sub_gives_up_on_a_cluster_that_does_not_answer(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    prepare_data(data, 3)
+    build_spec(data, 3, find_free_base_port(), roll_size=1 << 20).to_file(data / "cluster.json")
+    started = time.monotonic()
+    sub = rt("sub", "--cluster", str(data), "--timeout", "2")
+    assert sub.returncode == 1, sub.stderr
+    assert "rt sub: no node answered for 2 s" in sub.stderr
+    assert time.monotonic() - started < 20

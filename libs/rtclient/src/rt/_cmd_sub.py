@@ -15,12 +15,16 @@ payload that cannot be decoded at all (an unknown codec) is printed as
 Options: ``--from start|end|POS`` (default start; ``end`` asks the node for the
 end of the merged log now; POS is decimal or ``0x`` hexadecimal), ``--filter
 upd,trade`` (one or two leading tags), ``--count N`` (exit 0 after N messages;
-events are printed but not counted).
+events are printed but not counted), ``--timeout S`` (exit 1 once no node has
+answered for S seconds, from the start or later; a live node sends a heartbeat
+every second even when the stream is idle), ``--time iso`` (``ts`` as
+``2026-12-01T14:30:00.123456789Z`` instead of nanoseconds since the epoch).
 
 The local copy of the merged log is a fresh temporary directory under
 ``$RT_LOG_PATH`` when it is set, else in the system's temporary directory; it is
 removed on exit, Ctrl-C and SIGTERM included. Exit status: 0 done
-(``--count`` reached, or stdout closed), 2 a usage error (a missing or malformed
+(``--count`` reached, or stdout closed), 1 no node answered within ``--timeout``, 2 a
+usage error (a missing or malformed
 cluster file, a malformed ``--from`` or ``--filter``, a position past the end of
 the merged log), 1 any other failure, 130 interrupted, 143 terminated.
 """
@@ -35,7 +39,9 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         count = args.count
         if count is not None and count < 0:
             raise ValueError(f"--count is a number of messages, not {count}")
+        timeout = getattr(args, "timeout", None)
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"--timeout is a number of seconds above 0, not {timeout}")
+        iso_time = getattr(args, "time", None) == "iso"
     except (ClusterError, ValueError) as exc:
         print(f"rt sub: {exc}", file=sys.stderr)
         return USAGE
@@ -76,7 +86,16 @@ def run(args: argparse.Namespace) -> int:
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rt-sub-", dir=parent) as copy:
-        return _print_stream(cluster, Path(copy), position, tag_filter, count, sys.stdout)
+        return _print_stream(
+            cluster,
+            Path(copy),
+            position,
+            tag_filter,
+            count,
+            sys.stdout,
+            timeout=timeout,
+            iso_time=iso_time,
+        )
 
 
 def parse_from(value: str | None) -> int | str:
@@ -107,15 +126,23 @@ def parse_filter(value: str | None) -> TagFilter | None:
     return TagFilter(tags)
 
 
-def message_line(record: Record, position: int) -> str:
-    """The JSON line printed for one message."""
+def message_line(record: Record, position: int, *, iso_time: bool = False) -> str:
+    """The JSON line printed for one message (``ts`` in ISO 8601 with ``iso_time``)."""
     try:
         data = jsonable(record.data)
     except CodecError:
         data = {"$undecodable": _base64(record.payload), "codec": record.raw[9]}
+    ts = iso_timestamp(record.ts) if iso_time else record.ts
     return _encode_json(
-        {"pos": position, "on": record.origin, "id": record.id, "ts": record.ts, "data": data}
+        {"pos": position, "on": record.origin, "id": record.id, "ts": ts, "data": data}
     ).decode()
+
+
+def iso_timestamp(nanoseconds: int) -> str:
+    """``2026-12-01T14:30:00.123456789Z``: UTC, to the nanosecond."""
+    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
 def event_line(kind: str, positions: tuple[int, int]) -> str:
@@ -179,6 +206,9 @@ def _print_stream(
     tag_filter: TagFilter | None,
     count: int | None,
     out: TextIO,
+    *,
+    timeout: float | None = None,
+    iso_time: bool = False,
 ) -> int:
     printed = 0
     stdout_closed = False
@@ -194,7 +224,7 @@ def _print_stream(
 
     def on_message(record: Record, position: int) -> None:
         nonlocal printed
-        write(message_line(record, position))
+        write(message_line(record, position, iso_time=iso_time))
         printed += 1
         if count is not None and printed >= count:
             subscriber.unsubscribe()
@@ -211,10 +241,14 @@ def _print_stream(
         filter=tag_filter,
     )
     restore_sigterm = _exit_on_sigterm()
+    started = time.monotonic()
     try:
         subscriber.start()
         while not subscriber.join(0.5):
-            pass
+            heard = subscriber.last_contact or started
+            if timeout is not None and time.monotonic() - heard > timeout:
+                print(f"rt sub: no node answered for {timeout:g} s", file=sys.stderr)
+                return FAILED
     except KeyboardInterrupt:
         return INTERRUPTED
     finally:

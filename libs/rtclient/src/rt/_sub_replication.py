@@ -76,6 +76,7 @@ class Replication:
         self._last_request = pull_pb2.PullRequest()  # the request of the latest stream
         self._out_of_range_in_a_row = 0
         self._sync_due = 0.0
+        self.last_contact: float | None = None  #: when a node last sent a chunk (monotonic)
 
     @property
     def node(self) -> NodeSpec:
@@ -152,6 +153,7 @@ class Replication:
 
     def write(self, chunk: common_pb2.LogChunk) -> bool:
         """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
+        self.last_contact = time.monotonic()
         if not chunk.data and not chunk.sealed and not chunk.reset:
             return False
         mirror = self.mirror

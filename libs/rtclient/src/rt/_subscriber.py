@@ -182,6 +182,12 @@ class Subscriber:
         return self._nodes[self._first_node].id if self._nodes else None
 
     @property
+    def last_contact(self) -> float | None:
+        """When a node last sent anything, a heartbeat included (``time.monotonic()``);
+        None before the first, and for a subscriber without a cluster."""
+        return self._replication.last_contact if self._replication is not None else None
+
+    @property
     def on_message(self) -> OnMessage | None:
         return self._delivery.on_message
 

@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 once no node has answered for this long (default: retry for ever)",
+    )
+    sub.add_argument(
+        "--time",
+        choices=("ns", "iso"),
+        default="ns",
+        help="ts as nanoseconds since the epoch (default) or ISO 8601 UTC",
+    )
     sub.set_defaults(func=_sub)
 
     reset = commands.add_parser(
