@@ -42,12 +42,13 @@ INIT_DOC    := """Generated from protos/, do not edit: run `make protos` to rege
 SEEDS ?= 300
 JOBS ?= 2
 
-.PHONY: help venv run test protos check-protos lint format sim bench clean
+.PHONY: help venv run test browser protos check-protos lint format sim bench clean
 
 help:
 	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it);"
 	@echo "                   NODES=1|3|5, DATA=folder, BASE_PORT=5000 change it"
 	@echo "make test          all set-up, check-protos, lint, pytest over tests/, then sim SEEDS=300"
+	@echo "make browser       install Debian's chromium for the console's browser test (as root)"
 	@echo "make protos        regenerate the gRPC/protobuf stubs from protos/ into $(PROTO_OUT)/rtproto"
 	@echo "make check-protos  fail if the committed stubs differ from what protos/ generates"
 	@echo "make lint          ruff check + ruff format --check (generated stubs excluded)"
@@ -80,11 +81,26 @@ BASE_PORT ?= 5000
 run: $(STAMP)
 	$(VENV)/bin/rt cluster up --nodes $(NODES) --data $(DATA) --base-port $(BASE_PORT)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(MAKE) check-protos
 	$(MAKE) lint
 	$(PY) -m pytest
 	$(MAKE) sim SEEDS=$(SEEDS)
+
+# Debian's Chromium, for the console's browser test (tests/integration/test_console.py).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser test"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+				chromium >/dev/null || { apt-get update -q >/dev/null && \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+				chromium >/dev/null; }; \
+		else \
+			echo "make browser: install Debian's chromium (apt-get install chromium) as root;" \
+				"the console's browser test needs it" >&2; exit 1; \
+		fi; \
+	fi
 
 # ---------------------------------------------------------------------------------------------
 protos: $(STAMP)

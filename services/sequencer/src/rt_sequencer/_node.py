@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,7 +52,7 @@ from rtproto.v1 import (
 
 from ._clients import Clients
 from ._driver import RaftDriver
-from ._files import InputFiles, MergedLog, load_checkpoint, out_start
+from ._files import InputFiles, MergedLog, folder_bytes, load_checkpoint, out_start
 from ._inputs import InputStore
 from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import AdminService, PeerService, PullService, PushService
@@ -332,9 +333,14 @@ class Node:
     def status(self) -> admin_pb2.NodeStatus:
         """This node's status (the Admin service's Status; ``rt status`` shows it)."""
         driver, merger, out = self.driver, self.core.merger, self.out
+        disk = shutil.disk_usage(self.spec.data)
         return admin_pb2.NodeStatus(
             node=self.spec.name,
             session=self.session,
+            input_bytes=folder_bytes(self.in_dir),
+            output_bytes=folder_bytes(self.out_dir),
+            disk_free=disk.free,
+            disk_total=disk.total,
             clients=self.clients.describe(),
             role=driver.role.value,
             term=driver.term,

@@ -31,6 +31,7 @@ from rtcommon.session import session_store
 from rtproto.v1 import control_pb2_grpc
 
 from .children import Child
+from .console import cluster_view
 from .control import ControlPeer, ControlService
 from .health import Probe, probe_sequencer
 from .reset import Resetter
@@ -173,6 +174,7 @@ async def run_node(
         resetter=resetter,
         token=settings.reset_token,
         out_dir=Path(node.data) / "s" / "out",
+        cluster=lambda: cluster_view(spec, node.name, probe_timeout),
     )
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, log_level="warning", access_log=False

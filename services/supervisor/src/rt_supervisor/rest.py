@@ -1,7 +1,8 @@
 """The node's REST API (FastAPI), served by the supervisor on the node's ``rest`` address.
 
-OpenAPI at ``/docs`` (and ``/openapi.json``). Paths take an optional trailing slash,
-as RT's documentation writes them (``GET resetStatus/``).
+The console page at ``/`` (``console``), reading ``GET /cluster``: every node's status
+and reset state. OpenAPI at ``/docs`` (and ``/openapi.json``). Paths take an optional
+trailing slash, as RT's documentation writes them (``GET resetStatus/``).
 
 - ``GET /hardReset`` (or POST): reset the whole cluster from this node (``reset``
   module). 200 ``{"hostname", "status": "Resetting"}``; 503 ``{"hostname", "status":
@@ -40,12 +41,13 @@ from pathlib import Path
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from rtcommon.grpcopts import describe_error
 from rtcommon.log import SEAL_SIZE, file_is_sealed, file_name, file_start, list_log_files
 from rtproto.v1 import admin_pb2
 
+from .console import console_page
 from .control import bearer_matches
 from .health import Probe
 from .reset import (
@@ -72,11 +74,13 @@ def create_app(
     resetter: Resetter,
     token: str,
     out_dir: Path,
+    cluster: Callable[[], Awaitable[dict]] | None = None,
 ) -> FastAPI:
     """The app: ``probe`` checks the sequencer's health, ``status`` asks its
     ``Admin.Status``, ``children`` describes the child processes, ``sequencer_state``
     says in words whether the sequencer process runs; ``resetter`` runs resets, guarded
-    by ``token`` when it is not ""; ``out_dir`` is the node's merged log."""
+    by ``token`` when it is not ""; ``out_dir`` is the node's merged log; ``cluster``
+    gathers the console's view of every node."""
     app = FastAPI(
         title=f"RT supervisor {hostname}",
         description="One RT node's REST API: hard reset, reset status, health, positions.",
@@ -226,6 +230,16 @@ def create_app(
             for client in reply.clients
         ]
         return answer(200, UP, clients=clients)
+
+    @app.get("/", response_class=HTMLResponse, summary="The console page")
+    async def console() -> HTMLResponse:
+        return HTMLResponse(console_page())
+
+    @route("/cluster", summary="Every node's status and reset state, as the console shows them")
+    async def cluster_state() -> JSONResponse:
+        if cluster is None:
+            return answer(404, UP, reason="no cluster view here")
+        return JSONResponse(await cluster())
 
     @route("/logHistory", summary="The merged log's sessions on this node, first to last")
     async def log_history() -> JSONResponse:

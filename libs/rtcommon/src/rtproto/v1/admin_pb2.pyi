@@ -166,6 +166,10 @@ class NodeStatus(_message.Message):
     DEDUP_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     CLIENTS_FIELD_NUMBER: _builtins.int
+    INPUT_BYTES_FIELD_NUMBER: _builtins.int
+    OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
+    DISK_FREE_FIELD_NUMBER: _builtins.int
+    DISK_TOTAL_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
     """"leader", "follower", "candidate" or "pre-candidate"."""
@@ -180,6 +184,13 @@ class NodeStatus(_message.Message):
     bytes_merged: _builtins.int
     session: _builtins.int
     """The session the merged log is in (raised by each hard reset)."""
+    input_bytes: _builtins.int
+    """The node's volume: bytes of input copies (s/in) and of the merged log (s/out), and
+    the free and total bytes of the file system holding it.
+    """
+    output_bytes: _builtins.int
+    disk_free: _builtins.int
+    disk_total: _builtins.int
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     @_builtins.property
@@ -202,10 +213,14 @@ class NodeStatus(_message.Message):
         dedup: _abc.Iterable[Global___DedupStatus] | None = ...,
         session: _builtins.int = ...,
         clients: _abc.Iterable[Global___ClientStatus] | None = ...,
+        input_bytes: _builtins.int = ...,
+        output_bytes: _builtins.int = ...,
+        disk_free: _builtins.int = ...,
+        disk_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "clients", b"clients", "commit_index", b"commit_index", "dedup", b"dedup", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "clients", b"clients", "commit_index", b"commit_index", "dedup", b"dedup", "disk_free", b"disk_free", "disk_total", b"disk_total", "input_bytes", b"input_bytes", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "output_bytes", b"output_bytes", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
