@@ -201,7 +201,7 @@ def test_rt_pub_publishes_stdin_lines(
     out, err = capsys.readouterr()
     assert out == "" and "rt pub: 3 message(s) on topic cli" in err and "held by a quorum" in err
     stream = f"{env.hostname()}.cli" + (".dedup" if dedup else "")
-    directory = tmp_path / "logs" / stream
+    directory = tmp_path / "logs" / f"rt-{running.spec.id}" / stream  # the cluster's folder
     published = read_log(directory)
     assert [(r.origin, r.id, r.data) for r in published] == [
         ("me", 1, {"sym": "A", "px": 1.5}),
