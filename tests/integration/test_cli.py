@@ -4,6 +4,7 @@ nothing, ``cluster down`` (issue 13, first points)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import signal
@@ -142,3 +143,52 @@ def test_rt_sub_gives_up_on_a_cluster_that_does_not_answer(tmp_path: Path) -> No
     assert sub.returncode == 1, sub.stderr
     assert "rt sub: no node answered for 2 s" in sub.stderr
     assert time.monotonic() - started < 20
+
+
+def test_rt_streams_and_rt_export(cluster: Any, tmp_path: Path) -> None:
+    running = cluster(nodes=1)
+    path = str(running.path)
+    env_logs = ["--log-dir", str(tmp_path / "logs")]
+    assert (
+        rt("pub", "--cluster", path, "--topic", "ticks", *env_logs, stdin="1\n2\n3\n").returncode
+        == 0
+    )
+    dedup = rt(
+        "pub",
+        "--cluster",
+        path,
+        "--topic",
+        "orders.dedup",
+        "--origin",
+        "om",
+        *env_logs,
+        stdin="4\n5\n",
+    )
+    assert dedup.returncode == 0, dedup.stderr
+
+    streams = json.loads(rt("streams", "--cluster", path, "--json").stdout)["topics"]
+    by_topic = {topic["topic"]: topic for topic in streams}
+    assert set(by_topic) == {"ticks", "orders.dedup"}
+    [ticks] = by_topic["ticks"]["streams"]
+    assert ticks["held"] == ticks["merged"] > 0 and ticks["connected"] == 0
+    assert by_topic["orders.dedup"]["origins"] == [{"origin": "om", "last_id": 2, "dropped": 0}]
+    table = rt("streams", "--cluster", path).stdout.splitlines()
+    assert table[0].split() == ["TOPIC", "STREAM", "HELD", "MERGED", "LAG", "BYTES/S", "CONNECTED"]
+
+    printed = rt("sub", "--cluster", path, "--count", "5").stdout.splitlines()
+    jsonl = tmp_path / "all.jsonl"
+    done = rt("export", "--cluster", path, str(jsonl))
+    assert done.returncode == 0, done.stderr
+    assert jsonl.read_text().splitlines() == printed
+    assert "5 message(s)" in done.stderr
+
+    positions = [json.loads(line)["pos"] for line in printed]
+    part = tmp_path / "part.csv"
+    args = ["--from", str(positions[0]), "--to", str(positions[3]), "--format", "csv"]
+    assert rt("export", "--cluster", path, *args, str(part)).returncode == 0
+    rows = list(csv.DictReader(part.open()))
+    assert [int(row["pos"]) for row in rows] == positions[1:4]
+    assert [json.loads(row["data"]) for row in rows] == [2, 3, 4]
+
+    parquet = rt("export", "--cluster", path, "--format", "parquet", str(tmp_path / "x.parquet"))
+    assert parquet.returncode == 2 and "needs pyarrow" in parquet.stderr

@@ -29,7 +29,14 @@ from rtproto.v1 import admin_pb2, admin_pb2_grpc
 from ._exits import FAILED, OK, USAGE
 from ._rest import RestError, rest_get
 
-__all__ = ["DEFAULT_DEADLINE", "format_position", "reset_states", "status"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "ask_nodes",
+    "format_position",
+    "print_table",
+    "reset_states",
+    "status",
+]
 
 DEFAULT_DEADLINE = 2.0
 _HEADER = (
@@ -53,7 +60,7 @@ def format_position(position: int) -> str:
     return f"{position} (log.{session}.{roll}+{offset})"
 
 
-def _ask(nodes: tuple[NodeSpec, ...], deadline: float) -> list[admin_pb2.NodeStatus | str]:
+def ask_nodes(nodes: tuple[NodeSpec, ...], deadline: float) -> list[admin_pb2.NodeStatus | str]:
     """Every node's status or the reason it gave none, asked all at once."""
     channels = [grpc.insecure_channel(node.push) for node in nodes]
     try:
@@ -112,7 +119,7 @@ def status(
         return USAGE
     with ThreadPoolExecutor(max_workers=1) as pool:
         resets = pool.submit(reset_states, spec.nodes, deadline)
-        answers = _ask(spec.nodes, deadline)
+        answers = ask_nodes(spec.nodes, deadline)
         resets_now = resets.result()
     if as_json:
         print(json.dumps(_as_json(spec, answers, resets_now), indent=2), file=out)
@@ -141,7 +148,7 @@ def status(
                 reset,
             )
         )
-    _print_table(_HEADER, rows, out)
+    print_table(_HEADER, rows, out)
     answered = [a for a in answers if not isinstance(a, str)]
     if answered:
         ahead = max(answered, key=lambda a: a.applied_index)
@@ -151,7 +158,7 @@ def status(
         ]
         if dedup:
             print(file=out)
-            _print_table(_DEDUP_HEADER, dedup, out)
+            print_table(_DEDUP_HEADER, dedup, out)
     out.flush()
     return OK if applied else FAILED
 
@@ -196,7 +203,7 @@ def _as_json(
     return {"cluster": spec.name, "nodes": nodes}
 
 
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], out: IO[str]) -> None:
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], out: IO[str]) -> None:
     """Columns padded to their widest cell; a short row (a node and its reason) runs on."""
     full = [row for row in (header, *rows) if len(row) == len(header)]
     widths = [max(len(row[i]) for row in full) for i in range(len(header))]

@@ -2,8 +2,8 @@
 
 Every subcommand is declared here with its public options and runs from its own module:
 `rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
-(`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`) and `rt status`
-(`rt._status`). Exit codes are
+(`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`), `rt status`
+(`rt._status`), `rt streams` (`rt._cmd_streams`) and `rt export` (`rt._cmd_export`). Exit codes are
 one table for all (`rt._exits`).
 """
 
@@ -61,6 +61,18 @@ def _reset(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from rt._cmd_export import run
+
+    return run(args)
+
+
+def _streams(args: argparse.Namespace) -> int:
+    from rt._cmd_streams import streams
+
+    return streams(args.cluster, deadline=args.deadline, as_json=args.json)
+
+
 def _status(args: argparse.Namespace) -> int:
     from rt._status import status
 
@@ -70,6 +82,15 @@ def _status(args: argparse.Namespace) -> int:
 def _add_timeout(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--timeout", type=float, default=60.0, metavar="SECONDS", help=f"{what} (default 60)"
+    )
+
+
+def _add_timeout_for_ever(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="exit 1 once no node has answered for this long (default: retry for ever)",
     )
 
 
@@ -155,12 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
-    sub.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="exit 1 once no node has answered for this long (default: retry for ever)",
-    )
+    _add_timeout_for_ever(sub)
     sub.add_argument(
         "--time",
         choices=("ns", "iso"),
@@ -203,6 +219,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long each node gets to answer (default 2)",
     )
     status.set_defaults(func=_status)
+
+    streams = commands.add_parser(
+        "streams",
+        help="per topic: publishers' streams, positions, lag, rates, dedup origins",
+        description="Per topic: each publisher's stream with the bytes held and merged, the"
+        " lag, its push rate and the nodes it is connected to; per .dedup origin the last id"
+        " merged and the duplicates dropped.",
+    )
+    streams.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
+    streams.add_argument("--json", action="store_true", help="print it as JSON")
+    streams.add_argument(
+        "--deadline",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each node gets to answer (default 2)",
+    )
+    streams.set_defaults(func=_streams)
+
+    export = commands.add_parser(
+        "export",
+        help="write the merged log between two positions to a jsonl, csv or parquet file",
+        description="Write the merged log's messages from --from to --to (default: its end"
+        " when the export starts) to OUTPUT as jsonl (rt sub's lines), csv or parquet (needs"
+        " pyarrow); a progress bar on a terminal.",
+    )
+    export.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
+    export.add_argument("--from", dest="from_", metavar="start|POS", help="default start")
+    export.add_argument("--to", metavar="end|POS", help="default end: the end when it starts")
+    export.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="default jsonl"
+    )
+    export.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
+    export.add_argument("--time", choices=("ns", "iso"), default="ns", help="ts as for rt sub")
+    _add_timeout_for_ever(export)
+    export.add_argument("output", metavar="OUTPUT", help="the file to write, or - for stdout")
+    export.set_defaults(func=_export)
 
     return parser
 
