@@ -192,3 +192,23 @@ def test_rt_streams_and_rt_export(cluster: Any, tmp_path: Path) -> None:
 
     parquet = rt("export", "--cluster", path, "--format", "parquet", str(tmp_path / "x.parquet"))
     assert parquet.returncode == 2 and "needs pyarrow" in parquet.stderr
+
+
+def test_rt_completion_bash_completes_commands_and_options() -> None:
+    script = rt("completion", "bash").stdout
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        shell = (
+            f"source /dev/stdin; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _rt;"
+            ' echo "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", shell], input=script, capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        return done.stdout.split()
+
+    assert complete("rt", "s") == ["sub", "status", "streams"]
+    assert complete("rt", "cluster", "u") == ["up"]
+    assert complete("rt", "cluster", "up", "--d") == ["--data"]
+    assert complete("rt", "sub", "--cluster", "x", "--ti") == ["--timeout", "--time"]
+    assert complete("rt", "export", "--f") == ["--from", "--format", "--filter"]

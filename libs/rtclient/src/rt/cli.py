@@ -3,7 +3,8 @@
 Every subcommand is declared here with its public options and runs from its own module:
 `rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
 (`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`), `rt status`
-(`rt._status`), `rt streams` (`rt._cmd_streams`) and `rt export` (`rt._cmd_export`). Exit codes are
+(`rt._status`), `rt streams` (`rt._cmd_streams`), `rt export` (`rt._cmd_export`) and
+`rt completion` (`rt._completion`). Exit codes are
 one table for all (`rt._exits`).
 """
 
@@ -65,6 +66,13 @@ def _export(args: argparse.Namespace) -> int:
     from rt._cmd_export import run
 
     return run(args)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from rt._completion import bash_script
+
+    print(bash_script(build_parser()), end="")
+    return 0
 
 
 def _streams(args: argparse.Namespace) -> int:
@@ -260,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_timeout_for_ever(export)
     export.add_argument("output", metavar="OUTPUT", help="the file to write, or - for stdout")
     export.set_defaults(func=_export)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script: source <(rt completion bash)",
+        description="Print a bash completion script for rt (zsh: run autoload bashcompinit &&"
+        " bashcompinit first). Add `source <(rt completion bash)` to ~/.bashrc.",
+    )
+    completion.add_argument(
+        "shell", choices=("bash",), help="the shell (bash; zsh via bashcompinit)"
+    )
+    completion.set_defaults(func=_completion)
 
     return parser
 
