@@ -129,6 +129,7 @@ def test_rt_pub_says_what_it_did_and_takes_its_options(cluster: Any, tmp_path: P
     assert sub.returncode == 0, sub.stderr
     lines = [json.loads(line) for line in sub.stdout.splitlines()]
     assert [line["data"] for line in lines] == [{"a": 1}, 2, 3]
+    assert {line["topic"] for line in lines} == {running.spec.name}  # the cluster's topic
     stamp = lines[0]["ts"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", stamp), stamp
     assert abs(datetime.fromisoformat(stamp[:26] + "+00:00").timestamp() - time.time()) < 600

@@ -1,12 +1,12 @@
 """``rt export --cluster FILE [--from start|POS] [--to end|POS] [--format F] OUTPUT``.
 
 Writes the merged log's messages between two positions to a file, for tools that read
-files: ``jsonl`` (one ``rt sub`` line per message), ``csv`` (columns ``pos, on, id, ts,
-data``, ``data`` as JSON) or ``parquet`` (the same columns; needs ``pyarrow``, which RT
-does not install: the command says so). ``--to end`` (the default) is the end of the
-merged log when the export starts, so an export of a live stream ends. A message is
-written when the position after it (its ``pos``) is at most ``--to``. ``--filter`` and
-``--time iso`` are as for ``rt sub``; ``-`` writes to stdout.
+files: ``jsonl`` (one ``rt sub`` line per message, topic included), ``csv`` (columns
+``pos, on, id, ts, data``, ``data`` as JSON) or ``parquet`` (the same columns; needs
+``pyarrow``, which RT does not install: the command says so). ``--to end`` (the default)
+is the end of the merged log when the export starts, so an export of a live stream ends.
+A message is written when the position after it (its ``pos``) is at most ``--to``.
+``--filter`` and ``--time iso`` are as for ``rt sub``; ``-`` writes to stdout.
 
 On a terminal a progress bar (rich) shows how far it got; catching up a large log takes a
 while. Exit status 0 done, 1 a failure (no node answered within ``--timeout``), 2 a usage
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         tag_filter = parse_filter(args.filter)
         if end == START:
             raise ValueError("--to takes end or a position")
-        sink = _open_sink(args.format, args.output, iso_time=args.time == "iso")
+        sink = _open_sink(args.format, args.output, iso_time=args.time == "iso", topic=cluster.name)
     except (ClusterError, ValueError) as exc:
         print(f"rt export: {exc}", file=sys.stderr)
         return USAGE
@@ -129,8 +129,13 @@ class _Sink:
 
 
 class _Jsonl(_Sink):
+    def __init__(self, file: IO[str], iso_time: bool, topic: str) -> None:
+        super().__init__(file, iso_time)
+        self.topic = topic
+
     def write(self, record: Record, position: int) -> None:
-        self.file.write(message_line(record, position, iso_time=self.iso_time) + "\n")
+        line = message_line(record, position, topic=self.topic, iso_time=self.iso_time)
+        self.file.write(line + "\n")
 
 
 class _Csv(_Sink):
@@ -167,7 +172,7 @@ class _Parquet(_Sink):
         self.parquet.write_table(self.pyarrow.table(self.rows), self.path)
 
 
-def _open_sink(kind: str, output: str, *, iso_time: bool) -> _Sink:
+def _open_sink(kind: str, output: str, *, iso_time: bool, topic: str) -> _Sink:
     if kind == "parquet":
         try:
             import pyarrow
@@ -181,7 +186,9 @@ def _open_sink(kind: str, output: str, *, iso_time: bool) -> _Sink:
             raise ValueError("--format parquet writes a file, not stdout")
         return _Parquet(output, iso_time, pyarrow, parquet)
     file = sys.stdout if output == "-" else open(output, "w", newline="")  # noqa: SIM115
-    return (_Csv if kind == "csv" else _Jsonl)(file, iso_time)
+    if kind == "csv":
+        return _Csv(file, iso_time)
+    return _Jsonl(file, iso_time, topic)
 
 
 class _progress:

@@ -2,13 +2,14 @@
 
 One line per message and one per event, flushed as each is written::
 
-    {"pos":56,"on":"feed","id":1,"ts":1700000000000000000,"data":["upd","trade",1]}
+    {"pos":56,"topic":"rt","on":"feed","id":1,"ts":1700000000000000000,"data":["upd","trade",1]}
     {"event":"reset","pos":[130,17592186044416]}
 
-``pos`` is the position after the message: ``rt sub --from POS`` with it prints
-exactly what follows. ``data`` is the decoded message as JSON: tuples and lists
-become arrays, dict keys that are not strings become strings, and **bytes**
-become a string when they are valid UTF-8, else ``{"$base64": "<base64>"}``. A
+``topic`` is the stream's, the cluster's name (an RT cluster carries one topic, as its
+nodes' names say in Kubernetes). ``pos`` is the position after the message: ``rt sub
+--from POS`` with it prints exactly what follows. ``data`` is the decoded message as
+JSON: tuples and lists become arrays, dict keys that are not strings become strings, and
+**bytes** become a string when they are valid UTF-8, else ``{"$base64": "<base64>"}``. A
 payload that cannot be decoded at all (an unknown codec) is printed as
 ``{"$undecodable": "<base64 of the payload>", "codec": <id>}``.
 
@@ -126,16 +127,21 @@ def parse_filter(value: str | None) -> TagFilter | None:
     return TagFilter(tags)
 
 
-def message_line(record: Record, position: int, *, iso_time: bool = False) -> str:
-    """The JSON line printed for one message (``ts`` in ISO 8601 with ``iso_time``)."""
+def message_line(
+    record: Record, position: int, *, topic: str | None = None, iso_time: bool = False
+) -> str:
+    """The JSON line printed for one message: with the stream's ``topic`` when given, and
+    ``ts`` in ISO 8601 with ``iso_time``."""
     try:
         data = jsonable(record.data)
     except CodecError:
         data = {"$undecodable": _base64(record.payload), "codec": record.raw[9]}
     ts = iso_timestamp(record.ts) if iso_time else record.ts
-    return _encode_json(
-        {"pos": position, "on": record.origin, "id": record.id, "ts": ts, "data": data}
-    ).decode()
+    line: dict[str, Any] = {"pos": position}
+    if topic is not None:
+        line["topic"] = topic
+    line.update(on=record.origin, id=record.id, ts=ts, data=data)
+    return _encode_json(line).decode()
 
 
 def iso_timestamp(nanoseconds: int) -> str:
@@ -224,7 +230,7 @@ def _print_stream(
 
     def on_message(record: Record, position: int) -> None:
         nonlocal printed
-        write(message_line(record, position, iso_time=iso_time))
+        write(message_line(record, position, topic=cluster.name, iso_time=iso_time))
         printed += 1
         if count is not None and printed >= count:
             subscriber.unsubscribe()
