@@ -118,6 +118,28 @@ class ProposesBeforeApplyingItsLog(SequencerCore):
         super().raft_changed(dataclasses.replace(state, last_index=0))
 
 
+class ArchivesOnAQuorumsWord(SequencerCore):
+    """Archives what a quorum (not every node) is done with."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        view = self.view
+
+        def archivable(stream: str) -> int:
+            pairs = zip(view.done, view.held, strict=True)
+            ends = sorted((min(d.get(stream, 0), h.get(stream, 0)) for d, h in pairs), reverse=True)
+            return ends[view.quorum - 1]
+
+        view.archivable = archivable  # type: ignore[method-assign]
+
+
+class DoneBeforeDurable(SequencerCore):
+    """Says it is done with what it merged in memory, not what its checkpoint holds."""
+
+    def _done_now(self) -> dict[str, int]:
+        return dict(self.merger.merged)
+
+
 @pytest.mark.parametrize(
     ("core_class", "expected"),
     [
@@ -128,8 +150,17 @@ class ProposesBeforeApplyingItsLog(SequencerCore):
             {("merged logs", "other bytes"), ("exactly once", "with a gap")},
         ),
         (ProposesBeforeApplyingItsLog, {("exception", "does not continue its merge")}),
+        (ArchivesOnAQuorumsWord, {("archived read", "archived before")}),
+        (DoneBeforeDurable, {("archived read", "archived before")}),
     ],
-    ids=["dedup-per-origin", "no-dedup", "applies-early", "proposes-too-soon"],
+    ids=[
+        "dedup-per-origin",
+        "no-dedup",
+        "applies-early",
+        "proposes-too-soon",
+        "archives-on-a-quorum",
+        "done-before-durable",
+    ],
 )
 def test_broken_cores_are_caught(
     core_class: type[SequencerCore], expected: set[tuple[str, str]]

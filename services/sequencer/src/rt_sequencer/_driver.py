@@ -85,8 +85,8 @@ class RaftDriver:
         return future
 
     def compact(self, index: int, data: bytes, keep: int) -> None:
-        """Snapshot the state ``data`` as of ``index`` and drop older entries, keeping
-        ``keep`` entries for followers that lag a little."""
+        """Store ``data`` as the snapshot at ``index``; cut the log as ``core.Compact``
+        says."""
         self._post("compact", (index, data, keep))
 
     @property
@@ -158,7 +158,7 @@ class RaftDriver:
         if index <= self.storage.snapshot().index:
             return
         self.storage.create_snapshot(index, data)
-        if index - keep > self.storage.first_index():
+        if index - keep - self.storage.first_index() >= keep:  # see core.Compact
             self.storage.compact(index - keep)
 
     async def _handle_ready(self) -> None:

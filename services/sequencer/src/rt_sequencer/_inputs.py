@@ -11,16 +11,29 @@ gossip and the applier wait on that.
 Each input copy also keeps its stream's topic (``.topic`` beside the log files), as
 the publisher first declared it: deduplication is per topic, and a stream never
 changes topic.
+
+Once every node is done with a stream's bytes before a position (the merge core's
+``Archive``), the copy's whole files before it are deleted (:meth:`InputStream.archive`)
+and ``archived`` tells the publisher it may drop its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from rtcommon.log import Chunk, LogMirror, SyncPolicy
+from rtcommon.log import (
+    Chunk,
+    LogMirror,
+    SyncPolicy,
+    file_name,
+    file_start,
+    fsync_directory,
+    list_log_files,
+)
 from rtcommon.streams import check_stream_name, check_topic, is_stream_name, read_topic, write_topic
 
 from ._signal import Signal
@@ -47,7 +60,9 @@ class InputStream:
         if topic is not None:
             self.claim_topic(topic)
         self._store = store
-        self.held_changed = Signal()
+        self.held_changed = Signal()  #: fires when ``held`` or ``archived`` moves
+        #: every node is done with this stream before this position (0: not known yet)
+        self.archived = 0
 
     @property
     def held(self) -> int:
@@ -76,6 +91,25 @@ class InputStream:
         self.mirror.write(chunk)
         if self.mirror.end != before or chunk.sealed:
             self._store.mark_dirty(self)
+
+    def archive(self, position: int) -> int:
+        """Delete this copy's whole files before ``position`` (each followed by a file
+        that starts at or before it; the file being written is never one) and record
+        ``position`` as archived. Returns the bytes freed."""
+        files = list_log_files(self.directory)
+        freed = 0
+        for file, following in itertools.pairwise(files):
+            if file_start(*following) > position:
+                break
+            path = self.directory / file_name(*file)
+            freed += path.stat().st_size
+            path.unlink()
+        if freed:
+            fsync_directory(self.directory)
+        if position > self.archived:
+            self.archived = position
+            self.held_changed.fire()
+        return freed
 
     def close(self) -> None:
         self.mirror.close()

@@ -60,6 +60,7 @@ from ._signal import Signal
 from .core import (
     NO_LEADER,
     Action,
+    Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
@@ -149,6 +150,7 @@ class Node:
             inputs=self.input_files,
             out=self.out,
             checkpoint=checkpoint,
+            snapshot=Checkpoint.decode(snapshot.data) if snapshot.data else None,
             now=loop.time(),
             timing=self.timing,
         )
@@ -371,10 +373,26 @@ class Node:
             ],
         )
 
-    def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
-        """A peer's held positions (the Peer service's Gossip)."""
+    def _archive(self, action: Archive) -> None:
+        """Every node is done with ``action.stream`` before ``action.position``: drop this
+        copy's whole files before it (a few unlinks) and tell the publisher."""
+        stream = self.inputs.streams.get(action.stream)
+        if stream is None:
+            return
+        try:
+            freed = stream.archive(action.position)
+        except OSError as exc:
+            log.warning("archiving %s before %d: %s", action.stream, action.position, exc)
+            return
+        if freed:
+            log.info("archived %s before %d (%d bytes)", action.stream, action.position, freed)
+
+    def on_gossip(
+        self, node: int, held: dict[str, int], topics: dict[str, str], done: dict[str, int]
+    ) -> None:
+        """A peer's held and done positions (the Peer service's Gossip)."""
         self._now()
-        self.core.held(node, held, topics)
+        self.core.held(node, held, topics, done)
         self.view_changed.fire()
         self._pump()
 
@@ -422,7 +440,7 @@ class Node:
 
     def _act(self, action: Action) -> None:
         if isinstance(action, Gossip):
-            self.links[action.peer].send_gossip(action.held, action.topics)
+            self.links[action.peer].send_gossip(action.held, action.topics, action.done)
         elif isinstance(action, Propose):
             future = self.driver.propose(encode_ranges(action.ranges))
             future.add_done_callback(self._proposal_done)
@@ -432,6 +450,8 @@ class Node:
             self._storage_queue.put_nowait(action)
         elif isinstance(action, Compact):
             self.driver.compact(action.index, action.data, action.keep)
+        elif isinstance(action, Archive):
+            self._archive(action)
         else:
             raise TypeError(f"unknown action {action!r}")
 

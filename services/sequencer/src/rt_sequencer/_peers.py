@@ -72,7 +72,7 @@ class PeerLink:
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self._raft_queue: list[bytes] = []
         self._raft_wake = asyncio.Event()
-        self._gossip: tuple[dict[str, int], dict[str, str]] | None = None
+        self._gossip: tuple[dict[str, int], dict[str, str], dict[str, int]] | None = None
         self._gossip_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_warning = ""
@@ -87,10 +87,12 @@ class PeerLink:
         self._raft_queue.append(encode_message(message))
         self._raft_wake.set()
 
-    def send_gossip(self, held: dict[str, int], topics: dict[str, str]) -> None:
+    def send_gossip(
+        self, held: dict[str, int], topics: dict[str, str], done: dict[str, int]
+    ) -> None:
         if self._gossip is not None:
             topics = {**self._gossip[1], **topics}  # a state replaced keeps its topics
-        self._gossip = (held, topics)
+        self._gossip = (held, topics, done)
         self._gossip_wake.set()
 
     async def fetch(self, stream: str, position: int) -> AsyncIterator[Chunk]:
@@ -151,9 +153,9 @@ class PeerLink:
                 await self._gossip_wake.wait()
                 self._gossip_wake.clear()
                 if self._gossip is not None:
-                    (held, topics), self._gossip = self._gossip, None
+                    (held, topics, done), self._gossip = self._gossip, None
                     yield peer_pb2.NodeState(
-                        node=self.me, held=held, topics=topics, session=self.session
+                        node=self.me, held=held, topics=topics, session=self.session, done=done
                     )
 
         await self.stub.Gossip(states())

@@ -145,7 +145,9 @@ class PeerHost(Protocol):
 
     def step_raft(self, message: Message) -> None: ...
 
-    def on_gossip(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None: ...
+    def on_gossip(
+        self, node: int, held: dict[str, int], topics: dict[str, str], done: dict[str, int]
+    ) -> None: ...
 
 
 class AdminHost(Protocol):
@@ -193,10 +195,12 @@ class PushService(push_pb2_grpc.PushServicer):
         try:
             last = None
             while not reader.done():
-                reply = (stream.held, self.node.quorum_held(stream.name))
+                reply = (stream.held, self.node.quorum_held(stream.name), stream.archived)
                 if reply != last:
                     last = reply
-                    await context.write(push_pb2.PushReply(held=reply[0], replicated=reply[1]))
+                    await context.write(
+                        push_pb2.PushReply(held=reply[0], replicated=reply[1], archived=reply[2])
+                    )
                     # Positions move with every group sync and gossip; a publisher needs
                     # them promptly, not each one.
                     await asyncio.sleep(REPLY_COALESCE)
@@ -281,7 +285,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         async for state in request_iterator:
             await self._check_session(state.session, context)
             if 0 <= state.node < nodes and state.node != self.node.id:
-                self.node.on_gossip(state.node, dict(state.held), dict(state.topics))
+                self.node.on_gossip(
+                    state.node, dict(state.held), dict(state.topics), dict(state.done)
+                )
         return common_pb2.Empty()
 
     async def _check_session(self, session: int, context) -> None:

@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._files import (
     DirectoryLock,
+    archive_log_files,
     fsync_directory,
     list_log_files,
     read_session,
@@ -107,6 +108,7 @@ __all__ = [
     "RecordTooLargeError",
     "SyncPolicy",
     "TagFilter",
+    "archive_log_files",
     "check_position",
     "decode_payload",
     "encode_message",

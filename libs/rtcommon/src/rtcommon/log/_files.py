@@ -3,6 +3,8 @@
 A log directory holds:
 
 - ``log.X.Y``: the records of session X, roll Y, in write order;
+- a file emptied with the sticky bit set was garbage-collected (archived) once every
+  node was done with it (:func:`archive_log_files`);
 - ``.session``: the current session number, ASCII decimal and a newline,
   replaced atomically each time a writer opens a new session;
 - ``.lock``: held with ``flock`` by the one live writer; it names its pid.
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
+import stat
 from pathlib import Path
 
 from ._errors import LogDirectoryError, LogLockedError, PositionError
-from ._position import parse_file_name
+from ._position import file_name, file_start, parse_file_name
 
 SESSION_FILE = ".session"
 LOCK_FILE = ".lock"
@@ -135,3 +139,29 @@ class PendingSync:
             for fd in self.fds:
                 os.close(fd)
             self.fds = []
+
+
+def archive_log_files(directory: str | os.PathLike[str], before: int) -> int:
+    """Garbage-collect the whole files of a log before position ``before``: each file
+    followed by a file that starts at or before it is emptied in place and gets the
+    sticky bit (``-rw-r--r-T`` in ``ls -l``: RT's mark of a collected file). The last
+    file is never touched. Returns the bytes freed."""
+    directory = Path(directory)
+    files = list_log_files(directory)
+    freed = 0
+    for file, following in itertools.pairwise(files):
+        if file_start(*following) > before:
+            break
+        path = directory / file_name(*file)
+        mode = path.stat().st_mode
+        if mode & stat.S_ISVTX:
+            continue  # collected already
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            freed += os.fstat(fd).st_size
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(path, stat.S_IMODE(mode) | stat.S_ISVTX)
+    return freed

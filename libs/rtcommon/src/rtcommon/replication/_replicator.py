@@ -12,6 +12,10 @@ talks to it through a few thread-safe calls:
   before a position;
 - :attr:`Replicator.held` tells, per node, what the node last said it holds.
 
+When a node's reply says every node is done with the log before a position
+(``PushReply.archived``), the log's whole files before it are collected: emptied in
+place, sticky bit set (``rtcommon.log.archive_log_files``), as the nodes dropped theirs.
+
 It never decodes records: the log reader frames them and checks their CRCs only.
 """
 
@@ -32,7 +36,7 @@ from rtproto.v1 import push_pb2
 from .. import env
 from ..background import background_loop
 from ..cluster import ClusterSpec, NodeSpec, claim_for_cluster, quorum
-from ..log import DirectoryWatcher
+from ..log import DirectoryWatcher, archive_log_files
 from ..streams import check_stream_name, check_topic, read_topic
 from ._link import PushLink, ReadCache
 
@@ -82,6 +86,8 @@ class Replicator:
         self._watch = watch
         self._publisher = publisher or f"{env.hostname()}:{os.getpid()}"
         self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
+        #: the log is archived before this position (every node is done with it)
+        self.archived = 0
         self._reported: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
         self._changed = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,6 +191,20 @@ class Replicator:
             self._held[node.id] = reply.held
             self._reported[node.id] = reply.replicated
             self._changed.notify_all()
+        if reply.archived > self.archived:
+            self._archive(reply.archived)
+
+    def _archive(self, before: int) -> None:
+        """Every node is done with this log before ``before``: collect its whole files
+        there (emptied, sticky bit set), as the nodes dropped their copies."""
+        self.archived = before
+        try:
+            freed = archive_log_files(self.log_dir, before)
+        except OSError as exc:
+            log.warning("archiving %s before %d: %s", self.log_dir, before, exc)
+            return
+        if freed:
+            log.info("archived %s before %d (%d bytes)", self.log_dir, before, freed)
 
     def _wake_links(self) -> None:
         self._wake_pending = False

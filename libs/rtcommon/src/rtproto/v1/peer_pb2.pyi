@@ -88,10 +88,31 @@ class NodeState(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class DoneEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NODE_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     TOPICS_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
     node: _builtins.int
     session: _builtins.int
     @_builtins.property
@@ -104,6 +125,13 @@ class NodeState(_message.Message):
         connection, and with every keepalive; a stream is never named before its topic.
         """
 
+    @_builtins.property
+    def done(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Per stream: the position before which this node never reads the input again (its
+        durable checkpoint and its Raft snapshot have merged it). When every node is done
+        with bytes and holds them, the input copies drop them (archival).
+        """
+
     def __init__(
         self,
         *,
@@ -111,10 +139,11 @@ class NodeState(_message.Message):
         held: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         topics: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         session: _builtins.int = ...,
+        done: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "node", b"node", "session", b"session", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "held", b"held", "node", b"node", "session", b"session", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

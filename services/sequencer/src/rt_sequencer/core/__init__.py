@@ -17,6 +17,7 @@ from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
     Action,
+    Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
@@ -36,6 +37,7 @@ from ._view import ClusterView
 __all__ = [
     "NO_LEADER",
     "Action",
+    "Archive",
     "CatchUpOut",
     "Checkpoint",
     "CheckpointError",

@@ -25,18 +25,28 @@ What it decides:
 - **Backup path**: a stream a peer holds more of, whose push has been quiet for
   ``push_quiet``, is fetched.
 - **Checkpoints** every ``checkpoint_interval`` when the merge moved; each saved
-  checkpoint may compact the Raft log into a snapshot.
+  checkpoint becomes Raft's snapshot (the Raft log is cut once that frees
+  ``compaction_keep`` entries).
 - **Snapshot install**: a snapshot ahead of the merge brings the merged log to its
   position from the peers, then takes its state and checkpoints it.
 - **Gossip**: held positions to the leader within ``gossip_to_leader`` of a change,
   to followers within ``gossip_to_followers``, and to all every
   ``gossip_keepalive``; a stream's topic goes with the first state that names it.
+  With them go the *done* positions: per stream, where both this node's durable
+  checkpoint and its Raft snapshot have merged to, so that no restart of this node,
+  nor a replay from its snapshot by a node that lost its state, reads the input
+  before them again.
+- **Archival**: once every node is done with a stream's input before a position
+  (the least of their done positions; a node not heard from holds it at 0), the
+  input copies' whole files before it are dropped and the publisher is told it may
+  drop its own (:class:`Archive`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..raft import Accepted, Entry, Role
@@ -44,6 +54,7 @@ from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
     Action,
+    Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
@@ -99,9 +110,12 @@ class SequencerCore:
         inputs: InputSource,
         out: MergedSink,
         checkpoint: Checkpoint,
+        snapshot: Checkpoint | None = None,
         now: float = 0.0,
         timing: Timing | None = None,
     ) -> None:
+        """``checkpoint``: the merge state to go on from; ``snapshot``: what Raft's stored
+        snapshot holds (None: no snapshot), which a replay from scratch starts from."""
         self.node_id = node_id
         self.timing = timing or Timing()
         self.now = now
@@ -109,6 +123,8 @@ class SequencerCore:
         self.merger = Merger(inputs, out, checkpoint)
         self.raft = RaftState()
         self.saved = checkpoint  #: the last checkpoint known durable
+        self._snapshot = snapshot or Checkpoint()  # what Raft's stored snapshot holds
+        self._archived: dict[str, int] = {}  # stream -> position Archive was asked for
         self._actions: list[Action] = []
         self._pending: deque[tuple[int, list[Range]]] = deque()  # committed, not applied
         self._installing: Checkpoint | None = None
@@ -127,9 +143,13 @@ class SequencerCore:
         self._next_backup_check = now
         # gossip
         self._own_held: dict[str, int] = {}
+        self._own_done: dict[str, int] = self._done_now()
+        self.view.update_done(node_id, self._own_done)
         self._own_topics: dict[str, str] = {}
         self._peers = [n for n in range(node_count) if n != node_id]
-        self._sent_held: dict[int, dict[str, int]] = {p: {} for p in self._peers}
+        self._sent: dict[int, tuple[dict[str, int], dict[str, int]]] = {
+            p: ({}, {}) for p in self._peers
+        }
         self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
 
     # -- queries -------------------------------------------------------------------------
@@ -165,9 +185,10 @@ class SequencerCore:
             deadlines.append(self._next_checkpoint)
         if self._proposing is None and self._next_proposal > self.now:
             deadlines.append(self._next_proposal)  # a proposal held back by the spacing
+        own = (self._own_held, self._own_done)
         for peer in self._peers:
             sent_at = self._sent_at[peer]
-            if self._sent_held[peer] != self._own_held:
+            if self._sent[peer] != own:
                 deadlines.append(sent_at + self._gossip_interval(peer))
             deadlines.append(sent_at + timing.gossip_keepalive)
         return min(deadlines)
@@ -191,7 +212,10 @@ class SequencerCore:
     def raft_changed(self, state: RaftState) -> None:
         if state == self.raft:
             return  # most Readies move nothing the core looks at
+        first_moved = state.first_index != self.raft.first_index
         self.raft = state
+        if first_moved:
+            self._refresh_done()
         if state.role is not Role.LEADER or state.term != self._proposed_term:
             self._proposed, self._outstanding = None, []
             self._proposed_term = state.term
@@ -214,6 +238,9 @@ class SequencerCore:
         """Raft handed over a snapshot (a checkpoint of a peer): if it is ahead of the
         merge, bring the merged log to its position, then take its state."""
         checkpoint = Checkpoint.decode(data)
+        if checkpoint.applied_index > self._snapshot.applied_index:
+            self._snapshot = checkpoint  # Raft stored it: a replay from scratch starts here
+            self._refresh_done()
         installing = self._installing.applied_index if self._installing is not None else 0
         if checkpoint.applied_index <= max(self.merger.applied_index, installing):
             return
@@ -237,9 +264,17 @@ class SequencerCore:
         self._emit(SaveCheckpoint(self.merger.checkpoint()))
         self._apply()
 
-    def held(self, node: int, held: dict[str, int], topics: dict[str, str]) -> None:
+    def held(
+        self,
+        node: int,
+        held: dict[str, int],
+        topics: dict[str, str],
+        done: dict[str, int] | None = None,
+    ) -> None:
         """What ``node`` holds durably of each stream (gossip; this node's own from its
-        input copies), and the topics of streams it names."""
+        input copies), the topics of streams it names, and (a peer's) done positions."""
+        if done is not None and node != self.node_id and self.view.update_done(node, done):
+            self._maybe_archive(done)
         if node == self.node_id:
             # Only streams whose topic this node knows are told to peers.
             self._own_topics.update(topics)
@@ -251,6 +286,7 @@ class SequencerCore:
             self._gossip()
         if changed:
             self._maybe_propose()
+            self._maybe_archive(held)
 
     def input_written(self, stream: str) -> None:
         """Bytes were written to ``stream``'s input copy (by a push or a fetch)."""
@@ -286,9 +322,13 @@ class SequencerCore:
         if checkpoint.applied_index < self.saved.applied_index:
             return
         self.saved = checkpoint
-        keep = self.timing.compaction_keep
-        if checkpoint.applied_index - self.raft.first_index > 2 * keep:
+        if checkpoint.applied_index > self._snapshot.applied_index:
+            # Raft's snapshot follows every checkpoint: a node that lost its state starts
+            # from it, so the input before it can be archived.
+            keep = self.timing.compaction_keep
             self._emit(Compact(checkpoint.applied_index, checkpoint.encode(), keep))
+            self._snapshot = checkpoint
+        self._refresh_done()
 
     # -- the merge -----------------------------------------------------------------------
 
@@ -384,6 +424,40 @@ class SequencerCore:
         """A stream's topic: as merged, else as heard; None while unknown."""
         return self.merger.topics.get(stream) or self.view.topics.get(stream)
 
+    # -- archival ------------------------------------------------------------------------
+
+    def _done_now(self) -> dict[str, int]:
+        """Per stream, where both the durable checkpoint and Raft's snapshot merged to.
+        Nothing while Raft's log still starts at its first entry: a node that lost its
+        state would replay it from there, reading every input byte."""
+        if self.raft.first_index <= 1:
+            return {}
+        snapshot = self._snapshot.merged
+        return {
+            stream: min(end, snapshot[stream])
+            for stream, end in self.saved.merged.items()
+            if stream in snapshot
+        }
+
+    def _refresh_done(self) -> None:
+        done = self._done_now()
+        if done == self._own_done:
+            return
+        self._own_done = done
+        self.view.update_done(self.node_id, done)
+        self._gossip()
+        self._maybe_archive(done)
+
+    def _maybe_archive(self, streams: Iterable[str]) -> None:
+        """Archive what every node is done with, of ``streams`` (those whose positions
+        just moved)."""
+        view = self.view
+        for stream in sorted(streams):
+            position = view.archivable(stream)
+            if position > self._archived.get(stream, 0):
+                self._archived[stream] = position
+                self._emit(Archive(stream, position))
+
     # -- gossip --------------------------------------------------------------------------
 
     def _gossip_interval(self, peer: int) -> float:
@@ -391,19 +465,19 @@ class SequencerCore:
         return timing.gossip_to_leader if peer == self.raft.leader else timing.gossip_to_followers
 
     def _gossip(self) -> None:
-        own, now = self._own_held, self.now
+        own, now = (self._own_held, self._own_done), self.now
         keepalive = self.timing.gossip_keepalive
         for peer in self._peers:
             # Compared as next_deadline() names them, so a tick at a deadline passes it.
-            sent, sent_at = self._sent_held[peer], self._sent_at[peer]
+            sent, sent_at = self._sent[peer], self._sent_at[peer]
             if now >= sent_at + keepalive:
                 topics = dict(self._own_topics)
             elif sent != own and now >= sent_at + self._gossip_interval(peer):
-                topics = {s: self._own_topics[s] for s in own.keys() - sent.keys()}
+                topics = {s: self._own_topics[s] for s in own[0].keys() - sent[0].keys()}
             else:
                 continue
-            self._sent_held[peer], self._sent_at[peer] = own, now
-            self._emit(Gossip(peer, own, topics))
+            self._sent[peer], self._sent_at[peer] = own, now
+            self._emit(Gossip(peer, own[0], topics, own[1]))
 
     def _emit(self, action: Action) -> None:
         self._actions.append(action)

@@ -123,8 +123,9 @@ class SaveCheckpoint:
 
 @dataclass(slots=True, frozen=True)
 class Compact:
-    """Snapshot Raft's state as ``data`` at ``index`` and drop older entries, keeping
-    ``keep`` for followers that lag a little."""
+    """Store ``data`` as Raft's snapshot at ``index``; drop the entries before
+    ``index - keep`` once that frees at least ``keep`` of them (each cut rewrites the
+    log), keeping ``keep`` for followers that lag a little."""
 
     index: int
     data: bytes
@@ -141,12 +142,24 @@ class CatchUpOut:
 
 @dataclass(slots=True, frozen=True)
 class Gossip:
-    """Send node ``peer`` what this node holds of each stream, and the topics of the
-    streams named (all of them on a keepalive)."""
+    """Send node ``peer`` what this node holds of each stream, the topics of the streams
+    named (all of them on a keepalive), and its ``done`` positions: per stream, where this
+    node's durable checkpoint and its Raft snapshot have both merged to (it never reads
+    the stream's input before them again, whatever restarts)."""
 
     peer: int
     held: dict[str, int]
     topics: dict[str, str]
+    done: dict[str, int]
 
 
-Action = Propose | Fetch | PublishOut | SaveCheckpoint | Compact | CatchUpOut | Gossip
+@dataclass(slots=True, frozen=True)
+class Archive:
+    """Drop this node's input copy of ``stream`` before ``position`` (whole files only)
+    and tell its publisher it may do the same: every node is done with those bytes."""
+
+    stream: str
+    position: int
+
+
+Action = Propose | Fetch | PublishOut | SaveCheckpoint | Compact | CatchUpOut | Gossip | Archive

@@ -15,6 +15,8 @@ class ClusterView:
         self.node_count = node_count
         self.quorum = quorum(node_count)
         self.held: list[dict[str, int]] = [{} for _ in range(node_count)]
+        #: per node, per stream: where it is done with the input (``Gossip.done``)
+        self.done: list[dict[str, int]] = [{} for _ in range(node_count)]
         self.topics: dict[str, str] = {}
         #: Topic disagreements heard (the latest few), for the node to log.
         self.conflicts: deque[str] = deque(maxlen=16)
@@ -37,6 +39,23 @@ class ClusterView:
             return False
         self.held[node] = dict(held)
         return True
+
+    def update_done(self, node: int, done: dict[str, int]) -> bool:
+        """Take node ``node``'s done positions; True if they changed."""
+        if self.done[node] == done:
+            return False
+        self.done[node] = dict(done)
+        return True
+
+    def archivable(self, stream: str) -> int:
+        """The position before which every node is done with ``stream``'s input and holds
+        it (0 while a node has not said: a node down stops archival). A node whose copy
+        lags what it merged (after a snapshot install) fetches the bytes it lacks before
+        anyone drops them, so a copy never has a hole."""
+        return min(
+            min(done.get(stream, 0), held.get(stream, 0))
+            for done, held in zip(self.done, self.held, strict=True)
+        )
 
     def claim_topics(self, topics: dict[str, str]) -> None:
         """This node's own input copies' topics: they override what peers said."""

@@ -40,6 +40,7 @@ from rtcommon.cluster import quorum
 from rtcommon.log import Codec, encode_message, file_start
 
 from ..core import (
+    Archive,
     CatchUpOut,
     Checkpoint,
     CheckpointError,
@@ -125,6 +126,7 @@ class NodeSimStats:
     fetches: int = 0
     snapshots_installed: int = 0
     compactions: int = 0
+    archives: int = 0
     recovery_ticks: int = -1
 
 
@@ -191,7 +193,9 @@ class _Host:
         self.core: SequencerCore | None = None
         self.pending: Ready | None = None  # a Ready being persisted
         self.incarnation = 0
-        self.inputs = MemoryInputs(BASE)
+        self.inputs = MemoryInputs(
+            BASE, lambda what: sim.checker.fail("archived read", f"n{node_id} {what}")
+        )
         self.out = MemoryOut(BASE, lambda offset, data: sim.checker.appended(node_id, offset, data))
         self.checkpoint: bytes | None = None  # as stored
         self.checkpoint_queue: list[Checkpoint] = []  # written one at a time
@@ -331,6 +335,7 @@ class NodeSimulation(SimulationBase):
             inputs=host.inputs,
             out=host.out,
             checkpoint=checkpoint,
+            snapshot=Checkpoint.decode(snapshot.data) if snapshot.data else None,
             now=self._seconds(),
             timing=config.timing,
         )
@@ -518,6 +523,10 @@ class NodeSimulation(SimulationBase):
             )
         elif isinstance(action, PublishOut):
             pass  # memory has no buffer to write out and no readers to wake
+        elif isinstance(action, Archive):
+            self.stats.archives += 1
+            self._note(f"n{host.node_id} archives {action.stream} before {action.position - BASE}")
+            host.inputs.archive(action.stream, action.position)
         else:
             raise TypeError(f"unknown action {action!r}")
 
@@ -548,7 +557,7 @@ class NodeSimulation(SimulationBase):
             storage.create_snapshot(action.index, action.data)
         except SnapshotOutOfDateError:
             return
-        if action.index - action.keep > storage.first_index():
+        if action.index - action.keep - storage.first_index() >= action.keep:
             storage.compact(action.index - action.keep)
         self.stats.compactions += 1
         assert host.core is not None
@@ -574,7 +583,7 @@ class NodeSimulation(SimulationBase):
         src, gossip = payload
         if host.core is None or self.network.is_cut(src, node):
             return
-        host.core.held(src, gossip.held, gossip.topics)
+        host.core.held(src, gossip.held, gossip.topics, gossip.done)
         self._after(host)
 
     def _link_up(self, a: int, b: int) -> bool:
@@ -589,7 +598,13 @@ class NodeSimulation(SimulationBase):
         if self._link_up(node, fetch.peer):
             source = self._hosts[fetch.peer].inputs.streams.get(fetch.stream)
             start = host.inputs.written(fetch.stream) or BASE
-            if source is not None and source.written > start:
+            if source is not None and start < source.archived:
+                self.checker.fail(
+                    "archived read",
+                    f"n{node} fetches {fetch.stream} at {start - BASE} from n{fetch.peer},"
+                    f" which archived before {source.archived - BASE}",
+                )
+            elif source is not None and source.written > start:
                 # Peer.Fetch serves what the peer has written, synced or not.
                 data = bytes(source.data[start - BASE :])
                 ends = [end - (start - BASE) for end in source.ends if end > start - BASE]

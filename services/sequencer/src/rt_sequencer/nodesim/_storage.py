@@ -21,13 +21,15 @@ __all__ = ["MemoryInputs", "MemoryOut", "MemoryStream"]
 class MemoryStream:
     """One input copy: bytes of whole records from ``base``."""
 
-    __slots__ = ("base", "data", "durable", "ends")
+    __slots__ = ("archived", "base", "data", "durable", "ends")
 
     def __init__(self, base: int) -> None:
         self.base = base
         self.data = bytearray()
         self.ends: list[int] = []  # the offset after each record
         self.durable = 0  # bytes made durable
+        #: bytes before this position were archived (dropped from disk): never read again
+        self.archived = 0
 
     @property
     def written(self) -> int:
@@ -41,11 +43,12 @@ class MemoryStream:
 class MemoryInputs:
     """Every input copy of a simulated node."""
 
-    def __init__(self, base: int) -> None:
+    def __init__(self, base: int, on_archived_read: Callable[[str], None] | None = None) -> None:
         self.base = base
         self.streams: dict[str, MemoryStream] = {}
         self.topics: dict[str, str] = {}
         self.dirty: set[str] = set()
+        self._on_archived_read = on_archived_read
 
     # -- InputSource ---------------------------------------------------------------------
 
@@ -55,7 +58,19 @@ class MemoryInputs:
 
     def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
         copy = self.streams[stream]
+        if start < copy.archived:
+            what = f"{stream}: read at {start}, archived before {copy.archived}"
+            if self._on_archived_read is None:
+                raise AssertionError(what)
+            self._on_archived_read(what)
         return [bytes(copy.data[start - copy.base : end - copy.base])]
+
+    def archive(self, stream: str, position: int) -> None:
+        """Drop ``stream``'s bytes before ``position`` (kept in memory, but never to be
+        read again: a read before it is a violation)."""
+        copy = self.streams.get(stream)
+        if copy is not None:
+            copy.archived = max(copy.archived, min(position, copy.written))
 
     # -- the node's side -----------------------------------------------------------------
 
