@@ -61,6 +61,14 @@ def test_status_takes_the_data_folder_and_prints_json(cluster: Any) -> None:
     names = {n.name for n in running.spec.nodes}
     assert all(n["leader"] in names for n in nodes), nodes
     assert all(isinstance(n["out_position"], int) for n in nodes)
+    assert all(0 < n["disk_free"] <= n["disk_total"] for n in nodes), nodes
+    # the disk table: each node's copies, merged log, free space and oldest position
+    lines = table.stdout.splitlines()
+    disk = lines.index(
+        next(line for line in lines if line.startswith("NODE  ") and "DISK_FREE" in line)
+    )
+    assert lines[disk].split() == ["NODE", "INPUT_COPIES", "MERGED_LOG", "DISK_FREE", "OLDEST_HELD"]
+    assert [line.split()[0] for line in lines[disk + 1 : disk + 4]] == sorted(names)
 
 
 def test_topics_that_would_publish_nothing_to_the_cluster_are_refused(

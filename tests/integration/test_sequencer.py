@@ -21,6 +21,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rt_sequencer._peers import encode_message as encode_raft_message
+from rt_sequencer.raft import Message, MessageType
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import (
     Chunk,
@@ -35,6 +37,8 @@ from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,
+    peer_pb2,
+    peer_pb2_grpc,
     pull_pb2,
     pull_pb2_grpc,
     push_pb2,
@@ -443,3 +447,22 @@ def test_a_damaged_checkpoint_does_not_stop_a_node(nodes, tmp_path, monkeypatch,
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(2))] == list(range(1, 401))
     assert cluster.procs[2].poll() is None  # running, not crash-looping
+
+
+def test_a_raft_message_with_a_term_out_of_bounds_is_refused(nodes, tmp_path):
+    """A forged HEARTBEAT with term 2**64 - 1 was stored, and the next campaign crashed
+    every node serialising term 2**64."""
+    cluster = nodes(3)
+    before = cluster.status(0).term
+    forged = Message(MessageType.HEARTBEAT, src=2, dst=1, term=(1 << 64) - 1)
+    with grpc.insecure_channel(cluster.spec.nodes[0].push) as channel:
+        batch = peer_pb2.RaftBatch(from_node=1, messages=[encode_raft_message(forged)], session=0)
+        with pytest.raises(grpc.RpcError) as refused:
+            peer_pb2_grpc.PeerStub(channel).Raft(iter([batch]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "out of bounds" in refused.value.details()
+    status = cluster.status(0)
+    assert status.term < 1 << 62 and status.term >= before
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(10)  # the cluster still merges

@@ -3,14 +3,15 @@
 Columns: node, role, term, leader, commit and applied index, lag (applied entries behind
 the most advanced node that answered), the end of the merged log (as a position and as
 ``log.X.Y+offset``), the number of input streams, and the node's reset state from its
-supervisor's ``GET /resetStatus`` (``UP``, a reset step, ``DOWN``...). A node that does
-not answer within the deadline is shown as ``unreachable: <reason>``. Then, if any
-``.dedup`` topic has merged anything, one line per topic and origin: the highest
-``|id|`` merged and the duplicates dropped (the merge is deterministic, so the most
-advanced node speaks for all). ``--json`` prints every node's status as JSON instead
-(positions as integers, the session, and each stream's topic, held and merged
-positions). ``FILE`` may be the data folder. Exit status 0 if at least one node
-answered, 1 otherwise, 2 without a readable cluster description.
+supervisor's ``GET /resetStatus`` (``UP``, a reset step, ``DOWN``...). Then each node's
+disk: bytes of input copies and of merged log, free space, and the oldest position its
+merged log still holds. A node that does not answer within the deadline is shown as
+``unreachable: <reason>``. Then, if any ``.dedup`` topic has merged anything, one line
+per topic and origin: the highest ``|id|`` merged and the duplicates dropped (the merge
+is deterministic, so the most advanced node speaks for all). ``--json`` prints every
+node's status as JSON instead (positions as integers, the session, and each stream's
+topic, held and merged positions). ``FILE`` may be the data folder. Exit status 0 if at
+least one node answered, 1 otherwise, 2 without a readable cluster description.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ _HEADER = (
     "RESET",
 )
 _DEDUP_HEADER = ("DEDUP_TOPIC", "ORIGIN", "LAST_ID", "DROPPED")
+_DISK_HEADER = ("NODE", "INPUT_COPIES", "MERGED_LOG", "DISK_FREE", "OLDEST_HELD")
+
+
+def format_bytes(count: int) -> str:
+    """``1.5 GiB``: a byte count for people."""
+    size, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def format_position(position: int) -> str:
@@ -150,6 +162,20 @@ def status(
         )
     print_table(_HEADER, rows, out)
     answered = [a for a in answers if not isinstance(a, str)]
+    disk = [
+        (
+            node.name,
+            format_bytes(answer.input_bytes),
+            format_bytes(answer.output_bytes),
+            f"{format_bytes(answer.disk_free)} of {format_bytes(answer.disk_total)}",
+            format_position(answer.out_start),
+        )
+        for node, answer in zip(spec.nodes, answers, strict=True)
+        if not isinstance(answer, str)
+    ]
+    if disk:
+        print(file=out)
+        print_table(_DISK_HEADER, disk, out)
     if answered:
         ahead = max(answered, key=lambda a: a.applied_index)
         dedup = [
@@ -185,6 +211,10 @@ def _as_json(
                     "applied_index": answer.applied_index,
                     "out_start": answer.out_start,
                     "out_position": answer.out_position,
+                    "input_bytes": answer.input_bytes,
+                    "output_bytes": answer.output_bytes,
+                    "disk_free": answer.disk_free,
+                    "disk_total": answer.disk_total,
                     "streams": [
                         {"stream": s.stream, "topic": s.topic, "held": s.held, "merged": s.merged}
                         for s in answer.streams

@@ -16,7 +16,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from rtcommon.log import LogEvent, LogReader, LogWriter, SyncPolicy, file_start, list_log_files
+from rtcommon.log import (
+    LogEvent,
+    LogReader,
+    LogWriter,
+    SyncPolicy,
+    file_name,
+    file_start,
+    list_log_files,
+)
 
 from ._inputs import InputStore
 from ._signal import Signal
@@ -96,9 +104,14 @@ class MergedLog:
 
     @property
     def first_position(self) -> int:
-        """The first position still held (the start of the oldest file)."""
+        """The first position still held: the start of the oldest file not emptied (by a
+        hard reset, or archival), else of the newest file."""
         files = list_log_files(self.directory)
-        return file_start(*files[0]) if files else self.written_position
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                if (self.directory / file_name(*file)).stat().st_size:
+                    return file_start(*file)
+        return file_start(*files[-1]) if files else self.written_position
 
     def append(self, data: bytes) -> None:
         self.writer.append_run(data)

@@ -53,8 +53,26 @@ def encode_message(message: Message) -> bytes:
     return _message_encoder.encode(message)
 
 
+#: Terms, indexes and ids on the wire stay below this: a forged term near 2**64 would be
+#: stored, and the next campaign's term + 1 would not fit the hard state's 64 bits.
+MAX_WIRE_NUMBER = 1 << 62
+
+
 def decode_message(data: bytes) -> Message:
-    return _message_decoder.decode(data)
+    """A Raft message from its bytes; ValueError if they are not one, or carry a number
+    out of bounds."""
+    try:
+        message = _message_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"not a Raft message: {exc}") from exc
+    numbers = [message.term, message.log_term, message.index, message.commit]
+    numbers += [message.src, message.dst, message.reject_hint]
+    numbers += [n for entry in message.entries for n in (entry.term, entry.index)]
+    if message.snapshot is not None:
+        numbers += [message.snapshot.index, message.snapshot.term]
+    if not all(0 <= n < MAX_WIRE_NUMBER for n in numbers):
+        raise ValueError(f"a {message.type.name} message with a number out of bounds")
+    return message
 
 
 async def backoff_sleep(attempt: int) -> None:

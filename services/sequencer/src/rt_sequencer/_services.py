@@ -276,8 +276,13 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         step = self.node.step_raft
         async for batch in request_iterator:
             await self._check_session(batch.session, context)
-            for data in batch.messages:
-                step(decode_message(data))
+            try:
+                messages = [decode_message(data) for data in batch.messages]
+            except ValueError as exc:
+                log.warning("refused a Raft batch from %s: %s", context.peer(), exc)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            for message in messages:
+                step(message)
         return common_pb2.Empty()
 
     async def Gossip(self, request_iterator, context):
