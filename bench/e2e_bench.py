@@ -45,9 +45,9 @@ def describe(pid: int) -> str:
 
 
 class LocalCluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, roll_size: int = 64 << 20, **environ: str) -> None:
         self.root = root
-        env = dict(os.environ, RT_ROLL_SIZE=str(64 << 20))
+        env = dict(os.environ, RT_ROLL_SIZE=str(roll_size), **environ)
         self.proc = subprocess.Popen(
             [
                 BIN / "rt",
