@@ -105,3 +105,17 @@ def test_rt_cluster_up_keeps_the_identity_of_a_folder_it_restarts(cluster, tmp_p
     again = cluster(nodes=1, data=tmp_path / "data")
     assert again.spec.id == identity
     assert json.loads((tmp_path / "data" / "cluster.json").read_text())["id"] == identity
+
+
+def test_a_cluster_from_before_identities_keeps_none(cluster, tmp_path):
+    """Its clients' default folders stay where they were: a new id would move them and
+    strand their logs."""
+    first = cluster(nodes=1, data=tmp_path / "data")
+    first.stop()
+    legacy = json.loads((tmp_path / "data" / "cluster.json").read_text())
+    legacy.pop("id")
+    (tmp_path / "data" / "cluster.json").write_text(json.dumps(legacy))
+    (tmp_path / "data" / "node-0" / "s" / ".cluster").unlink()  # written before ids
+    again = cluster(nodes=1, data=tmp_path / "data")
+    assert again.spec.id == ""
+    assert again.spec.client_folder(tmp_path / "logs") == tmp_path / "logs"

@@ -191,8 +191,28 @@ def test_checkpoints_then_compaction() -> None:
     assert save.checkpoint.applied_index == 6
     core.checkpoint_saved(save.checkpoint)
     (compact,) = of_type(core.take_actions(), Compact)
-    assert (compact.index, compact.keep) == (6, 2)
-    assert Checkpoint.decode(compact.data) == save.checkpoint
+    assert (compact.index, compact.keep, compact.checkpoint) == (6, 2, save.checkpoint)
+
+
+def test_done_positions_move_only_once_raft_stored_the_snapshot() -> None:
+    """A node says it is done with input only when a replay from its stored snapshot, or
+    a restart from its checkpoint, would not read it: not when the snapshot is asked."""
+    core, _, _ = new_core(compaction_keep=2, snapshot_interval=5.0)
+    core.raft_changed(RaftState(last_index=9, first_index=4))  # the log was cut before
+    checkpoint = Checkpoint(applied_index=9, out_position=BASE + 5, merged={"s": BASE + 7})
+    core.checkpoint_saved(checkpoint)
+    (compact,) = of_type(core.take_actions(), Compact)
+    assert compact.checkpoint == checkpoint
+    assert core.view.done[0] == {}
+    core.snapshot_stored(checkpoint)
+    assert core.view.done[0] == {"s": BASE + 7}
+    # the next checkpoint, a few entries later, waits for the snapshot interval
+    later = Checkpoint(applied_index=10, out_position=BASE + 6, merged={"s": BASE + 8})
+    core.checkpoint_saved(later)
+    assert not of_type(core.take_actions(), Compact)
+    core.tick(5.1)
+    (compact,) = of_type(core.take_actions(), Compact)
+    assert compact.checkpoint == later
 
 
 def test_a_snapshot_catches_the_merged_log_up_and_a_replaced_one_changes_nothing() -> None:

@@ -1,6 +1,7 @@
 """The writer and reader on real files: sessions, rolls, seals, locks, events, faults."""
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from rtcommon.log import (
     PositionError,
     Record,
     RecordTooLargeError,
+    archive_log_files,
     encode_message,
     file_is_sealed,
     file_start,
@@ -426,3 +428,23 @@ def test_a_full_disk_at_a_roll_loses_nothing_and_recovers(small_disk):
     filler.unlink()  # space again: what was accepted reaches the log, exactly once
     writer.close()
     assert [r.id for r in read_log(small_disk / "log")] == accepted
+
+
+def test_archived_files_are_collected_not_a_reset(tmp_path):
+    """A publisher's whole old session emptied by archival (sticky bit set) is garbage
+    collection: a reader in it goes on to the next session without a reset event."""
+    with LogWriter(tmp_path, roll_size=200) as writer:
+        for i in range(3):
+            writer.append(record(i))
+    reader = LogReader(tmp_path)
+    assert len(records_only([item for _ in range(5) for item in reader.read()])) == 3
+    with LogWriter(tmp_path) as writer:  # a restarted publisher: session 1
+        writer.append(record(100))
+    assert archive_log_files(tmp_path, file_start(1, 0)) > 0
+    assert all(
+        (tmp_path / f"log.0.{r}").stat().st_mode & stat.S_ISVTX
+        for s, r in list_log_files(tmp_path)
+        if s == 0
+    )
+    assert [r.id for r in records_only(reader.read() + reader.read())] == [101]
+    reader.close()

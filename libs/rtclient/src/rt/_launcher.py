@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import IO
 
 from rtcommon import env, localhost
-from rtcommon.cluster import CLUSTER_FILE, ClusterError, ClusterSpec, NodeSpec, new_cluster_id
+from rtcommon.cluster import (
+    CLUSTER_FILE,
+    CLUSTER_ID_FILE,
+    ClusterError,
+    ClusterSpec,
+    NodeSpec,
+    new_cluster_id,
+)
 from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.logs import log_formatter
@@ -98,7 +105,7 @@ def build_spec(
     cluster_id: str | None = None,
 ) -> ClusterSpec:
     """The cluster description for ``nodes`` nodes kept under ``data`` (an absolute path),
-    with identity ``cluster_id`` (a new one if None)."""
+    with identity ``cluster_id`` (a new one if None; "" for none)."""
     pids = list(pids) if pids is not None else [None] * nodes
     specs = []
     for n in range(nodes):
@@ -116,7 +123,7 @@ def build_spec(
             )
         )
     return ClusterSpec(
-        id=cluster_id or new_cluster_id(),
+        id=new_cluster_id() if cluster_id is None else cluster_id,
         nodes=tuple(specs),
         roll_size=roll_size,
         session_file=str(data / "session"),
@@ -198,7 +205,8 @@ class Launcher:
         self.path = self.data / CLUSTER_FILE
         self.shown_path = shown_path or str(self.path)
         self.base_port = base_port
-        self.cluster_id = new_cluster_id()  #: kept from the folder's cluster.json if it has one
+        #: the folder's own if it has one (cluster.json, or the nodes' volumes)
+        self.cluster_id = new_cluster_id()
         self.timeout = timeout
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -274,6 +282,11 @@ class Launcher:
 
     def _check_previous(self) -> None:
         """Keep the identity of the cluster a folder holds; refuse one of another size."""
+        claimed = {
+            path.read_text().strip() for path in self.data.glob(f"node-*/s/{CLUSTER_ID_FILE}")
+        }
+        if len(claimed) == 1:
+            self.cluster_id = claimed.pop()  # the nodes' volumes say whose they are
         if not self.path.exists():
             return
         try:
@@ -281,7 +294,9 @@ class Launcher:
         except ClusterError as exc:
             self._say(f"replacing an unreadable {self.path} ({exc})")
             return
-        self.cluster_id = previous.id or self.cluster_id
+        # A cluster from before identities keeps none: its clients' folders stay where
+        # they are (a new id would move them, and strand their logs).
+        self.cluster_id = previous.id
         if len(previous.nodes) != len(self.nodes):
             raise LaunchError(
                 f"{self.data} holds a {len(previous.nodes)}-node cluster; run with "

@@ -128,8 +128,11 @@ def claim_for_cluster(directory: str | os.PathLike[str], cluster: ClusterSpec, w
     try:
         held = path.read_text().strip()
     except FileNotFoundError:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        write_file_atomically(path, cluster.id.encode() + b"\n")
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            write_file_atomically(path, cluster.id.encode() + b"\n")
+        except PermissionError:
+            pass  # a folder this process may only read (an agent's): nothing to record
         return
     if held != cluster.id:
         raise ClusterMismatchError(

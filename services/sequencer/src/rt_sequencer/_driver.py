@@ -84,10 +84,12 @@ class RaftDriver:
         self._post("propose", (data, future))
         return future
 
-    def compact(self, index: int, data: bytes, keep: int) -> None:
+    def compact(self, index: int, data: bytes, keep: int) -> asyncio.Future[None]:
         """Store ``data`` as the snapshot at ``index``; cut the log as ``core.Compact``
-        says."""
-        self._post("compact", (index, data, keep))
+        says. The future is done once the snapshot is on disk."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._post("compact", (index, data, keep, future))
+        return future
 
     @property
     def term(self) -> int:
@@ -150,16 +152,26 @@ class RaftDriver:
                     if not future.done():
                         future.set_result(accepted)
             elif kind == "compact":
-                index, data, keep = item
-                await asyncio.to_thread(self._compact, index, data, keep)
+                index, data, keep, stored = item
+                try:
+                    await asyncio.to_thread(self._compact, index, data, keep)
+                except Exception as exc:
+                    if not stored.done():
+                        stored.set_exception(exc)
+                    raise
+                if not stored.done():
+                    stored.set_result(None)
                 self._deliver([], None)  # the first index moved
 
     def _compact(self, index: int, data: bytes, keep: int) -> None:
         if index <= self.storage.snapshot().index:
             return
         self.storage.create_snapshot(index, data)
-        if index - keep - self.storage.first_index() >= keep:  # see core.Compact
-            self.storage.compact(index - keep)
+        # Never past what Raft has handed over to apply (after a restart it hands over
+        # again what the checkpoint already holds).
+        cut = min(index - keep, self.node.applied_index)
+        if cut - self.storage.first_index() >= keep:  # see core.Compact
+            self.storage.compact(cut)
 
     async def _handle_ready(self) -> None:
         ready = self.node.ready()

@@ -105,7 +105,7 @@ class MergedLog:
     @property
     def first_position(self) -> int:
         """The first position still held: the start of the oldest file not emptied (by a
-        hard reset, or archival), else of the newest file."""
+        hard reset), else of the newest file."""
         files = list_log_files(self.directory)
         for file in files:
             with contextlib.suppress(FileNotFoundError):

@@ -13,13 +13,15 @@ the publisher first declared it: deduplication is per topic, and a stream never
 changes topic.
 
 Once every node is done with a stream's bytes before a position (the merge core's
-``Archive``), the copy's whole files before it are deleted (:meth:`InputStream.archive`)
+``Archive``), the copy's whole files before it are deleted
+(:meth:`InputStream.drop_files_before`, in a worker thread)
 and ``archived`` tells the publisher it may drop its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -92,24 +94,28 @@ class InputStream:
         if self.mirror.end != before or chunk.sealed:
             self._store.mark_dirty(self)
 
-    def archive(self, position: int) -> int:
+    def drop_files_before(self, position: int) -> int:
         """Delete this copy's whole files before ``position`` (each followed by a file
-        that starts at or before it; the file being written is never one) and record
-        ``position`` as archived. Returns the bytes freed."""
+        that starts at or before it; the file being written is never one). Only files:
+        safe in a worker thread. Returns the bytes freed."""
         files = list_log_files(self.directory)
         freed = 0
         for file, following in itertools.pairwise(files):
             if file_start(*following) > position:
                 break
             path = self.directory / file_name(*file)
-            freed += path.stat().st_size
-            path.unlink()
+            with contextlib.suppress(FileNotFoundError):  # a drop before this one
+                freed += path.stat().st_size
+                path.unlink()
         if freed:
             fsync_directory(self.directory)
+        return freed
+
+    def mark_archived(self, position: int) -> None:
+        """Every node is done with this stream before ``position``: tell the publisher."""
         if position > self.archived:
             self.archived = position
             self.held_changed.fire()
-        return freed
 
     def close(self) -> None:
         self.mirror.close()

@@ -53,7 +53,7 @@ from rtproto.v1 import (
 from ._clients import Clients
 from ._driver import RaftDriver
 from ._files import InputFiles, MergedLog, folder_bytes, load_checkpoint, out_start
-from ._inputs import InputStore
+from ._inputs import InputStore, InputStream
 from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import AdminService, PeerService, PullService, PushService
 from ._signal import Signal
@@ -118,7 +118,7 @@ class Node:
         self.view_changed = Signal()  #: fires when any node's held positions are heard
         self.clients = Clients()  #: publishers and subscribers connected now
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()  # fetches under way
+        self._tasks: set[asyncio.Task[None]] = set()  # fetches and archivals under way
         self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
         self._timer_wake = asyncio.Event()
         self._timer_at = 0.0
@@ -373,17 +373,28 @@ class Node:
             ],
         )
 
+    def _snapshot_stored(self, done: asyncio.Future[None], action: Compact) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # the driver failed: the node stops
+        self._now()
+        self.core.snapshot_stored(action.checkpoint)
+        self._pump()
+
     def _archive(self, action: Archive) -> None:
         """Every node is done with ``action.stream`` before ``action.position``: drop this
-        copy's whole files before it (a few unlinks) and tell the publisher."""
+        copy's whole files before it (in a worker thread) and tell the publisher."""
         stream = self.inputs.streams.get(action.stream)
-        if stream is None:
-            return
+        if stream is not None:
+            self._start_task(self._drop_input(stream, action), f"archive {action.stream}")
+
+    async def _drop_input(self, stream: InputStream, action: Archive) -> None:
         try:
-            freed = stream.archive(action.position)
+            freed = await asyncio.to_thread(stream.drop_files_before, action.position)
         except OSError as exc:
             log.warning("archiving %s before %d: %s", action.stream, action.position, exc)
+            self.core.archive_failed(action.stream)
             return
+        stream.mark_archived(action.position)
         if freed:
             log.info("archived %s before %d (%d bytes)", action.stream, action.position, freed)
 
@@ -449,7 +460,8 @@ class Node:
         elif isinstance(action, SaveCheckpoint | CatchUpOut):
             self._storage_queue.put_nowait(action)
         elif isinstance(action, Compact):
-            self.driver.compact(action.index, action.data, action.keep)
+            stored = self.driver.compact(action.index, action.checkpoint.encode(), action.keep)
+            stored.add_done_callback(lambda done: self._snapshot_stored(done, action))
         elif isinstance(action, Archive):
             self._archive(action)
         else:

@@ -17,8 +17,9 @@ decides, from the directory, what comes next:
   with a newer session after it (a reset right after a roll, or a reader that
   starts in the wiped session); elsewhere that is a writer that died before it
   wrote, and the reader goes on;
-  a file that shrank with non-empty later files of its session was pruned by
-  garbage collection, and the reader goes on to the next file;
+  a file that shrank with non-empty later files of its session, or that has the
+  sticky bit (RT's mark of a collected file), was pruned by garbage collection, and
+  the reader goes on to the next file;
 - nothing later exists yet: the file may still grow; :meth:`LogReader.wait`
   blocks until the directory changes.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,7 +333,7 @@ class LogReader:
         same_session = [f for f in later if f[0] == session]
         newer_session = [f for f in later if f[0] > session]
         emptied = all(self._size(f) == 0 for f in same_session)
-        if emptied and newer_session:
+        if emptied and newer_session and not self._collected(self._file):
             self._open(newer_session[0], 0)
             return LogEvent(RESET, (reached, file_start(*newer_session[0]))), True
         self._open(later[0], 0)  # pruned by garbage collection
@@ -350,6 +352,13 @@ class LogReader:
         if any(self._size(f) for f in files if f[0] == session):
             return None
         return newer[0]
+
+    def _collected(self, file: tuple[int, int]) -> bool:
+        """A file emptied with the sticky bit was garbage-collected (archived), not wiped
+        by a reset."""
+        with contextlib.suppress(FileNotFoundError):
+            return bool((self.directory / file_name(*file)).stat().st_mode & stat.S_ISVTX)
+        return False
 
     def _size(self, file: tuple[int, int]) -> int:
         with contextlib.suppress(FileNotFoundError):

@@ -88,6 +88,7 @@ class Replicator:
         self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
         #: the log is archived before this position (every node is done with it)
         self.archived = 0
+        self._archivals: set[asyncio.Future[None]] = set()
         self._reported: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
         self._changed = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,15 +193,18 @@ class Replicator:
             self._reported[node.id] = reply.replicated
             self._changed.notify_all()
         if reply.archived > self.archived:
-            self._archive(reply.archived)
+            self.archived = reply.archived
+            # Emptying files and fsyncs: off the loop that carries every push.
+            task = asyncio.ensure_future(asyncio.to_thread(self._archive, reply.archived))
+            self._archivals.add(task)
+            task.add_done_callback(self._archivals.discard)
 
     def _archive(self, before: int) -> None:
         """Every node is done with this log before ``before``: collect its whole files
         there (emptied, sticky bit set), as the nodes dropped their copies."""
-        self.archived = before
         try:
             freed = archive_log_files(self.log_dir, before)
-        except OSError as exc:
+        except OSError as exc:  # a read-only folder of another process's log
             log.warning("archiving %s before %d: %s", self.log_dir, before, exc)
             return
         if freed:

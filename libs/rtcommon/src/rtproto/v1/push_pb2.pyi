@@ -104,8 +104,9 @@ class PushReply(_message.Message):
     ingress stream can tell when its data is safe.
     """
     archived: _builtins.int
-    """Every whole file of the stream before this position is merged on every node:
-    the publisher may garbage-collect its copies of those files.
+    """Every node is done with the stream before this position (merged it into its
+    durable checkpoint and its Raft snapshot) and dropped its copy's whole files there:
+    the publisher may garbage-collect its own whole files before it.
     """
     def __init__(
         self,

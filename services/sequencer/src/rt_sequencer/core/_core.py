@@ -88,6 +88,9 @@ class Timing:
     gossip_to_leader: float = 0.002
     gossip_to_followers: float = 0.05
     gossip_keepalive: float = 1.0
+    #: Raft's snapshot follows a checkpoint at most this often (or once ``compaction_keep``
+    #: entries were applied since): each costs two fsyncs in Raft's driver.
+    snapshot_interval: float = 5.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,6 +127,8 @@ class SequencerCore:
         self.raft = RaftState()
         self.saved = checkpoint  #: the last checkpoint known durable
         self._snapshot = snapshot or Checkpoint()  # what Raft's stored snapshot holds
+        self._snapshot_asked = self._snapshot.applied_index  # the latest Compact's index
+        self._next_snapshot = now
         self._archived: dict[str, int] = {}  # stream -> position Archive was asked for
         self._actions: list[Action] = []
         self._pending: deque[tuple[int, list[Range]]] = deque()  # committed, not applied
@@ -181,6 +186,8 @@ class SequencerCore:
         """The time of the next :meth:`tick` the core needs (``inf``: none)."""
         timing = self.timing
         deadlines = [self._next_backup_check]
+        if self.saved.applied_index > self._snapshot_asked and self._installing is None:
+            deadlines.append(self._next_snapshot)
         if self._checkpoint_due():
             deadlines.append(self._next_checkpoint)
         if self._proposing is None and self._next_proposal > self.now:
@@ -202,6 +209,7 @@ class SequencerCore:
 
     def tick(self, now: float) -> None:
         self.advance(now)
+        self._maybe_snapshot()
         if self.now >= self._next_backup_check:
             self._next_backup_check = self.now + self.timing.backup_check_interval
             self._check_backup()
@@ -240,6 +248,7 @@ class SequencerCore:
         checkpoint = Checkpoint.decode(data)
         if checkpoint.applied_index > self._snapshot.applied_index:
             self._snapshot = checkpoint  # Raft stored it: a replay from scratch starts here
+            self._snapshot_asked = max(self._snapshot_asked, checkpoint.applied_index)
             self._refresh_done()
         installing = self._installing.applied_index if self._installing is not None else 0
         if checkpoint.applied_index <= max(self.merger.applied_index, installing):
@@ -273,20 +282,20 @@ class SequencerCore:
     ) -> None:
         """What ``node`` holds durably of each stream (gossip; this node's own from its
         input copies), the topics of streams it names, and (a peer's) done positions."""
-        if done is not None and node != self.node_id and self.view.update_done(node, done):
-            self._maybe_archive(done)
+        if done is not None and node != self.node_id:
+            self._maybe_archive(self.view.update_done(node, done))
         if node == self.node_id:
             # Only streams whose topic this node knows are told to peers.
             self._own_topics.update(topics)
             held = {s: end for s, end in held.items() if s in self._own_topics}
             self._own_held = held
             self.view.claim_topics(topics)  # this node's own word wins over gossip
-        changed = self.view.update(node, held, topics)
+        moved = self.view.update(node, held, topics)
         if node == self.node_id:
             self._gossip()
-        if changed:
+        if moved:
             self._maybe_propose()
-            self._maybe_archive(held)
+            self._maybe_archive(moved)
 
     def input_written(self, stream: str) -> None:
         """Bytes were written to ``stream``'s input copy (by a push or a fetch)."""
@@ -322,13 +331,20 @@ class SequencerCore:
         if checkpoint.applied_index < self.saved.applied_index:
             return
         self.saved = checkpoint
-        if checkpoint.applied_index > self._snapshot.applied_index:
-            # Raft's snapshot follows every checkpoint: a node that lost its state starts
-            # from it, so the input before it can be archived.
-            keep = self.timing.compaction_keep
-            self._emit(Compact(checkpoint.applied_index, checkpoint.encode(), keep))
-            self._snapshot = checkpoint
+        self._maybe_snapshot()
         self._refresh_done()
+
+    def snapshot_stored(self, checkpoint: Checkpoint) -> None:
+        """Raft stored ``checkpoint`` as its snapshot (a :class:`Compact` carried out):
+        only now may this node say it is done with the input before it."""
+        if checkpoint.applied_index > self._snapshot.applied_index:
+            self._snapshot = checkpoint
+            self._refresh_done()
+
+    def archive_failed(self, stream: str) -> None:
+        """An :class:`Archive` of ``stream`` could not be carried out: ask again when its
+        positions next move."""
+        self._archived.pop(stream, None)
 
     # -- the merge -----------------------------------------------------------------------
 
@@ -426,6 +442,20 @@ class SequencerCore:
 
     # -- archival ------------------------------------------------------------------------
 
+    def _maybe_snapshot(self) -> None:
+        """Raft's snapshot follows the durable checkpoint (a node that lost its state
+        starts from it, so the input before it can be archived), every
+        ``snapshot_interval``, or sooner once ``compaction_keep`` entries were applied."""
+        saved, timing = self.saved, self.timing
+        behind = saved.applied_index - self._snapshot_asked
+        if behind <= 0 or self._installing is not None:
+            return
+        if self.now < self._next_snapshot and behind < timing.compaction_keep:
+            return
+        self._snapshot_asked = saved.applied_index
+        self._next_snapshot = self.now + timing.snapshot_interval
+        self._emit(Compact(saved, timing.compaction_keep))
+
     def _done_now(self) -> dict[str, int]:
         """Per stream, where both the durable checkpoint and Raft's snapshot merged to.
         Nothing while Raft's log still starts at its first entry: a node that lost its
@@ -444,9 +474,9 @@ class SequencerCore:
         if done == self._own_done:
             return
         self._own_done = done
-        self.view.update_done(self.node_id, done)
+        moved = self.view.update_done(self.node_id, done)
         self._gossip()
-        self._maybe_archive(done)
+        self._maybe_archive(moved)
 
     def _maybe_archive(self, streams: Iterable[str]) -> None:
         """Archive what every node is done with, of ``streams`` (those whose positions

@@ -123,13 +123,17 @@ class SaveCheckpoint:
 
 @dataclass(slots=True, frozen=True)
 class Compact:
-    """Store ``data`` as Raft's snapshot at ``index``; drop the entries before
-    ``index - keep`` once that frees at least ``keep`` of them (each cut rewrites the
-    log), keeping ``keep`` for followers that lag a little."""
+    """Store ``checkpoint`` (encoded) as Raft's snapshot at its applied index; drop the
+    entries before ``index - keep`` once that frees at least ``keep`` of them (each cut
+    rewrites the log), keeping ``keep`` for followers that lag a little; then report
+    with ``snapshot_stored``."""
 
-    index: int
-    data: bytes
+    checkpoint: Checkpoint
     keep: int
+
+    @property
+    def index(self) -> int:
+        return self.checkpoint.applied_index
 
 
 @dataclass(slots=True, frozen=True)

@@ -21,8 +21,8 @@ class ClusterView:
         #: Topic disagreements heard (the latest few), for the node to log.
         self.conflicts: deque[str] = deque(maxlen=16)
 
-    def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> bool:
-        """Take node ``node``'s held positions; True if they changed.
+    def update(self, node: int, held: dict[str, int], topics: dict[str, str]) -> set[str]:
+        """Take node ``node``'s held positions; return the streams whose position moved.
 
         A stream whose topic is not known yet is left out until it is (its topic comes
         with the first state that names it, which may have been lost, and with every
@@ -35,23 +35,26 @@ class ClusterView:
                     self.conflicts.append(conflict)
         if not held.keys() <= self.topics.keys():
             held = {stream: end for stream, end in held.items() if stream in self.topics}
-        if self.held[node] == held:
-            return False
+        before = self.held[node]
+        if before == held:
+            return set()
         self.held[node] = dict(held)
-        return True
+        return {s for s in held.keys() | before.keys() if held.get(s) != before.get(s)}
 
-    def update_done(self, node: int, done: dict[str, int]) -> bool:
-        """Take node ``node``'s done positions; True if they changed."""
-        if self.done[node] == done:
-            return False
+    def update_done(self, node: int, done: dict[str, int]) -> set[str]:
+        """Take node ``node``'s done positions; return the streams whose position moved."""
+        before = self.done[node]
+        if before == done:
+            return set()
         self.done[node] = dict(done)
-        return True
+        return {s for s in done.keys() | before.keys() if done.get(s) != before.get(s)}
 
     def archivable(self, stream: str) -> int:
         """The position before which every node is done with ``stream``'s input and holds
-        it (0 while a node has not said: a node down stops archival). A node whose copy
-        lags what it merged (after a snapshot install) fetches the bytes it lacks before
-        anyone drops them, so a copy never has a hole."""
+        it (0 for a node not heard from yet; a node that went down counts with what it
+        last said, so nothing after that is archived until it speaks again). A node whose
+        copy lags what it merged (after a snapshot install) fetches the bytes it lacks
+        before anyone drops them."""
         return min(
             min(done.get(stream, 0), held.get(stream, 0))
             for done, held in zip(self.done, self.held, strict=True)

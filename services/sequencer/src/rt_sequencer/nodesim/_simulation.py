@@ -97,7 +97,8 @@ BASE = file_start(1, 0)
     _QUIET,
     _CHECK,
     _CRASH,
-) = range(18)
+    _SNAPSHOTTED,
+) = range(19)
 
 
 @dataclass(slots=True, frozen=True)
@@ -282,6 +283,7 @@ class NodeSimulation(SimulationBase):
             _QUIET: self._on_quiet,
             _CHECK: self._on_check,
             _CRASH: self._on_crash,
+            _SNAPSHOTTED: self._on_snapshotted,
         }
         queue, checker, hosts = self._queue, self.checker, self._hosts
         while queue and not checker.violations and not self._done:
@@ -509,7 +511,9 @@ class NodeSimulation(SimulationBase):
                     self.now + self._disk_delay(), _CHECKPOINTED, host.node_id, host.incarnation
                 )
         elif isinstance(action, Compact):
-            self._compact(host, action)
+            # Stored later, in Raft's driver: a crash may come first.
+            payload = (host.incarnation, action)
+            self._push(self.now + self._disk_delay(), _SNAPSHOTTED, host.node_id, payload)
         elif isinstance(action, Fetch):
             self.stats.fetches += 1
             delay = self.rng.randint(2, 10)
@@ -551,17 +555,24 @@ class NodeSimulation(SimulationBase):
             return
         self._after(host)
 
-    def _compact(self, host: _Host, action: Compact) -> None:
+    def _on_snapshotted(self, node: int, payload: tuple[int, Compact]) -> None:
+        host = self._hosts[node]
+        incarnation, action = payload
+        if host.incarnation != incarnation or host.core is None:
+            return  # the node crashed first: the snapshot was never stored
         storage = host.raft_storage
         try:
-            storage.create_snapshot(action.index, action.data)
+            storage.create_snapshot(action.index, action.checkpoint.encode())
         except SnapshotOutOfDateError:
             return
-        if action.index - action.keep - storage.first_index() >= action.keep:
-            storage.compact(action.index - action.keep)
+        cut = min(action.index - action.keep, host.raft.applied_index)  # as the driver does
+        if cut - storage.first_index() >= action.keep:
+            storage.compact(cut)
         self.stats.compactions += 1
         assert host.core is not None
         host.core.raft_changed(self._raft_state(host))
+        host.core.snapshot_stored(action.checkpoint)
+        self._after(host)
 
     def _on_checkpointed(self, node: int, incarnation: int) -> None:
         host = self._hosts[node]
