@@ -93,6 +93,22 @@ def _add_timeout(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
+    )
+
+
+def _add_deadline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long each node gets to answer (default 2)",
+    )
+
+
 def _add_timeout_for_ever(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
@@ -148,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish one message per stdin line (JSON if it parses)",
         description="Publish one message per line of standard input (JSON if it parses).",
     )
-    pub.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(pub)
     pub.add_argument("--topic", metavar="T", help="topic to publish on")
     pub.add_argument("--origin", metavar="O", help="origin recorded on each message")
     pub.add_argument("--dedup", action="store_true", help="publish on a deduplicating topic")
@@ -178,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Print one JSON line per message ({"pos":..,"on":..,"id":..,"ts":..,'
         '"data":..}) and per event ({"event":"reset"|"badtail","pos":[a,b]}).',
     )
-    sub.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(sub)
     sub.add_argument("--from", dest="from_", metavar="start|end|POS", help="where to start reading")
     sub.add_argument("--filter", metavar="upd,trade", help="comma-separated message filter")
     sub.add_argument("--count", type=int, metavar="N", help="stop after N messages")
@@ -200,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         " merged log, raise the session, and follow each node's steps until all are UP."
         " Publishers send again what their logs still hold; subscribers get a reset event.",
     )
-    reset.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(reset)
     reset.add_argument("--yes", action="store_true", help="do not ask first")
     reset.add_argument(
         "--token", metavar="TOKEN", help="the nodes' reset token (default $RT_RESET_TOKEN)"
@@ -215,17 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="roles, positions and lag, per node",
         description="Show roles, positions and lag, per node.",
     )
-    status.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(status)
     status.add_argument("--json", action="store_true", help="print every node's status as JSON")
-    status.add_argument(
-        "--deadline",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how long each node gets to answer (default 2)",
-    )
+    _add_deadline(status)
     status.set_defaults(func=_status)
 
     streams = commands.add_parser(
@@ -235,17 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         " lag, its push rate and the nodes it is connected to; per .dedup origin the last id"
         " merged and the duplicates dropped.",
     )
-    streams.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(streams)
     streams.add_argument("--json", action="store_true", help="print it as JSON")
-    streams.add_argument(
-        "--deadline",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how long each node gets to answer (default 2)",
-    )
+    _add_deadline(streams)
     streams.set_defaults(func=_streams)
 
     export = commands.add_parser(
@@ -255,9 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         " when the export starts) to OUTPUT as jsonl (rt sub's lines), csv or parquet (needs"
         " pyarrow); a progress bar on a terminal.",
     )
-    export.add_argument(
-        "--cluster", required=True, metavar="FILE", help="cluster.json, or its data folder"
-    )
+    _add_cluster(export)
     export.add_argument("--from", dest="from_", metavar="start|POS", help="default start")
     export.add_argument("--to", metavar="end|POS", help="default end: the end when it starts")
     export.add_argument(
