@@ -356,6 +356,15 @@ def test_bad_pushes_and_pulls_get_clear_errors(nodes, tmp_path):
             next(iter(stub.Pull(pull_pb2.PullRequest(position=file_start(0, 0) + 10**6))))
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
         assert "past the end" in caught.value.details()
+        assert str(tmp_path) not in caught.value.details()  # no server path told
+
+    with grpc.insecure_channel(address) as channel:  # a peer's backup fetch, likewise
+        fetch = peer_pb2_grpc.PeerStub(channel).Fetch
+        inside = peer_pb2.FetchRequest(stream="a.feed", position=3)  # in the first record
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(fetch(inside, timeout=10)))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not the start of a record" in caught.value.details()
 
 
 def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):

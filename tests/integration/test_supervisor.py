@@ -152,7 +152,8 @@ def http_call(url: str, method: str = "GET", token: str | None = None) -> tuple[
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read() or b"null"), reply.headers
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null"), error.headers
+        body = error.read()
+        return error.code, json.loads(body) if body else None, error.headers
 
 
 def test_a_hard_reset_of_one_node_wipes_it_and_starts_the_next_session(
@@ -211,6 +212,9 @@ def test_the_reset_api_can_require_a_token_or_be_disabled(
         )
         assert http_call(f"{sup.url}/hardReset", token="wrong")[0] == 403
         assert http_call(f"{sup.url}/hardReset", method="PUT", token="s3cret")[0] == 405
+        assert http_call(f"{sup.url}/hardReset", method="HEAD", token="s3cret")[0] == 405
+        for path in ("/health", "/resetStatus", "/resetStatus/"):  # monitors probe with HEAD
+            assert http_call(f"{sup.url}{path}", method="HEAD")[0] == 200, path
         assert http_call(f"{sup.url}/noSuchThing")[0] == 404
         assert http_call(f"{sup.url}/resetStatus")[1]["status"] == "UP"  # reading is open
         sup.proc.kill()

@@ -78,6 +78,12 @@ async def _serve(reader: LogReader, grown: Signal, context, *, resets: bool = Fa
             await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
 
 
+def _without(message: str, directory, name: str) -> str:
+    """``message`` with the server's path of ``directory`` told as ``name``: a client
+    learns nothing of the node's file system."""
+    return message.replace(str(directory), name)
+
+
 class _DataLoss(Exception):
     """The log being served is damaged at a position."""
 
@@ -110,7 +116,7 @@ async def _follow(reader: LogReader, wait, *, resets: bool):
                 # Corruption in a log this node serves: never pass a silently short file
                 # on; the receiver goes to another node.
                 log.error("%s while serving %s", item, reader.directory)
-                raise _DataLoss(f"{item.kind} at {item.positions[0]} in {reader.directory}")
+                raise _DataLoss(f"{item.kind} at {item.positions[0]} in {reader.directory.name}")
             else:
                 yield item
 
@@ -251,11 +257,13 @@ class PullService(pull_pb2_grpc.PullServicer):
                 merged=True,
             )
         except PositionPastEndError as exc:
+            what = _without(str(exc), out.directory, "s/out")
             await context.abort(
-                grpc.StatusCode.OUT_OF_RANGE, f"{exc} (merged log ends at {out.written_position})"
+                grpc.StatusCode.OUT_OF_RANGE, f"{what} (merged log ends at {out.written_position})"
             )
         except PositionError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            what = _without(str(exc), out.directory, "s/out")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
         if not starts_a_record(out.directory, position):
             reader.close()
             await context.abort(
@@ -314,7 +322,16 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 stream.directory, request.position, chunk_size=PULL_CHUNK_BYTES, verify=False
             )
         except PositionError as exc:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                _without(str(exc), stream.directory, f"s/in/{stream.name}"),
+            )
+        if not starts_a_record(stream.directory, request.position):
+            reader.close()
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"position {request.position} is not the start of a record of {stream.name}",
+            )
         async for chunk in _serve(reader, self.node.inputs.written, context):
             yield chunk
 

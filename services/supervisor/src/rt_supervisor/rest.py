@@ -110,12 +110,13 @@ def create_app(
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    def route(path: str, **kwargs):
-        """A GET on ``path`` and ``path/``, the second left out of the OpenAPI page."""
+    def route(path: str, methods: tuple[str, ...] = ("GET", "HEAD"), **kwargs):
+        """``methods`` (a read: GET and HEAD, for monitors that probe with HEAD) on ``path``
+        and ``path/``, the second left out of the OpenAPI page."""
 
         def register(handler):
-            app.get(path, **kwargs)(handler)
-            app.get(path + "/", include_in_schema=False)(handler)
+            app.api_route(path, methods=list(methods), **kwargs)(handler)
+            app.api_route(path + "/", methods=list(methods), include_in_schema=False)(handler)
             return handler
 
         return register
@@ -142,7 +143,7 @@ def create_app(
                 return answer(409, NOT_AVAILABLE, reason=str(exc))
             return answer(200, RESETTING)
 
-        route(path, summary=summary, responses=reset_responses)(handler)
+        route(path, ("GET",), summary=summary, responses=reset_responses)(handler)
         app.post(path, summary=summary, responses=reset_responses)(handler)
 
     reset_endpoint(
