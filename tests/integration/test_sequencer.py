@@ -338,6 +338,9 @@ def test_bad_pushes_and_pulls_get_clear_errors(nodes, tmp_path):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "stream name" in error.details()
     error = push_raw("a.feed", [common_pb2.LogChunk(position=5, data=good[0].raw)])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "mid-file" in error.details()
+    assert str(tmp_path) not in error.details()  # no server path told
+    inputs = Path(cluster.spec.nodes[0].data) / "s/in"
+    assert not (inputs / "a.feed").exists()  # a new stream refused at once leaves nothing
     first = common_pb2.LogChunk(position=0, data=good[0].raw)
     skipping = common_pb2.LogChunk(position=good[1].position, data=good[2].raw)
     error = push_raw("a.feed", [first, skipping])

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,6 +148,17 @@ class InputStore:
         elif topic is not None:
             stream.claim_topic(topic)
         return stream
+
+    def discard(self, name: str) -> None:
+        """Forget stream ``name`` and delete its folder: a new stream whose first push was
+        refused before anything was written (no empty folder piles up)."""
+        stream = self.streams.pop(name, None)
+        if stream is None:
+            return
+        self._dirty.discard(stream)
+        stream.close()
+        shutil.rmtree(stream.directory, ignore_errors=True)
+        log.info("dropped new input stream %s: its first push was refused", name)
 
     def held(self) -> dict[str, int]:
         return {name: stream.held for name, stream in self.streams.items()}

@@ -180,6 +180,7 @@ class PushService(push_pb2_grpc.PushServicer):
                 f" this node belongs to cluster {own}: publish to this cluster from a log"
                 " folder of its own (the default folders are per cluster)",
             )
+        new = first.open.stream not in self.node.inputs.streams
         try:
             stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
         except StreamNameError as exc:
@@ -190,9 +191,9 @@ class PushService(push_pb2_grpc.PushServicer):
         with self.node.clients.connected(
             "publisher", stream.name, context.peer(), first.open.publisher
         ) as client:
-            await self._push(stream, client, context)
+            await self._push(stream, client, context, new)
 
-    async def _push(self, stream, client: Client, context) -> None:
+    async def _push(self, stream, client: Client, context, new: bool) -> None:
         reader = asyncio.create_task(self._receive(stream, client, context))
         wake = asyncio.Event()
         reader.add_done_callback(lambda _: wake.set())
@@ -216,7 +217,10 @@ class PushService(push_pb2_grpc.PushServicer):
                 wake.clear()
             error = reader.exception()
             if isinstance(error, MirrorError | PositionError):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                if new and stream.written == 0:
+                    self.node.inputs.discard(stream.name)  # refused at once: leave nothing
+                what = _without(str(error), stream.directory, f"s/in/{stream.name}")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
             elif error is not None:
                 raise error
         finally:
