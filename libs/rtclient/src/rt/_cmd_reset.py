@@ -21,10 +21,10 @@ import sys
 import time
 from typing import IO
 
-from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.cluster import ClusterSpec
+from rtcommon.rest import RestError, rest_get
 
-from ._exits import FAILED, INTERRUPTED, OK, USAGE
-from ._rest import RestError, rest_get
+from ._exits import FAILED, INTERRUPTED, OK, USAGE, read_cluster
 from ._status import reset_states
 
 __all__ = ["run"]
@@ -37,10 +37,8 @@ def run(
     args: argparse.Namespace, *, stdin: IO[str] | None = None, out: IO[str] | None = None
 ) -> int:
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    try:
-        spec = ClusterSpec.from_file(args.cluster)
-    except ClusterError as exc:
-        print(f"rt reset: {exc}", file=sys.stderr)
+    spec = read_cluster(args.cluster, "reset")
+    if spec is None:
         return USAGE
     if not args.yes:
         if not stdin.isatty():

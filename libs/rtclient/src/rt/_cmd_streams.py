@@ -16,10 +16,9 @@ import sys
 from collections import defaultdict
 from typing import IO
 
-from rtcommon.cluster import ClusterError, ClusterSpec
 from rtproto.v1 import admin_pb2
 
-from ._exits import FAILED, OK, USAGE
+from ._exits import FAILED, OK, USAGE, read_cluster
 from ._status import DEFAULT_DEADLINE, ask_nodes, print_table
 
 __all__ = ["streams"]
@@ -36,10 +35,8 @@ def streams(
     as_json: bool = False,
 ) -> int:
     out = out or sys.stdout
-    try:
-        spec = ClusterSpec.from_file(cluster_file)
-    except ClusterError as exc:
-        print(f"rt streams: {exc}", file=sys.stderr)
+    spec = read_cluster(cluster_file, "streams")
+    if spec is None:
         return USAGE
     answered = [a for a in ask_nodes(spec.nodes, deadline) if not isinstance(a, str)]
     if not answered:

@@ -56,8 +56,7 @@ from rtcommon.deathsig import dying_with_parent
 from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.logs import log_formatter
 from rtcommon.processes import Backoff, describe_exit
-
-from ._rest import RestError, rest_get
+from rtcommon.rest import RestError, rest_get
 
 __all__ = [
     "DEFAULT_BASE_PORT",

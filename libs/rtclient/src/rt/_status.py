@@ -23,12 +23,12 @@ from typing import IO
 
 import grpc
 
-from rtcommon.cluster import ClusterError, ClusterSpec, NodeSpec
+from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import split_position
+from rtcommon.rest import RestError, rest_get
 from rtproto.v1 import admin_pb2, admin_pb2_grpc
 
-from ._exits import FAILED, OK, USAGE
-from ._rest import RestError, rest_get
+from ._exits import FAILED, OK, USAGE, read_cluster
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -124,10 +124,8 @@ def status(
     as_json: bool = False,
 ) -> int:
     out = out or sys.stdout
-    try:
-        spec = ClusterSpec.from_file(cluster_file)
-    except ClusterError as exc:
-        print(f"rt status: {exc}", file=sys.stderr)
+    spec = read_cluster(cluster_file, "status")
+    if spec is None:
         return USAGE
     with ThreadPoolExecutor(max_workers=1) as pool:
         resets = pool.submit(reset_states, spec.nodes, deadline)

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -85,6 +86,8 @@ FETCH_TIMEOUT = 5.0
 #: The core's timer wakes at least this often (it also wakes at every deadline it names).
 MAX_TIMER_SLEEP = 1.0
 MIN_TIMER_SLEEP = 0.0005
+#: Disk use in the status is measured at most this often (seconds).
+DISK_USE_EVERY = 2.0
 
 
 def node_timing() -> Timing:
@@ -124,6 +127,8 @@ class Node:
         self._timer_at = 0.0
         self._saving: asyncio.Future[None] | None = None  # the checkpoint being written
         self._warned: set[str] = set()
+        self._disk_use_cache = (0, 0, 0, 0)
+        self._disk_use_due = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -335,14 +340,14 @@ class Node:
     def status(self) -> admin_pb2.NodeStatus:
         """This node's status (the Admin service's Status; ``rt status`` shows it)."""
         driver, merger, out = self.driver, self.core.merger, self.out
-        disk = shutil.disk_usage(self.spec.data)
+        input_bytes, output_bytes, free, total = self._disk_use()
         return admin_pb2.NodeStatus(
             node=self.spec.name,
             session=self.session,
-            input_bytes=folder_bytes(self.in_dir),
-            output_bytes=folder_bytes(self.out_dir),
-            disk_free=disk.free,
-            disk_total=disk.total,
+            input_bytes=input_bytes,
+            output_bytes=output_bytes,
+            disk_free=free,
+            disk_total=total,
             clients=self.clients.describe(),
             role=driver.role.value,
             term=driver.term,
@@ -397,6 +402,18 @@ class Node:
         stream.mark_archived(action.position)
         if freed:
             log.info("archived %s before %d (%d bytes)", action.stream, action.position, freed)
+
+    def _disk_use(self) -> tuple[int, int, int, int]:
+        """Bytes of input copies and of merged log, free and total bytes of the volume's
+        file system; the folders are walked at most every ``DISK_USE_EVERY`` seconds, as
+        consoles ask for the status every second."""
+        now = time.monotonic()
+        if now >= self._disk_use_due:
+            usage = shutil.disk_usage(self.spec.data)
+            inputs, out = folder_bytes(self.in_dir), folder_bytes(self.out_dir)
+            self._disk_use_cache = (inputs, out, usage.free, usage.total)
+            self._disk_use_due = now + DISK_USE_EVERY
+        return self._disk_use_cache
 
     def on_gossip(
         self, node: int, held: dict[str, int], topics: dict[str, str], done: dict[str, int]

@@ -6,9 +6,6 @@ by this supervisor (the page reads one origin; the nodes answer in parallel).
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -18,10 +15,9 @@ import grpc
 from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.grpcopts import describe_error
+from rtcommon.rest import RestError, rest_get
 
 __all__ = ["cluster_view", "console_page"]
-
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def console_page() -> str:
@@ -77,9 +73,7 @@ async def _node_view(spec: ClusterSpec, node: NodeSpec, timeout: float) -> dict[
 
 def _reset_status(node: NodeSpec, timeout: float) -> str:
     try:
-        with _http.open(f"http://{node.rest}/resetStatus", timeout=timeout) as reply:
-            return str(json.loads(reply.read()).get("status"))
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        return f"unreachable ({getattr(exc, 'reason', exc)})"
+        status, body = rest_get(node.rest, "/resetStatus", timeout=timeout)
+    except RestError as exc:
+        return f"unreachable ({exc})"
+    return str(body.get("status")) if isinstance(body, dict) else f"HTTP {status}"

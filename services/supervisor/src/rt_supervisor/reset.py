@@ -197,7 +197,8 @@ class Resetter:
         #: "" when the peers can take over this node's state (a soft reset), else why not
         self.soft_reset_check = soft_reset_check
         self.step: str | None = None  #: the step under way, None when no reset runs
-        self.last_error = ""  #: what went wrong in the latest reset, if anything
+        #: what went wrong in the latest reset, if anything (``/health`` tells it)
+        self.last_error = ""
         self._held_by: str | None = None  # the reset id this node is reserved for
         self._lease: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -316,6 +317,7 @@ class Resetter:
 
     async def _soft_reset(self) -> None:
         log.warning("soft reset: %s rejoins from its peers", self.node.name)
+        self.last_error = ""
         try:
             self.step = STOPPING
             await self.services.stop()
@@ -395,6 +397,7 @@ class Resetter:
                 on_step(name)
 
         self._cancel_lease()
+        self.last_error = ""  # a new reset: the last one's failure is history
         # Written first: a supervisor that dies from here on completes the reset at start.
         write_file_atomically(self.marker, b"%d\n" % order.session)
         step(STOPPING)

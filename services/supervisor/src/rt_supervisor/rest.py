@@ -20,7 +20,8 @@ trailing slash, as RT's documentation writes them (``GET resetStatus/``).
   reset API is disabled; ``DOWN`` (with a ``reason``) when the sequencer does not
   serve: a hard reset can still be started then, it is the remedy for a broken stream.
 - ``GET /health``: 200 with the children's state when the sequencer answers its gRPC
-  health check SERVING; 503 with the reason otherwise.
+  health check SERVING; 503 with the reason otherwise; ``last_reset_error`` when the
+  latest reset on this node failed a step.
 - ``GET /latestOutPosition``: the end of the node's merged log and its session.
 - ``GET /rtClients``: the publishers (Push calls) and subscribers (Pull calls) connected
   to this node: stream, name, address, position, bytes moved and bytes/s, since when.
@@ -174,6 +175,8 @@ def create_app(
         if not result.serving:
             body["reason"] = f"{result.reason}; {sequencer_state()}"
         body["reset"] = resetter.status() or UP
+        if resetter.last_error:  # a failed step is logged, and told here until the next
+            body["last_reset_error"] = resetter.last_error
         body["children"] = dict(children())
         return answer(200 if result.serving else 503, UP if result.serving else DOWN, **body)
 

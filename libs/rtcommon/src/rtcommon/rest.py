@@ -1,4 +1,5 @@
-"""Requests to a node's REST API (the supervisor's, DESIGN section 8), for the CLI.
+"""Requests to a node's REST API (the supervisor's, DESIGN section 8), for the CLI and
+for the supervisors themselves (the console reads its peers' reset state).
 
 :func:`rest_get` answers ``(HTTP status, JSON body)`` for any answer the node gives,
 error statuses included, and raises :class:`RestError` when no answer comes (nothing
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from rtcommon.errors import RTError
+from .errors import RTError
 
 __all__ = ["RestError", "rest_get"]
 
