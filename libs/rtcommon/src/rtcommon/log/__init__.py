@@ -16,6 +16,7 @@ from ._errors import (
     LogError,
     LogLockedError,
     LogWriteError,
+    PositionCollectedError,
     PositionError,
     PositionPastEndError,
     RecordError,
@@ -24,7 +25,10 @@ from ._errors import (
 from ._files import (
     DirectoryLock,
     archive_log_files,
+    collect_copy,
+    collected_end,
     fsync_directory,
+    is_collected,
     list_log_files,
     read_session,
     write_file_atomically,
@@ -45,6 +49,7 @@ from ._position import (
 )
 from ._reader import (
     BADTAIL,
+    COLLECTED,
     RESET,
     Chunk,
     LogEvent,
@@ -69,6 +74,7 @@ from ._writer import DEFAULT_ROLL_SIZE, MIN_ROLL_SIZE, LogWriter, SyncPolicy
 
 __all__ = [
     "BADTAIL",
+    "COLLECTED",
     "DEFAULT_ROLL_SIZE",
     "FLAG_TIMEOUT",
     "FLAG_TUPLE",
@@ -100,6 +106,7 @@ __all__ = [
     "LogWriter",
     "MirrorError",
     "PendingSync",
+    "PositionCollectedError",
     "PositionError",
     "PositionPastEndError",
     "Record",
@@ -110,6 +117,8 @@ __all__ = [
     "TagFilter",
     "archive_log_files",
     "check_position",
+    "collect_copy",
+    "collected_end",
     "decode_payload",
     "encode_message",
     "encode_payload",
@@ -118,6 +127,7 @@ __all__ = [
     "file_name",
     "file_start",
     "fsync_directory",
+    "is_collected",
     "list_log_files",
     "make_position",
     "message_tags",

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from ._errors import LogDirectoryError, LogLockedError, PositionError
-from ._position import file_name, file_start, parse_file_name
+from ._position import file_name, file_start, next_file, parse_file_name, split_position
 
 SESSION_FILE = ".session"
 LOCK_FILE = ".lock"
@@ -141,27 +141,80 @@ class PendingSync:
             self.fds = []
 
 
-def archive_log_files(directory: str | os.PathLike[str], before: int) -> int:
+def archive_log_files(directory: str | os.PathLike[str], before: int) -> list[Path]:
     """Garbage-collect the whole files of a log before position ``before``: each file
     followed by a file that starts at or before it is emptied in place and gets the
     sticky bit (``-rw-r--r-T`` in ``ls -l``: RT's mark of a collected file). The last
-    file is never touched. Returns the bytes freed."""
+    file is never touched. Returns the files this call emptied, in log order."""
     directory = Path(directory)
     files = list_log_files(directory)
-    freed = 0
+    emptied = []
     for file, following in itertools.pairwise(files):
         if file_start(*following) > before:
             break
         path = directory / file_name(*file)
-        mode = path.stat().st_mode
-        if mode & stat.S_ISVTX:
-            continue  # collected already
-        fd = os.open(path, os.O_WRONLY)
         try:
-            freed += os.fstat(fd).st_size
+            mode = path.stat().st_mode
+            if mode & stat.S_ISVTX:
+                continue  # collected already
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            continue  # removed meanwhile: nothing left to give back
+        try:
             os.ftruncate(fd, 0)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.chmod(path, stat.S_IMODE(mode) | stat.S_ISVTX)
-    return freed
+        emptied.append(path)
+    return emptied
+
+
+def is_collected(path: str | os.PathLike[str]) -> bool:
+    """Whether the log file at ``path`` was garbage-collected: emptied with the sticky bit
+    (a hard reset empties files without it). A missing file is not."""
+    try:
+        return bool(os.stat(path).st_mode & stat.S_ISVTX)
+    except FileNotFoundError:
+        return False
+
+
+def collected_end(directory: str | os.PathLike[str]) -> int:
+    """The start of the file after the last collected one: no record before it is held
+    (0 when nothing was collected)."""
+    directory = Path(directory)
+    files = list_log_files(directory)
+    for earlier, later in itertools.pairwise(reversed(files)):
+        if is_collected(directory / file_name(*later)):
+            return file_start(*earlier)
+    return 0
+
+
+def collect_copy(directory: str | os.PathLike[str], position: int) -> None:
+    """Do to a copy what garbage collection did to its source, which goes on at
+    ``position`` (a file's start): every file of the copy before it is emptied with the
+    sticky bit, the files between the copy's last one and ``position``'s are created so
+    (a copy keeps its source's file names, and a reader that meets them reports the
+    records it missed), and ``position``'s file is created empty for the copy to go on
+    in. Call it with no writer open on the copy."""
+    directory = Path(directory)
+    session, roll, offset = split_position(position)
+    if offset:
+        raise ValueError(f"a copy goes on past collected files at a file's start, not {position}")
+    target = (session, roll)
+    files = [file for file in list_log_files(directory) if file < target]
+    missing = []
+    file = next_file(*files[-1]) if files and files[-1][0] == session else (session, 0)
+    while file < target:
+        missing.append(file)
+        file = next_file(*file)
+    for file in [*files, *missing]:
+        path = directory / file_name(*file)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, 0)
+            os.fchmod(fd, 0o644 | stat.S_ISVTX)
+        finally:
+            os.close(fd)
+    os.close(os.open(directory / file_name(*target), os.O_WRONLY | os.O_CREAT, 0o644))
+    fsync_directory(directory)

@@ -19,7 +19,11 @@ decides, from the directory, what comes next:
   wrote, and the reader goes on;
   a file that shrank with non-empty later files of its session, or that has the
   sticky bit (RT's mark of a collected file), was pruned by garbage collection, and
-  the reader goes on to the next file;
+  the reader goes on to the next file; in a merged log, records it had not read yet
+  (a file emptied under it, or collected files it comes to) are reported as a
+  ``collected`` event ``(position reached, first position after them)``, and a start
+  in a collected file raises :class:`PositionCollectedError`; a reader with no start
+  position begins at the first file not collected;
 - nothing later exists yet: the file may still grow; :meth:`LogReader.wait`
   blocks until the directory changes.
 
@@ -31,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
-from ._errors import PositionPastEndError
-from ._files import list_log_files
+from ._errors import PositionCollectedError, PositionPastEndError
+from ._files import collected_end, is_collected, list_log_files
 from ._position import check_position, file_name, file_start, next_file, split_position
 from ._record import HEADER_SIZE, SEAL_SIZE, SEAL_TRAILER, Record, TagFilter, scan
 from ._watch import DirectoryWatcher
@@ -47,14 +50,18 @@ DEFAULT_CHUNK_SIZE = 4 << 20
 
 BADTAIL = "badtail"
 RESET = "reset"
+COLLECTED = "collected"
 
 
 @dataclass(frozen=True, slots=True)
 class LogEvent:
-    """An event in a log: ``badtail`` or ``reset``, with its pair of positions.
+    """An event in a log: ``badtail``, ``reset`` or ``collected``, with its pair of
+    positions.
 
     ``badtail``: (position of the corrupt record, start of the next file).
     ``reset``: (position reached before the wipe, first position after it).
+    ``collected``: (position reached, first position after the records that garbage
+    collection took before this reader read them).
     Delivery goes on from ``positions[1]``.
     """
 
@@ -235,6 +242,15 @@ class LogReader:
         session, roll, offset = split_position(position)
         files = list_log_files(self.directory)
         path = self.directory / file_name(session, roll)
+        if self._merged:
+            first_held = collected_end(self.directory)
+            if position < first_held and ((session, roll) not in files or is_collected(path)):
+                raise PositionCollectedError(
+                    f"position {position} was garbage-collected (the retention policy or a"
+                    f" lead subscriber's prune emptied its file); the first position held"
+                    f" is {first_held}",
+                    first_held,
+                )
         if (session, roll) in files:
             size = path.stat().st_size
             if offset > size and not any(f > (session, roll) for f in files):
@@ -260,9 +276,10 @@ class LogReader:
     def _open_first(self) -> bool:
         files = list_log_files(self.directory)
         if self._start is None:
-            if not files:
+            held = [f for f in files if not self._collected(f)] or files[-1:]
+            if not held:
                 return False
-            self._open(files[0], 0)
+            self._open(held[0], 0)
             return True
         session, roll, offset = split_position(self._start)
         if (session, roll) in files:
@@ -323,8 +340,19 @@ class LogReader:
             event = LogEvent(BADTAIL, (self._decoder.position, next_start))
         else:
             event = None
+        if event is None and self._merged and self._collected(later[0]):
+            return self._past_collected(later), True
         self._open(later[0], 0)
         return event, True
+
+    def _past_collected(self, later: list[tuple[int, int]]) -> LogEvent:
+        """Go on at the first of the ``later`` files not collected, reporting the records
+        garbage collection took before this reader came to them."""
+        assert self._decoder is not None
+        reached = self._decoder.position
+        held = [f for f in later if not self._collected(f)] or later[-1:]
+        self._open(held[0], 0)
+        return LogEvent(COLLECTED, (reached, file_start(*held[0])))
 
     def _after_shrink(self, later: list[tuple[int, int]]) -> tuple[LogEvent | None, bool]:
         assert self._file is not None and self._decoder is not None
@@ -336,6 +364,8 @@ class LogReader:
         if emptied and newer_session and not self._collected(self._file):
             self._open(newer_session[0], 0)
             return LogEvent(RESET, (reached, file_start(*newer_session[0]))), True
+        if self._merged:
+            return self._past_collected(later), True
         self._open(later[0], 0)  # pruned by garbage collection
         return None, True
 
@@ -354,11 +384,7 @@ class LogReader:
         return newer[0]
 
     def _collected(self, file: tuple[int, int]) -> bool:
-        """A file emptied with the sticky bit was garbage-collected (archived), not wiped
-        by a reset."""
-        with contextlib.suppress(FileNotFoundError):
-            return bool((self.directory / file_name(*file)).stat().st_mode & stat.S_ISVTX)
-        return False
+        return is_collected(self.directory / file_name(*file))
 
     def _size(self, file: tuple[int, int]) -> int:
         with contextlib.suppress(FileNotFoundError):

@@ -203,12 +203,12 @@ class Replicator:
         """Every node is done with this log before ``before``: collect its whole files
         there (emptied, sticky bit set), as the nodes dropped their copies."""
         try:
-            freed = archive_log_files(self.log_dir, before)
+            emptied = archive_log_files(self.log_dir, before)
         except OSError as exc:  # a read-only folder of another process's log
             log.warning("archiving %s before %d: %s", self.log_dir, before, exc)
             return
-        if freed:
-            log.info("archived %s before %d (%d bytes)", self.log_dir, before, freed)
+        if emptied:
+            log.info("archived %s before %d (%d files)", self.log_dir, before, len(emptied))
 
     def _wake_links(self) -> None:
         self._wake_pending = False

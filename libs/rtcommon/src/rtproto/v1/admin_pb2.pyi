@@ -19,6 +19,51 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class PruneRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEFORE_FIELD_NUMBER: _builtins.int
+    FORWARDED_FIELD_NUMBER: _builtins.int
+    before: _builtins.int
+    forwarded: _builtins.bool
+    """Set by a follower passing the request on: the receiver does not pass it on again."""
+    def __init__(
+        self,
+        *,
+        before: _builtins.int = ...,
+        forwarded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before", b"before", "forwarded", b"forwarded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneRequest: _TypeAlias = PruneRequest  # noqa: Y015
+
+@_typing.final
+class PruneReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRUNED_BEFORE_FIELD_NUMBER: _builtins.int
+    pruned_before: _builtins.int
+    """The cluster's retention point now (at least `before`, unless the merged log ends
+    sooner).
+    """
+    def __init__(
+        self,
+        *,
+        pruned_before: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pruned_before", b"pruned_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneReply: _TypeAlias = PruneReply  # noqa: Y015
+
+@_typing.final
 class StatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -170,6 +215,7 @@ class NodeStatus(_message.Message):
     OUTPUT_BYTES_FIELD_NUMBER: _builtins.int
     DISK_FREE_FIELD_NUMBER: _builtins.int
     DISK_TOTAL_FIELD_NUMBER: _builtins.int
+    PRUNED_BEFORE_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     role: _builtins.str
     """"leader", "follower", "candidate" or "pre-candidate"."""
@@ -191,6 +237,8 @@ class NodeStatus(_message.Message):
     output_bytes: _builtins.int
     disk_free: _builtins.int
     disk_total: _builtins.int
+    pruned_before: _builtins.int
+    """The merged log's rolled files wholly before this position are collected."""
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamStatus]: ...
     @_builtins.property
@@ -217,10 +265,11 @@ class NodeStatus(_message.Message):
         output_bytes: _builtins.int = ...,
         disk_free: _builtins.int = ...,
         disk_total: _builtins.int = ...,
+        pruned_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "clients", b"clients", "commit_index", b"commit_index", "dedup", b"dedup", "disk_free", b"disk_free", "disk_total", b"disk_total", "input_bytes", b"input_bytes", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "output_bytes", b"output_bytes", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "bytes_merged", b"bytes_merged", "clients", b"clients", "commit_index", b"commit_index", "dedup", b"dedup", "disk_free", b"disk_free", "disk_total", b"disk_total", "input_bytes", b"input_bytes", "leader", b"leader", "node", b"node", "out_position", b"out_position", "out_start", b"out_start", "output_bytes", b"output_bytes", "pruned_before", b"pruned_before", "role", b"role", "session", b"session", "streams", b"streams", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,11 @@ class AdminStub:
                 request_serializer=rtproto_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=rtproto_dot_v1_dot_admin__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Prune = channel.unary_unary(
+                '/rtproto.v1.Admin/Prune',
+                request_serializer=rtproto_dot_v1_dot_admin__pb2.PruneRequest.SerializeToString,
+                response_deserializer=rtproto_dot_v1_dot_admin__pb2.PruneReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -50,6 +55,16 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prune(self, request, context):
+        """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
+        entry, applied at the same point everywhere). Any node takes it: a follower passes it
+        on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
+        malformed position, UNAVAILABLE while no leader is known.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +72,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=rtproto_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=rtproto_dot_v1_dot_admin__pb2.NodeStatus.SerializeToString,
+            ),
+            'Prune': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prune,
+                    request_deserializer=rtproto_dot_v1_dot_admin__pb2.PruneRequest.FromString,
+                    response_serializer=rtproto_dot_v1_dot_admin__pb2.PruneReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +106,33 @@ class Admin:
             '/rtproto.v1.Admin/Status',
             rtproto_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             rtproto_dot_v1_dot_admin__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prune(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtproto.v1.Admin/Prune',
+            rtproto_dot_v1_dot_admin__pb2.PruneRequest.SerializeToString,
+            rtproto_dot_v1_dot_admin__pb2.PruneReply.FromString,
             options,
             channel_credentials,
             insecure,

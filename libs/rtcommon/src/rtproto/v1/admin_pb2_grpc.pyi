@@ -32,11 +32,23 @@ class AdminStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminAsyncStub: ...
     Status: _grpc.UnaryUnaryMultiCallable[_admin_pb2.StatusRequest, _admin_pb2.NodeStatus]
+    Prune: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PruneRequest, _admin_pb2.PruneReply]
+    """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
+    entry, applied at the same point everywhere). Any node takes it: a follower passes it
+    on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
+    malformed position, UNAVAILABLE while no leader is known.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Status: _aio.UnaryUnaryMultiCallable[_admin_pb2.StatusRequest, _admin_pb2.NodeStatus]  # type: ignore[assignment]
+    Prune: _aio.UnaryUnaryMultiCallable[_admin_pb2.PruneRequest, _admin_pb2.PruneReply]  # type: ignore[assignment]
+    """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
+    entry, applied at the same point everywhere). Any node takes it: a follower passes it
+    on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
+    malformed position, UNAVAILABLE while no leader is known.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -45,5 +57,17 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.StatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.NodeStatus, _abc.Awaitable[_admin_pb2.NodeStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def Prune(
+        self,
+        request: _admin_pb2.PruneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PruneReply, _abc.Awaitable[_admin_pb2.PruneReply]]:
+        """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
+        entry, applied at the same point everywhere). Any node takes it: a follower passes it
+        on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
+        malformed position, UNAVAILABLE while no leader is known.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

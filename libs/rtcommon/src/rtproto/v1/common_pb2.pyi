@@ -31,6 +31,8 @@ class LogChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
+    COLLECTED_FIELD_NUMBER: _builtins.int
+    PRUNED_BEFORE_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """Log position of the first byte of `data`."""
     data: _builtins.bytes
@@ -42,6 +44,17 @@ class LogChunk(_message.Message):
     `position`, the start of the new session, was wiped; the receiver empties its copy's
     files of earlier sessions, as the node did, and goes on from `position`.
     """
+    collected: _builtins.bool
+    """True on the first chunk after records that garbage collection took (Pull only):
+    everything before `position`, a file's start, was collected; the receiver empties its
+    copy's files before it with the sticky bit, as the node did, and goes on from
+    `position` (its readers report a `collected` event).
+    """
+    pruned_before: _builtins.int
+    """The cluster's retention point (Pull only): the merged log's rolled files wholly
+    before it are collected. A subscriber that follows the cluster's truncation empties
+    its copy's files before it, no further than it has delivered.
+    """
     def __init__(
         self,
         *,
@@ -49,10 +62,12 @@ class LogChunk(_message.Message):
         data: _builtins.bytes = ...,
         sealed: _builtins.bool = ...,
         reset: _builtins.bool = ...,
+        collected: _builtins.bool = ...,
+        pruned_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "position", b"position", "reset", b"reset", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collected", b"collected", "data", b"data", "position", b"position", "pruned_before", b"pruned_before", "reset", b"reset", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

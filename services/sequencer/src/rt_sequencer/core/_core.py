@@ -36,6 +36,10 @@ What it decides:
   checkpoint and its Raft snapshot have merged to, so that no restart of this node,
   nor a replay from its snapshot by a node that lost its state, reads the input
   before them again.
+- **Retention of the merged log**: a committed :class:`Prune` entry moves the point
+  before which the merged log's rolled files are collected (:class:`PruneOut`); every
+  node applies it at the same index, so merged logs stay identical file for file. The
+  point is part of the checkpoint, asked for again after every restart and install.
 - **Archival**: once every node is done with a stream's input before a position
   (the least of their done positions; a node not heard from holds it at 0), the
   input copies' whole files before it are dropped and the publisher is told it may
@@ -61,10 +65,12 @@ from ._types import (
     Fetch,
     Gossip,
     Propose,
+    Prune,
+    PruneOut,
     PublishOut,
     Range,
     SaveCheckpoint,
-    decode_ranges,
+    decode_entry,
 )
 from ._view import ClusterView
 
@@ -131,7 +137,8 @@ class SequencerCore:
         self._next_snapshot = now
         self._archived: dict[str, int] = {}  # stream -> position Archive was asked for
         self._actions: list[Action] = []
-        self._pending: deque[tuple[int, list[Range]]] = deque()  # committed, not applied
+        # committed, not applied
+        self._pending: deque[tuple[int, list[Range] | Prune]] = deque()
         self._installing: Checkpoint | None = None
         self._saving = False
         self._next_checkpoint = now + self.timing.checkpoint_interval
@@ -156,6 +163,7 @@ class SequencerCore:
             p: ({}, {}) for p in self._peers
         }
         self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
+        self._prune_out()  # a crash may have come between a prune's entry and its files
 
     # -- queries -------------------------------------------------------------------------
 
@@ -238,7 +246,7 @@ class SequencerCore:
         for entry in entries:
             if entry.index <= last:
                 continue  # applied before a restart, or inside the snapshot being installed
-            self._pending.append((entry.index, decode_ranges(entry.data) if entry.data else []))
+            self._pending.append((entry.index, decode_entry(entry.data)))
             last = entry.index
         self._apply()
 
@@ -271,6 +279,7 @@ class SequencerCore:
         self.merger.restore(checkpoint)
         self._saving = True
         self._emit(SaveCheckpoint(self.merger.checkpoint()))
+        self._prune_out()
         self._apply()
 
     def held(
@@ -355,6 +364,12 @@ class SequencerCore:
         applied = False
         while pending:
             index, ranges = pending[0]
+            if isinstance(ranges, Prune):
+                if merger.prune(index, ranges.before):
+                    self._prune_out()
+                pending.popleft()
+                applied = True
+                continue
             missing = merger.missing(ranges)
             if missing:
                 for item in missing:  # this node missed the bytes: the backup path
@@ -366,6 +381,10 @@ class SequencerCore:
         if applied:
             self._emit(PublishOut())
             self._maybe_propose()
+
+    def _prune_out(self) -> None:
+        if self.merger.pruned_before:
+            self._emit(PruneOut(self.merger.pruned_before))
 
     def _checkpoint_due(self) -> bool:
         """A checkpoint is wanted (at ``_next_checkpoint``): the merge moved since the last

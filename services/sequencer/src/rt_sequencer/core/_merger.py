@@ -64,6 +64,7 @@ class Merger:
         self.topics = dict(checkpoint.topics)
         self.watermarks = {topic: dict(marks) for topic, marks in checkpoint.watermarks.items()}
         self.dropped = {topic: dict(counts) for topic, counts in checkpoint.dropped.items()}
+        self.pruned_before = checkpoint.pruned_before
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -73,6 +74,7 @@ class Merger:
             topics=dict(self.topics),
             watermarks={topic: dict(marks) for topic, marks in self.watermarks.items()},
             dropped={topic: dict(counts) for topic, counts in self.dropped.items()},
+            pruned_before=self.pruned_before,
         )
 
     def missing(self, ranges: list[Range]) -> list[Range]:
@@ -80,11 +82,26 @@ class Merger:
         written = self.inputs.written
         return [item for item in ranges if written(item.stream) < item.end]
 
+    def prune(self, index: int, before: int) -> bool:
+        """Apply entry ``index``, a :class:`Prune`: the merged log is collected before
+        ``before``, or before its end if it ends sooner (the same end on every node at
+        this index). Returns whether the collected point moved."""
+        self._check_next(index)
+        self.applied_index = index
+        before = min(before, self.out.position)
+        if before <= self.pruned_before:
+            return False
+        self.pruned_before = before
+        return True
+
+    def _check_next(self, index: int) -> None:
+        if index != self.applied_index + 1:
+            raise MergeError(f"entry {index} after applied index {self.applied_index}")
+
     def apply(self, index: int, ranges: list[Range]) -> None:
         """Apply entry ``index`` (no ranges: a leader's no-op), whose input bytes must all
         be written here (see :meth:`missing`)."""
-        if index != self.applied_index + 1:
-            raise MergeError(f"entry {index} after applied index {self.applied_index}")
+        self._check_next(index)
         runs: list[bytes] = []
         ends: dict[str, int] = {}
         new_topics: dict[str, str] = {}

@@ -18,10 +18,13 @@ __all__ = [
     "Fetch",
     "Gossip",
     "Propose",
+    "Prune",
+    "PruneOut",
     "PublishOut",
     "Range",
     "SaveCheckpoint",
-    "decode_ranges",
+    "decode_entry",
+    "encode_prune",
     "encode_ranges",
     "node_of",
     "raft_id",
@@ -53,16 +56,30 @@ class Range(msgspec.Struct, array_like=True, frozen=True):
     topic: str = ""
 
 
-_ranges_encoder = msgspec.msgpack.Encoder()
-_ranges_decoder = msgspec.msgpack.Decoder(list[Range])
+class Prune(msgspec.Struct, frozen=True):
+    """Collect the merged log's rolled files wholly before ``before`` (the retention
+    policy's or a lead subscriber's decision). An entry of its own, so that every node
+    empties the same files at the same point of the merge."""
+
+    before: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+# A list of ranges is a msgpack array, a Prune a map: the two never mix up.
+_entry_decoder = msgspec.msgpack.Decoder(list[Range] | Prune)
 
 
 def encode_ranges(ranges: list[Range]) -> bytes:
-    return _ranges_encoder.encode(ranges)
+    return _encoder.encode(ranges)
 
 
-def decode_ranges(data: bytes) -> list[Range]:
-    return _ranges_decoder.decode(data)
+def encode_prune(before: int) -> bytes:
+    return _encoder.encode(Prune(before))
+
+
+def decode_entry(data: bytes) -> list[Range] | Prune:
+    """A Raft entry's content: ranges to merge (none: a leader's no-op) or a prune."""
+    return _entry_decoder.decode(data) if data else []
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):
@@ -74,6 +91,8 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     topics: dict[str, str] = {}  #: stream -> its topic
     watermarks: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> highest |id|
     dropped: dict[str, dict[str, int]] = {}  #: dedup topic -> origin -> duplicates dropped
+    #: The merged log's rolled files wholly before this position are collected (0: none).
+    pruned_before: int = 0
 
     def encode(self) -> bytes:
         return msgspec.msgpack.encode(self)
@@ -166,4 +185,23 @@ class Archive:
     position: int
 
 
-Action = Propose | Fetch | PublishOut | SaveCheckpoint | Compact | CatchUpOut | Gossip | Archive
+@dataclass(slots=True, frozen=True)
+class PruneOut:
+    """Collect the merged log's rolled files wholly before ``before``: empty them in
+    place and set their sticky bit (a :class:`Prune` was applied, or a checkpoint that
+    holds one was taken). Idempotent: asked again after every restart and install."""
+
+    before: int
+
+
+Action = (
+    Propose
+    | Fetch
+    | PublishOut
+    | SaveCheckpoint
+    | Compact
+    | CatchUpOut
+    | Gossip
+    | Archive
+    | PruneOut
+)
