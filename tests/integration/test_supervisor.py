@@ -292,7 +292,7 @@ def test_a_killed_child_is_restarted(supervisor: Callable[[], Supervisor], procs
     sup = supervisor()
     archiver = sup.wait_child("rt-archiver")
     procs.wait_until(
-        lambda: "node-0 archiver: retention policy not implemented yet; idle" in sup.log(),
+        lambda: "node-0 archiver: retention policy: " in sup.log(),
         START_TIMEOUT,
         "the archiver's line",
     )
@@ -332,8 +332,8 @@ def test_sigterm_stops_the_children_and_exits_0(
     sup = supervisor()
     sup.wait_rest()
     sup.wait_child("rt-archiver")
-    procs.wait_until(  # the archiver is past its start-up, idle, waiting for a signal
-        lambda: "retention policy not implemented yet; idle" in sup.log(),
+    procs.wait_until(  # the archiver is past its start-up, checking its policy
+        lambda: "archiver: retention policy: " in sup.log(),
         START_TIMEOUT,
         "the archiver's line",
     )
@@ -357,21 +357,27 @@ def test_a_rest_port_in_use_fails_at_once(
     assert f"node-0 supervisor: cannot serve REST on {rest}" in sup.log()
 
 
-def test_archiver_idles_until_sigterm(node_files: tuple[Path, NodeSpec]) -> None:
+def test_the_archiver_states_its_policy_and_stops_on_sigterm(
+    node_files: tuple[Path, NodeSpec],
+) -> None:
+    """The policy comes from the environment, each setting overridden by its flag."""
     cluster, _ = node_files
+    command = [str(BIN / "rt-archiver"), "--cluster", str(cluster), "--node", "0"]
     proc = subprocess.Popen(
-        [str(BIN / "rt-archiver"), "--cluster", str(cluster), "--node", "0"],
+        [*command, "--retention-duration", "60", "--interval", "0.2"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "RT_MAX_LOG_SIZE": "1Mi", "RT_RETENTION_DURATION": "5"},
     )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.strip().endswith(
-            " INFO node-0 archiver: retention policy not implemented yet; idle"
-        )
+            " INFO node-0 archiver: retention policy: retentionDuration 60 min, maxLogSize"
+            " 1048576 bytes, maxDiskUsagePercent 90; checked every 0.2 s"
+        ), line
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -380,3 +386,10 @@ def test_archiver_idles_until_sigterm(node_files: tuple[Path, NodeSpec]) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    for bad, said in [
+        (["--max-log-size", "5GB"], "RT_MAX_LOG_SIZE='5GB' is not a size"),
+        (["--max-disk-usage-percent", "150"], "RT_MAX_DISK_USAGE_PERCENT=150 is above 100"),
+        (["--interval", "0"], "RT_ARCHIVER_INTERVAL=0.0 must be above 0"),
+    ]:
+        refused = subprocess.run([*command, *bad], capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1 and said in refused.stderr, refused.stderr

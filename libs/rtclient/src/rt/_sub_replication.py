@@ -10,6 +10,13 @@ retrying cannot mend (:class:`SubscriberError`).
 A hard reset (the cluster's files emptied, a new session begun) reaches the copy as a
 chunk marked ``reset`` at the new session's start: the copy's files of earlier sessions
 are emptied too, so delivery reports a ``reset`` event and goes on in the new session.
+
+Garbage collection reaches it two ways. Records the copy lacks that the cluster
+collected come as a chunk marked ``collected`` at the first position held: the copy
+marks its files before it collected (:func:`rtcommon.log.collect_copy`), so delivery
+reports a ``collected`` event and goes on there. And every chunk carries the cluster's
+retention point: a copy that follows the cluster's truncation (``follow_pruned``)
+collects its own files before it, never past what delivery has reached.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from rtcommon.log import (
     Chunk,
     LogMirror,
     SyncPolicy,
+    archive_log_files,
+    collect_copy,
     file_name,
     list_log_files,
     split_position,
@@ -61,7 +70,10 @@ class Replication:
         *,
         first_node: int,
         on_written: Callable[[], None],
+        follow_pruned: Callable[[], int | None] | None = None,
     ) -> None:
+        """``follow_pruned``: where delivery has reached, for a copy that follows the
+        cluster's truncation (None: the copy is pruned by its owner only)."""
         self.log_dir = log_dir
         self.nodes = nodes
         self.start = start
@@ -69,6 +81,8 @@ class Replication:
             len(nodes), first=first_node, initial=BACKOFF_FIRST, cap=BACKOFF_MAX
         )
         self._on_written = on_written
+        self._delivered = follow_pruned
+        self._pruned_file: tuple[int, int] = (-1, -1)  # the copy is collected before it
         #: The local copy (opened by the subscriber before it settles its start).
         self.mirror: LogMirror | None = LogMirror(
             log_dir, sync=SyncPolicy.INTERVAL, start_mid_file=True
@@ -154,12 +168,16 @@ class Replication:
     def write(self, chunk: common_pb2.LogChunk) -> bool:
         """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
         self.last_contact = time.monotonic()
-        if not chunk.data and not chunk.sealed and not chunk.reset:
+        if chunk.pruned_before and self._delivered is not None:
+            self._follow_pruned(chunk.pruned_before)
+        if not chunk.data and not chunk.sealed and not chunk.reset and not chunk.collected:
             return False
         mirror = self.mirror
         assert mirror is not None
         if chunk.reset:
             mirror = self._reset(mirror, split_position(chunk.position)[0])
+        elif chunk.collected:
+            mirror = self._collected(mirror, chunk.position)
         copied = Chunk(chunk.position, chunk.data, chunk.sealed)
         mirror.write(copied)
         self._out_of_range_in_a_row = 0
@@ -186,6 +204,43 @@ class Replication:
             self.mirror = None
             raise SubscriberError(f"cannot reset the local copy in {self.log_dir}: {exc}") from exc
         return self.mirror
+
+    def _collected(self, mirror: LogMirror, first_held: int) -> LogMirror:
+        log.warning(
+            "the cluster collected records this copy lacks: it goes on at %d; marking the"
+            " files before it collected in %s",
+            first_held,
+            self.log_dir,
+        )
+        mirror.close()
+        try:
+            collect_copy(self.log_dir, first_held)
+            self.mirror = LogMirror(self.log_dir, sync=SyncPolicy.INTERVAL, start_mid_file=True)
+        except OSError as exc:
+            self.mirror = None
+            raise SubscriberError(
+                f"cannot collect the local copy in {self.log_dir}: {exc}"
+            ) from exc
+        return self.mirror
+
+    def _follow_pruned(self, pruned_before: int) -> None:
+        """Collect the copy's files before the cluster's retention point, no further than
+        delivery has reached (a file at a time: files roll rarely)."""
+        assert self._delivered is not None
+        reached = self._delivered()
+        if reached is None:
+            return
+        before = min(pruned_before, reached)
+        if split_position(before)[:2] <= self._pruned_file:
+            return
+        try:
+            emptied = archive_log_files(self.log_dir, before)
+        except OSError as exc:
+            log.warning("following the cluster's truncation in %s: %s", self.log_dir, exc)
+            return
+        self._pruned_file = split_position(before)[:2]
+        if emptied:
+            log.info("collected %d file(s) of %s before %d", len(emptied), self.log_dir, before)
 
 
 def reset_copy(directory: Path, new_session: int) -> LogMirror:

@@ -46,10 +46,16 @@ Contract details:
   :meth:`Subscriber.unsubscribe` does not raise it. Fatal replication errors
   (a position past the end of the merged log on every node, a malformed
   position) stop the subscriber the same way, with a :class:`SubscriberError`.
-- ``REPLICATOR_EXCHANGE_ARCHIVED`` (follow the cluster's truncation, opt out, or
-  lead) is read into :attr:`Subscriber.archived_exchange` but **not used yet**:
-  cluster-driven truncation of the copy comes with the archiver. Until then a
-  subscriber prunes its copy itself (:meth:`Subscriber.prune`, ``rt.prune``).
+- Garbage collection, by ``REPLICATOR_EXCHANGE_ARCHIVED`` (:attr:`Subscriber.gc_mode`):
+  unset, the copy follows the cluster's truncation (files the cluster collected are
+  collected in the copy too, once delivery has passed them); ``0`` opts out (the owner
+  prunes the copy with :meth:`Subscriber.prune` or ``rt.prune``); ``1`` makes this the
+  **lead subscriber**: it follows the cluster, and its :meth:`Subscriber.prune` also
+  collects the cluster's merged log (``Admin.Prune``), and so every other following
+  subscriber's copy, ahead of the archiver's policy.
+- Records the cluster collected before this copy had them (a start position, or a copy
+  left behind for longer than the retention policy keeps) are a ``collected`` event
+  ``(position asked or reached, first position held)``; delivery goes on after them.
 
 A hard reset of the cluster is mirrored into the copy, so delivery reports a
 ``reset`` event and goes on in the new session (``_sub_replication`` says how).
@@ -66,7 +72,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
 from rtcommon import env
+from rtcommon.admin import prune_cluster
 from rtcommon.background import background_loop, in_background_loop
 from rtcommon.cluster import ClusterSpec, NodeSpec, claim_for_cluster
 from rtcommon.log import RESET, TagFilter, check_position
@@ -79,6 +88,11 @@ from ._sub_replication import Replication
 from ._sub_start import END, START, Start
 
 __all__ = ["END", "START", "PositionOutOfRangeError", "Subscriber", "SubscriberError"]
+
+#: Garbage-collection modes (``REPLICATOR_EXCHANGE_ARCHIVED``: unset, "0", "1").
+FOLLOW, OPT_OUT, LEAD = "follow", "opt-out", "lead"
+#: How long one node may take to answer a lead subscriber's prune.
+LEAD_PRUNE_TIMEOUT = 15.0
 
 log = logging.getLogger("rt.subscriber")
 
@@ -128,7 +142,7 @@ class Subscriber:
         #: What the stream is called in messages: the topic, else the cluster's name.
         self.topic = topic or (self.cluster.name if self.cluster else self.log_dir.name)
         self._start_at = Start(position)
-        self.archived_exchange = settings.archived_exchange  # not used yet
+        self.gc_mode = _gc_mode(settings.archived_exchange)
         self._nodes: tuple[NodeSpec, ...] = self.cluster.nodes if self.cluster else ()
         if node is not None and not 0 <= node < len(self._nodes):
             raise ValueError(f"no node {node} in a cluster of {len(self._nodes)} nodes")
@@ -232,6 +246,7 @@ class Subscriber:
                     self._start_at,
                     first_node=self._first_node,
                     on_written=self._wake.set,
+                    follow_pruned=None if self.gc_mode == OPT_OUT else self._delivered,
                 )
             copy_end = self._replication.mirror.end if self._replication is not None else None  # type: ignore[union-attr]
             self._start_at.settle(
@@ -294,16 +309,35 @@ class Subscriber:
         return self._delivery_done or thread is threading.current_thread()
 
     def prune(self, position: int) -> list[Path]:
-        """Truncate the local copy's rolled files wholly before ``position`` (see
-        :func:`rt.prune`). ``position`` may not lie past what was handed to a callback."""
+        """Collect the local copy's rolled files wholly before ``position`` (see
+        :func:`rt.prune`); the lead subscriber (``REPLICATOR_EXCHANGE_ARCHIVED=1``) also
+        has the cluster collect its merged log there, and waits for it (raising
+        :class:`SubscriberError` if no node takes it). ``position`` may not lie past what
+        was handed to a callback. Returns the local files collected."""
         check_position(position)
-        handed = self._delivery.handed
-        limit = handed if handed is not None else self.position
+        limit = self._delivered()
         if limit is None or position > limit:
             raise ValueError(
                 f"cannot prune to {position}: only positions up to {limit} were delivered"
             )
-        return prune(self.log_dir, position)
+        pruned = prune(self.log_dir, position)
+        if self.gc_mode == LEAD and self._nodes:
+            addresses = [node.push for node in self._nodes]
+            future = asyncio.run_coroutine_threadsafe(
+                prune_cluster(addresses, position, LEAD_PRUNE_TIMEOUT), background_loop()
+            )
+            try:
+                future.result(LEAD_PRUNE_TIMEOUT * len(addresses) + 1)
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                raise SubscriberError(
+                    f"the cluster did not collect its merged log before {position}: {exc}"
+                ) from exc
+        return pruned
+
+    def _delivered(self) -> int | None:
+        """The furthest position handed to a callback (or the start position)."""
+        handed = self._delivery.handed
+        return handed if handed is not None else self.position
 
     def __enter__(self) -> Subscriber:
         if not self._started:
@@ -439,3 +473,14 @@ def _as_filter(value: str | Sequence[str] | TagFilter | None) -> TagFilter | Non
     if isinstance(value, str):
         return TagFilter((value,))
     return TagFilter(tuple(value))
+
+
+def _gc_mode(value: str | None) -> str:
+    """The garbage-collection mode ``REPLICATOR_EXCHANGE_ARCHIVED`` names."""
+    modes = {None: FOLLOW, "": FOLLOW, "0": OPT_OUT, "1": LEAD}
+    if value not in modes:
+        raise ValueError(
+            f"REPLICATOR_EXCHANGE_ARCHIVED={value!r}: unset follows the cluster's truncation,"
+            " 0 opts out, 1 makes the lead subscriber"
+        )
+    return modes[value]

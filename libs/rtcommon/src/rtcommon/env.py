@@ -24,6 +24,16 @@ variable                                setting                meaning
                                                                the supervisors' Control calls
                                                                require ``Authorization:
                                                                Bearer <token>``
+``RT_RETENTION_DURATION``               ``retention_minutes``  archiver: collect rolled merged
+                                                               files whose newest message is
+                                                               older (minutes; 10080)
+``RT_MAX_LOG_SIZE``                     ``max_log_size``       archiver: the merged log's
+                                                               bytes at most (``5Gi``; a
+                                                               Kubernetes quantity or bytes)
+``RT_MAX_DISK_USAGE_PERCENT``           ``max_disk_usage_``    archiver: collect while the
+                                        ``percent``            volume is fuller (90)
+``RT_ARCHIVER_INTERVAL``                ``archiver_interval``  archiver: seconds between
+                                                               checks of the policy (10)
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
@@ -34,6 +44,7 @@ so callers build their settings once, when they start. ``RT_TOPIC_PREFIX`` and
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +52,19 @@ from pathlib import Path
 
 from .log import DEFAULT_ROLL_SIZE, MAX_FILE_SIZE, MIN_ROLL_SIZE
 
-__all__ = ["Settings", "hostname", "settings"]
+__all__ = ["Settings", "hostname", "parse_size", "settings"]
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +77,10 @@ class Settings:
     log_path_set: bool = False  #: RT_LOG_PATH was given (``log_path`` is not the default)
     reset_api: bool = True
     reset_token: str = ""
+    retention_minutes: float = 10080.0
+    max_log_size: int = 5 << 30
+    max_disk_usage_percent: float = 90.0
+    archiver_interval: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -68,6 +95,10 @@ class Settings:
             log_path_set=bool(log_path),
             reset_api=_flag(environ.get("RT_RESET_API"), default=True),
             reset_token=environ.get("RT_RESET_TOKEN", ""),
+            retention_minutes=_positive("RT_RETENTION_DURATION", environ, 10080.0),
+            max_log_size=parse_size(environ.get("RT_MAX_LOG_SIZE") or "5Gi", "RT_MAX_LOG_SIZE"),
+            max_disk_usage_percent=_percent("RT_MAX_DISK_USAGE_PERCENT", environ, 90.0),
+            archiver_interval=_positive("RT_ARCHIVER_INTERVAL", environ, 10.0),
         )
 
 
@@ -109,4 +140,35 @@ def _whole_number(name: str, environ: Mapping[str, str]) -> int | None:
         raise ValueError(f"{name}={value!r} is not a whole number") from None
     if number < 0:
         raise ValueError(f"{name}={number} is negative")
+    return number
+
+
+def parse_size(value: str, name: str) -> int:
+    """A size in bytes written as Kubernetes writes quantities (``5Gi``, ``500M``,
+    ``1048576``); ValueError naming ``name`` otherwise."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?)([kMGT]i?|Ki)?", value.strip())
+    number = float(match[1]) if match else -1.0
+    unit = (match[2] or "") if match else ""
+    if unit not in _SIZE_UNITS or not 0 <= number < 1 << 63:
+        raise ValueError(f"{name}={value!r} is not a size (bytes, or a quantity like 5Gi or 500M)")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _positive(name: str, environ: Mapping[str, str], default: float) -> float:
+    value = environ.get(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number") from None
+    if not 0 < number < 1e12:
+        raise ValueError(f"{name}={value} must be above 0 (and finite)")
+    return number
+
+
+def _percent(name: str, environ: Mapping[str, str], default: float) -> float:
+    number = _positive(name, environ, default)
+    if number > 100:
+        raise ValueError(f"{name}={number:g} is above 100")
     return number

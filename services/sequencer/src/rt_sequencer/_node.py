@@ -37,6 +37,8 @@ from rtcommon.log import (
     Chunk,
     LogMirror,
     SyncPolicy,
+    archive_log_files,
+    collect_copy,
     file_start,
     write_file_atomically,
 )
@@ -56,7 +58,13 @@ from ._driver import RaftDriver
 from ._files import InputFiles, MergedLog, folder_bytes, load_checkpoint, out_start
 from ._inputs import InputStore, InputStream
 from ._peers import SERVER_OPTIONS, PeerLink
-from ._services import AdminService, PeerService, PullService, PushService
+from ._services import (
+    AdminService,
+    PeerService,
+    PruneUnavailableError,
+    PullService,
+    PushService,
+)
 from ._signal import Signal
 from .core import (
     NO_LEADER,
@@ -68,14 +76,16 @@ from .core import (
     Fetch,
     Gossip,
     Propose,
+    PruneOut,
     PublishOut,
     RaftState,
     SaveCheckpoint,
     SequencerCore,
     Timing,
+    encode_prune,
     encode_ranges,
 )
-from .raft import Entry, FileStorage, HardState, Message, Snapshot
+from .raft import Entry, FileStorage, HardState, Message, RaftError, Role, Snapshot
 
 __all__ = ["Node", "node_timing"]
 
@@ -88,6 +98,8 @@ MAX_TIMER_SLEEP = 1.0
 MIN_TIMER_SLEEP = 0.0005
 #: Disk use in the status is measured at most this often (seconds).
 DISK_USE_EVERY = 2.0
+#: How long Admin.Prune waits for its entry to be applied here.
+PRUNE_TIMEOUT = 10.0
 
 
 def node_timing() -> Timing:
@@ -129,6 +141,7 @@ class Node:
         self._warned: set[str] = set()
         self._disk_use_cache = (0, 0, 0, 0)
         self._disk_use_due = 0.0
+        self._pruning = asyncio.Lock()  # one collection of s/out at a time
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -348,6 +361,7 @@ class Node:
             output_bytes=output_bytes,
             disk_free=free,
             disk_total=total,
+            pruned_before=merger.pruned_before,
             clients=self.clients.describe(),
             role=driver.role.value,
             term=driver.term,
@@ -402,6 +416,54 @@ class Node:
         stream.mark_archived(action.position)
         if freed:
             log.info("archived %s before %d (%d bytes)", action.stream, action.position, freed)
+
+    @property
+    def pruned_before(self) -> int:
+        """The cluster's retention point, as far as this node has applied."""
+        return self.core.merger.pruned_before
+
+    async def prune(self, before: int, *, forwarded: bool = False) -> int:
+        """Collect the merged log before ``before`` on every node (Admin.Prune): the
+        leader proposes a Prune entry and answers once it applied it; a follower passes
+        the request on to the leader. Returns the retention point then."""
+        if before <= self.pruned_before:
+            return self.pruned_before
+        driver = self.driver
+        if driver.role is not Role.LEADER:
+            leader = driver.leader
+            if forwarded or leader == NO_LEADER or leader not in self.links:
+                raise PruneUnavailableError("no leader is known now; try again")
+            stub = admin_pb2_grpc.AdminStub(self.links[leader].channel)
+            request = admin_pb2.PruneRequest(before=before, forwarded=True)
+            reply = await stub.Prune(request, timeout=PRUNE_TIMEOUT)
+            return reply.pruned_before
+        try:
+            accepted = await driver.propose(encode_prune(before))
+        except RaftError as exc:
+            raise PruneUnavailableError(f"the prune was not proposed: {exc}") from exc
+        if accepted is None:
+            raise PruneUnavailableError("the prune was not proposed: leadership changed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PRUNE_TIMEOUT
+        while self.core.applied_index < accepted.last_index:
+            if loop.time() >= deadline:
+                raise PruneUnavailableError(
+                    f"the prune (entry {accepted.last_index}) was not applied within"
+                    f" {PRUNE_TIMEOUT:.0f} s"
+                )
+            await self.out.appended.wait_for(0.5)
+        return self.pruned_before
+
+    async def _prune_out(self, before: int) -> None:
+        """Carry out a PruneOut: collect s/out's rolled files wholly before ``before``."""
+        async with self._pruning:
+            try:
+                emptied = await asyncio.to_thread(archive_log_files, self.out_dir, before)
+            except OSError as exc:  # asked again at the next restart
+                log.warning("collecting the merged log before %d: %s", before, exc)
+                return
+        if emptied:
+            log.info("collected %d merged-log file(s) before %d", len(emptied), before)
 
     def _disk_use(self) -> tuple[int, int, int, int]:
         """Bytes of input copies and of merged log, free and total bytes of the volume's
@@ -481,6 +543,8 @@ class Node:
             stored.add_done_callback(lambda done: self._snapshot_stored(done, action))
         elif isinstance(action, Archive):
             self._archive(action)
+        elif isinstance(action, PruneOut):
+            self._start_task(self._prune_out(action.before), "collect s/out")
         else:
             raise TypeError(f"unknown action {action!r}")
 
@@ -561,14 +625,21 @@ class Node:
         log.info("installing a snapshot: the merged log goes to %d", target)
         self.out.close()
         peers = list(self.links.values())
-        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
+        mirror = LogMirror(self.out_dir, sync=SyncPolicy.NONE)
+        try:
 
             def pull_from(index: int) -> AsyncIterator[common_pb2.LogChunk]:
                 stub = pull_pb2_grpc.PullStub(peers[index].channel)
                 return cancelling(stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0)))
 
             def write(chunk: common_pb2.LogChunk) -> bool:
+                nonlocal mirror
                 before = mirror.end
+                if chunk.collected:  # the peers collected what this log still lacks
+                    log.info("the merged log goes on at %d, past collected files", chunk.position)
+                    mirror.close()
+                    collect_copy(self.out_dir, chunk.position)
+                    mirror = LogMirror(self.out_dir, sync=SyncPolicy.NONE)
                 mirror.write(Chunk(chunk.position, chunk.data, chunk.sealed))
                 return mirror.end != before
 
@@ -586,6 +657,8 @@ class Node:
                     on_break=on_break,
                 )
             mirror.sync()  # the checkpoint that follows says these bytes are on disk
+        finally:
+            mirror.close()
         self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
 
 

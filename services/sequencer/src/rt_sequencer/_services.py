@@ -15,11 +15,13 @@ from typing import Protocol
 import grpc
 
 from rtcommon.log import (
+    COLLECTED,
     RESET,
     Chunk,
     LogEvent,
     LogReader,
     MirrorError,
+    PositionCollectedError,
     PositionError,
     PositionPastEndError,
     starts_a_record,
@@ -48,6 +50,7 @@ __all__ = [
     "AdminService",
     "PeerHost",
     "PeerService",
+    "PruneUnavailableError",
     "PullHost",
     "PullService",
     "PushHost",
@@ -61,17 +64,26 @@ IDLE_HEARTBEAT = 1.0
 REPLY_COALESCE = 0.005
 
 
-async def _serve(reader: LogReader, grown: Signal, context, *, resets: bool = False):
+class PruneUnavailableError(Exception):
+    """A prune cannot be proposed now: no leader is known, or it did not commit in time."""
+
+
+async def _serve(reader: LogReader, grown: Signal, context, *, merged: bool = False):
     """A server stream of ``reader``'s chunks, following the log as ``grown`` fires.
 
-    With ``resets`` (the merged log), a hard reset met in the log goes on as a chunk
-    marked ``reset`` at the new session's start; anywhere else it is damage."""
+    With ``merged`` (the merged log), a hard reset met in the log goes on as a chunk
+    marked ``reset`` at the new session's start, and records garbage collection took
+    as a chunk marked ``collected`` after them; anywhere else either is damage."""
     with reader:
         try:
-            async for item in _follow(reader, lambda: grown.wait_for(1.0), resets=resets):
+            async for item in _follow(reader, lambda: grown.wait_for(1.0), merged=merged):
                 if isinstance(item, LogEvent):
                     log.info("passing on a %s at %d to %d", item.kind, *item.positions)
-                    yield common_pb2.LogChunk(position=item.position, reset=True)
+                    yield common_pb2.LogChunk(
+                        position=item.position,
+                        reset=item.kind == RESET,
+                        collected=item.kind == COLLECTED,
+                    )
                 else:
                     yield _to_proto(item)
         except _DataLoss as exc:
@@ -92,9 +104,9 @@ def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
     return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
 
 
-async def _follow(reader: LogReader, wait, *, resets: bool):
+async def _follow(reader: LogReader, wait, *, merged: bool):
     """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none
-    (and ``reset`` events, with ``resets``).
+    (and ``reset`` and ``collected`` events, with ``merged``).
 
     An idle stream carries an empty chunk at least every ``IDLE_HEARTBEAT`` seconds, so
     a receiver can tell a quiet log from a node that hangs."""
@@ -110,7 +122,7 @@ async def _follow(reader: LogReader, wait, *, resets: bool):
             continue
         last_sent = loop.time()
         for item in items:
-            if resets and isinstance(item, LogEvent) and item.kind == RESET:
+            if merged and isinstance(item, LogEvent) and item.kind in (RESET, COLLECTED):
                 yield item
             elif not isinstance(item, Chunk):
                 # Corruption in a log this node serves: never pass a silently short file
@@ -140,6 +152,9 @@ class PullHost(Protocol):
     @property
     def out(self) -> MergedLog: ...
 
+    @property
+    def pruned_before(self) -> int: ...
+
 
 class PeerHost(Protocol):
     """What Peer needs of the node: Raft's inbox, the gossip sink, the input copies."""
@@ -157,9 +172,11 @@ class PeerHost(Protocol):
 
 
 class AdminHost(Protocol):
-    """What Admin needs of the node: its status."""
+    """What Admin needs of the node: its status, and prunes of the merged log."""
 
     def status(self) -> admin_pb2.NodeStatus: ...
+
+    async def prune(self, before: int, *, forwarded: bool = False) -> int: ...
 
 
 class PushService(push_pb2_grpc.PushServicer):
@@ -251,15 +268,14 @@ class PullService(pull_pb2_grpc.PullServicer):
             position = out.first_position
         else:
             position = request.position
+        collected = None  # the position asked for was collected: go on where the log does
         try:
-            # Records were checked on their way in; the subscriber checks them again.
-            reader = LogReader(
-                out.directory,
-                position,
-                chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
-                verify=False,
-                merged=True,
-            )
+            try:
+                # Records were checked on their way in; the subscriber checks them again.
+                reader = self._reader(out, position, request)
+            except PositionCollectedError as exc:
+                collected = position = exc.first_held
+                reader = self._reader(out, position, request)
         except PositionPastEndError as exc:
             what = _without(str(exc), out.directory, "s/out")
             await context.abort(
@@ -275,9 +291,25 @@ class PullService(pull_pb2_grpc.PullServicer):
                 f"position {position} is not the start of a record in the merged log",
             )
         with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
-            async for chunk in _serve(reader, out.appended, context, resets=True):
+            if collected is not None:
+                log.info("pull from %d: collected, going on at %d", request.position, collected)
+                yield common_pb2.LogChunk(
+                    position=collected, collected=True, pruned_before=self.node.pruned_before
+                )
+            async for chunk in _serve(reader, out.appended, context, merged=True):
                 client.moved(len(chunk.data), chunk.position + len(chunk.data))
+                chunk.pruned_before = self.node.pruned_before
                 yield chunk
+
+    @staticmethod
+    def _reader(out: MergedLog, position: int, request) -> LogReader:
+        return LogReader(
+            out.directory,
+            position,
+            chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
+            verify=False,
+            merged=True,
+        )
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
@@ -346,3 +378,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Status(self, request, context):
         return self.node.status()
+
+    async def Prune(self, request, context):
+        try:
+            pruned = await self.node.prune(request.before, forwarded=request.forwarded)
+        except PruneUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except grpc.aio.AioRpcError as exc:  # the leader's answer, passed on
+            await context.abort(exc.code(), f"the leader: {exc.details()}")
+        return admin_pb2.PruneReply(pruned_before=pruned)

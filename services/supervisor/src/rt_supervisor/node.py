@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import uvicorn
 
+from rt_archiver import RetentionPolicy, read_status
 from rtcommon import env
 from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, NodeSpec
@@ -174,6 +175,9 @@ async def run_node(
         resetter=resetter,
         token=settings.reset_token,
         out_dir=Path(node.data) / "s" / "out",
+        retention=lambda: (
+            read_status(node.data) or {"policy": RetentionPolicy.from_settings(settings).describe()}
+        ),
         cluster=lambda: cluster_view(spec, node.name, probe_timeout),
     )
     config = uvicorn.Config(

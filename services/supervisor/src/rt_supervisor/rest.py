@@ -27,8 +27,10 @@ trailing slash, as RT's documentation writes them (``GET resetStatus/``).
   to this node: stream, name, address, position, bytes moved and bytes/s, since when.
 - ``GET /dedupRtClients``: per topic and origin, the last id merged and the duplicates
   dropped.
-- ``GET /logHistory``: the merged log's sessions on this node, each with its first and
-  last positions and its files (a session a hard reset emptied holds no bytes).
+- ``GET /logHistory``: the merged log's sessions on this node, each with its first
+  position held, last position and its files held and collected (a session a hard
+  reset emptied holds no bytes), and ``retention``: the archiver's policy and its last
+  check (``rt_archiver``).
 
 ``/latestOutPosition``, ``/rtClients`` and ``/dedupRtClients`` answer 503 while the
 sequencer cannot answer.
@@ -45,7 +47,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from rtcommon.grpcopts import describe_error
-from rtcommon.log import SEAL_SIZE, file_is_sealed, file_name, file_start, list_log_files
+from rtcommon.log import (
+    SEAL_SIZE,
+    file_is_sealed,
+    file_name,
+    file_start,
+    is_collected,
+    list_log_files,
+    next_file,
+)
 from rtproto.v1 import admin_pb2
 
 from .console import console_page
@@ -75,13 +85,15 @@ def create_app(
     resetter: Resetter,
     token: str,
     out_dir: Path,
+    retention: Callable[[], dict] = dict,
     cluster: Callable[[], Awaitable[dict]] | None = None,
 ) -> FastAPI:
     """The app: ``probe`` checks the sequencer's health, ``status`` asks its
     ``Admin.Status``, ``children`` describes the child processes, ``sequencer_state``
     says in words whether the sequencer process runs; ``resetter`` runs resets, guarded
-    by ``token`` when it is not ""; ``out_dir`` is the node's merged log; ``cluster``
-    gathers the console's view of every node."""
+    by ``token`` when it is not ""; ``out_dir`` is the node's merged log, ``retention``
+    its archiver's policy and last check; ``cluster`` gathers the console's view of
+    every node."""
     app = FastAPI(
         title=f"RT supervisor {hostname}",
         description="One RT node's REST API: hard reset, reset status, health, positions.",
@@ -245,16 +257,20 @@ def create_app(
             return answer(404, UP, reason="no cluster view here")
         return JSONResponse(await cluster())
 
-    @route("/logHistory", summary="The merged log's sessions on this node, first to last")
+    @route(
+        "/logHistory",
+        summary="The merged log's sessions on this node, first to last, and its retention",
+    )
     async def log_history() -> JSONResponse:
-        return answer(200, UP, sessions=_sessions(out_dir))
+        return answer(200, UP, sessions=_sessions(out_dir), retention=retention())
 
     return app
 
 
 def _sessions(out_dir: Path) -> list[dict[str, int]]:
-    """Each session of the merged log in ``out_dir``: its first and last positions (the
-    end of its last record), files and bytes of records held."""
+    """Each session of the merged log in ``out_dir``: its first position held and last
+    position (the end of its last record), files held and collected (emptied by the
+    retention policy), and bytes of records held."""
     sessions: dict[int, dict[str, int]] = {}
     for session, roll in list_log_files(out_dir):
         path = out_dir / file_name(session, roll)
@@ -270,10 +286,15 @@ def _sessions(out_dir: Path) -> list[dict[str, int]]:
                 "session": session,
                 "first_position": file_start(session, roll),
                 "files": 0,
+                "collected_files": 0,
                 "bytes": 0,
             },
         )
-        entry["files"] += 1
+        if is_collected(path):
+            entry["collected_files"] += 1
+            entry["first_position"] = file_start(*next_file(session, roll))
+        else:
+            entry["files"] += 1
         entry["bytes"] += size
         entry["last_position"] = file_start(session, roll) + size
     return list(sessions.values())

@@ -58,8 +58,8 @@ class AdminServicer:
     def Prune(self, request, context):
         """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
         entry, applied at the same point everywhere). Any node takes it: a follower passes it
-        on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
-        malformed position, UNAVAILABLE while no leader is known.
+        on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
+        leader is known or the entry did not commit in time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

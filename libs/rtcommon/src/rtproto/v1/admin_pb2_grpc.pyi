@@ -35,8 +35,8 @@ class AdminStub:
     Prune: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PruneRequest, _admin_pb2.PruneReply]
     """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
     entry, applied at the same point everywhere). Any node takes it: a follower passes it
-    on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
-    malformed position, UNAVAILABLE while no leader is known.
+    on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
+    leader is known or the entry did not commit in time.
     """
 
 @_typing.type_check_only
@@ -46,8 +46,8 @@ class AdminAsyncStub(AdminStub):
     Prune: _aio.UnaryUnaryMultiCallable[_admin_pb2.PruneRequest, _admin_pb2.PruneReply]  # type: ignore[assignment]
     """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
     entry, applied at the same point everywhere). Any node takes it: a follower passes it
-    on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
-    malformed position, UNAVAILABLE while no leader is known.
+    on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
+    leader is known or the entry did not commit in time.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -66,8 +66,8 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.PruneReply, _abc.Awaitable[_admin_pb2.PruneReply]]:
         """Collect the merged log's rolled files wholly before `before`, on every node (a Raft
         entry, applied at the same point everywhere). Any node takes it: a follower passes it
-        on to the leader. Answers once this node applied it. Errors: INVALID_ARGUMENT for a
-        malformed position, UNAVAILABLE while no leader is known.
+        on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
+        leader is known or the entry did not commit in time.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

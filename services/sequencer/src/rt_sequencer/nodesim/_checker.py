@@ -12,10 +12,23 @@ alone says whether a record came twice, out of order or not at all. It checks:
   ``.dedup`` topic an HA pair's shared sequence once;
 - **nothing acknowledged is lost**: at the end, everything a publisher was told a
   quorum held is merged;
-- **liveness**: once faults stop, every node's merged log holds everything published.
+- **liveness**: once faults stop, every node's merged log holds everything published;
+  the logs are then compared byte for byte from the later of their collected points on
+  (their lengths must agree wholly);
+- **prune points**: every node applies a Prune entry to the same point (the same
+  ``before`` and the same ``pruned_before`` after it); the point after any applied index,
+  wherever it is seen (a prune applied, a checkpoint, a node's state between events), is
+  one value per index, never lower than at an earlier index (:meth:`MergeChecker.pruned`,
+  :meth:`MergeChecker.prune_state`);
+- **collected reads** (reported by the simulation): no node reads merged bytes a node
+  collected.
+
+Positions given to it are offsets from the merged log's base (0: nothing pruned).
 """
 
 from __future__ import annotations
+
+import bisect
 
 from rtcommon.log import scan
 
@@ -33,6 +46,59 @@ class MergeChecker:
         self.reference = bytearray()  # the one merged log, as far as any node wrote it
         self._parsed = 0
         self.merged: dict[TopicOrigin, int] = {}  # the last id merged per (topic, origin)
+        #: A Prune entry's index -> (its before, pruned_before after it), as first applied.
+        self.prunes: dict[int, tuple[int, int]] = {}
+        self._pruned: dict[int, tuple[int, str]] = {}  # index -> (pruned_before, seen where)
+        self._pruned_indexes: list[int] = []  # the keys of _pruned, sorted
+
+    def pruned(self, node: int, index: int, before: int, pruned_before: int) -> bool:
+        """Node ``node`` applied the Prune entry ``index`` (asking ``before``): its point is
+        now ``pruned_before``. Returns whether no node had applied this entry before."""
+        first = index not in self.prunes
+        seen = self.prunes.setdefault(index, (before, pruned_before))
+        if seen != (before, pruned_before):
+            self.fail(
+                "prune points",
+                f"n{node} applied the prune at {index} (before {before}) to {pruned_before},"
+                f" a node before it (before {seen[0]}) to {seen[1]}",
+            )
+            return first
+        self.prune_state(node, index, pruned_before, "applying its prune")
+        return first
+
+    def prune_state(self, node: int, index: int, pruned_before: int, where: str) -> None:
+        """Node ``node``'s merge, at applied index ``index``, had ``pruned_before`` (seen
+        ``where``): the same at this index on every node, never lower than at an earlier
+        index, never higher than at a later one."""
+        indexes, states = self._pruned_indexes, self._pruned
+        seen = states.get(index)
+        if seen is not None:
+            if seen[0] != pruned_before:
+                self.fail(
+                    "prune points",
+                    f"n{node} pruned before {pruned_before} at applied index {index}"
+                    f" ({where}), {seen[0]} there {seen[1]}",
+                )
+            return
+        at = bisect.bisect_left(indexes, index)
+        if at > 0 and states[indexes[at - 1]][0] > pruned_before:
+            earlier = indexes[at - 1]
+            self.fail(
+                "prune points",
+                f"n{node} pruned before {pruned_before} at applied index {index} ({where}),"
+                f" went back from {states[earlier][0]} at {earlier} ({states[earlier][1]})",
+            )
+            return
+        if at < len(indexes) and states[indexes[at]][0] < pruned_before:
+            later = indexes[at]
+            self.fail(
+                "prune points",
+                f"n{node} pruned before {pruned_before} at applied index {index} ({where}),"
+                f" {states[later][0]} at the later index {later} ({states[later][1]})",
+            )
+            return
+        indexes.insert(at, index)
+        states[index] = (pruned_before, f"n{node} {where}")
 
     def fail(self, kind: str, detail: str) -> None:
         self.violations.append(Violation(kind, detail, self.now))
@@ -83,6 +149,13 @@ class MergeChecker:
                 self.fail(
                     "exactly once", f"{key}: {count} published, {self.merged.get(key, 0)} merged"
                 )
+
+    def is_whole(self, data: bytes | bytearray, collected: int) -> bool:
+        """Whether a merged log collected before offset ``collected`` is the one merged
+        log, wholly: as long, and the same bytes from its collected point on (two logs
+        that both pass compare equal from the later of their collected points)."""
+        reference = self.reference
+        return len(data) == len(reference) and data[collected:] == reference[collected:]
 
     def complete(self, published: dict[TopicOrigin, int]) -> bool:
         return all(self.merged.get(key, 0) >= count for key, count in published.items())

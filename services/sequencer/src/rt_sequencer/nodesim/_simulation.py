@@ -26,6 +26,18 @@ during a write, damaged or missing checkpoints, slow fsyncs, symmetric and asymm
 partitions between nodes, publishers cut from nodes, loss, duplication and long
 (reordering) delays. Then faults stop, every node restarts, links heal, publishers
 stop publishing; within ``quiet_ticks`` every node's merged log must hold everything.
+
+Retention: during the first phase, now and then a node that believes it leads proposes
+a Prune entry (as ``Node.prune`` does for ``Admin.Prune``) for a position of its merged
+log, from its prune point to its end, or beyond the end (the core clamps it). A
+:class:`~rt_sequencer.core.PruneOut` collects fake files of the in-memory merged log
+(``_storage``) a disk delay later (a crash may come first; the core asks again at
+restart). A snapshot install that needs merged bytes a peer collected does what the
+real catch-up does with the Pull's "collected, go on at Q": it goes on at the peer's
+collected point, its own bytes before it collected too; reading collected bytes is a
+violation. The checker sees every prune applied, every checkpoint and each node's state
+after every event (see ``_checker``), and a node's prune point must never fall below
+what it held in this run or in its durable checkpoint.
 """
 
 from __future__ import annotations
@@ -48,11 +60,13 @@ from ..core import (
     Fetch,
     Gossip,
     Propose,
+    PruneOut,
     PublishOut,
     RaftState,
     SaveCheckpoint,
     SequencerCore,
     Timing,
+    encode_prune,
     encode_ranges,
     node_of,
     raft_id,
@@ -78,6 +92,13 @@ __all__ = ["NodeSimConfig", "NodeSimStats", "NodeSimulation"]
 #: Simulated seconds per time step: a Raft tick (TICK_STEPS steps) is 20 ms.
 STEP_SECONDS = 0.002
 BASE = file_start(1, 0)
+
+
+def _offset(position: int) -> int:
+    """A merged-log position as an offset from its base (0 for "nothing pruned")."""
+    return max(0, position - BASE)
+
+
 (
     _TICK,
     _CORE,
@@ -98,7 +119,9 @@ BASE = file_start(1, 0)
     _CHECK,
     _CRASH,
     _SNAPSHOTTED,
-) = range(19)
+    _PRUNE,
+    _COLLECTED,
+) = range(21)
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,6 +138,10 @@ class NodeSimConfig:
             checkpoint_interval=0.05, compaction_keep=4, fetch_retry=0.04, push_quiet=0.06
         )
     )
+    prune_ticks: tuple[int, int] = (2, 20)
+    """Bounds of the ticks between two prunes proposed (during the first phase)."""
+    out_file_bytes: int = 1024
+    """The size past which the in-memory merged log's fake files roll (``_storage``)."""
 
 
 @dataclass(slots=True)
@@ -128,6 +155,12 @@ class NodeSimStats:
     snapshots_installed: int = 0
     compactions: int = 0
     archives: int = 0
+    prunes: int = 0  #: Prune entries proposed and accepted by Raft
+    prunes_applied: int = 0  #: distinct Prune entries applied (by any node)
+    collections: int = 0  #: PruneOuts that moved a node's collected point
+    collected_skips: int = 0  #: installs that went on past a peer's collected bytes
+    #: installs whose merged log goes on before the point its files are collected to
+    resumed_in_collected: int = 0
     recovery_ticks: int = -1
 
 
@@ -197,12 +230,23 @@ class _Host:
         self.inputs = MemoryInputs(
             BASE, lambda what: sim.checker.fail("archived read", f"n{node_id} {what}")
         )
-        self.out = MemoryOut(BASE, lambda offset, data: sim.checker.appended(node_id, offset, data))
+        self.out = MemoryOut(
+            BASE,
+            lambda offset, data: sim.checker.appended(node_id, offset, data),
+            file_bytes=sim.config.out_file_bytes,
+            on_collected_read=lambda what: sim.checker.fail(
+                "collected read", f"n{node_id}'s merged log {what}"
+            ),
+        )
         self.checkpoint: bytes | None = None  # as stored
         self.checkpoint_queue: list[Checkpoint] = []  # written one at a time
         self.syncing = False
         self.crash_during_write = False
         self.core_wake = -1  # time of the scheduled core tick
+        #: The prune point this node's merge may never fall below: the highest it held in
+        #: this incarnation, or its durable checkpoint's.
+        self.pruned_floor = 0
+        self.prune_seen = (0, 0)  # (applied index, pruned_before) last shown the checker
 
     @property
     def up(self) -> bool:
@@ -262,6 +306,7 @@ class NodeSimulation(SimulationBase):
         self._push(rng.randint(1, 10), _PUBLISH, 0)
         self._push(rng.randint(5, 20) * TICK_STEPS, _FAULT, 0)
         self._push(self.config.fault_ticks * TICK_STEPS, _QUIET, 0)
+        self._push(rng.randint(*self.config.prune_ticks) * TICK_STEPS, _PRUNE, 0)
         for index in range(len(self._publishers)):
             self._push(rng.randint(1, 10), _PUSH, index)
         handlers = {
@@ -284,6 +329,8 @@ class NodeSimulation(SimulationBase):
             _CHECK: self._on_check,
             _CRASH: self._on_crash,
             _SNAPSHOTTED: self._on_snapshotted,
+            _PRUNE: self._on_prune,
+            _COLLECTED: self._on_collected,
         }
         queue, checker, hosts = self._queue, self.checker, self._hosts
         while queue and not checker.violations and not self._done:
@@ -341,6 +388,8 @@ class NodeSimulation(SimulationBase):
             now=self._seconds(),
             timing=config.timing,
         )
+        host.pruned_floor = checkpoint.pruned_before  # a damaged checkpoint forgot it
+        self._watch_prunes(host)
         host.core.raft_changed(self._raft_state(host))
         if snapshot.index > checkpoint.applied_index:
             host.core.snapshot(snapshot.data)
@@ -350,6 +399,24 @@ class NodeSimulation(SimulationBase):
         # the publishers' links reconnect: each learns what this node holds
         for index, publisher in enumerate(self._publishers):
             self._reply(index, host.node_id, host.inputs.written(publisher.stream))
+
+    def _watch_prunes(self, host: _Host) -> None:
+        """Show the checker every Prune entry the node's merge applies, as it applies it."""
+        assert host.core is not None
+        merger, node = host.core.merger, host.node_id
+        apply = merger.prune
+
+        def prune(index: int, before: int) -> bool:
+            moved = apply(index, before)
+            if self.checker.pruned(node, index, _offset(before), _offset(merger.pruned_before)):
+                self.stats.prunes_applied += 1
+            self._note(
+                f"n{node} applied the prune at {index} (before {_offset(before)}): pruned"
+                f" before {_offset(merger.pruned_before)}"
+            )
+            return moved
+
+        merger.prune = prune  # type: ignore[method-assign]
 
     def _crash(self, host: _Host) -> None:
         rng = self.rng
@@ -484,7 +551,29 @@ class NodeSimulation(SimulationBase):
                 self._act(host, action)
                 if host.core is None:
                     return
+        self._check_prune_point(host)
         self._schedule_core(host)
+
+    def _check_prune_point(self, host: _Host) -> None:
+        """The node's prune point never falls below what it held in this incarnation or
+        its durable checkpoint holds, and is the one point of its applied index."""
+        core = host.core
+        assert core is not None
+        pruned = core.merger.pruned_before
+        if pruned < host.pruned_floor:
+            self.checker.fail(
+                "prune points",
+                f"n{host.node_id}'s prune point went back from {_offset(host.pruned_floor)}"
+                f" to {_offset(pruned)} (applied index {core.applied_index})",
+            )
+            return
+        host.pruned_floor = pruned
+        seen = (core.applied_index, pruned)
+        if seen != host.prune_seen and not core.installing:
+            host.prune_seen = seen
+            self.checker.prune_state(
+                host.node_id, core.applied_index, _offset(pruned), "between events"
+            )
 
     def _act(self, host: _Host, action: Any) -> None:
         core, raft = host.core, host.raft
@@ -505,7 +594,14 @@ class NodeSimulation(SimulationBase):
             for delay in self.network.delays(host.node_id, action.peer):
                 self._push(self.now + delay, _GOSSIP, action.peer, (host.node_id, action))
         elif isinstance(action, SaveCheckpoint):
-            host.checkpoint_queue.append(action.checkpoint)
+            checkpoint = action.checkpoint
+            self.checker.prune_state(
+                host.node_id,
+                checkpoint.applied_index,
+                _offset(checkpoint.pruned_before),
+                "in a checkpoint",
+            )
+            host.checkpoint_queue.append(checkpoint)
             if len(host.checkpoint_queue) == 1:
                 self._push(
                     self.now + self._disk_delay(), _CHECKPOINTED, host.node_id, host.incarnation
@@ -531,6 +627,16 @@ class NodeSimulation(SimulationBase):
             self.stats.archives += 1
             self._note(f"n{host.node_id} archives {action.stream} before {action.position - BASE}")
             host.inputs.archive(action.stream, action.position)
+        elif isinstance(action, PruneOut):
+            if action.before > host.out.position:
+                self.checker.fail(
+                    "prune points",
+                    f"n{host.node_id} collects before {_offset(action.before)}, past its merged"
+                    f" log's end {_offset(host.out.position)}",
+                )
+            # Carried out in a worker thread: a crash may come first (asked again at start).
+            payload = (host.incarnation, action)
+            self._push(self.now + self._disk_delay(), _COLLECTED, host.node_id, payload)
         else:
             raise TypeError(f"unknown action {action!r}")
 
@@ -572,6 +678,44 @@ class NodeSimulation(SimulationBase):
         assert host.core is not None
         host.core.raft_changed(self._raft_state(host))
         host.core.snapshot_stored(action.checkpoint)
+        self._after(host)
+
+    def _on_collected(self, node: int, payload: tuple[int, PruneOut]) -> None:
+        host = self._hosts[node]
+        incarnation, action = payload
+        if host.incarnation != incarnation or host.core is None:
+            return  # the node crashed first: its core asks again at start
+        if host.out.collect(action.before):
+            self.stats.collections += 1
+            self._note(
+                f"n{node} collected its merged log before {_offset(host.out.collected)}"
+                f" (asked before {_offset(action.before)})"
+            )
+
+    def _on_prune(self, _: int, __: Any) -> None:
+        """Now and then a node that believes it leads proposes a Prune (Admin.Prune)."""
+        if self._quiet:
+            return
+        rng, config = self.rng, self.config
+        self._push(self.now + rng.randint(*config.prune_ticks) * TICK_STEPS, _PRUNE, 0)
+        leaders = [h for h in self._hosts if h.raft is not None and h.raft.role is Role.LEADER]
+        if not leaders:
+            return
+        host = rng.choice(leaders)
+        assert host.core is not None and host.raft is not None
+        end = host.out.position
+        low = min(max(host.core.merger.pruned_before, BASE), end)
+        if rng.random() < 0.2:
+            before = end + rng.randint(1, 4 * config.out_file_bytes)  # the core clamps it
+        else:
+            before = rng.randint(low, end)
+        try:
+            accepted = host.raft.propose(encode_prune(before))
+        except (ProposalDroppedError, RaftError):
+            accepted = None
+        if accepted is not None:
+            self.stats.prunes += 1
+        self._note(f"n{host.node_id} proposes a prune before {_offset(before)}: {accepted}")
         self._after(host)
 
     def _on_checkpointed(self, node: int, incarnation: int) -> None:
@@ -631,21 +775,43 @@ class NodeSimulation(SimulationBase):
             return
         if host.core.install_target != action.target:
             return  # a newer snapshot replaced the one this was for
-        target = action.target - BASE
+        target, out = action.target, host.out
         peers = [p for p in range(self.config.nodes) if p != node and self._link_up(node, p)]
         self.rng.shuffle(peers)
         for peer in [node, *peers]:  # this node's own merged log may reach the target
-            source = self._hosts[peer].out.data
-            if len(source) >= target:
-                mine = len(host.out.data)
-                if mine < target:
-                    host.out.append(bytes(source[mine:target]))  # the checker compares
-                host.out.cut_to(action.target)
-                host.out.durable = target
-                host.core.out_caught_up(action.target, host.out)
-                self._after(host)
-                return
+            source = self._hosts[peer].out
+            if source.position < target:
+                continue
+            start = out.position
+            if start < target:  # a Pull from the peer
+                start = self._pull_start(source, start)
+                if start > out.position:
+                    out.skip_to(start)
+                    self.stats.collected_skips += 1
+                    self._note(
+                        f"n{node} goes on at {_offset(start)}: n{peer} collected its merged log"
+                        " before it"
+                    )
+                if start < target:
+                    out.append(source.read(start, target))  # the checker compares
+            if out.collected > target:
+                self.stats.resumed_in_collected += 1
+                self._note(
+                    f"n{node} goes on at {_offset(target)}, inside its collected files"
+                    f" (collected before {_offset(out.collected)})"
+                )
+            out.cut_to(target)
+            out.durable = target - BASE
+            host.core.out_caught_up(target, out)
+            self._after(host)
+            return
         self._push(self.now + self.rng.randint(5, 20), _CAUGHT_UP, node, payload)
+
+    def _pull_start(self, source: MemoryOut, start: int) -> int:
+        """Where a Pull of ``source`` from ``start`` begins: there, or, if ``source``
+        collected the files there, at its collected point (the real Pull answers
+        "collected, go on at Q", and the catch-up goes on at Q)."""
+        return max(start, source.collected)
 
     # -- input copies --------------------------------------------------------------------
 
@@ -836,9 +1002,9 @@ class NodeSimulation(SimulationBase):
 
     def _on_check(self, _: int, __: Any) -> None:
         published = self._published()
-        reference = self.checker.reference
         if self.checker.complete(published) and all(
-            bytes(host.out.data) == reference for host in self._hosts
+            self.checker.is_whole(host.out.data, _offset(host.out.collected))
+            for host in self._hosts
         ):
             self.stats.recovery_ticks = (self.now - self._quiet_start) // TICK_STEPS
             self.checker.check_end(published, self._acknowledged())
@@ -871,6 +1037,7 @@ class NodeSimulation(SimulationBase):
             parts.append(
                 f"n{host.node_id} {raft.role.value} term {raft.term} commit {raft.commit_index}"
                 f" applied {core.applied_index} out {len(host.out.data)}"
+                f" collected {_offset(host.out.collected)}"
                 f"{' installing' if core.installing else ''}"
             )
         return "; ".join(parts)

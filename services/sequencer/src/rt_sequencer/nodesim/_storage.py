@@ -6,6 +6,17 @@ Each keeps what was written apart from what was made durable, so a crash can los
 the difference, or part of it, as a real page cache would: input copies keep whole
 records (the real mirror trims a torn tail on recovery), the merged log may keep a
 torn prefix of its unsynced bytes (the real writer cuts back to the checkpoint).
+
+Retention of the merged log (a :class:`~rt_sequencer.core.PruneOut`) is modelled with
+fake files, since memory has none: the merged log is cut into *files* at the first
+record boundary at or past every ``file_bytes`` bytes from its base (so files hold
+whole records and every node, holding the same bytes, has the same files). Collecting
+before a position empties every file followed by a file starting at or before it, as
+``rtcommon.log.archive_log_files`` does (the last file is never collected): the
+*collected point* (:attr:`MemoryOut.collected`) moves to the start of the first file
+kept. The bytes before it stay in memory but are gone: reading them is a violation, and
+a node that goes on past a peer's collected files holds zeros there. The collected point
+never goes back, not even when the log is cut below it (emptied files stay collected).
 """
 
 from __future__ import annotations
@@ -133,15 +144,35 @@ class MemoryInputs:
 
 
 class MemoryOut:
-    """The merged log of a simulated node, from ``base``."""
+    """The merged log of a simulated node, from ``base``, in fake files of about
+    ``file_bytes`` bytes (see the module's docstring)."""
 
-    __slots__ = ("base", "data", "durable", "on_append")
+    __slots__ = (
+        "base",
+        "collected",
+        "data",
+        "durable",
+        "file_bytes",
+        "on_append",
+        "on_collected_read",
+    )
 
-    def __init__(self, base: int, on_append: Callable[[int, bytes], None]) -> None:
+    def __init__(
+        self,
+        base: int,
+        on_append: Callable[[int, bytes], None],
+        *,
+        file_bytes: int = 1024,
+        on_collected_read: Callable[[str], None] | None = None,
+    ) -> None:
         self.base = base
         self.data = bytearray()
         self.durable = 0
         self.on_append = on_append  # the checker sees every append at its offset
+        self.file_bytes = file_bytes
+        #: The bytes before this position are collected (gone; zeros where never held).
+        self.collected = base
+        self.on_collected_read = on_collected_read
 
     @property
     def position(self) -> int:
@@ -150,6 +181,54 @@ class MemoryOut:
     def append(self, data: bytes) -> None:
         self.on_append(len(self.data), data)
         self.data += data
+
+    def read(self, start: int, end: int) -> bytes:
+        """The bytes in ``[start, end)``, as a peer's Pull serves them: a start before the
+        collected point is a violation (the real Pull answers "collected" instead)."""
+        if start < self.collected:
+            what = f"read at {start - self.base}, collected before {self.collected - self.base}"
+            if self.on_collected_read is None:
+                raise AssertionError(what)
+            self.on_collected_read(what)
+        return bytes(self.data[start - self.base : end - self.base])
+
+    def file_starts(self) -> list[int]:
+        """The starts of the files from the collected point to the end (none when the log
+        ends inside its collected files)."""
+        start, base, size = self.collected, self.base, self.file_bytes
+        if start >= self.position:
+            return []
+        records, _, _, _ = scan(bytes(self.data), start - base, base, verify=False)
+        starts = [start]
+        boundary = base + ((start - base) // size + 1) * size
+        for record in records:
+            end = record.position  # a record's position is its end
+            if end >= boundary and end < self.position:
+                starts.append(end)
+                boundary = base + ((end - base) // size + 1) * size
+        return starts
+
+    def collect(self, before: int) -> bool:
+        """Carry out a PruneOut: collect the files wholly before ``before`` (each followed
+        by a file that starts at or before it). Returns whether the collected point moved."""
+        point = self.collected
+        for start in self.file_starts():
+            if start > before:
+                break
+            point = start
+        if point <= self.collected:
+            return False
+        self.collected = point
+        return True
+
+    def skip_to(self, position: int) -> None:
+        """Go on at ``position`` (a peer's collected point, a file's start): what this log
+        holds before it counts as collected too, as ``rtcommon.log.collect_copy`` empties
+        it; the bytes never held are zeros, never to be read."""
+        size = position - self.base
+        if size > len(self.data):
+            self.data += bytes(size - len(self.data))
+        self.collected = max(self.collected, position)
 
     def cut_to(self, position: int) -> bool:
         """Go on from ``position`` (a checkpoint's); False if the log is shorter."""
@@ -161,8 +240,12 @@ class MemoryOut:
         return True
 
     def trim_torn(self) -> None:
-        """Cut a torn tail back to whole records, as the real mirror does on recovery."""
-        _, stop, _, _ = scan(bytes(self.data), 0, self.base, keep=False)
+        """Cut a torn tail back to whole records, as the real mirror does on recovery (the
+        files are scanned from the collected point on: the ones before it are empty)."""
+        start = self.collected - self.base
+        if start >= len(self.data):
+            return  # the log ends inside its collected files: nothing there to scan
+        _, stop, _, _ = scan(bytes(self.data), start, self.base, keep=False)
         del self.data[stop:]
         self.durable = min(self.durable, stop)
 
