@@ -20,7 +20,10 @@ def files(*ages_minutes: float | None, size: int = 100) -> list[RolledFile]:
     ]
 
 
-def decide(rolled, policy=RetentionPolicy(), *, log_bytes=0, used=0, total=100 * GiB):
+DEFAULT = RetentionPolicy()
+
+
+def decide(rolled, policy=DEFAULT, *, log_bytes=0, used=0, total=100 * GiB):
     return choose_prune(
         rolled, policy, log_bytes=log_bytes, disk_used=used, disk_total=total, now_ns=NOW
     )
