@@ -11,6 +11,9 @@ past the files its peers collected.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import time
 from pathlib import Path
 
 from test_archival import publish, wait_until
@@ -93,3 +96,130 @@ def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, h
         wait_until(lambda: events and messages, 30, "an event and messages")
     assert events[0][0] == "collected" and events[0][1][1] == first_held
     assert messages[0] > first_held
+
+
+def test_retention_duration_collects_by_message_timestamp(cluster, tmp_path):
+    """Files whose newest message is older than the duration go; every file holding a
+    recent message stays."""
+    running = cluster(nodes=3, env={**ENV, "RT_RETENTION_DURATION": "60"})
+    client = rt.Cluster.from_file(running.path)
+    two_hours_ago = time.time_ns() - 120 * 60 * 10**9
+    payload = b"x" * 200
+    with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", roll_size=ROLL) as publisher:
+        for _ in range(40):
+            for _ in range(100):
+                publisher.publish(payload, ts=two_hours_ago)
+            publisher.flush(timeout=60)
+        publish(publisher, 40)  # messages of now
+    nodes = running.spec.nodes
+    wait_until(lambda: len(collected_names(nodes[0])) >= 8, 60, "old files collected")
+    time.sleep(2)  # several more checks of the policy: nothing recent goes
+    wait_until(lambda: rolled_files_agree(running), 30, "identical merged logs")
+    assert all(collected_names(n) == collected_names(nodes[0]) for n in nodes)
+    stamps: list[int] = []
+    with rt.Subscriber(
+        client, log_dir=tmp_path / "sub", on_message=lambda m, p: stamps.append(m.ts)
+    ):
+        wait_until(lambda: sum(ts > two_hours_ago for ts in stamps) == 4000, 30, "recent ones")
+    old = sum(ts == two_hours_ago for ts in stamps)
+    assert old < 4000 - 8 * 250  # most old messages are gone (about 300 fit in a file)...
+    assert stamps[old:] and all(ts > two_hours_ago for ts in stamps[old:])  # ...in order
+
+
+def test_subscribers_follow_opt_out_or_lead_the_cluster_truncation(cluster, tmp_path, monkeypatch):
+    """Unset, a subscriber's copy follows the cluster's truncation; =0 it is left alone
+    until its owner prunes it; =1 the lead subscriber's prune collects the cluster's
+    merged log, and with it the followers' copies. A subscriber asking for collected
+    records is told with a ``collected`` event and goes on after them."""
+    running = cluster(nodes=3, env=ENV)
+    client = rt.Cluster.from_file(running.path)
+    with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", roll_size=ROLL) as publisher:
+        publish(publisher, 60)
+    received: dict[str, list[int]] = {"follow": [], "own": [], "lead": []}
+    subscribers = {}
+    for name, mode in [("follow", None), ("own", "0"), ("lead", "1")]:
+        if mode is None:
+            monkeypatch.delenv("REPLICATOR_EXCHANGE_ARCHIVED", raising=False)
+        else:
+            monkeypatch.setenv("REPLICATOR_EXCHANGE_ARCHIVED", mode)
+        subscribers[name] = rt.Subscriber(
+            client,
+            log_dir=tmp_path / name,
+            on_message=lambda m, p, name=name: received[name].append(p),
+        ).start()
+    try:
+        wait_until(lambda: all(len(r) == 6000 for r in received.values()), 60, "all delivered")
+        lead = subscribers["lead"]
+        cut = received["lead"][4000]
+        pruned = lead.prune(cut)
+        assert pruned and all(is_collected(p) for p in pruned)
+        nodes = running.spec.nodes
+        wait_until(lambda: all(len(collected_names(n)) >= 10 for n in nodes), 30, "cluster")
+        cluster_collected = collected_names(nodes[0])
+        assert all(collected_names(n) == cluster_collected for n in nodes)
+
+        def copy_collected(name: str) -> set[str]:
+            folder = tmp_path / name
+            return {p.name for p in folder.glob("log.*") if is_collected(p)}
+
+        wait_until(lambda: copy_collected("follow") == cluster_collected, 30, "the follower")
+        assert copy_collected("lead") == cluster_collected
+        time.sleep(2)  # heartbeats carried the retention point to every subscriber
+        assert copy_collected("own") == set()
+        subscribers["own"].prune(received["own"][2000])
+        assert 0 < len(copy_collected("own")) < len(cluster_collected)
+        assert all(len(r) == 6000 for r in received.values())
+    finally:
+        for subscriber in subscribers.values():
+            subscriber.unsubscribe()
+
+    events, late = [], []
+    with rt.Subscriber(
+        client,
+        log_dir=tmp_path / "late",
+        position=received["follow"][100],
+        on_message=lambda m, p: late.append(p),
+        on_event=lambda kind, positions: events.append((kind, positions)),
+    ):
+        wait_until(lambda: late and late[-1] == received["follow"][-1], 30, "the rest")
+    assert [kind for kind, _ in events] == ["collected"]
+    assert events[0][1][0] == received["follow"][100] and late[0] > events[0][1][1]
+    assert late == [p for p in received["follow"] if p > events[0][1][1]]
+
+
+def test_a_node_away_for_a_snapshot_catches_up_past_the_files_its_peers_collected(
+    cluster, tmp_path, procs
+):
+    running = cluster(nodes=3, env={**ENV, "RT_MAX_LOG_SIZE": "256Ki"})
+    client = rt.Cluster.from_file(running.path)
+    nodes = running.spec.nodes
+    supervisor = nodes[2].pid
+    sequencer = procs.child_running(supervisor, "rt-sequencer")
+    with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", roll_size=ROLL) as publisher:
+        publish(publisher, 10)
+        wait_until(lambda: rolled_files_agree(running), 30, "identical merged logs")
+        # Node 2's sequencer dies, and its supervisor is held so it cannot restart it yet.
+        os.kill(supervisor, signal.SIGSTOP)
+        try:
+            os.kill(sequencer, signal.SIGKILL)
+            publish(publisher, 60)
+            wait_until(lambda: len(collected_names(nodes[0])) >= 10, 60, "collected on two")
+            # Raft's snapshot follows the checkpoint every 5 s; entries after it cut the
+            # log, so the node that was away needs the snapshot.
+            time.sleep(6)
+            publish(publisher, 10)
+            time.sleep(1)
+            assert len(collected_names(nodes[2])) < 3  # it was away
+        finally:
+            os.kill(supervisor, signal.SIGCONT)
+        publish(publisher, 5)
+    wait_until(lambda: rolled_files_agree(running), 60, "the node caught up")
+    wait_until(
+        lambda: collected_names(nodes[2]) == collected_names(nodes[0]), 30, "collected alike"
+    )
+    assert "past collected files" in running.log()
+    sub = []
+    with rt.Subscriber(
+        client, log_dir=tmp_path / "sub", node=2, on_message=lambda m, p: sub.append(p)
+    ):
+        wait_until(lambda: len(sub) >= 1000, 30, "delivery from the node that caught up")

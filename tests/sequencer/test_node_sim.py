@@ -1,5 +1,6 @@
 """The whole-node simulator: seeds pass, runs replay exactly, faults are exercised, the
-command line reports as specified, and deliberately broken merge cores are caught."""
+command line reports as specified, and deliberately broken merge cores are caught; so is
+a snapshot catch-up that reads merged bytes a peer collected."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import sys
 
 import pytest
 
-from rt_sequencer.core import Merger, RaftState, Range, SequencerCore
+from rt_sequencer.core import Checkpoint, Merger, RaftState, Range, SequencerCore
 from rt_sequencer.nodesim import NodeSimConfig, NodeSimulation, main, run_seeds
+from rt_sequencer.nodesim._storage import MemoryOut
+from rtcommon.log import Codec, encode_message, file_start
 from rtcommon.streams import is_dedup_topic
 
 
@@ -41,8 +44,72 @@ def test_runs_exercise_faults_and_recover() -> None:
         "fetches",
         "snapshots_installed",
         "compactions",
+        "prunes",
+        "prunes_applied",
+        "collections",
+        "collected_skips",
     ):
         assert totals[name] > 0, (name, totals)
+
+
+@pytest.mark.parametrize("nodes", [3, 5, 1])
+def test_seeds_pass_under_frequent_prunes(nodes: int) -> None:
+    """Prunes every few ticks, into small files: every node applies each at one point, no
+    catch-up reads collected bytes, and the logs agree where both still hold them."""
+    config = NodeSimConfig(nodes=nodes, prune_ticks=(1, 4), out_file_bytes=256)
+    applied = collections = skips = 0
+    for seed in range(25):
+        result = NodeSimulation(seed, config).run()
+        assert result.ok, (seed, result.violations)
+        applied += result.stats.prunes_applied
+        collections += result.stats.collections
+        skips += result.stats.collected_skips
+    assert applied > 100 and collections > 100, (applied, collections)
+    assert skips > 0 or nodes == 1, skips
+
+
+def record(record_id: int, size: int = 100) -> bytes:
+    return encode_message(
+        b"x" * size, origin="o", ts=record_id, id=record_id, codec=Codec.RAW, tags=("t",)
+    )
+
+
+def test_the_merged_log_is_collected_in_whole_files() -> None:
+    """The in-memory merged log's fake files roll at the first record boundary past every
+    ``file_bytes``; a prune collects the files wholly before its point, never the last."""
+    base = file_start(1, 0)
+    reads: list[str] = []
+    out = MemoryOut(base, lambda offset, data: None, file_bytes=512, on_collected_read=reads.append)
+    ends = []
+    for i in range(1, 21):
+        out.append(record(i))
+        ends.append(out.position)
+    size = ends[0] - base
+    starts = out.file_starts()
+    assert starts[0] == base
+    assert all(start in ends for start in starts[1:])
+    # each file starts at the first record end at or past a multiple of 512
+    assert [s - base for s in starts[1:]] == [
+        -(-k * 512 // size) * size for k in range(1, len(starts))
+    ]
+    assert not out.collect(starts[1] - 1)  # inside the first file: nothing is whole before
+    assert out.collect(starts[2] + 1) and out.collected == starts[2]
+    assert not out.collect(starts[1])  # never back
+    assert out.collect(out.position + 10_000)  # past the end: every file but the last
+    assert out.collected == starts[-1] < out.position
+    assert out.read(out.collected, out.position) == out.data[out.collected - base :]
+    assert reads == []
+    out.read(starts[1], starts[2], "n1")
+    assert reads and "by n1" in reads[0]
+    # a log that goes on past a peer's collected files holds nothing before them
+    other = MemoryOut(base, lambda offset, data: None, file_bytes=512)
+    other.append(record(1))
+    other.skip_to(starts[-1])
+    assert other.collected == other.position == starts[-1]
+    other.cut_to(starts[1])  # cut below it: emptied files stay collected
+    assert other.collected == starts[-1]
+    other.trim_torn()  # a log ending inside its collected files has nothing to scan
+    assert other.position == starts[1]
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -51,6 +118,8 @@ def test_a_seed_replays_exactly() -> None:
     assert first.trace == second.trace
     assert first.stats == second.stats
     assert len(first.trace) > 50
+    assert first.stats.prunes_applied > 0
+    assert any("applied the prune" in line for line in first.trace)
 
 
 def test_a_seed_replays_exactly_in_other_processes() -> None:
@@ -140,6 +209,24 @@ class DoneBeforeDurable(SequencerCore):
         return dict(self.merger.merged)
 
 
+class ForgetsThePrunePoint(Merger):
+    """Leaves the prune point out of its checkpoints (so out of snapshots and restarts)."""
+
+    def checkpoint(self) -> Checkpoint:
+        checkpoint = super().checkpoint()
+        checkpoint.pruned_before = 0
+        return checkpoint
+
+
+class PrunesToWhatItSynced(Merger):
+    """Clamps a prune to the end of what its own merged log synced, not to its end: each
+    node collects to its own point."""
+
+    def prune(self, index: int, before: int) -> bool:
+        out = self.out
+        return super().prune(index, min(before, out.base + out.durable))
+
+
 @pytest.mark.parametrize(
     ("core_class", "expected"),
     [
@@ -152,6 +239,8 @@ class DoneBeforeDurable(SequencerCore):
         (ProposesBeforeApplyingItsLog, {("exception", "does not continue its merge")}),
         (ArchivesOnAQuorumsWord, {("archived read", "archived before")}),
         (DoneBeforeDurable, {("archived read", "archived before")}),
+        (core_with(ForgetsThePrunePoint), {("prune points", "(in a checkpoint)")}),
+        (core_with(PrunesToWhatItSynced), {("prune points", "applied the prune at")}),
     ],
     ids=[
         "dedup-per-origin",
@@ -160,6 +249,8 @@ class DoneBeforeDurable(SequencerCore):
         "proposes-too-soon",
         "archives-on-a-quorum",
         "done-before-durable",
+        "forgets-the-prune-point",
+        "prunes-to-its-own-point",
     ],
 )
 def test_broken_cores_are_caught(
@@ -179,12 +270,33 @@ def test_broken_cores_are_caught(
     pytest.fail(f"not caught as expected; found {found[:5]}")
 
 
+class CopiesCollectedBytes(NodeSimulation):
+    """A snapshot catch-up that pulls from where its merged log ends even when the peer
+    collected those bytes (rather than going on at the peer's collected point)."""
+
+    def _pull_start(self, source: MemoryOut, start: int) -> int:
+        return start
+
+
+def test_a_catch_up_that_reads_collected_bytes_is_caught() -> None:
+    found: list[str] = []
+    for seed in range(60):
+        result = CopiesCollectedBytes(seed).run()
+        found += [f"{v.kind}: {v.detail}" for v in result.violations]
+        if any(v.kind == "collected read" for v in result.violations):
+            return
+    pytest.fail(f"not caught as expected; found {found[:5]}")
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
 def test_command_line_reports_success(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "3", "--start", "10"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "3 seeds, 0 violations"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "3 seeds, 0 violations"
+    totals = dict(item.split("=") for item in lines[-3].removeprefix("totals: ").split(", "))
+    assert int(totals["records"]) > 0 and int(totals["prunes_applied"]) > 0, totals
 
 
 def test_command_line_reports_failing_seeds_with_replay_commands(

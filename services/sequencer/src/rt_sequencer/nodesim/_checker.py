@@ -71,31 +71,22 @@ class MergeChecker:
         ``where``): the same at this index on every node, never lower than at an earlier
         index, never higher than at a later one."""
         indexes, states = self._pruned_indexes, self._pruned
+        what = f"n{node} pruned before {pruned_before} at applied index {index} ({where})"
         seen = states.get(index)
         if seen is not None:
             if seen[0] != pruned_before:
-                self.fail(
-                    "prune points",
-                    f"n{node} pruned before {pruned_before} at applied index {index}"
-                    f" ({where}), {seen[0]} there {seen[1]}",
-                )
+                self.fail("prune points", f"{what}; {seen[1]} had {seen[0]} there")
             return
         at = bisect.bisect_left(indexes, index)
         if at > 0 and states[indexes[at - 1]][0] > pruned_before:
             earlier = indexes[at - 1]
-            self.fail(
-                "prune points",
-                f"n{node} pruned before {pruned_before} at applied index {index} ({where}),"
-                f" went back from {states[earlier][0]} at {earlier} ({states[earlier][1]})",
-            )
+            value, by = states[earlier]
+            self.fail("prune points", f"{what}: back from {value} at index {earlier} ({by})")
             return
         if at < len(indexes) and states[indexes[at]][0] < pruned_before:
             later = indexes[at]
-            self.fail(
-                "prune points",
-                f"n{node} pruned before {pruned_before} at applied index {index} ({where}),"
-                f" {states[later][0]} at the later index {later} ({states[later][1]})",
-            )
+            value, by = states[later]
+            self.fail("prune points", f"{what}: past {value} at the later index {later} ({by})")
             return
         indexes.insert(at, index)
         states[index] = (pruned_before, f"n{node} {where}")

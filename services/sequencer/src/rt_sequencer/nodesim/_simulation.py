@@ -37,7 +37,15 @@ real catch-up does with the Pull's "collected, go on at Q": it goes on at the pe
 collected point, its own bytes before it collected too; reading collected bytes is a
 violation. The checker sees every prune applied, every checkpoint and each node's state
 after every event (see ``_checker``), and a node's prune point must never fall below
-what it held in this run or in its durable checkpoint.
+what it held in this run or in its durable checkpoint (a node whose checkpoint was
+damaged relearns it from a snapshot or by replay).
+
+An install whose snapshot is older than the collected point (the peers collected past
+its position, or the node's own files were, when its checkpoint was lost) leaves the
+merged log going on inside collected files: the simulation lets the node do so (it
+merges those bytes again; they stay collected, never read) and counts it in
+``NodeSimStats.resumed_in_collected``; the real node cannot reopen its log there today
+(``LogWriter(at=...)`` refuses an offset past an emptied file's size).
 """
 
 from __future__ import annotations
@@ -159,7 +167,7 @@ class NodeSimStats:
     prunes_applied: int = 0  #: distinct Prune entries applied (by any node)
     collections: int = 0  #: PruneOuts that moved a node's collected point
     collected_skips: int = 0  #: installs that went on past a peer's collected bytes
-    #: installs whose merged log goes on before the point its files are collected to
+    #: installs whose merged log goes on inside its collected files (see the docstring)
     resumed_in_collected: int = 0
     recovery_ticks: int = -1
 
@@ -388,7 +396,7 @@ class NodeSimulation(SimulationBase):
             now=self._seconds(),
             timing=config.timing,
         )
-        host.pruned_floor = checkpoint.pruned_before  # a damaged checkpoint forgot it
+        host.pruned_floor = checkpoint.pruned_before  # 0 if damaged: relearnt later
         self._watch_prunes(host)
         host.core.raft_changed(self._raft_state(host))
         if snapshot.index > checkpoint.applied_index:
@@ -793,7 +801,7 @@ class NodeSimulation(SimulationBase):
                         " before it"
                     )
                 if start < target:
-                    out.append(source.read(start, target))  # the checker compares
+                    out.append(source.read(start, target, f"n{node}"))  # the checker compares
             if out.collected > target:
                 self.stats.resumed_in_collected += 1
                 self._note(

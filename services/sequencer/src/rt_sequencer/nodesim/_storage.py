@@ -182,11 +182,14 @@ class MemoryOut:
         self.on_append(len(self.data), data)
         self.data += data
 
-    def read(self, start: int, end: int) -> bytes:
-        """The bytes in ``[start, end)``, as a peer's Pull serves them: a start before the
-        collected point is a violation (the real Pull answers "collected" instead)."""
+    def read(self, start: int, end: int, reader: str = "") -> bytes:
+        """The bytes in ``[start, end)``, as a Pull serves them to ``reader``: a start before
+        the collected point is a violation (the real Pull answers "collected" instead)."""
         if start < self.collected:
-            what = f"read at {start - self.base}, collected before {self.collected - self.base}"
+            what = (
+                f"read{reader and ' by ' + reader} at {start - self.base},"
+                f" collected before {self.collected - self.base}"
+            )
             if self.on_collected_read is None:
                 raise AssertionError(what)
             self.on_collected_read(what)
