@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rt_sequencer.core import Checkpoint, Merger, RaftState, Range, SequencerCore
+from rt_sequencer.core import Checkpoint, Merger, PruneOut, RaftState, Range, SequencerCore
 from rt_sequencer.nodesim import NodeSimConfig, NodeSimulation, main, run_seeds
 from rt_sequencer.nodesim._storage import MemoryOut
 from rtcommon.log import Codec, encode_message, file_start
@@ -284,6 +284,31 @@ def test_a_catch_up_that_reads_collected_bytes_is_caught() -> None:
         result = CopiesCollectedBytes(seed).run()
         found += [f"{v.kind}: {v.detail}" for v in result.violations]
         if any(v.kind == "collected read" for v in result.violations):
+            return
+    pytest.fail(f"not caught as expected; found {found[:5]}")
+
+
+class CollectsPastItsSnapshot(SequencerCore):
+    """Collects its merged log up to the retention point at once, not held back to its
+    stored snapshot's end: an install of an older snapshot then has nowhere to start."""
+
+    def _prune_out(self, *, again: bool = False) -> None:
+        point = self.merger.pruned_before
+        if point > self.collected_before or (again and point):
+            self.collected_before = max(self.collected_before, point)
+            self._emit(PruneOut(point))
+
+
+def test_collecting_past_the_stored_snapshot_is_caught() -> None:
+    config = NodeSimConfig(prune_ticks=(1, 4), out_file_bytes=256)
+    found: list[str] = []
+    for seed in range(60):
+        result = NodeSimulation(seed, config, core_class=CollectsPastItsSnapshot).run()
+        found += [f"{v.kind}: {v.detail}" for v in result.violations]
+        if any(
+            v.kind == "collected read" and "inside its collected files" in v.detail
+            for v in result.violations
+        ):
             return
     pytest.fail(f"not caught as expected; found {found[:5]}")
 

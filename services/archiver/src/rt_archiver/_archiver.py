@@ -30,7 +30,6 @@ from rtcommon.grpcopts import describe_error
 from rtcommon.log import (
     LogEvent,
     LogReader,
-    collected_end,
     file_name,
     file_start,
     is_collected,
@@ -68,6 +67,7 @@ class Archiver:
         self.policy = policy
         self.interval = interval
         self._newest: dict[tuple[int, int], int | None] = {}
+        self._last_prune: dict | None = None  # the last prune asked for: when, what, why
 
     async def run(self) -> None:
         policy = self.policy
@@ -100,7 +100,8 @@ class Archiver:
             )
             status.update(log_bytes=log_bytes, rolled_files=len(files))
             if decision is not None:
-                status["decision"] = {
+                self._last_prune = {
+                    "at": status["checked"],
                     "before": decision.before,
                     "files": decision.files,
                     "bytes": decision.freed,
@@ -122,7 +123,7 @@ class Archiver:
         except OSError as exc:
             status["error"] = f"reading {self.out_dir}: {exc}"
             log.warning("%s", status["error"])
-        status["pruned_before"] = collected_end(self.out_dir)
+        status["last_prune"] = self._last_prune
         with contextlib.suppress(OSError):
             payload = json.dumps(status).encode()
             write_file_atomically(self.data / STATUS_FILE, payload)

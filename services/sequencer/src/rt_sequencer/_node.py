@@ -422,6 +422,12 @@ class Node:
         """The cluster's retention point, as far as this node has applied."""
         return self.core.merger.pruned_before
 
+    @property
+    def collected_before(self) -> int:
+        """This node's merged log is collected before this position (the retention
+        point, held back to the stored snapshot's end)."""
+        return self.core.collected_before
+
     async def prune(self, before: int, *, forwarded: bool = False) -> int:
         """Collect the merged log before ``before`` on every node (Admin.Prune): the
         leader proposes a Prune entry and answers once it applied it; a follower passes
@@ -635,7 +641,14 @@ class Node:
             def write(chunk: common_pb2.LogChunk) -> bool:
                 nonlocal mirror
                 before = mirror.end
-                if chunk.collected:  # the peers collected what this log still lacks
+                if chunk.collected:  # the peer collected what this log still lacks
+                    if chunk.position > target:
+                        # It collected past this snapshot's end (its own snapshot is newer):
+                        # the peer whose snapshot this is, or a newer snapshot, will do.
+                        raise CollectedPastTargetError(
+                            f"it collected its merged log up to {chunk.position}, past the"
+                            f" snapshot's end {target}"
+                        )
                     log.info("the merged log goes on at %d, past collected files", chunk.position)
                     mirror.close()
                     collect_copy(self.out_dir, chunk.position)
@@ -660,6 +673,10 @@ class Node:
         finally:
             mirror.close()
         self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
+
+
+class CollectedPastTargetError(Exception):
+    """A peer serving a snapshot install collected past the snapshot's end."""
 
 
 def run_node(spec: ClusterSpec, node_id: int) -> None:

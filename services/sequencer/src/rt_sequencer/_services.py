@@ -153,7 +153,7 @@ class PullHost(Protocol):
     def out(self) -> MergedLog: ...
 
     @property
-    def pruned_before(self) -> int: ...
+    def collected_before(self) -> int: ...
 
 
 class PeerHost(Protocol):
@@ -294,11 +294,11 @@ class PullService(pull_pb2_grpc.PullServicer):
             if collected is not None:
                 log.info("pull from %d: collected, going on at %d", request.position, collected)
                 yield common_pb2.LogChunk(
-                    position=collected, collected=True, pruned_before=self.node.pruned_before
+                    position=collected, collected=True, pruned_before=self.node.collected_before
                 )
             async for chunk in _serve(reader, out.appended, context, merged=True):
                 client.moved(len(chunk.data), chunk.position + len(chunk.data))
-                chunk.pruned_before = self.node.pruned_before
+                chunk.pruned_before = self.node.collected_before
                 yield chunk
 
     @staticmethod

@@ -30,7 +30,8 @@ trailing slash, as RT's documentation writes them (``GET resetStatus/``).
 - ``GET /logHistory``: the merged log's sessions on this node, each with its first
   position held, last position and its files held and collected (a session a hard
   reset emptied holds no bytes), and ``retention``: the archiver's policy and its last
-  check (``rt_archiver``).
+  check (``rt_archiver``), and ``collected_before``, the start of the first file held
+  after the collected ones.
 
 ``/latestOutPosition``, ``/rtClients`` and ``/dedupRtClients`` answer 503 while the
 sequencer cannot answer.
@@ -49,6 +50,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from rtcommon.grpcopts import describe_error
 from rtcommon.log import (
     SEAL_SIZE,
+    collected_end,
     file_is_sealed,
     file_name,
     file_start,
@@ -262,7 +264,8 @@ def create_app(
         summary="The merged log's sessions on this node, first to last, and its retention",
     )
     async def log_history() -> JSONResponse:
-        return answer(200, UP, sessions=_sessions(out_dir), retention=retention())
+        collected = {"collected_before": collected_end(out_dir)}
+        return answer(200, UP, sessions=_sessions(out_dir), retention=retention() | collected)
 
     return app
 

@@ -51,9 +51,10 @@ class LogChunk(_message.Message):
     `position` (its readers report a `collected` event).
     """
     pruned_before: _builtins.int
-    """The cluster's retention point (Pull only): the merged log's rolled files wholly
-    before it are collected. A subscriber that follows the cluster's truncation empties
-    its copy's files before it, no further than it has delivered.
+    """The serving node's collected point (Pull only): its merged log's rolled files wholly
+    before it are collected (the cluster's retention point, held back to the node's
+    stored snapshot). A subscriber that follows the cluster's truncation empties its
+    copy's files before it, no further than it has delivered.
     """
     def __init__(
         self,

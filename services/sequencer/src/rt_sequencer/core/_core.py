@@ -37,9 +37,12 @@ What it decides:
   nor a replay from its snapshot by a node that lost its state, reads the input
   before them again.
 - **Retention of the merged log**: a committed :class:`Prune` entry moves the point
-  before which the merged log's rolled files are collected (:class:`PruneOut`); every
-  node applies it at the same index, so merged logs stay identical file for file. The
-  point is part of the checkpoint, asked for again after every restart and install.
+  before which the merged log's rolled files may go; every node applies it at the same
+  index, so merged logs stay identical file for file. A node collects its files
+  (:class:`PruneOut`) only before both that point and the end of the merged log in its
+  stored Raft snapshot: whatever it restarts or installs from (its checkpoint, its
+  snapshot, a peer's snapshot that peer can serve) then begins in a file still held.
+  The collected point is asked for again after every restart and install.
 - **Archival**: once every node is done with a stream's input before a position
   (the least of their done positions; a node not heard from holds it at 0), the
   input copies' whole files before it are dropped and the publisher is told it may
@@ -136,6 +139,7 @@ class SequencerCore:
         self._snapshot_asked = self._snapshot.applied_index  # the latest Compact's index
         self._next_snapshot = now
         self._archived: dict[str, int] = {}  # stream -> position Archive was asked for
+        self.collected_before = 0  #: the latest PruneOut asked for
         self._actions: list[Action] = []
         # committed, not applied
         self._pending: deque[tuple[int, list[Range] | Prune]] = deque()
@@ -163,7 +167,7 @@ class SequencerCore:
             p: ({}, {}) for p in self._peers
         }
         self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
-        self._prune_out()  # a crash may have come between a prune's entry and its files
+        self._prune_out(again=True)  # a crash may have come between the decision and files
 
     # -- queries -------------------------------------------------------------------------
 
@@ -258,6 +262,7 @@ class SequencerCore:
             self._snapshot = checkpoint  # Raft stored it: a replay from scratch starts here
             self._snapshot_asked = max(self._snapshot_asked, checkpoint.applied_index)
             self._refresh_done()
+            self._prune_out()
         installing = self._installing.applied_index if self._installing is not None else 0
         if checkpoint.applied_index <= max(self.merger.applied_index, installing):
             return
@@ -279,7 +284,7 @@ class SequencerCore:
         self.merger.restore(checkpoint)
         self._saving = True
         self._emit(SaveCheckpoint(self.merger.checkpoint()))
-        self._prune_out()
+        self._prune_out(again=True)
         self._apply()
 
     def held(
@@ -349,6 +354,7 @@ class SequencerCore:
         if checkpoint.applied_index > self._snapshot.applied_index:
             self._snapshot = checkpoint
             self._refresh_done()
+            self._prune_out()
 
     def archive_failed(self, stream: str) -> None:
         """An :class:`Archive` of ``stream`` could not be carried out: ask again when its
@@ -382,9 +388,13 @@ class SequencerCore:
             self._emit(PublishOut())
             self._maybe_propose()
 
-    def _prune_out(self) -> None:
-        if self.merger.pruned_before:
-            self._emit(PruneOut(self.merger.pruned_before))
+    def _prune_out(self, *, again: bool = False) -> None:
+        """Collect the merged log before the retention point, no further than the stored
+        snapshot's end (see the module docstring); ``again``: even if asked before."""
+        point = min(self.merger.pruned_before, self._snapshot.out_position)
+        if point > self.collected_before or (again and point):
+            self.collected_before = max(self.collected_before, point)
+            self._emit(PruneOut(point))
 
     def _checkpoint_due(self) -> bool:
         """A checkpoint is wanted (at ``_next_checkpoint``): the merge moved since the last

@@ -188,8 +188,9 @@ class Archive:
 @dataclass(slots=True, frozen=True)
 class PruneOut:
     """Collect the merged log's rolled files wholly before ``before``: empty them in
-    place and set their sticky bit (a :class:`Prune` was applied, or a checkpoint that
-    holds one was taken). Idempotent: asked again after every restart and install."""
+    place and set their sticky bit (a :class:`Prune` was applied, or Raft's stored
+    snapshot moved past an earlier one). Idempotent: asked again after every restart
+    and install."""
 
     before: int
 

@@ -32,20 +32,16 @@ a Prune entry (as ``Node.prune`` does for ``Admin.Prune``) for a position of its
 log, from its prune point to its end, or beyond the end (the core clamps it). A
 :class:`~rt_sequencer.core.PruneOut` collects fake files of the in-memory merged log
 (``_storage``) a disk delay later (a crash may come first; the core asks again at
-restart). A snapshot install that needs merged bytes a peer collected does what the
-real catch-up does with the Pull's "collected, go on at Q": it goes on at the peer's
-collected point, its own bytes before it collected too; reading collected bytes is a
+restart). The core asks to collect only before its stored snapshot's end as well, so a
+snapshot install always begins in a file some node still holds: an install that needs
+merged bytes a peer collected does what the real catch-up does with the Pull's
+"collected, go on at Q": it goes on at the peer's collected point (its own bytes before
+it collected too) if that is not past the snapshot's end, and otherwise tries another
+peer. Reading collected bytes, or an install left going on inside collected files, is a
 violation. The checker sees every prune applied, every checkpoint and each node's state
 after every event (see ``_checker``), and a node's prune point must never fall below
 what it held in this run or in its durable checkpoint (a node whose checkpoint was
 damaged relearns it from a snapshot or by replay).
-
-An install whose snapshot is older than the collected point (the peers collected past
-its position, or the node's own files were, when its checkpoint was lost) leaves the
-merged log going on inside collected files: the simulation lets the node do so (it
-merges those bytes again; they stay collected, never read) and counts it in
-``NodeSimStats.resumed_in_collected``; the real node cannot reopen its log there today
-(``LogWriter(at=...)`` refuses an offset past an emptied file's size).
 """
 
 from __future__ import annotations
@@ -167,8 +163,6 @@ class NodeSimStats:
     prunes_applied: int = 0  #: distinct Prune entries applied (by any node)
     collections: int = 0  #: PruneOuts that moved a node's collected point
     collected_skips: int = 0  #: installs that went on past a peer's collected bytes
-    #: installs whose merged log goes on inside its collected files (see the docstring)
-    resumed_in_collected: int = 0
     recovery_ticks: int = -1
 
 
@@ -793,6 +787,8 @@ class NodeSimulation(SimulationBase):
             start = out.position
             if start < target:  # a Pull from the peer
                 start = self._pull_start(source, start)
+                if start > target:
+                    continue  # it collected past the snapshot's end: the catch-up fails over
                 if start > out.position:
                     out.skip_to(start)
                     self.stats.collected_skips += 1
@@ -803,11 +799,12 @@ class NodeSimulation(SimulationBase):
                 if start < target:
                     out.append(source.read(start, target, f"n{node}"))  # the checker compares
             if out.collected > target:
-                self.stats.resumed_in_collected += 1
-                self._note(
-                    f"n{node} goes on at {_offset(target)}, inside its collected files"
-                    f" (collected before {_offset(out.collected)})"
+                self.checker.fail(
+                    "collected read",
+                    f"n{node} would go on at {_offset(target)}, inside its collected files"
+                    f" (collected before {_offset(out.collected)}): its log cannot reopen there",
                 )
+                return
             out.cut_to(target)
             out.durable = target - BASE
             host.core.out_caught_up(target, out)
