@@ -16,6 +16,7 @@ from rtcommon.log import (
     check_position,
     file_name,
     file_start,
+    is_collected,
     list_log_files,
     read_mirror_start,
     split_position,
@@ -52,11 +53,11 @@ class Start:
         if self.mode == END and files:
             self.position = copy_end if copy_end is not None else _local_end(log_dir, files)
         elif self.position is not None and files:
-            held = first_held_position(log_dir, files)
-            if self.position < held and replicated:
+            begins = copy_start(log_dir, files)  # collected files included: an event
+            if self.position < begins and replicated:
                 raise SubscriberError(
                     f"position {self.position} lies before the local copy in"
-                    f" {log_dir}, which begins at {held}; subscribe with another log_dir"
+                    f" {log_dir}, which begins at {begins}; subscribe with another log_dir"
                 )
             if not starts_a_record(log_dir, self.position):
                 raise SubscriberError(
@@ -92,7 +93,13 @@ class Start:
 
 
 def first_held_position(directory: Path, files: list[tuple[int, int]]) -> int:
-    """The first position whose bytes the copy holds (a copy may begin mid-file)."""
+    """The first position whose bytes the copy holds: its collected files hold none."""
+    held = [file for file in files if not is_collected(directory / file_name(*file))]
+    return copy_start(directory, held or files[-1:])
+
+
+def copy_start(directory: Path, files: list[tuple[int, int]]) -> int:
+    """Where the copy of ``files`` begins (a copy may begin mid-file)."""
     first = files[0]
     start = read_mirror_start(directory)
     if start is not None and split_position(start)[:2] == first:
