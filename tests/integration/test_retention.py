@@ -93,7 +93,7 @@ def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, h
     with rt.Subscriber(
         client,
         log_dir=tmp_path / "sub",
-        position=file_start(0, 0) if files[0][0] == 0 else file_start(files[0][0], 0),
+        position=file_start(files[0][0], 0),  # the first file: collected
         on_message=lambda m, p: messages.append(p),
         on_event=lambda kind, positions: events.append((kind, positions)),
     ):

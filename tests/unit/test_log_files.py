@@ -496,9 +496,10 @@ def test_a_merged_log_reader_reports_collected_records_and_refuses_to_start_in_t
 
 
 def test_a_copy_goes_on_past_files_its_source_collected(tmp_path):
-    """collect_copy: the copy's files before the source's first held one are emptied with
-    the sticky bit, the names between created so, and a mirror goes on at that file; a
-    reader that was behind reports the records it missed as a ``collected`` event."""
+    """collect_copy: the files between the copy's last one and the source's first held
+    one are created empty with the sticky bit, the copy's own files keep their records,
+    and a mirror goes on at that file; a reader that was behind reads what the copy held,
+    then reports the records it missed as a ``collected`` event."""
     source, copy = tmp_path / "source", tmp_path / "copy"
     with LogWriter(source, roll_size=200) as writer:
         for i in range(14):
@@ -509,21 +510,30 @@ def test_a_copy_goes_on_past_files_its_source_collected(tmp_path):
             for item in items:
                 mirror.write(item)
     assert list_log_files(copy) == files[:2]
+    sizes = {f: (copy / file_name(*f)).stat().st_size for f in files[:2]}
     behind = LogReader(copy, merged=True)
-    held = records_of(behind.read() + behind.read())
+    first = records_of(behind.read())
     target = file_start(*files[4])
-    collect_copy(copy, target)
+    assert collect_copy(copy, target) == [copy / file_name(*f) for f in files[2:4]]
     assert list_log_files(copy) == files[:5]
     for file in files[:4]:
-        mode = (copy / file_name(*file)).stat()
-        assert mode.st_size == 0 and mode.st_mode & stat.S_ISVTX
+        info = (copy / file_name(*file)).stat()
+        if file < files[2]:  # held: untouched
+            assert info.st_size == sizes[file] and not info.st_mode & stat.S_ISVTX
+        else:
+            assert info.st_size == 0 and info.st_mode & stat.S_ISVTX
     with LogMirror(copy) as mirror, LogReader(source, target) as reader:
         while items := reader.read_chunks():
             for item in items:
                 mirror.write(item)
     items = [item for _ in range(20) for item in behind.read()]
-    assert items[0] == LogEvent(COLLECTED, (held[-1].position, target))
-    assert [r.id for r in records_of(items)] == [r.id for r in read_log(source, target)]
+    held = [r.id for r in read_log(source) if r.position <= file_start(*files[2])]
+    events = [item for item in items if isinstance(item, LogEvent)]
+    assert events == [
+        LogEvent(COLLECTED, (file_start(*files[1]) + sizes[files[1]] - SEAL_SIZE, target))
+    ]
+    ids = [r.id for r in first + records_of(items)]
+    assert ids == held + [r.id for r in read_log(source, target)]
     behind.close()
     with pytest.raises(ValueError, match="file's start"):
         collect_copy(copy, target + 5)

@@ -14,13 +14,14 @@ are emptied too, so delivery reports a ``reset`` event and goes on in the new se
 Garbage collection reaches it two ways. Records the copy lacks that the cluster
 collected come as a chunk marked ``collected`` at the first position held: the copy
 marks its files before it collected (:func:`rtcommon.log.collect_copy`), so delivery
-reports a ``collected`` event and goes on there. And every chunk carries the cluster's
-retention point: a copy that follows the cluster's truncation (``follow_pruned``)
+reports a ``collected`` event and goes on there. And every chunk carries the node's
+collected point: a copy that follows the cluster's truncation (``follow_pruned``)
 collects its own files before it, never past what delivery has reached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -83,6 +84,7 @@ class Replication:
         self._on_written = on_written
         self._delivered = follow_pruned
         self._pruned_file: tuple[int, int] = (-1, -1)  # the copy is collected before it
+        self._pruning: asyncio.Future[None] | None = None
         #: The local copy (opened by the subscriber before it settles its start).
         self.mirror: LogMirror | None = LogMirror(
             log_dir, sync=SyncPolicy.INTERVAL, start_mid_file=True
@@ -168,8 +170,8 @@ class Replication:
     def write(self, chunk: common_pb2.LogChunk) -> bool:
         """Copy one chunk into the mirror and wake delivery; False for an idle heartbeat."""
         self.last_contact = time.monotonic()
-        if chunk.pruned_before and self._delivered is not None:
-            self._follow_pruned(chunk.pruned_before)
+        if chunk.collected_before and self._delivered is not None:
+            self._follow_pruned(chunk.collected_before)
         if not chunk.data and not chunk.sealed and not chunk.reset and not chunk.collected:
             return False
         mirror = self.mirror
@@ -206,15 +208,14 @@ class Replication:
         return self.mirror
 
     def _collected(self, mirror: LogMirror, first_held: int) -> LogMirror:
-        log.warning(
-            "the cluster collected records this copy lacks: it goes on at %d; marking the"
-            " files before it collected in %s",
-            first_held,
-            self.log_dir,
-        )
         mirror.close()
         try:
-            collect_copy(self.log_dir, first_held)
+            if collect_copy(self.log_dir, first_held):
+                log.warning(
+                    "the cluster collected records this copy lacks: it goes on at %d in %s",
+                    first_held,
+                    self.log_dir,
+                )
             self.mirror = LogMirror(self.log_dir, sync=SyncPolicy.INTERVAL, start_mid_file=True)
         except OSError as exc:
             self.mirror = None
@@ -223,16 +224,22 @@ class Replication:
             ) from exc
         return self.mirror
 
-    def _follow_pruned(self, pruned_before: int) -> None:
-        """Collect the copy's files before the cluster's retention point, no further than
-        delivery has reached (a file at a time: files roll rarely)."""
+    def _follow_pruned(self, collected_before: int) -> None:
+        """Collect the copy's files before the node's collected point, no further than
+        delivery has reached, in a worker thread (its fsyncs must not hold up the loop
+        every subscriber and publisher of the process shares); one at a time, and only
+        when that moves past another file."""
         assert self._delivered is not None
         reached = self._delivered()
-        if reached is None:
+        if reached is None or self._pruning is not None:
             return
-        before = min(pruned_before, reached)
+        before = min(collected_before, reached)
         if split_position(before)[:2] <= self._pruned_file:
             return
+        self._pruning = asyncio.ensure_future(asyncio.to_thread(self._prune_copy, before))
+        self._pruning.add_done_callback(lambda _: setattr(self, "_pruning", None))
+
+    def _prune_copy(self, before: int) -> None:
         try:
             emptied = archive_log_files(self.log_dir, before)
         except OSError as exc:

@@ -320,15 +320,18 @@ class Subscriber:
             raise ValueError(
                 f"cannot prune to {position}: only positions up to {limit} were delivered"
             )
+        lead = self.gc_mode == LEAD and self._nodes
+        if lead and in_background_loop():
+            raise RuntimeError("a lead subscriber's prune waits for the cluster: not from its loop")
         pruned = prune(self.log_dir, position)
-        if self.gc_mode == LEAD and self._nodes:
+        if lead:
             addresses = [node.push for node in self._nodes]
             future = asyncio.run_coroutine_threadsafe(
                 prune_cluster(addresses, position, LEAD_PRUNE_TIMEOUT), background_loop()
             )
             try:
                 future.result(LEAD_PRUNE_TIMEOUT * len(addresses) + 1)
-            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            except (grpc.aio.AioRpcError, TimeoutError, OSError) as exc:
                 raise SubscriberError(
                     f"the cluster did not collect its merged log before {position}: {exc}"
                 ) from exc

@@ -84,10 +84,12 @@ class RaftDriver:
         self._post("propose", (data, future))
         return future
 
-    def compact(self, index: int, data: bytes, keep: int) -> asyncio.Future[None]:
+    def compact(self, index: int, data: bytes, keep: int) -> asyncio.Future[bool]:
         """Store ``data`` as the snapshot at ``index``; cut the log as ``core.Compact``
-        says. The future is done once the snapshot is on disk."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        says. The future is done once the snapshot is on disk (True), or at once with
+        False when Raft has not committed and stored ``index`` here yet (a merge state
+        installed from a peer's newer snapshot runs ahead of this node's Raft log)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._post("compact", (index, data, keep, future))
         return future
 
@@ -153,6 +155,10 @@ class RaftDriver:
                         future.set_result(accepted)
             elif kind == "compact":
                 index, data, keep, stored = item
+                if index > min(self.node.commit_index, self.storage.last_index()):
+                    if not stored.done():
+                        stored.set_result(False)
+                    continue
                 try:
                     await asyncio.to_thread(self._compact, index, data, keep)
                 except Exception as exc:
@@ -160,7 +166,7 @@ class RaftDriver:
                         stored.set_exception(exc)
                     raise
                 if not stored.done():
-                    stored.set_result(None)
+                    stored.set_result(True)
                 self._deliver([], None)  # the first index moved
 
     def _compact(self, index: int, data: bytes, keep: int) -> None:

@@ -392,11 +392,14 @@ class Node:
             ],
         )
 
-    def _snapshot_stored(self, done: asyncio.Future[None], action: Compact) -> None:
+    def _snapshot_stored(self, done: asyncio.Future[bool], action: Compact) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # the driver failed: the node stops
         self._now()
-        self.core.snapshot_stored(action.checkpoint)
+        if done.result():
+            self.core.snapshot_stored(action.checkpoint)
+        else:
+            self.core.snapshot_refused(action.checkpoint)
         self._pump()
 
     def _archive(self, action: Archive) -> None:
@@ -458,6 +461,9 @@ class Node:
                     f" {PRUNE_TIMEOUT:.0f} s"
                 )
             await self.out.appended.wait_for(0.5)
+        if self.pruned_before < min(before, self.out.position):
+            # Another entry took its index (leadership changed before it committed).
+            raise PruneUnavailableError("the prune was lost to a change of leader; try again")
         return self.pruned_before
 
     async def _prune_out(self, before: int) -> None:
@@ -615,9 +621,11 @@ class Node:
                 self._now()
                 self.core.checkpoint_saved(action.checkpoint)
             elif self.core.install_target == action.target:
-                await self._catch_up_out(action.target)
-                self._now()
-                self.core.out_caught_up(action.target, self.out)
+                if await self._catch_up_out(action.target):
+                    self._now()
+                    self.core.out_caught_up(action.target, self.out)
+                else:
+                    await self._install_newer(action)
             self._pump()
 
     async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -625,13 +633,40 @@ class Node:
         await self.out.sync()
         await asyncio.to_thread(write_file_atomically, self.checkpoint_path, checkpoint.encode())
 
-    async def _catch_up_out(self, target: int) -> None:
+    async def _install_newer(self, action: CatchUpOut) -> None:
+        """Every peer collected past the snapshot's merged-log end: install the newest of
+        the peers' stored snapshots instead (each peer collects only before its own, so
+        it can serve it), or try the catch-up again a little later."""
+        replies = await asyncio.gather(
+            *(link.snapshot(timeout=5.0) for link in self.links.values()), return_exceptions=True
+        )
+        found = [reply for reply in replies if isinstance(reply, tuple) and reply[0]]
+        newest = max(found, default=(0, b""))
+        self._now()
+        if newest[0] and self.core.install_newer(newest[1]):
+            log.warning(
+                "every peer collected its merged log past %d: installing a newer snapshot, at %d",
+                action.target,
+                newest[0],
+            )
+            return
+        await asyncio.sleep(1.0)
+        self._storage_queue.put_nowait(action)
+
+    def stored_snapshot(self) -> tuple[int, bytes]:
+        """Raft's stored snapshot (the Peer service's Snapshot): its index and data."""
+        snapshot = self.storage.snapshot()
+        return snapshot.index, snapshot.data
+
+    async def _catch_up_out(self, target: int) -> bool:
         """Bring the merged log to ``target``, from its own files first, then following
-        one peer after another, and reopen it there."""
+        one peer after another, and reopen it there. False (the log left closed) when
+        every peer collected its merged log past ``target``."""
         log.info("installing a snapshot: the merged log goes to %d", target)
         self.out.close()
         peers = list(self.links.values())
         mirror = LogMirror(self.out_dir, sync=SyncPolicy.NONE)
+        collected_past = 0  # peers in a row that collected past the target
         try:
 
             def pull_from(index: int) -> AsyncIterator[common_pb2.LogChunk]:
@@ -657,18 +692,27 @@ class Node:
                 return mirror.end != before
 
             def on_break(index: int, error: BaseException, progressed: bool, delay: float) -> None:
+                nonlocal collected_past
                 if isinstance(error, OSError):
                     raise error  # this node's disk: no peer mends that
                 log.warning("catching up the merged log from %s: %s", peers[index].peer.name, error)
+                collected_past = 0 if progressed else collected_past
+                if isinstance(error, CollectedPastTargetError):
+                    collected_past += 1
+                    if collected_past >= len(peers):
+                        raise error
 
             if peers:
-                await follow(
-                    FailoverPolicy(len(peers)),
-                    pull_from,
-                    write,
-                    done=lambda: (mirror.end or 0) >= target,
-                    on_break=on_break,
-                )
+                try:
+                    await follow(
+                        FailoverPolicy(len(peers)),
+                        pull_from,
+                        write,
+                        done=lambda: (mirror.end or 0) >= target,
+                        on_break=on_break,
+                    )
+                except CollectedPastTargetError:
+                    return False
             mirror.sync()  # the checkpoint that follows says these bytes are on disk
         finally:
             mirror.close()

@@ -124,6 +124,13 @@ class PeerLink:
             async for chunk in chunks:
                 yield Chunk(chunk.position, chunk.data, chunk.sealed)
 
+    async def snapshot(self, timeout: float) -> tuple[int, bytes]:
+        """This peer's stored Raft snapshot: its index (0: none) and data."""
+        reply = await self.stub.Snapshot(
+            peer_pb2.SnapshotRequest(session=self.session), timeout=timeout
+        )
+        return reply.index, reply.data
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -31,6 +31,7 @@ from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,
+    peer_pb2,
     peer_pb2_grpc,
     pull_pb2,
     pull_pb2_grpc,
@@ -170,6 +171,8 @@ class PeerHost(Protocol):
         self, node: int, held: dict[str, int], topics: dict[str, str], done: dict[str, int]
     ) -> None: ...
 
+    def stored_snapshot(self) -> tuple[int, bytes]: ...
+
 
 class AdminHost(Protocol):
     """What Admin needs of the node: its status, and prunes of the merged log."""
@@ -270,12 +273,13 @@ class PullService(pull_pb2_grpc.PullServicer):
             position = request.position
         collected = None  # the position asked for was collected: go on where the log does
         try:
-            try:
-                # Records were checked on their way in; the subscriber checks them again.
-                reader = self._reader(out, position, request)
-            except PositionCollectedError as exc:
-                collected = position = exc.first_held
-                reader = self._reader(out, position, request)
+            while True:
+                try:
+                    # Records were checked on their way in; the subscriber checks them again.
+                    reader = self._reader(out, position, request)
+                    break
+                except PositionCollectedError as exc:  # (again, if collection moved on)
+                    collected = position = exc.first_held
         except PositionPastEndError as exc:
             what = _without(str(exc), out.directory, "s/out")
             await context.abort(
@@ -294,11 +298,11 @@ class PullService(pull_pb2_grpc.PullServicer):
             if collected is not None:
                 log.info("pull from %d: collected, going on at %d", request.position, collected)
                 yield common_pb2.LogChunk(
-                    position=collected, collected=True, pruned_before=self.node.collected_before
+                    position=collected, collected=True, collected_before=self.node.collected_before
                 )
             async for chunk in _serve(reader, out.appended, context, merged=True):
                 client.moved(len(chunk.data), chunk.position + len(chunk.data))
-                chunk.pruned_before = self.node.collected_before
+                chunk.collected_before = self.node.collected_before
                 yield chunk
 
     @staticmethod
@@ -370,6 +374,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             )
         async for chunk in _serve(reader, self.node.inputs.written, context):
             yield chunk
+
+    async def Snapshot(self, request, context):
+        await self._check_session(request.session, context)
+        index, data = self.node.stored_snapshot()
+        return peer_pb2.SnapshotReply(index=index, data=data)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):

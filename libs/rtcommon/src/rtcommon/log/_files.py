@@ -143,8 +143,9 @@ class PendingSync:
 
 def archive_log_files(directory: str | os.PathLike[str], before: int) -> list[Path]:
     """Garbage-collect the whole files of a log before position ``before``: each file
-    followed by a file that starts at or before it is emptied in place and gets the
-    sticky bit (``-rw-r--r-T`` in ``ls -l``: RT's mark of a collected file). The last
+    followed by a file that starts at or before it gets the sticky bit (``-rw-r--r-T``
+    in ``ls -l``: RT's mark of a collected file) and is emptied in place, in that order,
+    so a reader never takes a file being emptied for an ordinary empty one. The last
     file is never touched. Returns the files this call emptied, in log order."""
     directory = Path(directory)
     files = list_log_files(directory)
@@ -154,25 +155,26 @@ def archive_log_files(directory: str | os.PathLike[str], before: int) -> list[Pa
             break
         path = directory / file_name(*file)
         try:
-            mode = path.stat().st_mode
-            if mode & stat.S_ISVTX:
-                continue  # collected already
             fd = os.open(path, os.O_WRONLY)
         except FileNotFoundError:
             continue  # removed meanwhile: nothing left to give back
         try:
+            info = os.fstat(fd)
+            if info.st_mode & stat.S_ISVTX and not info.st_size:
+                continue  # collected already
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) | stat.S_ISVTX)
             os.ftruncate(fd, 0)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(path, stat.S_IMODE(mode) | stat.S_ISVTX)
         emptied.append(path)
     return emptied
 
 
 def is_collected(path: str | os.PathLike[str]) -> bool:
-    """Whether the log file at ``path`` was garbage-collected: emptied with the sticky bit
-    (a hard reset empties files without it). A missing file is not."""
+    """Whether the log file at ``path`` was garbage-collected: it has the sticky bit (it is
+    empty, or being emptied; a hard reset empties files without it). A missing file is
+    not."""
     try:
         return bool(os.stat(path).st_mode & stat.S_ISVTX)
     except FileNotFoundError:
@@ -184,37 +186,45 @@ def collected_end(directory: str | os.PathLike[str]) -> int:
     (0 when nothing was collected)."""
     directory = Path(directory)
     files = list_log_files(directory)
-    for earlier, later in itertools.pairwise(reversed(files)):
-        if is_collected(directory / file_name(*later)):
-            return file_start(*earlier)
+    for later, earlier in itertools.pairwise(reversed(files)):
+        if is_collected(directory / file_name(*earlier)):
+            return file_start(*later)
     return 0
 
 
-def collect_copy(directory: str | os.PathLike[str], position: int) -> None:
-    """Do to a copy what garbage collection did to its source, which goes on at
-    ``position`` (a file's start): every file of the copy before it is emptied with the
-    sticky bit, the files between the copy's last one and ``position``'s are created so
-    (a copy keeps its source's file names, and a reader that meets them reports the
-    records it missed), and ``position``'s file is created empty for the copy to go on
-    in. Call it with no writer open on the copy."""
+def collect_copy(directory: str | os.PathLike[str], position: int) -> list[Path]:
+    """Make a copy go on at ``position`` (a file's start) past records its source
+    collected before the copy had them: the files between the copy's last one and
+    ``position``'s are created empty with the sticky bit (a copy keeps its source's file
+    names, and a reader that comes to them reports what it missed as a ``collected``
+    event), then ``position``'s file, empty, for the copy to go on in. The files the copy
+    holds are left as they are: what is in them is still to be read. Call it with no
+    writer open on the copy. Returns the files created collected."""
     directory = Path(directory)
     session, roll, offset = split_position(position)
     if offset:
         raise ValueError(f"a copy goes on past collected files at a file's start, not {position}")
     target = (session, roll)
-    files = [file for file in list_log_files(directory) if file < target]
-    missing = []
-    file = next_file(*files[-1]) if files and files[-1][0] == session else (session, 0)
+    files = list_log_files(directory)
+    last = files[-1] if files else None
+    created = []
+    file = next_file(*last) if last is not None and last[0] == session else (session, 0)
     while file < target:
-        missing.append(file)
+        if file not in files:
+            created.append(_create_collected(directory / file_name(*file)))
         file = next_file(*file)
-    for file in [*files, *missing]:
-        path = directory / file_name(*file)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(fd, 0)
-            os.fchmod(fd, 0o644 | stat.S_ISVTX)
-        finally:
-            os.close(fd)
     os.close(os.open(directory / file_name(*target), os.O_WRONLY | os.O_CREAT, 0o644))
     fsync_directory(directory)
+    return created
+
+
+def _create_collected(path: Path) -> Path:
+    """An empty file at ``path`` that appears with the sticky bit already set."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fchmod(fd, 0o644 | stat.S_ISVTX)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    return path

@@ -327,7 +327,7 @@ class LogReader:
             return None, True  # it grew just before its writer moved on; decode that first
         current_size = os.fstat(self._fd).st_size
         if current_size < self._read_offset:
-            return self._after_shrink(later)
+            return self._after_shrink(later, read_whole=outcome is SEALED)
         newer = self._after_wiped_session(later) if self._merged and not self._read_offset else None
         if newer is not None:
             reached = self._decoder.position
@@ -341,20 +341,25 @@ class LogReader:
         else:
             event = None
         if event is None and self._merged and self._collected(later[0]):
-            return self._past_collected(later), True
+            return self._past_collected(later, read_whole=True), True
         self._open(later[0], 0)
         return event, True
 
-    def _past_collected(self, later: list[tuple[int, int]]) -> LogEvent:
-        """Go on at the first of the ``later`` files not collected, reporting the records
-        garbage collection took before this reader came to them."""
+    def _past_collected(self, later: list[tuple[int, int]], *, read_whole: bool) -> LogEvent | None:
+        """Go on at the first of the ``later`` files not collected; the records garbage
+        collection took before this reader came to them (the rest of the current file
+        unless ``read_whole``, and any file skipped) are a ``collected`` event."""
         assert self._decoder is not None
         reached = self._decoder.position
         held = [f for f in later if not self._collected(f)] or later[-1:]
         self._open(held[0], 0)
+        if read_whole and held[0] == later[0]:
+            return None
         return LogEvent(COLLECTED, (reached, file_start(*held[0])))
 
-    def _after_shrink(self, later: list[tuple[int, int]]) -> tuple[LogEvent | None, bool]:
+    def _after_shrink(
+        self, later: list[tuple[int, int]], *, read_whole: bool
+    ) -> tuple[LogEvent | None, bool]:
         assert self._file is not None and self._decoder is not None
         reached = self._decoder.position
         session = self._file[0]
@@ -365,7 +370,7 @@ class LogReader:
             self._open(newer_session[0], 0)
             return LogEvent(RESET, (reached, file_start(*newer_session[0]))), True
         if self._merged:
-            return self._past_collected(later), True
+            return self._past_collected(later, read_whole=read_whole), True
         self._open(later[0], 0)  # pruned by garbage collection
         return None, True
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rtproto/v1/common.proto\x12\nrtproto.v1\"s\n\x08LogChunk\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sealed\x18\x03 \x01(\x08\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\tcollected\x18\x05 \x01(\x08\x12\x15\n\rpruned_before\x18\x06 \x01(\x04\"\x19\n\x08Position\x12\r\n\x05value\x18\x01 \x01(\x04\"\x07\n\x05\x45mptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rtproto/v1/common.proto\x12\nrtproto.v1\"v\n\x08LogChunk\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sealed\x18\x03 \x01(\x08\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\tcollected\x18\x05 \x01(\x08\x12\x18\n\x10\x63ollected_before\x18\x06 \x01(\x04\"\x19\n\x08Position\x12\r\n\x05value\x18\x01 \x01(\x04\"\x07\n\x05\x45mptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rtproto.v1.common_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGCHUNK']._serialized_start=39
-  _globals['_LOGCHUNK']._serialized_end=154
-  _globals['_POSITION']._serialized_start=156
-  _globals['_POSITION']._serialized_end=181
-  _globals['_EMPTY']._serialized_start=183
-  _globals['_EMPTY']._serialized_end=190
+  _globals['_LOGCHUNK']._serialized_end=157
+  _globals['_POSITION']._serialized_start=159
+  _globals['_POSITION']._serialized_end=184
+  _globals['_EMPTY']._serialized_start=186
+  _globals['_EMPTY']._serialized_end=193
 # @@protoc_insertion_point(module_scope)

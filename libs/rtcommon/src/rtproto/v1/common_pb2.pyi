@@ -32,7 +32,7 @@ class LogChunk(_message.Message):
     SEALED_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
     COLLECTED_FIELD_NUMBER: _builtins.int
-    PRUNED_BEFORE_FIELD_NUMBER: _builtins.int
+    COLLECTED_BEFORE_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """Log position of the first byte of `data`."""
     data: _builtins.bytes
@@ -50,7 +50,7 @@ class LogChunk(_message.Message):
     copy's files before it with the sticky bit, as the node did, and goes on from
     `position` (its readers report a `collected` event).
     """
-    pruned_before: _builtins.int
+    collected_before: _builtins.int
     """The serving node's collected point (Pull only): its merged log's rolled files wholly
     before it are collected (the cluster's retention point, held back to the node's
     stored snapshot). A subscriber that follows the cluster's truncation empties its
@@ -64,11 +64,11 @@ class LogChunk(_message.Message):
         sealed: _builtins.bool = ...,
         reset: _builtins.bool = ...,
         collected: _builtins.bool = ...,
-        pruned_before: _builtins.int = ...,
+        collected_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collected", b"collected", "data", b"data", "position", b"position", "pruned_before", b"pruned_before", "reset", b"reset", "sealed", b"sealed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collected", b"collected", "collected_before", b"collected_before", "data", b"data", "position", b"position", "reset", b"reset", "sealed", b"sealed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -53,6 +53,11 @@ class PeerStub:
                 request_serializer=rtproto_dot_v1_dot_peer__pb2.FetchRequest.SerializeToString,
                 response_deserializer=rtproto_dot_v1_dot_common__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/rtproto.v1.Peer/Snapshot',
+                request_serializer=rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=rtproto_dot_v1_dot_peer__pb2.SnapshotReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -84,6 +89,15 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
+        snapshot install met only peers that collected past its snapshot's merged-log end
+        installs this newer one instead, which this node can serve.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +115,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Fetch,
                     request_deserializer=rtproto_dot_v1_dot_peer__pb2.FetchRequest.FromString,
                     response_serializer=rtproto_dot_v1_dot_common__pb2.LogChunk.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.FromString,
+                    response_serializer=rtproto_dot_v1_dot_peer__pb2.SnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -187,6 +206,33 @@ class Peer:
             '/rtproto.v1.Peer/Fetch',
             rtproto_dot_v1_dot_peer__pb2.FetchRequest.SerializeToString,
             rtproto_dot_v1_dot_common__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtproto.v1.Peer/Snapshot',
+            rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
+            rtproto_dot_v1_dot_peer__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,

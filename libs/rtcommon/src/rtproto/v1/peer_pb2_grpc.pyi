@@ -47,6 +47,11 @@ class PeerStub:
     """The backup path: the bytes of a stream's input copy from a position, as far as
     the serving node holds them durably, following as it receives more.
     """
+    Snapshot: _grpc.UnaryUnaryMultiCallable[_peer_pb2.SnapshotRequest, _peer_pb2.SnapshotReply]
+    """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
+    snapshot install met only peers that collected past its snapshot's merged-log end
+    installs this newer one instead, which this node can serve.
+    """
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
@@ -65,6 +70,11 @@ class PeerAsyncStub(PeerStub):
     Fetch: _aio.UnaryStreamMultiCallable[_peer_pb2.FetchRequest, _common_pb2.LogChunk]  # type: ignore[assignment]
     """The backup path: the bytes of a stream's input copy from a position, as far as
     the serving node holds them durably, following as it receives more.
+    """
+    Snapshot: _aio.UnaryUnaryMultiCallable[_peer_pb2.SnapshotRequest, _peer_pb2.SnapshotReply]  # type: ignore[assignment]
+    """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
+    snapshot install met only peers that collected past its snapshot's merged-log end
+    installs this newer one instead, which this node can serve.
     """
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
@@ -99,6 +109,17 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_common_pb2.LogChunk], _abc.AsyncIterator[_common_pb2.LogChunk]]:
         """The backup path: the bytes of a stream's input copy from a position, as far as
         the serving node holds them durably, following as it receives more.
+        """
+
+    @_abc_1.abstractmethod
+    def Snapshot(
+        self,
+        request: _peer_pb2.SnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.SnapshotReply, _abc.Awaitable[_peer_pb2.SnapshotReply]]:
+        """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
+        snapshot install met only peers that collected past its snapshot's merged-log end
+        installs this newer one instead, which this node can serve.
         """
 
 def add_PeerServicer_to_server(servicer: PeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

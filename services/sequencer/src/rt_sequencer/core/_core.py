@@ -263,6 +263,20 @@ class SequencerCore:
             self._snapshot_asked = max(self._snapshot_asked, checkpoint.applied_index)
             self._refresh_done()
             self._prune_out()
+        self._install(checkpoint)
+
+    def install_newer(self, data: bytes) -> bool:
+        """While a snapshot install's merged-log catch-up finds every peer collected past
+        its end: install ``data`` instead, a peer's stored snapshot (a checkpoint) newer
+        than it. Raft did not store it, so it counts for nothing else; the merge state at
+        its index is every node's. Returns whether it replaced the install."""
+        checkpoint = Checkpoint.decode(data)
+        if self._installing is None or checkpoint.applied_index <= self._installing.applied_index:
+            return False
+        self._install(checkpoint)
+        return True
+
+    def _install(self, checkpoint: Checkpoint) -> None:
         installing = self._installing.applied_index if self._installing is not None else 0
         if checkpoint.applied_index <= max(self.merger.applied_index, installing):
             return
@@ -355,6 +369,14 @@ class SequencerCore:
             self._snapshot = checkpoint
             self._refresh_done()
             self._prune_out()
+
+    def snapshot_refused(self, checkpoint: Checkpoint) -> None:
+        """Raft could not store ``checkpoint`` yet: it has not committed its index here
+        (the merge state came from a peer's newer snapshot). Ask again after
+        ``snapshot_interval``."""
+        if self._snapshot_asked == checkpoint.applied_index:
+            self._snapshot_asked = self._snapshot.applied_index
+            self._next_snapshot = self.now + self.timing.snapshot_interval
 
     def archive_failed(self, stream: str) -> None:
         """An :class:`Archive` of ``stream`` could not be carried out: ask again when its

@@ -163,6 +163,7 @@ class NodeSimStats:
     prunes_applied: int = 0  #: distinct Prune entries applied (by any node)
     collections: int = 0  #: PruneOuts that moved a node's collected point
     collected_skips: int = 0  #: installs that went on past a peer's collected bytes
+    newer_installs: int = 0  #: installs replaced by a peer's newer snapshot (all collected past)
     recovery_ticks: int = -1
 
 
@@ -669,6 +670,11 @@ class NodeSimulation(SimulationBase):
         if host.incarnation != incarnation or host.core is None:
             return  # the node crashed first: the snapshot was never stored
         storage = host.raft_storage
+        assert host.raft is not None
+        if action.index > min(host.raft.commit_index, storage.last_index()):  # as the driver
+            host.core.snapshot_refused(action.checkpoint)
+            self._after(host)
+            return
         try:
             storage.create_snapshot(action.index, action.checkpoint.encode())
         except SnapshotOutOfDateError:
@@ -780,6 +786,7 @@ class NodeSimulation(SimulationBase):
         target, out = action.target, host.out
         peers = [p for p in range(self.config.nodes) if p != node and self._link_up(node, p)]
         self.rng.shuffle(peers)
+        collected_past: list[int] = []
         for peer in [node, *peers]:  # this node's own merged log may reach the target
             source = self._hosts[peer].out
             if source.position < target:
@@ -788,6 +795,7 @@ class NodeSimulation(SimulationBase):
             if start < target:  # a Pull from the peer
                 start = self._pull_start(source, start)
                 if start > target:
+                    collected_past.append(peer)
                     continue  # it collected past the snapshot's end: the catch-up fails over
                 if start > out.position:
                     out.skip_to(start)
@@ -810,6 +818,15 @@ class NodeSimulation(SimulationBase):
             host.core.out_caught_up(target, out)
             self._after(host)
             return
+        if peers and set(peers) <= set(collected_past):
+            # As the node does: install the newest of the peers' stored snapshots instead.
+            snapshots = [self._hosts[p].raft_storage.snapshot() for p in peers]
+            newest = max(snapshots, key=lambda snapshot: snapshot.index)
+            if newest.data and host.core.install_newer(newest.data):
+                self.stats.newer_installs += 1
+                self._note(f"n{node} installs a peer's newer snapshot, at {newest.index}")
+                self._after(host)
+                return
         self._push(self.now + self.rng.randint(5, 20), _CAUGHT_UP, node, payload)
 
     def _pull_start(self, source: MemoryOut, start: int) -> int:
