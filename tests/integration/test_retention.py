@@ -102,6 +102,19 @@ def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, h
     assert messages[0] > first_held
 
 
+def test_max_disk_usage_percent_collects_while_the_volume_is_fuller(cluster, tmp_path, http_get):
+    """Any real volume is fuller than 0.001%: every rolled file goes, on every node."""
+    running = cluster(nodes=3, env={**ENV, "RT_MAX_DISK_USAGE_PERCENT": "0.001"})
+    client = rt.Cluster.from_file(running.path)
+    with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", roll_size=ROLL) as publisher:
+        publish(publisher, 30)
+    nodes = running.spec.nodes
+    wait_until(lambda: all(len(collected_names(n)) >= 6 for n in nodes), 60, "collected")
+    wait_until(lambda: rolled_files_agree(running), 30, "identical merged logs")
+    prunes = [http_get(f"http://{n.rest}/logHistory")[1]["retention"]["last_prune"] for n in nodes]
+    assert all(p["reasons"] == ["maxDiskUsagePercent"] for p in prunes if p) and any(prunes)
+
+
 def test_retention_duration_collects_by_message_timestamp(cluster, tmp_path):
     """Files whose newest message is older than the duration go; every file holding a
     recent message stays."""

@@ -717,6 +717,7 @@ class Node:
         finally:
             mirror.close()
         self.out = MergedLog(self.out_dir, roll_size=self.cluster.roll_size, position=target)
+        return True
 
 
 class CollectedPastTargetError(Exception):
