@@ -62,7 +62,7 @@ def draw(names: list[str], rows: list[list[float]]) -> None:
         return f"{x:.1f},{height - pad - y / y_max * (height - 2 * pad):.1f}"
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 110}" height="{height}"'
         ' font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/>',
         f'<text x="{pad}" y="20" font-size="13">RT disk use over a soak (MiB), maxLogSize'
         f" {MAX_LOG_SIZE}, {RATE:,} msg/s</text>",
@@ -71,6 +71,7 @@ def draw(names: list[str], rows: list[list[float]]) -> None:
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#000"/>',
         f'<text x="{width - pad}" y="{height - pad + 30}" text-anchor="end">{t_max:.0f} s</text>',
         f'<text x="{pad - 5}" y="{pad}" text-anchor="end">{y_max:.0f}</text>',
+        f'<text x="{pad - 5}" y="{height - pad}" text-anchor="end">0</text>',
     ]
     for index, name in enumerate(names):
         colour = COLOURS[index % len(COLOURS)]
@@ -92,7 +93,7 @@ def draw(names: list[str], rows: list[list[float]]) -> None:
                 "--headless",
                 "--no-sandbox",
                 f"--screenshot={png}",
-                f"--window-size={width + 80},{height}",
+                f"--window-size={width + 120},{height}",
                 PLOT.as_uri(),
             ],
             capture_output=True,

@@ -132,7 +132,7 @@ class Archiver:
     def _rolled_files(self) -> tuple[list[RolledFile], int]:
         """The rolled files not collected, oldest first, and the bytes the log holds."""
         files = list_log_files(self.out_dir)
-        rolled, log_bytes = [], 0
+        rolled, log_bytes, names = [], 0, []
         for index, file in enumerate(files):
             path = self.out_dir / file_name(*file)
             try:
@@ -144,6 +144,9 @@ class Archiver:
                 continue  # the file being written, or nothing to give back
             next_start = file_start(*files[index + 1])
             rolled.append(RolledFile(size, self._newest_ts(file, next_start), next_start))
+            names.append(file)
+        # Forget the files collected (or wiped) since: the cache holds the rolled ones.
+        self._newest = {file: self._newest[file] for file in names}
         return rolled, log_bytes
 
     def _newest_ts(self, file: tuple[int, int], end: int) -> int | None:
