@@ -30,7 +30,9 @@ from rtcommon.log import (
     LogReader,
     LogWriter,
     encode_message,
+    file_is_sealed,
     file_start,
+    list_log_files,
     read_log,
 )
 from rtproto.v1 import (
@@ -244,6 +246,13 @@ def test_backup_path_brings_bytes_to_nodes_the_publisher_cannot_reach(nodes, tmp
     for i in (1, 2):
         copy = read_log(Path(cluster.spec.nodes[i].data) / "s/in/a.feed")
         assert [r.id for r in copy] == list(range(1, 2001))
+    # Fetched copies are sealed where the publisher's files are (issue 14 #14): the
+    # chunk that ends a sealed file carries the seal, though the fetch stops there.
+    names = [f"log.{s}.{r}" for s, r in list_log_files(tmp_path / "pub/a.feed")]
+    assert all(file_is_sealed(tmp_path / "pub/a.feed" / name) for name in names)
+    for i in (1, 2):
+        folder = Path(cluster.spec.nodes[i].data) / "s/in/a.feed"
+        assert [name for name in names if not file_is_sealed(folder / name)] == []
 
 
 def test_dedup_streams_merge_each_origin_id_once_per_topic(nodes, tmp_path):
@@ -408,6 +417,21 @@ def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert_identical(cluster, [0, 1, 2])
+
+
+def test_a_push_over_different_bytes_is_refused_not_trimmed(nodes, tmp_path):
+    """Issue 14 #5: records pushed at positions another push already filled with other
+    bytes are refused; the first log stays, and the second push learns it at once."""
+    cluster = nodes(1)
+    write_publisher_log(tmp_path / "forged", "x", range(1, 6))
+    write_publisher_log(tmp_path / "victim", "a", range(1, 11))
+    push_to(cluster, [0], "a.feed", tmp_path / "forged")
+    cluster.wait_merged(5)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(push(cluster.spec.nodes[0].push, "a.feed", tmp_path / "victim", start_at=0))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "differs from the" in refused.value.details()
+    assert [r.origin for r in read_log(cluster.out(0))] == ["x"] * 5
 
 
 def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):

@@ -77,6 +77,22 @@ def test_overlapping_and_repeated_chunks_are_trimmed(tmp_path):
         assert mirror.end == items[1].end
 
 
+def test_overlapping_bytes_that_differ_are_refused_not_trimmed(tmp_path):
+    """Two logs claiming the same positions (a forged push before the real one): the copy
+    keeps the first and refuses the other, rather than trimming it away unseen."""
+    forged = [encode_message(b"r9", origin="bad", ts=i, id=i, codec=Codec.RAW) for i in (1, 2)]
+    real = [record(1), record(2)]
+    assert len(forged[0]) == len(real[0])  # the same lengths: only the bytes differ
+    with LogMirror(tmp_path) as mirror:
+        mirror.write(Chunk(0, forged[0]))
+        with pytest.raises(MirrorError, match=r"differs from the \d+ bytes the copy"):
+            mirror.write(Chunk(0, real[0] + real[1]))
+        assert mirror.end == len(forged[0])
+        mirror.write(Chunk(0, forged[0] + forged[1]))  # the same bytes again, then new
+        assert mirror.end == len(forged[0]) + len(forged[1])
+    assert [r.origin for r in read_log(tmp_path)] == ["bad", "bad"]
+
+
 def test_gaps_bad_bytes_and_unsealed_files_are_refused(tmp_path):
     one, two = record(1), record(2)
     with LogMirror(tmp_path) as mirror:
@@ -150,7 +166,8 @@ def test_chunks_of_a_torn_source_seal_at_the_last_good_record(tmp_path):
     assert items[0] == Chunk(0, record(0))
     assert items[1] == Chunk(good, b"", sealed=True)
     assert items[2] == LogEvent(BADTAIL, (good, file_start(1, 0)))
-    assert items[3] == Chunk(file_start(1, 0), record(2))
+    assert items[3] == Chunk(file_start(1, 0), record(2), sealed=True)  # ends its sealed file
+    assert len(items) == 4
 
 
 def test_reading_up_to_a_limit_stops_exactly_there(tmp_path):

@@ -7,9 +7,11 @@ in the copy as in the source. Chunks arrive as :class:`Chunk` (whole records of
 one file, and whether the file ends after them); the mirror checks that a chunk
 continues the copy and holds whole valid records before writing a byte.
 
-A chunk that overlaps what the copy already holds is trimmed, and one wholly
-behind it is ignored, so two sources (a publisher's push and a peer's backup
-fetch) can race without harm: both copy the same log.
+A chunk that overlaps what the copy already holds in its current file is compared
+with it and trimmed, and one wholly behind that file is ignored, so two sources (a
+publisher's push and a peer's backup fetch) can race without harm: both copy the
+same log. Overlapping bytes that differ are refused (:class:`MirrorError`): two
+different logs claim the same positions, and the copy keeps the first.
 
 A copy starts at the start of a file, unless made with ``start_mid_file=True``
 (a subscriber that begins at a position: the bytes before it are a hole).
@@ -94,8 +96,15 @@ class LogMirror:
         if self._file is not None and file < self._file:
             return self.end  # an old file: held already
         if self._file == file:
-            if offset < self._size:  # overlap: keep what is new
-                data = b"" if offset + len(data) <= self._size else data[self._size - offset :]
+            if offset < self._size:  # overlap: the same bytes, then what is new
+                overlap = min(self._size - offset, len(data))
+                if os.pread(self._fd, overlap, offset) != data[:overlap]:
+                    raise MirrorError(
+                        f"chunk at {chunk.position} differs from the {overlap} bytes the copy"
+                        f" of {file_name(*file)} in {self.directory} already holds there:"
+                        " another log claims these positions"
+                    )
+                data = data[overlap:]
                 offset = self._size
             if offset != self._size:
                 raise MirrorError(

@@ -171,7 +171,8 @@ class LogReader:
     def read_chunks(self, limit: int | None = None) -> list[Chunk | LogEvent]:
         """Like :meth:`read`, but whole records as :class:`Chunk` bytes, never decoded.
 
-        Leaving a file yields an empty sealed chunk at the file's last good position
+        The chunk that ends a sealed file is marked ``sealed``; leaving a file whose end
+        was not so marked yields an empty sealed chunk at the file's last good position
         (before a ``badtail`` event, if there is one), so a copy can be sealed alike.
         """
         return self._read(self._take_chunk, limit, seal_marks=True)
@@ -195,6 +196,12 @@ class LogReader:
                 break
             taken, outcome = take(limit)
             if taken:
+                if seal_marks and outcome is SEALED and not self._seal_marked:
+                    # The chunk that ends a sealed file says so itself: a copy that stops
+                    # on reaching its end still seals its own.
+                    last = taken[-1]
+                    taken[-1] = Chunk(last.position, last.data, sealed=True)
+                    self._seal_marked = True
                 items.extend(taken)
                 continue
             if outcome is NEED_DATA and self._read_chunk():
