@@ -434,6 +434,33 @@ def test_a_push_over_different_bytes_is_refused_not_trimmed(nodes, tmp_path):
     assert [r.origin for r in read_log(cluster.out(0))] == ["x"] * 5
 
 
+def test_a_pull_from_a_damaged_merged_log_ends_with_data_loss_not_a_stall(nodes, tmp_path):
+    """Issue 14 #11: bytes zeroed at the tail of a node's merged log stop a reader short
+    of the end its writer claims; the Pull ends with DATA_LOSS after a short while (the
+    subscriber goes to another node) instead of staying open and silent."""
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 201))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(200)
+    cluster.kill(0, signal.SIGTERM)  # a clean stop: its checkpoint covers every record
+    cluster.procs[0].wait(30)
+    last = sorted(cluster.out(0).glob("log.*"))[-1]
+    with open(last, "r+b") as file:  # the tail zeroed: at least two records' headers
+        file.seek(last.stat().st_size - 300)
+        file.write(b"\0" * 300)
+    cluster.start(0)
+    started = time.monotonic()
+    with grpc.insecure_channel(cluster.spec.nodes[0].pull) as channel:
+        stub = pull_pb2_grpc.PullStub(channel)
+        request = pull_pb2.PullRequest(**{"from": pull_pb2.PullRequest.START})
+        with pytest.raises(grpc.RpcError) as broken:
+            for _ in stub.Pull(request, timeout=30):
+                pass
+    assert broken.value.code() == grpc.StatusCode.DATA_LOSS, broken.value.details()
+    assert "not whole records" in broken.value.details()
+    assert time.monotonic() - started < 15
+
+
 def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):
     cluster = nodes(1)
     write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))

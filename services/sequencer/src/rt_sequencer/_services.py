@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 
 PULL_CHUNK_BYTES = 1 << 20
 IDLE_HEARTBEAT = 1.0
+#: A reader this long behind the log's end with nothing to read is at damaged bytes.
+STALLED_AFTER = 2.0
 REPLY_COALESCE = 0.005
 
 
@@ -69,15 +73,25 @@ class PruneUnavailableError(Exception):
     """A prune cannot be proposed now: no leader is known, or it did not commit in time."""
 
 
-async def _serve(reader: LogReader, grown: Signal, context, *, merged: bool = False):
+async def _serve(
+    reader: LogReader,
+    grown: Signal,
+    context,
+    *,
+    merged: bool = False,
+    end: Callable[[], int] | None = None,
+):
     """A server stream of ``reader``'s chunks, following the log as ``grown`` fires.
 
     With ``merged`` (the merged log), a hard reset met in the log goes on as a chunk
     marked ``reset`` at the new session's start, and records garbage collection took
-    as a chunk marked ``collected`` after them; anywhere else either is damage."""
+    as a chunk marked ``collected`` after them; anywhere else either is damage. With
+    ``end`` (where the log's writer says it ends), a reader that cannot get there is
+    reading damaged bytes (see :func:`_follow`)."""
     with reader:
         try:
-            async for item in _follow(reader, lambda: grown.wait_for(1.0), merged=merged):
+            wait = functools.partial(grown.wait_for, 1.0)
+            async for item in _follow(reader, wait, merged=merged, end=end):
                 if isinstance(item, LogEvent):
                     log.info("passing on a %s at %d to %d", item.kind, *item.positions)
                     yield common_pb2.LogChunk(
@@ -105,23 +119,36 @@ def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
     return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
 
 
-async def _follow(reader: LogReader, wait, *, merged: bool):
+async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], int] | None):
     """Chunks of ``reader`` as they come, waiting with ``wait()`` when there are none
     (and ``reset`` and ``collected`` events, with ``merged``).
 
     An idle stream carries an empty chunk at least every ``IDLE_HEARTBEAT`` seconds, so
-    a receiver can tell a quiet log from a node that hangs."""
+    a receiver can tell a quiet log from a node that hangs. A reader that stays behind
+    ``end()`` for ``STALLED_AFTER`` seconds with nothing to read is at bytes that are not
+    whole records (zeroed or torn inside the file being written): that is data loss
+    here, and the receiver goes to another node rather than wait for ever."""
     loop = asyncio.get_running_loop()
-    last_sent = loop.time()
+    last_sent = last_read = loop.time()
     while True:
         items = reader.read_chunks()
         if not items:
-            if loop.time() - last_sent >= IDLE_HEARTBEAT and reader.position is not None:
-                last_sent = loop.time()
-                yield Chunk(reader.position, b"")
+            now = loop.time()
+            position = reader.position
+            if end is not None and position is not None and position < end():
+                if now - last_read >= STALLED_AFTER:
+                    raise _DataLoss(
+                        f"the log cannot be read at {position}: it holds bytes up to {end()}"
+                        " that are not whole records"
+                    )
+            else:
+                last_read = now
+            if now - last_sent >= IDLE_HEARTBEAT and position is not None:
+                last_sent = now
+                yield Chunk(position, b"")
             await wait()
             continue
-        last_sent = loop.time()
+        last_sent = last_read = loop.time()
         for item in items:
             if merged and isinstance(item, LogEvent) and item.kind in (RESET, COLLECTED):
                 yield item
@@ -300,10 +327,15 @@ class PullService(pull_pb2_grpc.PullServicer):
                 yield common_pb2.LogChunk(
                     position=collected, collected=True, collected_before=self.node.collected_before
                 )
-            async for chunk in _serve(reader, out.appended, context, merged=True):
+            async for chunk in _serve(
+                reader, out.appended, context, merged=True, end=self._merged_end
+            ):
                 client.moved(len(chunk.data), chunk.position + len(chunk.data))
                 chunk.collected_before = self.node.collected_before
                 yield chunk
+
+    def _merged_end(self) -> int:
+        return self.node.out.written_position  # the node's, not out: an install replaces it
 
     @staticmethod
     def _reader(out: MergedLog, position: int, request) -> LogReader:
