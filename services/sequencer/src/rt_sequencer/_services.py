@@ -26,6 +26,7 @@ from rtcommon.log import (
     PositionCollectedError,
     PositionError,
     PositionPastEndError,
+    split_position,
     starts_a_record,
 )
 from rtcommon.streams import StreamNameError
@@ -125,9 +126,10 @@ async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], in
 
     An idle stream carries an empty chunk at least every ``IDLE_HEARTBEAT`` seconds, so
     a receiver can tell a quiet log from a node that hangs. A reader that stays behind
-    ``end()`` for ``STALLED_AFTER`` seconds with nothing to read is at bytes that are not
-    whole records (zeroed or torn inside the file being written): that is data loss
-    here, and the receiver goes to another node rather than wait for ever."""
+    ``end()`` in the same file for ``STALLED_AFTER`` seconds with nothing to read is at
+    bytes that are not whole records (zeroed or torn inside the file being written):
+    that is data loss here, and the receiver goes to another node rather than wait for
+    ever."""
     loop = asyncio.get_running_loop()
     last_sent = last_read = loop.time()
     while True:
@@ -135,7 +137,7 @@ async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], in
         if not items:
             now = loop.time()
             position = reader.position
-            if end is not None and position is not None and position < end():
+            if end is not None and position is not None and _behind_in_one_file(position, end()):
                 if now - last_read >= STALLED_AFTER:
                     raise _DataLoss(
                         f"the log cannot be read at {position}: it holds bytes up to {end()}"
@@ -159,6 +161,13 @@ async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], in
                 raise _DataLoss(f"{item.kind} at {item.positions[0]} in {reader.directory.name}")
             else:
                 yield item
+
+
+def _behind_in_one_file(position: int, end: int) -> bool:
+    """Whether ``position`` is before ``end`` in the same file: the file being written
+    holds more than a reader there can read. (A writer between files, whose successor a
+    full disk kept from being created, names a file that does not exist yet.)"""
+    return position < end and split_position(position)[:2] == split_position(end)[:2]
 
 
 class PushHost(Protocol):
