@@ -461,6 +461,25 @@ def test_a_pull_from_a_damaged_merged_log_ends_with_data_loss_not_a_stall(nodes,
     assert time.monotonic() - started < 15
 
 
+def test_a_node_refuses_streams_beyond_its_limit(nodes, tmp_path, monkeypatch):
+    """Issue 14 #7 (part): streams are not free; past RT_MAX_STREAMS a new stream's push
+    is refused with RESOURCE_EXHAUSTED, leaving no folder, and the streams held go on."""
+    monkeypatch.setenv("RT_MAX_STREAMS", "2")
+    cluster = nodes(1)
+    for name in ("a", "b"):
+        write_publisher_log(tmp_path / name, name, range(1, 11))
+        push_to(cluster, [0], f"{name}.feed", tmp_path / name)
+    write_publisher_log(tmp_path / "c", "c", range(1, 11))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        push_to(cluster, [0], "c.feed", tmp_path / "c")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "RT_MAX_STREAMS" in refused.value.details()
+    assert not (Path(cluster.spec.nodes[0].data) / "s/in/c.feed").exists()
+    write_publisher_log(tmp_path / "a", "a", range(11, 21))
+    push_to(cluster, [0], "a.feed", tmp_path / "a")
+    cluster.wait_merged(30)
+
+
 def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):
     cluster = nodes(1)
     write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 11))

@@ -34,6 +34,9 @@ variable                                setting                meaning
                                         ``percent``            volume is fuller (90)
 ``RT_ARCHIVER_INTERVAL``                ``archiver_interval``  archiver: seconds between
                                                                checks of the policy (10)
+``RT_MAX_STREAMS``                      ``max_streams``        input streams a node holds at
+                                                               most; a push that would open
+                                                               another is refused (1000)
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
@@ -81,6 +84,7 @@ class Settings:
     max_log_size: int = 5 << 30
     max_disk_usage_percent: float = 90.0
     archiver_interval: float = 10.0
+    max_streams: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -99,6 +103,7 @@ class Settings:
             max_log_size=parse_size(environ.get("RT_MAX_LOG_SIZE") or "5Gi", "RT_MAX_LOG_SIZE"),
             max_disk_usage_percent=_percent("RT_MAX_DISK_USAGE_PERCENT", environ, 90.0),
             archiver_interval=_positive("RT_ARCHIVER_INTERVAL", environ, 10.0),
+            max_streams=_whole_number("RT_MAX_STREAMS", environ) or 1000,
         )
 
 

@@ -118,6 +118,7 @@ class Node:
         data = Path(self.spec.data)
         claim_for_cluster(data / "s", spec, f"{self.spec.name}'s volume")
         self.cluster_id = spec.id
+        self.max_streams = env.settings().max_streams
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
         if stale is not None:

@@ -177,6 +177,7 @@ class PushHost(Protocol):
     view_changed: Signal  #: fires when any node's held positions are heard
     clients: Clients
     cluster_id: str  #: the cluster's identity ("" if it has none)
+    max_streams: int  #: input streams this node holds at most (RT_MAX_STREAMS)
 
     def quorum_held(self, stream: str) -> int: ...
 
@@ -237,6 +238,12 @@ class PushService(push_pb2_grpc.PushServicer):
                 " folder of its own (the default folders are per cluster)",
             )
         new = first.open.stream not in self.node.inputs.streams
+        if new and len(self.node.inputs.streams) >= self.node.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this node holds {len(self.node.inputs.streams)} input streams, its limit"
+                f" (RT_MAX_STREAMS): stream {first.open.stream!r} is refused",
+            )
         try:
             stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
         except StreamNameError as exc:
