@@ -61,7 +61,7 @@ def rolled_files_agree(running) -> bool:
     )
 
 
-def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, http_get):
+def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, http_get, caplog):
     running = cluster(nodes=3, env={**ENV, "RT_MAX_LOG_SIZE": "256Ki"})
     client = rt.Cluster.from_file(running.path)
     with rt.Publisher(client, "feed", log_dir=tmp_path / "pub", roll_size=ROLL) as publisher:
@@ -100,6 +100,16 @@ def test_max_log_size_collects_the_same_files_on_every_node(cluster, tmp_path, h
         wait_until(lambda: events and messages, 30, "an event and messages")
     assert events[0][0] == "collected" and events[0][1][1] == first_held
     assert messages[0] > first_held
+    # The default event handler says what happened.
+    quiet = []
+    with rt.Subscriber(
+        client,
+        log_dir=tmp_path / "sub2",
+        position=file_start(files[0][0], 0),
+        on_message=lambda m, p: quiet.append(p),
+    ):
+        wait_until(lambda: quiet, 30, "messages")
+    assert f"Collected event in {running.spec.name}" in caplog.text
 
 
 def test_max_disk_usage_percent_collects_while_the_volume_is_fuller(cluster, tmp_path, http_get):

@@ -78,7 +78,7 @@ from rtcommon import env
 from rtcommon.admin import prune_cluster
 from rtcommon.background import background_loop, in_background_loop
 from rtcommon.cluster import ClusterSpec, NodeSpec, claim_for_cluster
-from rtcommon.log import RESET, TagFilter, check_position
+from rtcommon.log import COLLECTED, RESET, TagFilter, check_position
 
 from ._cluster import Cluster
 from ._errors import PositionOutOfRangeError, SubscriberError
@@ -382,6 +382,15 @@ class Subscriber:
         if kind == RESET:
             log.warning(
                 "Reset event in %s (%s), rolling position from %d to %d",
+                self.topic,
+                self.log_dir,
+                before,
+                after,
+            )
+        elif kind == COLLECTED:
+            log.warning(
+                "Collected event in %s (%s): the records from %d were garbage-collected"
+                " before this subscriber had them, rolling position to %d",
                 self.topic,
                 self.log_dir,
                 before,
