@@ -23,6 +23,7 @@ from typing import IO
 
 import grpc
 
+from rtcommon.admin import describe_status
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import split_position
 from rtcommon.rest import RestError, rest_get
@@ -196,38 +197,7 @@ def _as_json(
         if isinstance(answer, str):
             nodes.append({"node": node.name, "error": answer, "reset": reset})
         else:
-            leader = next((n.name for n in spec.nodes if n.id == answer.leader), None)
-            nodes.append(
-                {
-                    "node": node.name,
-                    "reset": reset,
-                    "session": answer.session,
-                    "role": answer.role,
-                    "term": answer.term,
-                    "leader": leader,
-                    "commit_index": answer.commit_index,
-                    "applied_index": answer.applied_index,
-                    "out_start": answer.out_start,
-                    "out_position": answer.out_position,
-                    "input_bytes": answer.input_bytes,
-                    "output_bytes": answer.output_bytes,
-                    "disk_free": answer.disk_free,
-                    "disk_total": answer.disk_total,
-                    "streams": [
-                        {"stream": s.stream, "topic": s.topic, "held": s.held, "merged": s.merged}
-                        for s in answer.streams
-                    ],
-                    "dedup": [
-                        {
-                            "topic": d.topic,
-                            "origin": d.origin,
-                            "last_id": d.watermark,
-                            "dropped": d.dropped,
-                        }
-                        for d in answer.dedup
-                    ],
-                }
-            )
+            nodes.append({**describe_status(answer, spec.nodes), "reset": reset})
     return {"cluster": spec.name, "nodes": nodes}
 
 
