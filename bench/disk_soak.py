@@ -15,7 +15,6 @@ when a headless Chromium is installed: ``make browser``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from e2e_bench import LocalCluster
 
 import rt
 from rtcommon.cluster import ClusterSpec
+from rtcommon.log import folder_bytes
 
 SECONDS = float(os.environ.get("RT_BENCH_SOAK_SECONDS", "120"))
 EVERY = float(os.environ.get("RT_BENCH_SOAK_EVERY", "10"))
@@ -35,15 +35,6 @@ ROLL = 1 << 20
 RATE = 5_000  # messages per second, 200 bytes each: about 1 MB/s
 MAX_LOG_SIZE = "16Mi"
 PLOT = Path(__file__).parent / "out" / "disk_soak.svg"
-
-
-def folder_bytes(folder: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            with contextlib.suppress(FileNotFoundError):  # archived meanwhile
-                total += os.stat(os.path.join(root, name)).st_size
-    return total
 
 
 COLOURS = ["#444", "#1b9e77", "#66a61e", "#a6d854", "#d95f02", "#e7298a", "#7570b3", "#e6ab02"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -150,16 +149,3 @@ def load_checkpoint(path: Path) -> Checkpoint:
 def out_start(checkpoint: Checkpoint, session: int) -> int:
     """Where the merged log goes on after ``checkpoint``."""
     return checkpoint.out_position or file_start(session, 0)
-
-
-def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under ``folder`` (files that vanish meanwhile count 0)."""
-    total = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(FileNotFoundError):
-                if entry.is_dir(follow_symlinks=False):
-                    total += folder_bytes(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total

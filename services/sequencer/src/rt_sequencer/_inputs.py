@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import shutil
 from collections.abc import Callable
@@ -32,10 +31,8 @@ from rtcommon.log import (
     Chunk,
     LogMirror,
     SyncPolicy,
-    file_name,
-    file_start,
+    files_before,
     fsync_directory,
-    list_log_files,
 )
 from rtcommon.streams import check_stream_name, check_topic, is_stream_name, read_topic, write_topic
 
@@ -99,12 +96,8 @@ class InputStream:
         """Delete this copy's whole files before ``position`` (each followed by a file
         that starts at or before it; the file being written is never one). Only files:
         safe in a worker thread. Returns the bytes freed."""
-        files = list_log_files(self.directory)
         freed = 0
-        for file, following in itertools.pairwise(files):
-            if file_start(*following) > position:
-                break
-            path = self.directory / file_name(*file)
+        for path in files_before(self.directory, position):
             with contextlib.suppress(FileNotFoundError):  # a drop before this one
                 freed += path.stat().st_size
                 path.unlink()

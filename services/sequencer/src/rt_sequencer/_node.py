@@ -40,6 +40,7 @@ from rtcommon.log import (
     archive_log_files,
     collect_copy,
     file_start,
+    folder_bytes,
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
@@ -55,7 +56,7 @@ from rtproto.v1 import (
 
 from ._clients import Clients
 from ._driver import RaftDriver
-from ._files import InputFiles, MergedLog, folder_bytes, load_checkpoint, out_start
+from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore, InputStream
 from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import (

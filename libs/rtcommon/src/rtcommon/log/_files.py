@@ -141,19 +141,26 @@ class PendingSync:
             self.fds = []
 
 
+def files_before(directory: str | os.PathLike[str], position: int) -> list[Path]:
+    """The whole files of a log before ``position``: each followed by a file that starts
+    at or before it. The last file is never one."""
+    directory = Path(directory)
+    paths = []
+    for file, following in itertools.pairwise(list_log_files(directory)):
+        if file_start(*following) > position:
+            break
+        paths.append(directory / file_name(*file))
+    return paths
+
+
 def archive_log_files(directory: str | os.PathLike[str], before: int) -> list[Path]:
     """Garbage-collect the whole files of a log before position ``before``: each file
     followed by a file that starts at or before it gets the sticky bit (``-rw-r--r-T``
     in ``ls -l``: RT's mark of a collected file) and is emptied in place, in that order,
     so a reader never takes a file being emptied for an ordinary empty one. The last
     file is never touched. Returns the files this call emptied, in log order."""
-    directory = Path(directory)
-    files = list_log_files(directory)
     emptied = []
-    for file, following in itertools.pairwise(files):
-        if file_start(*following) > before:
-            break
-        path = directory / file_name(*file)
+    for path in files_before(directory, before):
         try:
             fd = os.open(path, os.O_WRONLY)
         except FileNotFoundError:
@@ -228,3 +235,17 @@ def _create_collected(path: Path) -> Path:
         os.close(fd)
     os.replace(temporary, path)
     return path
+
+
+def folder_bytes(folder: str | os.PathLike[str]) -> int:
+    """The bytes of the files under ``folder``, subfolders included (files that vanish
+    meanwhile count 0): a node's disk use, a benchmark's."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_dir(follow_symlinks=False):
+                    total += folder_bytes(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total

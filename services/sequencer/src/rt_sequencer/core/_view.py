@@ -35,19 +35,11 @@ class ClusterView:
                     self.conflicts.append(conflict)
         if not held.keys() <= self.topics.keys():
             held = {stream: end for stream, end in held.items() if stream in self.topics}
-        before = self.held[node]
-        if before == held:
-            return set()
-        self.held[node] = dict(held)
-        return {s for s in held.keys() | before.keys() if held.get(s) != before.get(s)}
+        return _replace(self.held, node, held)
 
     def update_done(self, node: int, done: dict[str, int]) -> set[str]:
         """Take node ``node``'s done positions; return the streams whose position moved."""
-        before = self.done[node]
-        if before == done:
-            return set()
-        self.done[node] = dict(done)
-        return {s for s in done.keys() | before.keys() if done.get(s) != before.get(s)}
+        return _replace(self.done, node, done)
 
     def archivable(self, stream: str) -> int:
         """The position before which every node is done with ``stream``'s input and holds
@@ -80,3 +72,12 @@ class ClusterView:
             default=me,
         )
         return node, self.held[node].get(stream, 0)
+
+
+def _replace(per_node: list[dict[str, int]], node: int, positions: dict[str, int]) -> set[str]:
+    """Put ``positions`` in ``per_node[node]``; return the streams whose position moved."""
+    before = per_node[node]
+    if before == positions:
+        return set()
+    per_node[node] = dict(positions)
+    return {s for s in positions.keys() | before.keys() if positions.get(s) != before.get(s)}
