@@ -23,7 +23,6 @@ from rtcommon.log import (
     LogReader,
     LogWriteError,
     LogWriter,
-    PositionCollectedError,
     PositionError,
     Record,
     RecordTooLargeError,
@@ -465,9 +464,9 @@ def records_of(items):
 
 
 def test_a_merged_log_reader_reports_collected_records_and_refuses_to_start_in_them(tmp_path):
-    """Records collected before a merged-log reader read them are a ``collected`` event;
-    a start inside a collected file is refused, naming the first position held; with no
-    position a reader starts after the collected files."""
+    """Records collected before a merged-log reader read them are a ``collected`` event,
+    also when it is asked to start among them; with no position a reader starts after
+    the collected files."""
     with LogWriter(tmp_path, roll_size=200) as writer:
         for i in range(12):
             writer.append(record(i, size=80))
@@ -484,9 +483,10 @@ def test_a_merged_log_reader_reports_collected_records_and_refuses_to_start_in_t
     assert rest and split_position(rest[0].position)[:2] == files[3]
     reader.close()
     assert collected_end(tmp_path) == file_start(*files[3])
-    with pytest.raises(PositionCollectedError, match="garbage-collected") as refused:
-        LogReader(tmp_path, file_start(*files[1]) + 10, merged=True)
-    assert refused.value.first_held == file_start(*files[3])
+    asked = file_start(*files[1]) + 10
+    with LogReader(tmp_path, asked, merged=True) as late:  # the event first, then the rest
+        assert late.read() == [LogEvent(COLLECTED, (asked, file_start(*files[3])))]
+        assert records_of(late.read())[0].id == rest[0].id
     for merged in (True, False):  # no position: the first file held, no event
         with LogReader(tmp_path, merged=merged) as fresh:
             assert records_of(fresh.read())[0].id == rest[0].id

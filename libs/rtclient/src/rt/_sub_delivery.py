@@ -13,15 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rtcommon.log import (
-    COLLECTED,
-    LogEvent,
-    LogReader,
-    PositionCollectedError,
-    PositionPastEndError,
-    Record,
-    TagFilter,
-)
+from rtcommon.log import LogEvent, LogReader, PositionPastEndError, Record, TagFilter
 
 from ._sub_start import Start
 
@@ -64,11 +56,9 @@ class Delivery:
         callback's exception propagates (the subscriber stops on it; ``position`` stays
         before that message)."""
         if self._index == len(self._items):
-            opening: list[Record | LogEvent] = []
             if self.reader is None:
-                self.reader, opening = self._open()
-            self._items = opening + (self.reader.read() if self.reader else [])
-            self._index = 0
+                self.reader = self._open()
+            self._items, self._index = (self.reader.read() if self.reader else []), 0
             if not self._items:
                 return False
         item = self._items[self._index]
@@ -90,37 +80,26 @@ class Delivery:
         if self.reader is not None:
             self.reader.close()
 
-    def _open(self) -> tuple[LogReader | None, list[LogEvent]]:
-        """The reader of the copy from the start, and the event to deliver first: a start
-        among records the cluster collected is a ``collected`` event up to the first
-        position held, and delivery goes on there."""
+    def _open(self) -> LogReader | None:
+        """The reader of the copy from the start (a start among records the cluster
+        collected reads a ``collected`` event first, then goes on after them)."""
         start = self.start.delivery_start(self.log_dir)
         if start is None:
-            return None, []
-        events = []
+            return None
         try:
-            try:
-                reader = self._reader(start)
-            except PositionCollectedError as exc:
-                if not self.replicated:
-                    raise
-                events.append(LogEvent(COLLECTED, (start, exc.first_held)))
-                reader = self._reader(exc.first_held)
+            # A replicated copy had every record's CRC checked by the mirror as it arrived.
+            # A copy of the merged log changes session only by a hard reset.
+            reader = LogReader(
+                self.log_dir,
+                start,
+                tag_filter=self.tag_filter,
+                verify=not self.replicated,
+                merged=self.replicated,
+            )
         except PositionPastEndError:
             if not self.replicated:
                 raise
-            return None, []  # the copy has not reached the position yet
+            return None  # the copy has not reached the position yet
         if self.position is None:
             self.position = start
-        return reader, events
-
-    def _reader(self, start: int) -> LogReader:
-        # A replicated copy had every record's CRC checked by the mirror as it arrived.
-        # A copy of the merged log changes session only by a hard reset.
-        return LogReader(
-            self.log_dir,
-            start,
-            tag_filter=self.tag_filter,
-            verify=not self.replicated,
-            merged=self.replicated,
-        )
+        return reader

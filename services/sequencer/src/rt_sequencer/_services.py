@@ -23,7 +23,6 @@ from rtcommon.log import (
     LogEvent,
     LogReader,
     MirrorError,
-    PositionCollectedError,
     PositionError,
     PositionPastEndError,
     split_position,
@@ -314,15 +313,16 @@ class PullService(pull_pb2_grpc.PullServicer):
             position = out.first_position
         else:
             position = request.position
-        collected = None  # the position asked for was collected: go on where the log does
         try:
-            while True:
-                try:
-                    # Records were checked on their way in; the subscriber checks them again.
-                    reader = self._reader(out, position, request)
-                    break
-                except PositionCollectedError as exc:  # (again, if collection moved on)
-                    collected = position = exc.first_held
+            # Records were checked on their way in; the subscriber checks them again. A
+            # position among collected records gives a `collected` event first.
+            reader = LogReader(
+                out.directory,
+                position,
+                chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
+                verify=False,
+                merged=True,
+            )
         except PositionPastEndError as exc:
             what = _without(str(exc), out.directory, "s/out")
             await context.abort(
@@ -338,11 +338,6 @@ class PullService(pull_pb2_grpc.PullServicer):
                 f"position {position} is not the start of a record in the merged log",
             )
         with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
-            if collected is not None:
-                log.info("pull from %d: collected, going on at %d", request.position, collected)
-                yield common_pb2.LogChunk(
-                    position=collected, collected=True, collected_before=self.node.collected_before
-                )
             async for chunk in _serve(
                 reader, out.appended, context, merged=True, end=self._merged_end
             ):
@@ -352,16 +347,6 @@ class PullService(pull_pb2_grpc.PullServicer):
 
     def _merged_end(self) -> int:
         return self.node.out.written_position  # the node's, not out: an install replaces it
-
-    @staticmethod
-    def _reader(out: MergedLog, position: int, request) -> LogReader:
-        return LogReader(
-            out.directory,
-            position,
-            chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
-            verify=False,
-            merged=True,
-        )
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):

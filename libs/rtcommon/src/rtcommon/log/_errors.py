@@ -4,8 +4,7 @@ Every error this package raises derives from :class:`LogError`::
 
     LogError
      ├── PositionError        a position or file name out of range or malformed
-     │    ├── PositionPastEndError  a position beyond the end of a log
-     │    └── PositionCollectedError  a position in a merged log's collected files
+     │    └── PositionPastEndError  a position beyond the end of a log
      ├── RecordError          a record that cannot be written
      │    └── RecordTooLargeError
      ├── CodecError           a payload the codec cannot encode or decode
@@ -32,16 +31,6 @@ class PositionError(LogError, ValueError):
 
 class PositionPastEndError(PositionError):
     """A position beyond the end of the log it is meant for."""
-
-
-class PositionCollectedError(PositionError):
-    """A position in a merged log's files that garbage collection emptied (the retention
-    policy, or a lead subscriber's prune): its records are gone. ``first_held`` is the
-    first position after them."""
-
-    def __init__(self, message: str, first_held: int) -> None:
-        super().__init__(message)
-        self.first_held = first_held
 
 
 class RecordError(LogError, ValueError):

@@ -21,9 +21,9 @@ decides, from the directory, what comes next:
   sticky bit (RT's mark of a collected file), was pruned by garbage collection, and
   the reader goes on to the next file; in a merged log, records it had not read yet
   (a file emptied under it, or collected files it comes to) are reported as a
-  ``collected`` event ``(position reached, first position after them)``, and a start
-  in a collected file raises :class:`PositionCollectedError`; a reader with no start
-  position begins at the first file not collected;
+  ``collected`` event ``(position reached, first position after them)``, a reader
+  asked to start among collected files likewise (its first item), and a reader with
+  no start position begins at the first file not collected;
 - nothing later exists yet: the file may still grow; :meth:`LogReader.wait`
   blocks until the directory changes.
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
-from ._errors import PositionCollectedError, PositionPastEndError
+from ._errors import PositionPastEndError
 from ._files import collected_end, is_collected, list_log_files
 from ._position import check_position, file_name, file_start, next_file, split_position
 from ._record import HEADER_SIZE, SEAL_SIZE, SEAL_TRAILER, Record, TagFilter, scan
@@ -153,6 +153,7 @@ class LogReader:
         self._read_offset = 0  # in the current file, of the next byte to read
         self._decoder: RecordDecoder | None = None
         self._seal_marked = False  # read_chunks has yielded the current file's seal
+        self._start_event: LogEvent | None = None  # a start among collected records
         self._start = None if position is None else check_position(position)
         if self._start is not None:
             self._check_start(self._start)
@@ -187,6 +188,9 @@ class LogReader:
         return ([Chunk(position, data)] if data else []), outcome
 
     def _read(self, take, limit: int | None, *, seal_marks: bool) -> list:
+        if self._start_event is not None:
+            event, self._start_event = self._start_event, None
+            return [event]
         if self._decoder is None and not self._open_first():
             return []
         assert self._decoder is not None
@@ -249,15 +253,12 @@ class LogReader:
         session, roll, offset = split_position(position)
         files = list_log_files(self.directory)
         path = self.directory / file_name(session, roll)
-        if self._merged:
+        if self._merged and ((session, roll) not in files or is_collected(path)):
             first_held = collected_end(self.directory)
-            if position < first_held and ((session, roll) not in files or is_collected(path)):
-                raise PositionCollectedError(
-                    f"position {position} was garbage-collected (the retention policy or a"
-                    f" lead subscriber's prune emptied its file); the first position held"
-                    f" is {first_held}",
-                    first_held,
-                )
+            if position < first_held:  # reported first; reading starts after them
+                self._start_event = LogEvent(COLLECTED, (position, first_held))
+                self._start = first_held
+                return
         if (session, roll) in files:
             size = path.stat().st_size
             if offset > size and not any(f > (session, roll) for f in files):
