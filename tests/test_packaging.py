@@ -28,10 +28,6 @@ PACKAGES = [
     "rt_info_service",
 ]
 
-SERVICE_SCRIPTS = [
-    "rt-info-service",
-]
-
 # Services that are filled in: they take `--cluster FILE --node N` (tests/integration
 # runs them for real).
 NODE_SCRIPTS = ["rt-supervisor", "rt-archiver", "rt-sequencer"]
@@ -86,12 +82,21 @@ def test_grpc_stub_module_imports() -> None:
     importlib.import_module("rtproto.v1.common_pb2_grpc")
 
 
-@pytest.mark.parametrize("script", SERVICE_SCRIPTS)
-def test_service_skeleton_says_not_implemented(script: str) -> None:
-    result = run(script)
-    assert result.returncode == 2, result
-    assert result.stderr.strip() == f"{script}: not implemented yet"
-    assert result.stdout == ""
+def test_info_service_needs_its_cluster_folder_and_address(tmp_path: Path) -> None:
+    usage = run("rt-info-service")
+    assert usage.returncode == 2, usage
+    assert "usage: rt-info-service" in usage.stderr and "--listen" in usage.stderr
+    missing = run(
+        "rt-info-service",
+        "--cluster",
+        str(tmp_path / "cluster.json"),
+        "--data",
+        str(tmp_path / "info"),
+        "--listen",
+        "127.0.0.1:1",
+    )
+    assert missing.returncode == 1, missing
+    assert "no cluster description" in missing.stderr
 
 
 @pytest.mark.parametrize("script", NODE_SCRIPTS)

@@ -225,15 +225,18 @@ def start_cluster(
     return RunningCluster(proc, data, base_port, log)
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningCluster]]:
-    """A factory: ``cluster(nodes=1, data=None, base_port=None, env=None, timeout=60,
-    args=(), wait=True)`` starts ``rt cluster up`` and returns it once it printed
-    ``ready`` (at once with ``wait=False``). Clusters still running at teardown get
-    SIGTERM, then SIGKILL after 30 s."""
-    started: list[RunningCluster] = []
+class ClusterFactory:
+    """``factory(nodes=1, data=None, base_port=None, env=None, timeout=60, args=(),
+    wait=True)`` starts ``rt cluster up`` and returns it once it printed ``ready`` (at once
+    with ``wait=False``); :meth:`stop_all` stops what it started (SIGTERM, then SIGKILL
+    after 30 s)."""
 
-    def factory(
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.started: list[RunningCluster] = []
+
+    def __call__(
+        self,
         nodes: int = 1,
         *,
         data: Path | None = None,
@@ -243,15 +246,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
         args: Iterable[str] = (),
         wait: bool = True,
     ) -> RunningCluster:
-        folder = data if data is not None else tmp_path_factory.mktemp("cluster") / "data"
+        folder = data if data is not None else self.tmp_path_factory.mktemp("cluster") / "data"
         running = start_cluster(folder, nodes=nodes, base_port=base_port, env=env, args=args)
-        started.append(running)
+        self.started.append(running)
         if wait:
             running.wait_ready(timeout)
         return running
 
+    def stop_all(self) -> None:
+        for running in self.started:
+            running.stop()
+            if running.proc.returncode != 0:
+                print(f"rt cluster up exited {running.proc.returncode}; log:\n{running.tail()}")
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """Clusters for one test (:class:`ClusterFactory`)."""
+    factory = ClusterFactory(tmp_path_factory)
     yield factory
-    for running in started:
-        running.stop()
-        if running.proc.returncode != 0:
-            print(f"rt cluster up exited {running.proc.returncode}; log:\n{running.tail()}")
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """Clusters that the tests of one module share (:class:`ClusterFactory`)."""
+    factory = ClusterFactory(tmp_path_factory)
+    yield factory
+    factory.stop_all()

@@ -29,11 +29,17 @@ def check_spec(spec: ClusterSpec, data: Path, nodes: int, base: int, roll_size: 
     assert len(spec.nodes) == nodes
     assert spec.roll_size == roll_size
     assert spec.session_file == str(data / "session")
+    assert spec.info_service == f"http://127.0.0.1:{base + 1100}"
+    assert spec.tls_dir == str(data / "tls")
+    assert (data / "tls" / "ca.pem").is_file()
+    assert (data / "tls" / "ca.key").stat().st_mode & 0o077 == 0  # the CA's key: owner only
     for n, node in enumerate(spec.nodes):
         assert (node.id, node.name) == (n, f"node-{n}")
         assert node.pull == f"127.0.0.1:{base + 1 + 10 * n}"
         assert node.push == f"127.0.0.1:{base + 2 + 10 * n}"
         assert node.rest == f"127.0.0.1:{base + 1000 + 10 * n}"
+        assert node.external == f"127.0.0.1:{base + 10 * n}"
+        assert (Path(spec.tls_dir) / f"{node.name}.pem").is_file()
         assert node.data == str(data / f"node-{n}")
         assert Path(node.data).is_absolute()
         for part in ("in", "out", "state"):
@@ -49,6 +55,16 @@ def supervisor_pids(spec: ClusterSpec, procs: Any) -> list[int]:
     return [pid for pid in pids if pid is not None]
 
 
+def info_service_pid(procs: Any, running: Any) -> int:
+    """The launcher's info-service (its one child that is not a supervisor)."""
+    [pid] = [
+        pid
+        for pid in procs.children(running.proc.pid)
+        if Path(procs.cmdline(pid)[1]).name == "rt-info-service"
+    ]
+    return pid
+
+
 def run_rt(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "rt"), *args],
@@ -62,7 +78,7 @@ def run_rt(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 ONE_LOG_FORMAT = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL)"
-    r" (launcher|node-\d+ (supervisor|sequencer|archiver)): "
+    r" (launcher|info-service|node-\d+ (supervisor|sequencer|archiver)): "
 )
 
 
@@ -83,7 +99,9 @@ def test_one_node_cluster_up(
     check_spec(spec, running.data, 1, running.base_port, roll_size=65536)
     assert (running.data / "session").read_text() == "0\n"
     [pid] = supervisor_pids(spec, procs)
-    assert procs.children(running.proc.pid) == [pid]
+    assert sorted(procs.children(running.proc.pid)) == sorted(
+        [pid, info_service_pid(procs, running)]
+    )
     assert http_get(f"http://{spec.nodes[0].rest}/resetStatus") == (
         200,
         {"hostname": "node-0", "status": "UP"},
@@ -112,7 +130,9 @@ def test_three_node_cluster_up_status_and_sigterm_stops_everything(
     check_spec(spec, running.data, 3, running.base_port, roll_size=DEFAULT_ROLL_SIZE)
     pids = supervisor_pids(spec, procs)
     assert len(set(pids)) == 3
-    assert sorted(procs.children(running.proc.pid)) == sorted(pids)
+    assert sorted(procs.children(running.proc.pid)) == sorted(
+        [*pids, info_service_pid(procs, running)]
+    )
     for node in spec.nodes:
         status, body = http_get(f"http://{node.rest}/health")
         assert status == 200, body

@@ -15,6 +15,7 @@ from rtcommon.log import CodecError, LogError, LogLockedError, LogWriteError, Po
 from rtcommon.streams import StreamNameError
 
 from ._cluster import Cluster
+from ._external import EnrolmentError
 from ._prune import prune
 from ._publisher import IdSequenceError, Publisher
 from ._subscriber import PositionOutOfRangeError, Subscriber, SubscriberError
@@ -23,6 +24,7 @@ __all__ = [
     "Cluster",
     "ClusterError",
     "CodecError",
+    "EnrolmentError",
     "IdSequenceError",
     "LogError",
     "LogLockedError",

@@ -1,16 +1,24 @@
-"""``rt.Cluster``: where a client finds the nodes.
+"""``rt.Cluster``: where a client finds the nodes, and how it connects to them.
 
 A cluster is read from the ``cluster.json`` that ``rt cluster up`` writes, or
 built from a list of node addresses (each node serves every gRPC service on
-both its push and pull ports, so one address per node is enough).
+both its push and pull ports, so one address per node is enough); clients inside
+the cluster's network reach those ports in plain text. An external publisher's
+cluster comes from the info-service (:meth:`Cluster.from_info_service`): the nodes'
+external endpoints, reached with mutual TLS (``_external``).
 """
 
 from __future__ import annotations
 
 import os
 
+import grpc
+
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
+from rtcommon.replication import plain_channel
+
+from ._external import Enrolment
 
 __all__ = ["Cluster", "ClusterLike"]
 
@@ -19,6 +27,8 @@ class Cluster:
     """The nodes of one RT cluster, as clients see them."""
 
     spec: ClusterSpec
+    #: the enrolment of an external client (None inside the cluster's network)
+    enrolment: Enrolment | None = None
 
     def __init__(self, nodes: ClusterSpec | list[str] | tuple[str, ...]) -> None:
         if isinstance(nodes, ClusterSpec):
@@ -37,6 +47,39 @@ class Cluster:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Cluster:
         return cls(ClusterSpec.from_file(path))
+
+    @classmethod
+    def from_info_service(
+        cls,
+        url: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        name: str | None = None,
+        topics: list[str] | tuple[str, ...] | None = None,
+    ) -> Cluster:
+        """The cluster as an external publisher reaches it: gets a token for
+        ``client_id`` and ``client_secret``, enrols ``name`` (default: the client id) for
+        ``topics`` (default: those the token names), and reads the endpoints and a
+        certificate; both are read again every 5 s. Raises ``rt.EnrolmentError``."""
+        enrolment = Enrolment(
+            url, client_id=client_id, client_secret=client_secret, name=name, topics=topics
+        )
+        cluster = cls(enrolment.spec())
+        cluster.enrolment = enrolment
+        return cluster
+
+    def connect(self, node: NodeSpec) -> grpc.aio.Channel:
+        """A channel to ``node``'s push port: its external endpoint with mutual TLS for an
+        enrolled client, else its internal port."""
+        if self.enrolment is not None:
+            return self.enrolment.connect(node)
+        return plain_channel(node)
+
+    def close(self) -> None:
+        """Stop reading an enrolment's details (nothing to do for other clusters)."""
+        if self.enrolment is not None:
+            self.enrolment.close()
 
     @classmethod
     def of(cls, cluster: ClusterLike) -> Cluster:

@@ -8,6 +8,9 @@ on standard error how many messages it published and the last position (``--quie
 says nothing). ``--strict`` refuses a line that is not JSON (exit 2; the lines before it
 are published); ``--log-dir`` and ``--publisher-id`` place the publisher's log.
 
+From outside the cluster, ``--info-service URL --client-id ID --client-secret S`` (or
+``$RT_CLIENT_SECRET``) enrols and pushes with mutual TLS (``rt.Cluster.from_info_service``).
+
 A topic that is an absolute path publishes to that local log only (no replication):
 ``--local`` must say so. Exit status (``rt._exits``): 0 done, 1 a publishing error, 2 a
 usage error (no or a bad cluster file, a bad topic), 130 interrupted.
@@ -28,6 +31,7 @@ from rtcommon.streams import DEDUP_SUFFIX, check_topic
 
 from ._cluster import Cluster
 from ._exits import FAILED, INTERRUPTED, OK, USAGE
+from ._external import EnrolmentError
 from ._publisher import Publisher
 
 DEFAULT_TOPIC = "pub"
@@ -40,11 +44,32 @@ class NotJSONError(ValueError):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cluster = Cluster.from_file(args.cluster)
-    except (ClusterError, OSError) as exc:
-        return _fail(f"cannot read the cluster description {args.cluster}: {exc}", USAGE)
     topic = DEFAULT_TOPIC if args.topic is None else args.topic
+    if getattr(args, "info_service", None):
+        secret = args.client_secret or os.environ.get("RT_CLIENT_SECRET", "")
+        if not args.client_id or not secret:
+            return _fail(
+                "--info-service needs --client-id and --client-secret (or $RT_CLIENT_SECRET)",
+                USAGE,
+            )
+        try:
+            cluster = Cluster.from_info_service(
+                args.info_service, client_id=args.client_id, client_secret=secret
+            )
+        except EnrolmentError as exc:
+            return _fail(f"cannot enrol with {args.info_service}: {exc}", FAILED)
+    else:
+        try:
+            cluster = Cluster.from_file(args.cluster)
+        except (ClusterError, OSError) as exc:
+            return _fail(f"cannot read the cluster description {args.cluster}: {exc}", USAGE)
+    try:
+        return _publish(args, cluster, topic)
+    finally:
+        cluster.close()
+
+
+def _publish(args: argparse.Namespace, cluster: Cluster, topic: str) -> int:
     if not topic:
         return _fail("--topic must not be empty", USAGE)
     local = os.path.isabs(topic)
@@ -68,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a topic, origin or publisher id that cannot name a stream
         return _fail(str(exc), USAGE)
-    except (LogError, OSError) as exc:
+    except (LogError, OSError, EnrolmentError) as exc:
         return _fail(str(exc), FAILED)
     count = 0
     try:

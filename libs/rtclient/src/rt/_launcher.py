@@ -7,12 +7,18 @@ and its addresses on 127.0.0.1, derived from a base port B (default 5000):
 =============  ================  ====================
 address        port              node 0 with B = 5000
 =============  ================  ====================
-external push  B + 10n           5000 (not used yet)
+external push  B + 10n           5000 (mutual TLS, Push alone)
 pull           B + 1 + 10n       5001
 push           B + 2 + 10n       5002
 control        B + 3 + 10n       5003 (supervisors' gRPC)
 REST           B + 1000 + 10n    6000
+info-service   B + 1100          6100 (one per cluster)
 =============  ================  ====================
+
+It also plays the parts Kubernetes and an identity provider play: it keeps the cluster's
+CA and each node's server pair in ``DATA/tls`` (``rtcommon.tls.FileCAStore``, outside
+the nodes' volumes) and runs one ``rt-info-service`` (its folder ``DATA/info-service``,
+its built-in issuer's client registry there, ``rt client add`` writes it).
 
 It writes ``DATA/cluster.json`` (rewritten atomically whenever a supervisor's pid
 changes), waits until every node's ``GET /health`` answers 200, prints a line containing
@@ -57,6 +63,7 @@ from rtcommon.log import DirectoryLock, LogLockedError, write_file_atomically
 from rtcommon.logs import log_formatter
 from rtcommon.processes import Backoff, describe_exit
 from rtcommon.rest import RestError, rest_get
+from rtcommon.tls import FileCAStore, TLSError
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -70,6 +77,10 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+#: In the data folder: the cluster's TLS material, and the info-service's own folder.
+TLS_FOLDER = "tls"
+INFO_FOLDER = "info-service"
+CLIENTS_FILE = "clients.json"
 DEFAULT_BASE_PORT = 5000
 DEFAULT_TIMEOUT = 60.0
 #: How long supervisors get to stop after SIGTERM (each gives its children 5 s).
@@ -94,6 +105,10 @@ def node_ports(base_port: int, node_id: int) -> dict[str, int]:
     }
 
 
+def info_service_port(base_port: int) -> int:
+    return base_port + 1100
+
+
 def build_spec(
     data: Path,
     nodes: int,
@@ -115,6 +130,7 @@ def build_spec(
                 name=f"node-{n}",
                 push=f"{HOST}:{ports['push']}",
                 pull=f"{HOST}:{ports['pull']}",
+                external=f"{HOST}:{ports['external']}",
                 rest=f"{HOST}:{ports['rest']}",
                 control=f"{HOST}:{ports['control']}",
                 data=str(data / f"node-{n}"),
@@ -126,17 +142,25 @@ def build_spec(
         nodes=tuple(specs),
         roll_size=roll_size,
         session_file=str(data / "session"),
+        info_service=f"http://{HOST}:{info_service_port(base_port)}",
+        tls_dir=str(data / TLS_FOLDER),
+        clients_file=str(data / INFO_FOLDER / CLIENTS_FILE),
     )
 
 
 def prepare_data(data: Path, nodes: int) -> None:
-    """Create ``data/node-<n>/s/{in,out,state}`` and ``data/session`` ("0") if missing."""
+    """Create ``data/node-<n>/s/{in,out,state}``, ``data/session`` ("0"), the cluster's CA
+    and the nodes' server pairs in ``data/tls``, if missing."""
     for n in range(nodes):
         for part in ("in", "out", "state"):
             (data / f"node-{n}" / "s" / part).mkdir(parents=True, exist_ok=True)
     session = data / "session"
     if not session.exists():
         write_file_atomically(session, b"0\n")
+    store = FileCAStore(data / TLS_FOLDER)
+    store.ensure_ca(data.name)
+    for n in range(nodes):
+        store.ensure_server_pair(f"node-{n}", [HOST, "localhost"])
 
 
 _FORMAT = log_formatter("launcher")
@@ -167,12 +191,13 @@ def check_health(rest: str, timeout: float = HEALTH_TIMEOUT) -> tuple[bool, str]
 
 
 @dataclass
-class _Node:
-    """One node's supervisor, as the launcher tracks it."""
+class _Child:
+    """A process the launcher keeps running (a node's supervisor, the info-service)."""
 
     id: int
     name: str
-    rest: str
+    rest: str  #: where its /health answers
+    argv: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -180,6 +205,10 @@ class _Node:
     healthy: bool = False
     last_problem: str = "not started"
     exits: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}: supervisor" if self.id >= 0 else self.name
 
     @property
     def pid(self) -> int | None:
@@ -209,11 +238,41 @@ class Launcher:
         self.timeout = timeout
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        programs = Path(sys.executable).parent
         self.nodes = [
-            _Node(id=n, name=f"node-{n}", rest=f"{HOST}:{node_ports(base_port, n)['rest']}")
+            _Child(
+                id=n,
+                name=f"node-{n}",
+                rest=f"{HOST}:{node_ports(base_port, n)['rest']}",
+                argv=[
+                    str(programs / "rt-supervisor"),
+                    "--cluster",
+                    str(self.path),
+                    "--node",
+                    f"{n}",
+                ],
+            )
             for n in range(nodes)
         ]
-        self.supervisor = Path(sys.executable).parent / "rt-supervisor"
+        info = f"{HOST}:{info_service_port(base_port)}"
+        #: what the launcher keeps running: the nodes' supervisors and the info-service
+        self.children = [
+            *self.nodes,
+            _Child(
+                id=-1,
+                name="info-service",
+                rest=info,
+                argv=[
+                    str(programs / "rt-info-service"),
+                    "--cluster",
+                    str(self.path),
+                    "--data",
+                    str(self.data / INFO_FOLDER),
+                    "--listen",
+                    info,
+                ],
+            ),
+        ]
         self.roll_size = 0
         self._stop_signal: int | None = None
         self._lock: DirectoryLock | None = None
@@ -264,7 +323,7 @@ class Launcher:
         self._check_previous()
         try:
             prepare_data(self.data, len(self.nodes))
-        except OSError as exc:
+        except (OSError, TLSError) as exc:
             raise LaunchError(f"cannot prepare the nodes' folders in {self.data}: {exc}") from None
         self._check_ports()
         self._write_spec()
@@ -306,8 +365,10 @@ class Launcher:
         taken = []
         for node in self.nodes:
             for role, port in node_ports(self.base_port, node.id).items():
-                if role != "external" and not localhost.port_free(port, HOST):
+                if not localhost.port_free(port, HOST):
                     taken.append(f"{port} ({node.name} {role})")
+        if not localhost.port_free(info_service_port(self.base_port), HOST):
+            taken.append(f"{info_service_port(self.base_port)} (info-service)")
         if taken:
             raise LaunchError(
                 f"port(s) in use on {HOST}: {', '.join(taken)}; is another cluster "
@@ -331,12 +392,12 @@ class Launcher:
     # -- starting and tending supervisors ------------------------------------------------
 
     def _start_all(self) -> None:
-        for node in self.nodes:
-            self._start(node)
+        for child in self.children:
+            self._start(child)
         self._write_spec()
 
-    def _start(self, node: _Node) -> None:
-        argv = [str(self.supervisor), "--cluster", str(self.path), "--node", str(node.id)]
+    def _start(self, node: _Child) -> None:
+        argv = node.argv
         command = dying_with_parent(argv)
         try:
             stdout = self.err.fileno()  # the launcher's stdout carries only its own lines
@@ -353,13 +414,13 @@ class Launcher:
             raise LaunchError(f"cannot start {argv[0]}: {exc}") from None
         node.started = time.monotonic()
         node.healthy = False
-        self._say(f"{node.name}: supervisor started (pid {node.process.pid})")
+        self._say(f"{node.label} started (pid {node.process.pid})")
 
     def _tend(self) -> None:
-        """Restart every supervisor that died, after its backoff delay."""
+        """Restart every child that died, after its backoff delay."""
         now = time.monotonic()
         changed = False
-        for node in self.nodes:
+        for node in self.children:
             process = node.process
             if process is not None:
                 returncode = process.poll()
@@ -372,10 +433,10 @@ class Launcher:
                 node.healthy = False
                 node.exits += 1
                 node.last_problem = (
-                    f"supervisor exited ({describe_exit(returncode)}), {node.exits} time(s)"
+                    f"{node.label} exited ({describe_exit(returncode)}), {node.exits} time(s)"
                 )
                 self._say(
-                    f"{node.name}: supervisor (pid {process.pid}) exited "
+                    f"{node.label} (pid {process.pid}) exited "
                     f"({describe_exit(returncode)}) after {ran_for:.1f} s; "
                     f"restarting in {delay:.1f} s",
                     logging.WARNING,
@@ -388,19 +449,19 @@ class Launcher:
             self._write_spec()
 
     def _wait_healthy(self) -> bool:
-        """Until every node answers ``/health`` 200; False if a signal came first."""
+        """Until every child answers ``/health`` 200; False if a signal came first."""
         deadline = time.monotonic() + self.timeout
         while self._stop_signal is None:
             self._tend()
-            for node in self.nodes:
+            for node in self.children:
                 if node.process is not None and not node.healthy:
                     node.healthy, why = check_health(node.rest)
                     if not node.healthy:
                         node.last_problem = why
-            if all(node.healthy and node.process is not None for node in self.nodes):
+            if all(node.healthy and node.process is not None for node in self.children):
                 return True
             if time.monotonic() >= deadline:
-                late = [node for node in self.nodes if not node.healthy]
+                late = [node for node in self.children if not node.healthy]
                 raise LaunchError(
                     f"{', '.join(node.name for node in late)} not healthy within "
                     f"{self.timeout:g} s: "
@@ -431,7 +492,7 @@ class Launcher:
     # -- stopping ------------------------------------------------------------------------
 
     def _stop_all(self) -> None:
-        live = [node for node in self.nodes if node.process is not None]
+        live = [node for node in self.children if node.process is not None]
         for node in live:
             assert node.process is not None
             with contextlib.suppress(ProcessLookupError):
@@ -443,18 +504,19 @@ class Launcher:
                 node.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._say(
-                    f"{node.name}: supervisor still running after {STOP_GRACE:g} s: SIGKILL",
+                    f"{node.label} still running after {STOP_GRACE:g} s: SIGKILL",
                     logging.WARNING,
                 )
                 node.process.kill()  # its children get SIGKILL too (PR_SET_PDEATHSIG)
                 node.process.wait()
-        for node in self.nodes:
+        for node in self.children:
             node.process = None
         if live and self.path.exists():
             with contextlib.suppress(LaunchError):
                 self._write_spec()  # no pids: nothing runs
-        if live:
-            self._say(f"stopped {len(live)} node{'s' if len(live) > 1 else ''}")
+        nodes = len([node for node in live if node.id >= 0])
+        if nodes:
+            self._say(f"stopped {nodes} node{'s' if nodes > 1 else ''}")
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -41,6 +41,7 @@ from rtcommon.replication import Replicator
 from rtcommon.streams import check_stream_name, write_topic
 
 from ._cluster import Cluster, ClusterLike
+from ._external import Enrolment, EnrolmentError
 
 __all__ = [
     "COMMIT_INTERVAL",
@@ -149,7 +150,10 @@ class Publisher:
     ) -> None:
         self.topic = topic
         local_only = isinstance(topic, str) and os.path.isabs(topic)
-        spec = None if local_only else _cluster_spec(cluster)
+        reached = None if local_only else _cluster(cluster)
+        spec = reached.spec if reached is not None else None
+        if reached is not None and reached.enrolment is not None:
+            publisher_id = _enrolled_publisher(reached.enrolment, topic, publisher_id)
         self.directory, replicate = publisher_directory(topic, log_dir, publisher_id, spec)
         self.stream = self.directory.name if replicate else None
         self.codec = Codec.named(codec)
@@ -176,7 +180,10 @@ class Publisher:
         try:
             if spec is not None:
                 write_topic(self.directory, topic)  # for an agent that ships the directory
-                self._replicator = Replicator(self.directory, self.stream, spec, topic=topic)
+                assert reached is not None
+                self._replicator = Replicator(
+                    self.directory, self.stream, spec, topic=topic, connect=reached.connect
+                )
                 self._replicator.start()
             self._committer = threading.Thread(
                 target=self._commit_loop, name=f"rt-publisher-commit {self.directory.name}"
@@ -402,13 +409,29 @@ class Publisher:
         )
 
 
-def _cluster_spec(cluster: ClusterLike | None) -> ClusterSpec:
+def _cluster(cluster: ClusterLike | None) -> Cluster:
     if cluster is None:
         raise ValueError(
             "a publisher needs a cluster to replicate to; only a topic that is an absolute"
             " path (a log with no replication) may be published without one"
         )
-    return Cluster.of(cluster).spec
+    return Cluster.of(cluster)
+
+
+def _enrolled_publisher(enrolment: Enrolment, topic: str, publisher_id: str | None) -> str:
+    """An external publisher's id: its enrolled name, which the nodes require as the
+    first part of its stream's name, for a topic it is enrolled for."""
+    if topic not in enrolment.details.topics:
+        raise EnrolmentError(
+            f"client {enrolment.name!r} is not enrolled to insert topic {topic!r} (its"
+            f" topics: {', '.join(enrolment.details.topics)})"
+        )
+    if publisher_id not in (None, enrolment.name):
+        raise ValueError(
+            f"an external publisher's id is its enrolled name {enrolment.name!r},"
+            f" not {publisher_id!r}"
+        )
+    return enrolment.name
 
 
 # Publishers still open at interpreter exit are closed then: a publisher must not exit

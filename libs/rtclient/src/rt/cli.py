@@ -4,7 +4,7 @@ Every subcommand is declared here with its public options and runs from its own 
 `rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
 (`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`), `rt status`
 (`rt._status`), `rt streams` (`rt._cmd_streams`), `rt export` (`rt._cmd_export`) and
-`rt completion` (`rt._completion`). Exit codes are
+`rt client add` (`rt._cmd_client`) and `rt completion` (`rt._completion`). Exit codes are
 one table for all (`rt._exits`).
 """
 
@@ -66,6 +66,12 @@ def _export(args: argparse.Namespace) -> int:
     from rt._cmd_export import run
 
     return run(args)
+
+
+def _client_add(args: argparse.Namespace) -> int:
+    from rt._cmd_client import add
+
+    return add(args.cluster, args.name, args.topic)
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -164,7 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish one message per stdin line (JSON if it parses)",
         description="Publish one message per line of standard input (JSON if it parses).",
     )
-    _add_cluster(pub)
+    reached = pub.add_mutually_exclusive_group(required=True)
+    reached.add_argument("--cluster", metavar="FILE", help="cluster.json, or its data folder")
+    reached.add_argument(
+        "--info-service",
+        metavar="URL",
+        help="publish from outside the cluster: enrol with this info-service, push with"
+        " mutual TLS (with --client-id, and --client-secret or $RT_CLIENT_SECRET)",
+    )
+    pub.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --info-service)")
+    pub.add_argument(
+        "--client-secret", metavar="S", help="OAuth2 client secret (default $RT_CLIENT_SECRET)"
+    )
     pub.add_argument("--topic", metavar="T", help="topic to publish on")
     pub.add_argument("--origin", metavar="O", help="origin recorded on each message")
     pub.add_argument("--dedup", action="store_true", help="publish on a deduplicating topic")
@@ -260,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_timeout_for_ever(export)
     export.add_argument("output", metavar="OUTPUT", help="the file to write, or - for stdout")
     export.set_defaults(func=_export)
+
+    client = commands.add_parser("client", help="manage the built-in issuer's OAuth2 clients")
+    client_commands = client.add_subparsers(dest="client_command", metavar="COMMAND")
+    client_commands.required = True
+    add = client_commands.add_parser(
+        "add",
+        help="register an external client; prints its client_id and client_secret",
+        description="Register a client with the cluster's built-in identity provider (the"
+        " info-service's) for the topics it may insert; prints"
+        ' {"client_id": .., "client_secret": ..}. The secret is shown once, kept hashed.',
+    )
+    add.add_argument("name", metavar="NAME", help="the client's id and name")
+    add.add_argument(
+        "--topic", action="append", required=True, metavar="T", help="a topic it may insert"
+    )
+    _add_cluster(add)
+    add.set_defaults(func=_client_add)
 
     completion = commands.add_parser(
         "completion",

@@ -59,6 +59,8 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     pull: str  #: host:port of the pull port (subscribers)
     rest: str  #: host:port of the supervisor's REST API
     control: str = ""  #: host:port of the supervisor's gRPC Control service (hard resets)
+    #: host:port of the external push listener (Push alone, mutual TLS; "" for none)
+    external: str = ""
     data: str = ""  #: the node's volume, holding s/in, s/out, s/state
     pid: int | None = None  #: the supervisor's pid, when run by the local launcher
 
@@ -69,7 +71,11 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     nodes: tuple[NodeSpec, ...]
     roll_size: int = 1 << 30
     session_file: str = ""  #: where the merged log's session number is kept
-    info_service: str = ""  #: host:port of the info-service, if one runs
+    info_service: str = ""  #: the info-service's URL (``http://host:port``), if one runs
+    #: the folder of the cluster's TLS material (``rtcommon.tls.FileCAStore``; "" for none)
+    tls_dir: str = ""
+    #: the built-in issuer's client registry (``rtcommon.registry``), for ``rt client add``
+    clients_file: str = ""
 
     def __post_init__(self) -> None:
         if len(self.nodes) not in (1, 3, 5):

@@ -37,6 +37,19 @@ variable                                setting                meaning
 ``RT_MAX_STREAMS``                      ``max_streams``        input streams a node holds at
                                                                most; a push that would open
                                                                another is refused (1000)
+``RT_OIDC_ISSUER``                      ``oidc_issuer``        info-service: the identity
+                                                               provider's issuer (a Keycloak
+                                                               realm URL); "" is the built-in
+``RT_OIDC_AUDIENCE``                    ``oidc_audience``      info-service: the audience a
+                                                               token must name ("rt")
+``RT_CLIENT_CERT_SECONDS``              ``client_cert_``       info-service: how long an
+                                        ``seconds``            external client's certificate
+                                                               is valid (3600)
+``RT_EXTERNAL_ENDPOINTS``               ``external_``          info-service: the nodes'
+                                        ``endpoints``          external push addresses
+                                                               (load balancers), comma-
+                                                               separated; "" takes them from
+                                                               cluster.json
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
@@ -85,6 +98,10 @@ class Settings:
     max_disk_usage_percent: float = 90.0
     archiver_interval: float = 10.0
     max_streams: int = 1000
+    oidc_issuer: str = ""
+    oidc_audience: str = "rt"
+    client_cert_seconds: float = 3600.0
+    external_endpoints: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -104,6 +121,14 @@ class Settings:
             max_disk_usage_percent=_percent("RT_MAX_DISK_USAGE_PERCENT", environ, 90.0),
             archiver_interval=_positive("RT_ARCHIVER_INTERVAL", environ, 10.0),
             max_streams=_whole_number("RT_MAX_STREAMS", environ) or 1000,
+            oidc_issuer=environ.get("RT_OIDC_ISSUER", "").rstrip("/"),
+            oidc_audience=environ.get("RT_OIDC_AUDIENCE") or "rt",
+            client_cert_seconds=_positive("RT_CLIENT_CERT_SECONDS", environ, 3600.0),
+            external_endpoints=tuple(
+                address.strip()
+                for address in environ.get("RT_EXTERNAL_ENDPOINTS", "").split(",")
+                if address.strip()
+            ),
         )
 
 

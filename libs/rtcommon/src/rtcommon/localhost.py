@@ -39,9 +39,10 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def find_free_base_port(span: int = 30, rest_offset: int = 1000) -> int:
-    """A random base B whose ports B..B+span and B+rest_offset..+span are all free (the
-    ports of a local cluster of three nodes with ``--base-port B``).
+def find_free_base_port(span: int = 30, rest_offset: int = 1000, info_offset: int = 1100) -> int:
+    """A random base B whose ports B..B+span, B+rest_offset..+span and B+info_offset are
+    all free (the ports of a local cluster of three nodes with ``--base-port B``, and its
+    info-service).
 
     Drawn below 31700 so that every port stays under Linux's ephemeral range (32768 and
     up), where outgoing connections could take one between this probe and the bind.
@@ -49,12 +50,13 @@ def find_free_base_port(span: int = 30, rest_offset: int = 1000) -> int:
     """
     rng = random.Random()
     for _ in range(500):
-        base = rng.randrange(20000, 31700 - rest_offset - span)
+        base = rng.randrange(20000, 31700 - info_offset)
         with _handed_lock:
             if any(abs(base - other) <= span for other in _handed_out):
                 continue
             ports = [*range(base, base + span + 1)]
             ports += range(base + rest_offset, base + rest_offset + span + 1)
+            ports.append(base + info_offset)
             if all(port_free(port) for port in ports):
                 _handed_out.add(base)
                 return base

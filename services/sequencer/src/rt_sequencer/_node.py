@@ -44,6 +44,7 @@ from rtcommon.log import (
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
+from rtcommon.tls import FileCAStore, server_credentials
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -56,6 +57,7 @@ from rtproto.v1 import (
 
 from ._clients import Clients
 from ._driver import RaftDriver
+from ._external import ExternalAccess
 from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore, InputStream
 from ._peers import SERVER_OPTIONS, PeerLink
@@ -144,6 +146,7 @@ class Node:
         self._disk_use_cache = (0, 0, 0, 0)
         self._disk_use_due = 0.0
         self._pruning = asyncio.Lock()  # one collection of s/out at a time
+        self._external: grpc.aio.Server | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -242,11 +245,30 @@ class Node:
             if server.add_insecure_port(address) == 0:
                 raise OSError(f"cannot listen on {address}")
         await server.start()
+        self._external = await self._serve_external()
+        return server
+
+    async def _serve_external(self) -> grpc.aio.Server | None:
+        """The external push listener (DESIGN section 9): Push alone, mutual TLS with the
+        cluster CA, when the cluster names an address for it and keeps TLS material."""
+        if not (self.spec.external and self.cluster.tls_dir):
+            return None
+        store = FileCAStore(self.cluster.tls_dir)
+        cert, key = store.server_pair(self.spec.name)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
+        credentials = server_credentials(store.ca_cert(), cert, key)
+        if server.add_secure_port(self.spec.external, credentials) == 0:
+            raise OSError(f"cannot listen on {self.spec.external}")
+        await server.start()
+        log.info("external push (mutual TLS) on %s", self.spec.external)
         return server
 
     async def _shutdown(self, server: grpc.aio.Server, tasks: list[asyncio.Task]) -> None:
         self._stopping.set()  # also when a part failed: nothing new starts from here
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._external is not None:
+            await self._external.stop(grace=0.5)
         await server.stop(grace=0.5)
         for task in [*tasks, *self._tasks]:
             task.cancel()

@@ -29,6 +29,7 @@ from rtcommon.log import (
     starts_a_record,
 )
 from rtcommon.streams import StreamNameError
+from rtcommon.tls import ClientIdentity
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -42,6 +43,7 @@ from rtproto.v1 import (
 )
 
 from ._clients import Client, Clients
+from ._external import AccessRefused, ExternalAccess
 from ._files import MergedLog
 from ._inputs import InputStore, TopicConflictError
 from ._peers import decode_message
@@ -219,8 +221,12 @@ class AdminHost(Protocol):
 
 
 class PushService(push_pb2_grpc.PushServicer):
-    def __init__(self, node: PushHost) -> None:
+    """Push, as the internal listener serves it, or, with ``access``, the external one:
+    there every push is admitted by the client's certificate (``_external``)."""
+
+    def __init__(self, node: PushHost, access: ExternalAccess | None = None) -> None:
         self.node = node
+        self.access = access
 
     async def Push(self, request_iterator, context):
         first = await context.read()
@@ -228,6 +234,13 @@ class PushService(push_pb2_grpc.PushServicer):
             return
         if first.WhichOneof("kind") != "open":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request is open")
+        identity = None
+        if self.access is not None:
+            try:
+                identity = self.access.admit(context, first.open)
+            except AccessRefused as exc:
+                log.warning("external push of %r refused: %s", first.open.stream, exc)
+                await context.abort(exc.code, str(exc))
         own = self.node.cluster_id
         if first.open.cluster and own and first.open.cluster != own:
             await context.abort(
@@ -253,10 +266,12 @@ class PushService(push_pb2_grpc.PushServicer):
         with self.node.clients.connected(
             "publisher", stream.name, context.peer(), first.open.publisher
         ) as client:
-            await self._push(stream, client, context, new)
+            await self._push(stream, client, context, new, identity)
 
-    async def _push(self, stream, client: Client, context, new: bool) -> None:
-        reader = asyncio.create_task(self._receive(stream, client, context))
+    async def _push(
+        self, stream, client: Client, context, new: bool, identity: ClientIdentity | None
+    ) -> None:
+        reader = asyncio.create_task(self._receive(stream, client, context, identity))
         wake = asyncio.Event()
         reader.add_done_callback(lambda _: wake.set())
         stream.held_changed.notify(wake)
@@ -283,6 +298,8 @@ class PushService(push_pb2_grpc.PushServicer):
                     self.node.inputs.discard(stream.name)  # refused at once: leave nothing
                 what = _without(str(error), stream.directory, f"s/in/{stream.name}")
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
+            elif isinstance(error, AccessRefused):
+                await context.abort(error.code, str(error))
             elif error is not None:
                 raise error
         finally:
@@ -290,11 +307,15 @@ class PushService(push_pb2_grpc.PushServicer):
             self.node.view_changed.forget(wake)
             reader.cancel()
 
-    async def _receive(self, stream, client: Client, context) -> None:
+    async def _receive(
+        self, stream, client: Client, context, identity: ClientIdentity | None
+    ) -> None:
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
+            if identity is not None:
+                self.access.check(identity)
             chunk = request.chunk
             stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
             client.moved(len(chunk.data), chunk.position + len(chunk.data))

@@ -61,10 +61,13 @@ def write_session(directory: str | os.PathLike[str], session: int) -> None:
     write_file_atomically(Path(directory, SESSION_FILE), f"{session}\n".encode())
 
 
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: write a temporary file, fsync, rename, fsync the folder."""
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: write a temporary file, fsync, rename, fsync the folder.
+    A new file gets ``mode`` (0o600 for a secret)."""
     temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # a leftover keeps its mode: a secret must never be readable
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -88,15 +91,19 @@ class DirectoryLock:
     pid (a refusal's ``holder``).
 
     The kernel drops the lock when its holder dies, so a crashed writer never
-    leaves a directory locked.
+    leaves a directory locked. With ``wait`` it waits for the lock rather than refuse
+    (short critical sections of several processes); as a context manager it lets go
+    on exit.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], name: str = LOCK_FILE) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], name: str = LOCK_FILE, *, wait: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self._fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
                 error = LogLockedError(
@@ -116,6 +123,12 @@ class DirectoryLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = -1
+
+    def __enter__(self) -> DirectoryLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class PendingSync:

@@ -68,6 +68,13 @@ ReadState = tuple[int, bool]
 CachedRead = tuple[list[push_pb2.PushRequest], int, ReadState, int]
 #: Called with (node, reply) for every reply a node sends.
 ReplyHandler = Callable[[NodeSpec, push_pb2.PushReply], None]
+#: Opens a channel to a node's push port (a session's own; the link closes it).
+Connect = Callable[[NodeSpec], grpc.aio.Channel]
+
+
+def plain_channel(node: NodeSpec) -> grpc.aio.Channel:
+    """A channel to a node's internal push port (inside the cluster's network)."""
+    return grpc.aio.insecure_channel(node.push, options=LINK_OPTIONS)
 
 
 class LinkFault(Exception):
@@ -159,8 +166,10 @@ class PushLink:
         stopping: asyncio.Event,
         reply_timeout: float,
         reads: ReadCache | None = None,
+        connect: Connect = plain_channel,
     ) -> None:
         self._nodes = tuple(nodes)
+        self._connect = connect
         self._reads = reads
         self._failover = FailoverPolicy(
             len(self._nodes), first=first, initial=BACKOFF_START, cap=MAX_BACKOFF
@@ -202,7 +211,7 @@ class PushLink:
     async def _session(self) -> None:
         node = self.node
         started = time.monotonic()
-        channel = grpc.aio.insecure_channel(node.push, options=LINK_OPTIONS)
+        channel = self._connect(node)
         call = None
         session: _Session | None = None
         try:

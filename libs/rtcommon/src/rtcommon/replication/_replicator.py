@@ -38,7 +38,7 @@ from ..background import background_loop
 from ..cluster import ClusterSpec, NodeSpec, claim_for_cluster, quorum
 from ..log import DirectoryWatcher, archive_log_files
 from ..streams import check_stream_name, check_topic, read_topic
-from ._link import PushLink, ReadCache
+from ._link import Connect, PushLink, ReadCache, plain_channel
 
 log = logging.getLogger("rtcommon.replication")
 
@@ -54,9 +54,11 @@ class Replicator:
 
     ``stream`` defaults to the directory's name, ``topic`` to the topic recorded in the
     directory (by :func:`rtcommon.streams.write_topic`), else the stream's name: the
-    cluster deduplicates per topic. ``single_ingress`` defaults to
-    ``RT_SINGLE_INGRESS``. Call :meth:`start`, then :meth:`notify` whenever the log has
-    grown, and :meth:`stop` at the end (also as a context manager).
+    cluster deduplicates per topic. ``connect`` opens a channel to a node (default: its
+    internal push port, in plain text; an external client's connects with mutual TLS).
+    ``single_ingress`` defaults to ``RT_SINGLE_INGRESS``. Call :meth:`start`, then
+    :meth:`notify` whenever the log has grown, and :meth:`stop` at the end (also as a
+    context manager).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Replicator:
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         watch: bool = False,
         publisher: str | None = None,
+        connect: Connect = plain_channel,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
@@ -83,6 +86,7 @@ class Replicator:
         )
         self.quorum = quorum(len(self.spec.nodes))
         self._reply_timeout = reply_timeout
+        self._connect = connect
         self._watch = watch
         self._publisher = publisher or f"{env.hostname()}:{os.getpid()}"
         self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
@@ -242,6 +246,7 @@ class Replicator:
             "on_reply": self._on_reply,
             "stopping": self._stopping,
             "reply_timeout": self._reply_timeout,
+            "connect": self._connect,
         }
         nodes = self.spec.nodes
         if self.single_ingress and len(nodes) > 1:

@@ -1,0 +1,373 @@
+"""A cluster's TLS material: its certificate authority, what it issues, where it is kept,
+and the gRPC credentials made from it (DESIGN sections 5 and 9).
+
+- :class:`CertificateAuthority` issues *server* certificates (a node's external push
+  listener, named by its hosts) and *client* certificates: one per enrolled external
+  client, short-lived, with the client's name as common name and, as SAN URIs,
+  ``urn:rt:client:<name>`` and one ``urn:rt:topic:<topic>`` per topic it may insert. The
+  node reads the name and topics back with :func:`client_identity`, so what a client may
+  push is bound into the certificate the CA signed.
+- :class:`FileCAStore` keeps the CA, the nodes' server pairs and the revocation list in
+  one folder, outside the nodes' volumes (``DATA/tls`` locally). The CA's key is read only
+  by whoever issues (the launcher, the info-service); a node reads the CA certificate, its
+  own pair and the revocation list. A Kubernetes Secret is another store behind the same
+  methods.
+- :func:`server_credentials` and :func:`channel_credentials` make gRPC credentials for
+  mutual TLS.
+
+Errors: :class:`TLSError` (an :class:`~rtcommon.errors.RTError`) for material that is
+missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import grpc
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import RTError
+from .log import DirectoryLock, write_file_atomically
+
+__all__ = [
+    "CA_CERT_FILE",
+    "CertificateAuthority",
+    "ClientIdentity",
+    "FileCAStore",
+    "IssuedPair",
+    "TLSError",
+    "channel_credentials",
+    "client_identity",
+    "server_credentials",
+]
+
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
+REVOKED_FILE = "revoked.json"
+CLIENT_URI = "urn:rt:client:"
+TOPIC_URI = "urn:rt:topic:"
+CA_LIFETIME = datetime.timedelta(days=3650)
+SERVER_LIFETIME = datetime.timedelta(days=365)
+#: A server pair this close to its end is issued again when the store is asked for it.
+SERVER_RENEW_BEFORE = datetime.timedelta(days=30)
+#: Issued certificates start this far in the past: clocks of two machines differ.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+#: The revocation list is read again at most this often (seconds).
+REVOKED_RECHECK = 1.0
+
+
+class TLSError(RTError):
+    """TLS material that is missing, unreadable, or not what it should be."""
+
+
+class IssuedPair(msgspec.Struct, frozen=True, kw_only=True):
+    """A certificate and its private key, in PEM, as issued."""
+
+    cert: bytes
+    key: bytes
+    serial: int
+    not_after: float  #: the end of its validity, in seconds since the epoch
+
+
+class ClientIdentity(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a client certificate names and what it may insert."""
+
+    name: str
+    topics: frozenset[str]
+    serial: int
+    not_after: float
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _general_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+class CertificateAuthority:
+    """A CA key and its self-signed certificate; issues the cluster's certificates."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+        self._key = key
+        self.certificate = certificate
+
+    @classmethod
+    def create(cls, name: str) -> CertificateAuthority:
+        key = _new_key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} RT cluster CA")])
+        now = _now()
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + CA_LIFETIME)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, certificate)
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            certificate = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as exc:
+            raise TLSError(f"the CA's certificate or key is not readable PEM: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TLSError("the CA's key is not an elliptic-curve key")
+        return cls(key, certificate)
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return _key_pem(self._key)
+
+    def issue_server(self, name: str, hosts: Sequence[str]) -> IssuedPair:
+        """A server certificate for ``hosts`` (names or IP addresses)."""
+        return self._issue(
+            name,
+            _general_names(hosts),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            SERVER_LIFETIME,
+        )
+
+    def issue_client(
+        self, name: str, topics: Iterable[str], lifetime: datetime.timedelta
+    ) -> IssuedPair:
+        """A client certificate for ``name``, which may insert ``topics``."""
+        uris: list[x509.GeneralName] = [x509.UniformResourceIdentifier(CLIENT_URI + name)]
+        uris += [x509.UniformResourceIdentifier(TOPIC_URI + topic) for topic in sorted(topics)]
+        return self._issue(name, uris, ExtendedKeyUsageOID.CLIENT_AUTH, lifetime)
+
+    def _issue(
+        self,
+        name: str,
+        alternative_names: list[x509.GeneralName],
+        usage: x509.ObjectIdentifier,
+        lifetime: datetime.timedelta,
+    ) -> IssuedPair:
+        key = _new_key()
+        now = _now()
+        serial = x509.random_serial_number()
+        not_after = now + lifetime
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return IssuedPair(
+            cert=certificate.public_bytes(serialization.Encoding.PEM),
+            key=_key_pem(key),
+            serial=serial,
+            not_after=not_after.timestamp(),
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def client_identity(cert_pem: bytes) -> ClientIdentity:
+    """The identity a client certificate (PEM, as gRPC's auth context gives it) names.
+
+    Raises :class:`TLSError` for a certificate that names no RT client: the handshake
+    checked the signature; this reads what the CA put in it."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise TLSError(f"the client certificate names no RT client: {exc}") from exc
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    clients = [uri.removeprefix(CLIENT_URI) for uri in uris if uri.startswith(CLIENT_URI)]
+    if len(clients) != 1:
+        raise TLSError("the client certificate names no RT client")
+    return ClientIdentity(
+        name=clients[0],
+        topics=frozenset(uri.removeprefix(TOPIC_URI) for uri in uris if uri.startswith(TOPIC_URI)),
+        serial=certificate.serial_number,
+        not_after=certificate.not_valid_after_utc.timestamp(),
+    )
+
+
+class FileCAStore:
+    """A cluster's TLS material in one folder (``DATA/tls`` for a local cluster).
+
+    ==================  =============================================================
+    ``ca.pem``          the CA certificate (public: nodes and clients trust it)
+    ``ca.key``          the CA's key (mode 0600; for issuers only)
+    ``<name>.pem/key``  a server pair, one per node (``node-0``, ...)
+    ``revoked.json``    serials of client certificates revoked before their end
+    ==================  =============================================================
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._revoked: frozenset[int] = frozenset()
+        self._revoked_stamp: tuple[int, int] | None = None
+        self._revoked_checked = float("-inf")
+
+    # -- the CA --------------------------------------------------------------------------
+
+    def ensure_ca(self, name: str) -> CertificateAuthority:
+        """The CA kept here, made now if there is none."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if not (self.folder / CA_KEY_FILE).exists():
+                authority = CertificateAuthority.create(name)
+                write_file_atomically(self.folder / CA_KEY_FILE, authority.key_pem, mode=0o600)
+                write_file_atomically(self.folder / CA_CERT_FILE, authority.cert_pem)
+                return authority
+        return self.ca()
+
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority.from_pem(self.ca_cert(), self._read(CA_KEY_FILE))
+
+    def ca_cert(self) -> bytes:
+        return self._read(CA_CERT_FILE)
+
+    # -- server pairs --------------------------------------------------------------------
+
+    def ensure_server_pair(self, name: str, hosts: Sequence[str]) -> None:
+        """Issue ``name``'s server pair for ``hosts`` unless one for them is kept and
+        not near its end."""
+        with self._locked():
+            try:
+                certificate = x509.load_pem_x509_certificate(self._read(f"{name}.pem"))
+                held = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            except (TLSError, ValueError, x509.ExtensionNotFound):
+                pass
+            else:
+                fresh = certificate.not_valid_after_utc - _now() > SERVER_RENEW_BEFORE
+                if fresh and list(held.value) == _general_names(hosts):
+                    return
+            pair = self.ca().issue_server(name, hosts)
+            write_file_atomically(self.folder / f"{name}.key", pair.key, mode=0o600)
+            write_file_atomically(self.folder / f"{name}.pem", pair.cert)
+
+    def server_pair(self, name: str) -> tuple[bytes, bytes]:
+        """``name``'s server (certificate, key)."""
+        return self._read(f"{name}.pem"), self._read(f"{name}.key")
+
+    # -- revocation ----------------------------------------------------------------------
+
+    def revoke(self, pairs: Iterable[tuple[int, float]]) -> None:
+        """Revoke client certificates by (serial, end of validity); entries past their
+        end are dropped, as their certificates are refused anyway."""
+        now = time.time()
+        with self._locked():
+            listed = self._read_revoked()
+            listed.update({str(serial): not_after for serial, not_after in pairs})
+            kept = {serial: end for serial, end in listed.items() if end > now}
+            write_file_atomically(
+                self.folder / REVOKED_FILE, json.dumps(kept, sort_keys=True).encode()
+            )
+
+    def is_revoked(self, serial: int) -> bool:
+        """Whether ``serial`` is revoked (the list is read again when it changed, at most
+        every ``REVOKED_RECHECK`` seconds)."""
+        now = time.monotonic()
+        if now - self._revoked_checked >= REVOKED_RECHECK:
+            self._revoked_checked = now
+            try:
+                info = (self.folder / REVOKED_FILE).stat()
+                stamp = (info.st_mtime_ns, info.st_size)
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._revoked_stamp:
+                self._revoked = frozenset(int(serial) for serial in self._read_revoked())
+                self._revoked_stamp = stamp
+        return serial in self._revoked
+
+    def _read_revoked(self) -> dict[str, float]:
+        try:
+            listed = json.loads((self.folder / REVOKED_FILE).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise TLSError(f"the revocation list {self.folder / REVOKED_FILE} is damaged") from exc
+        return {str(serial): float(end) for serial, end in listed.items()}
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return (self.folder / name).read_bytes()
+        except OSError as exc:
+            path = self.folder / name
+            raise TLSError(f"cannot read the cluster's TLS file {path}: {exc}") from exc
+
+    def _locked(self) -> DirectoryLock:
+        """An exclusive lock on the folder while issuing or revoking: issuers may be
+        several processes."""
+        return DirectoryLock(self.folder, wait=True)
+
+
+def server_credentials(ca_cert: bytes, cert: bytes, key: bytes) -> grpc.ServerCredentials:
+    """A listener's credentials: this pair, and only clients the CA signed."""
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca_cert, require_client_auth=True
+    )
+
+
+def channel_credentials(ca_cert: bytes, cert: bytes, key: bytes) -> grpc.ChannelCredentials:
+    """A client's credentials: trusting servers the CA signed, presenting this pair."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_cert, private_key=key, certificate_chain=cert
+    )

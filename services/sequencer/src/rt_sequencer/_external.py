@@ -1,0 +1,86 @@
+"""Who may push through a node's external listener (DESIGN section 9).
+
+The external push port serves Push alone, over mutual TLS: the handshake admits only
+clients whose certificate the cluster CA signed and that is within its validity. Then
+:class:`ExternalAccess` reads the client's name and topics from the certificate
+(``rtcommon.tls.client_identity``) and admits a push only
+
+- of a topic the certificate names (the topics the client enrolled for), and
+- into the stream ``<client name>.<topic>``, so one client can never write into
+  another's stream;
+
+and, for every chunk after that, only while the certificate is neither revoked (the
+info-service's revocation list in the CA store) nor past its end: a long push stream
+outliving its certificate ends, and the client opens a new one with its renewed pair.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from rtcommon.tls import ClientIdentity, FileCAStore, TLSError, client_identity
+from rtproto.v1 import push_pb2
+
+__all__ = ["AccessRefused", "ExternalAccess"]
+
+
+class AccessRefused(Exception):
+    """A push the external listener does not admit: ``code`` and the message say why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ExternalAccess:
+    def __init__(self, store: FileCAStore) -> None:
+        self.store = store
+
+    def admit(
+        self, context: grpc.aio.ServicerContext, opening: push_pb2.PushOpen
+    ) -> ClientIdentity:
+        """The identity pushing ``opening``, if it may; else raise :class:`AccessRefused`."""
+        certificates = context.auth_context().get("x509_pem_cert")
+        if not certificates:
+            raise AccessRefused(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+        try:
+            identity = client_identity(certificates[0])
+        except TLSError as exc:
+            raise AccessRefused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        self.check(identity)
+        topic = opening.topic or opening.stream
+        if topic not in identity.topics:
+            raise AccessRefused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {identity.name!r} is not enrolled to insert topic {topic!r}"
+                f" (its topics: {', '.join(sorted(identity.topics)) or 'none'})",
+            )
+        expected = f"{identity.name}.{topic}"
+        if opening.stream != expected:
+            raise AccessRefused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {identity.name!r} pushes topic {topic!r} as stream {expected!r},"
+                f" not {opening.stream!r}",
+            )
+        return identity
+
+    def check(self, identity: ClientIdentity) -> None:
+        """Raise :class:`AccessRefused` once ``identity``'s certificate is revoked or
+        past its end."""
+        if time.time() >= identity.not_after:
+            raise AccessRefused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the certificate of client {identity.name!r} expired: ask the"
+                " info-service for a new one",
+            )
+        try:
+            revoked = self.store.is_revoked(identity.serial)
+        except TLSError as exc:  # no push while it cannot be told: fail closed
+            raise AccessRefused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        if revoked:
+            raise AccessRefused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the certificate of client {identity.name!r} was revoked (unenrolled)",
+            )

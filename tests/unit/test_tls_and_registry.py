@@ -1,0 +1,94 @@
+"""The cluster's TLS material (``rtcommon.tls``) and the built-in issuer's client registry
+(``rtcommon.registry``), on real files."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rtcommon import tls
+from rtcommon.registry import ClientNameError, ClientRegistry, RegistryError
+from rtcommon.tls import CertificateAuthority, FileCAStore, TLSError, client_identity
+
+
+def test_a_client_certificate_names_the_client_and_its_topics() -> None:
+    authority = CertificateAuthority.create("test")
+    pair = authority.issue_client("pubA", ["feed", "prices.dedup"], datetime.timedelta(hours=1))
+    identity = client_identity(pair.cert)
+    assert identity.name == "pubA"
+    assert identity.topics == {"feed", "prices.dedup"}
+    assert identity.serial == pair.serial
+    assert abs(identity.not_after - (time.time() + 3600)) < 5
+    # A server certificate of the same CA names no client: it cannot push as one.
+    server = authority.issue_server("node-0", ["127.0.0.1", "localhost"])
+    with pytest.raises(TLSError, match="names no RT client"):
+        client_identity(server.cert)
+    with pytest.raises(TLSError):
+        client_identity(b"not a certificate")
+
+
+def test_the_file_store_keeps_one_ca_and_fresh_server_pairs(tmp_path: Path) -> None:
+    store = FileCAStore(tmp_path / "tls")
+    first = store.ensure_ca("c")
+    assert store.ensure_ca("c").cert_pem == first.cert_pem  # kept, not made again
+    assert (tmp_path / "tls" / "ca.key").stat().st_mode & 0o077 == 0
+    store.ensure_server_pair("node-0", ["127.0.0.1"])
+    cert, key = store.server_pair("node-0")
+    assert (tmp_path / "tls" / "node-0.key").stat().st_mode & 0o077 == 0
+    store.ensure_server_pair("node-0", ["127.0.0.1"])
+    assert store.server_pair("node-0") == (cert, key)  # still good: kept
+    store.ensure_server_pair("node-0", ["127.0.0.1", "node-0.example"])
+    assert store.server_pair("node-0")[0] != cert  # other hosts: issued again
+    with pytest.raises(TLSError, match=r"node-9\.pem"):
+        store.server_pair("node-9")
+
+
+def test_revocation_is_listed_until_the_certificate_ends(tmp_path: Path) -> None:
+    store = FileCAStore(tmp_path)
+    store.ensure_ca("c")
+    assert not store.is_revoked(7)
+    store.revoke([(7, time.time() + 60), (8, time.time() - 1)])
+    reader = FileCAStore(tmp_path)  # another process's view (a node's)
+    assert reader.is_revoked(7)
+    assert not reader.is_revoked(8)  # past its end: refused anyway, not listed
+    assert json.loads((tmp_path / "revoked.json").read_text()).keys() == {"7"}
+    (tmp_path / "revoked.json").write_text("{damaged")
+    with pytest.raises(TLSError, match="damaged"):
+        FileCAStore(tmp_path).is_revoked(7)
+
+
+def test_the_registry_keeps_secrets_hashed(tmp_path: Path) -> None:
+    registry = ClientRegistry(tmp_path / "clients.json")
+    secret = registry.add("pubA", ["feed", "feed", "other"])
+    text = (tmp_path / "clients.json").read_text()
+    assert secret not in text and "scrypt$" in text
+    assert (tmp_path / "clients.json").stat().st_mode & 0o077 == 0
+    record = registry.authenticate("pubA", secret)
+    assert record is not None and record.topics == ("feed", "other")
+    assert registry.authenticate("pubA", secret + "x") is None
+    assert registry.authenticate("nobody", secret) is None
+    with pytest.raises(RegistryError, match="registered already"):
+        registry.add("pubA", ["feed"])
+    for name in ("a.b", "", "x" * 65, "a/b"):
+        with pytest.raises(ClientNameError):
+            registry.add(name, ["feed"])
+    with pytest.raises(ValueError):
+        registry.add("pubB", ["../etc"])
+    with pytest.raises(ClientNameError):
+        registry.add("pubB", [])
+    (tmp_path / "clients.json").write_text("[{")
+    with pytest.raises(RegistryError, match="damaged"):
+        registry.authenticate("pubA", secret)
+
+
+def test_credentials_are_built_from_pem() -> None:
+    authority = CertificateAuthority.create("test")
+    pair = authority.issue_server("node-0", ["127.0.0.1"])
+    assert tls.server_credentials(authority.cert_pem, pair.cert, pair.key) is not None
+    assert tls.channel_credentials(authority.cert_pem, pair.cert, pair.key) is not None
+    with pytest.raises(TLSError, match="not readable PEM"):
+        CertificateAuthority.from_pem(b"x", b"y")
