@@ -24,19 +24,30 @@ from that batching; latency stays about a millisecond or two.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, claim_for_cluster
 from rtcommon.errors import RTError
-from rtcommon.log import Codec, LogWriteError, LogWriter, SyncPolicy, encode_message
+from rtcommon.log import (
+    Codec,
+    LogWriteError,
+    LogWriter,
+    SyncPolicy,
+    decode_payload,
+    encode_message,
+    encode_record,
+    message_tags,
+)
 from rtcommon.replication import Replicator
 from rtcommon.streams import check_stream_name, write_topic
 
@@ -173,6 +184,7 @@ class Publisher:
         self._commit_error: BaseException | None = None
         self._written = self._writer.written_position
         self._written_changed = threading.Condition()
+        self._watchers: list[Callable[[], None]] = []
         self._has_data = threading.Event()
         self._commit_now = threading.Event()
         self._committer_exit = False
@@ -222,10 +234,8 @@ class Publisher:
         if tags is not None:
             tags = tuple(tags)
         with self._lock:
-            if self._closed:
-                raise ValueError(f"publisher of {self.directory} is closed")
-            last = self._last_ids.get(origin)
-            message_id = (last or 0) + 1 if id is None else _check_id(id, last, origin)
+            self._check_open()
+            message_id = self._next_id(origin, id)
             record = encode_message(
                 message,
                 origin=origin,
@@ -235,23 +245,74 @@ class Publisher:
                 codec=self.codec,
                 tags=tags,
             )
-            before = self._writer.position
-            try:
-                position = self._writer.append(record)
-            except LogWriteError:
-                if self._writer.position == before:
-                    raise  # a roll failed before the record was taken: it is not published
-                # The buffer filled and could not be written out: the record is buffered
-                # all the same, and the committer goes on trying.
-                position = self._writer.position
-                self._has_data.set()
-            self._last_ids[origin] = abs(message_id)
-            self._last_end = position
-            if not self._unwritten:
-                self._has_data.set()  # the interval starts with the first unwritten record
-            self._unwritten += len(record)
-            if self._unwritten >= COMMIT_NOW_BYTES and not self._commit_now.is_set():
-                self._commit_now.set()
+            return self._append(record, origin, message_id)
+
+    def publish_payload(
+        self,
+        payload: bytes,
+        codec: str | Codec,
+        *,
+        origin: str | None = None,
+        id: int | None = None,
+        ts: int | None = None,
+        tags: tuple[str, ...] | list[str] | None = None,
+    ) -> int:
+        """Append a message already encoded by ``codec`` (``"raw"`` or ``"msgpack"``),
+        as a client in another language sends it; return the position just after it.
+
+        The bytes are copied into the record as they are. A msgpack payload is checked
+        (a subscriber must be able to decode every message) and, without ``tags``, tagged
+        by its leading strings. A payload that is not the codec's raises
+        :class:`rtcommon.log.CodecError` and nothing is written."""
+        codec = Codec.named(codec)
+        if codec is Codec.MSGPACK:
+            message = decode_payload(payload, codec, 0)
+            if tags is None:
+                tags = message_tags(message)
+        if origin is None:
+            origin = self.origin
+        if ts is None:
+            ts = time.time_ns()
+        with self._lock:
+            self._check_open()
+            message_id = self._next_id(origin, id)
+            record = encode_record(
+                payload,
+                origin=origin,
+                ts=ts,
+                id=message_id,
+                tags=tuple(tags or ()),
+                codec=codec,
+            )
+            return self._append(record, origin, message_id)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"publisher of {self.directory} is closed")
+
+    def _next_id(self, origin: str, given: int | None) -> int:
+        last = self._last_ids.get(origin)
+        return (last or 0) + 1 if given is None else _check_id(given, last, origin)
+
+    def _append(self, record: bytes, origin: str, message_id: int) -> int:
+        """Append an encoded record (the lock held); the position after it."""
+        before = self._writer.position
+        try:
+            position = self._writer.append(record)
+        except LogWriteError:
+            if self._writer.position == before:
+                raise  # a roll failed before the record was taken: it is not published
+            # The buffer filled and could not be written out: the record is buffered
+            # all the same, and the committer goes on trying.
+            position = self._writer.position
+            self._has_data.set()
+        self._last_ids[origin] = abs(message_id)
+        self._last_end = position
+        if not self._unwritten:
+            self._has_data.set()  # the interval starts with the first unwritten record
+        self._unwritten += len(record)
+        if self._unwritten >= COMMIT_NOW_BYTES and not self._commit_now.is_set():
+            self._commit_now.set()
         return position
 
     def flush(self, timeout: float | None = None) -> None:
@@ -290,6 +351,33 @@ class Publisher:
             self.flush(timeout)
         finally:
             self._shut_down()
+
+    @property
+    def written(self) -> int:
+        """The position before which the local log is written out (and synced, by the
+        sync policy)."""
+        with self._written_changed:
+            return self._written
+
+    @property
+    def replicated(self) -> int:
+        """The position before which a quorum holds the log (``written`` when the topic
+        is not replicated)."""
+        return self._replicator.replicated if self._replicator is not None else self.written
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever :attr:`written` or :attr:`replicated` may have moved,
+        from the publisher's own threads: it must be quick and thread-safe (set an
+        event, or ``loop.call_soon_threadsafe``)."""
+        self._watchers.append(callback)
+        if self._replicator is not None:
+            self._replicator.watch(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
+        if self._replicator is not None:
+            self._replicator.unwatch(callback)
 
     @property
     def position(self) -> int:
@@ -361,6 +449,8 @@ class Publisher:
             with self._written_changed:
                 self._written = written
                 self._written_changed.notify_all()
+            for callback in list(self._watchers):
+                callback()
             if exiting:
                 return
 

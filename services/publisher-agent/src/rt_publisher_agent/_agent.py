@@ -1,23 +1,34 @@
-"""The ``rt-publisher-agent`` command: replicate a log directory another process writes.
+"""The ``rt-publisher-agent`` command, in one of two modes, until SIGTERM or SIGINT:
 
-``rt-publisher-agent --cluster FILE --log-dir DIR [--stream NAME]`` runs until SIGTERM or
-SIGINT, waking on changes to the directory (inotify, or polling), then sends what is
-left to the nodes still connected and exits 0.
+- ``rt-publisher-agent --cluster FILE --log-dir DIR [--stream NAME]`` replicates a log
+  directory another process writes, waking on changes to it (inotify, or polling);
+- ``rt-publisher-agent --cluster FILE --listen HOST:PORT [--log-root DIR]`` is a sidecar
+  serving the Publish API (``_publish``): clients in any language stream messages to it,
+  and it keeps one local log per topic under ``DIR`` and replicates them.
+
+Either way it then sends what is left to the nodes still connected and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
 
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.logs import setup_logging
 from rtcommon.replication import DEFAULT_DRAIN_TIMEOUT, Replicator
 from rtcommon.streams import StreamNameError
+from rtproto.v1 import publisher_pb2_grpc
+
+from ._publish import MAX_BATCH_BYTES, PublishService
 
 USAGE_ERROR = 2
 
@@ -29,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         " until SIGTERM.",
     )
     parser.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
-    parser.add_argument("--log-dir", required=True, metavar="DIR", help="the log directory")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--log-dir", metavar="DIR", help="replicate this log directory")
+    mode.add_argument(
+        "--listen", metavar="HOST:PORT", help="serve rtproto.v1.Publisher/Publish here"
+    )
+    parser.add_argument(
+        "--log-root",
+        metavar="DIR",
+        help="with --listen: parent of the per-topic logs (default: the cluster's folder"
+        " under $RT_LOG_PATH)",
+    )
     parser.add_argument(
         "--stream", metavar="NAME", help="stream name on the nodes (default: the directory name)"
     )
@@ -59,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("publisher-agent", args.log_level.upper())
+    if args.listen:
+        return serve(args)
     try:
         spec = ClusterSpec.from_file(args.cluster)
         replicator = Replicator(
@@ -91,3 +114,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def serve(args: argparse.Namespace) -> int:
+    """The sidecar: the Publish API on ``args.listen`` until SIGTERM or SIGINT."""
+    from rt import Cluster
+
+    try:
+        cluster = Cluster.from_file(args.cluster)
+    except (ClusterError, OSError) as exc:
+        print(f"rt-publisher-agent: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    service = PublishService(cluster, Path(args.log_root) if args.log_root else None)
+    try:
+        return asyncio.run(_serve(service, args.listen))
+    except OSError as exc:
+        print(f"rt-publisher-agent: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        service.close(args.drain_timeout)
+
+
+async def _serve(service: PublishService, address: str) -> int:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_BATCH_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    publisher_pb2_grpc.add_PublisherServicer_to_server(service, server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    logging.getLogger("rt_publisher_agent").info("serving Publish on %s", address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=1.0)
+    return 0

@@ -50,6 +50,7 @@ from rtproto.v1 import (
     admin_pb2_grpc,
     common_pb2,
     peer_pb2_grpc,
+    publisher_pb2_grpc,
     pull_pb2,
     pull_pb2_grpc,
     push_pb2_grpc,
@@ -67,6 +68,7 @@ from ._services import (
     PruneUnavailableError,
     PullService,
     PushService,
+    SubscriberService,
 )
 from ._signal import Signal
 from .core import (
@@ -235,6 +237,7 @@ class Node:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
+        publisher_pb2_grpc.add_SubscriberServicer_to_server(SubscriberService(self), server)
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
         self._health = health.aio.HealthServicer()

@@ -1,4 +1,5 @@
-"""The node's gRPC services: Push (publishers), Pull (subscribers), Peer, Admin.
+"""The node's gRPC services: Push (publishers), Pull (subscribers), Subscribe (decoded
+messages, for clients in any language), Peer, Admin.
 
 Each servicer translates between the wire and the node's parts and maps their
 errors to gRPC status codes; the logic lives in the parts. Each sees the node
@@ -12,7 +13,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -25,6 +26,10 @@ from rtcommon.log import (
     MirrorError,
     PositionError,
     PositionPastEndError,
+    Record,
+    RecordDecoder,
+    RecordError,
+    TagFilter,
     split_position,
     starts_a_record,
 )
@@ -36,6 +41,8 @@ from rtproto.v1 import (
     common_pb2,
     peer_pb2,
     peer_pb2_grpc,
+    publisher_pb2,
+    publisher_pb2_grpc,
     pull_pb2,
     pull_pb2_grpc,
     push_pb2,
@@ -60,6 +67,7 @@ __all__ = [
     "PullService",
     "PushHost",
     "PushService",
+    "SubscriberService",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,7 @@ async def _serve(
     *,
     merged: bool = False,
     end: Callable[[], int] | None = None,
+    convert: Callable[[Chunk | LogEvent], Any] | None = None,
 ):
     """A server stream of ``reader``'s chunks, following the log as ``grown`` fires.
 
@@ -89,22 +98,28 @@ async def _serve(
     marked ``reset`` at the new session's start, and records garbage collection took
     as a chunk marked ``collected`` after them; anywhere else either is damage. With
     ``end`` (where the log's writer says it ends), a reader that cannot get there is
-    reading damaged bytes (see :func:`_follow`)."""
+    reading damaged bytes (see :func:`_follow`). ``convert`` makes each chunk or event a
+    reply (default: a ``LogChunk``)."""
+    convert = convert or _chunk_reply
     with reader:
         try:
             wait = functools.partial(grown.wait_for, 1.0)
             async for item in _follow(reader, wait, merged=merged, end=end):
                 if isinstance(item, LogEvent):
                     log.info("passing on a %s at %d to %d", item.kind, *item.positions)
-                    yield common_pb2.LogChunk(
-                        position=item.position,
-                        reset=item.kind == RESET,
-                        collected=item.kind == COLLECTED,
-                    )
-                else:
-                    yield _to_proto(item)
+                yield convert(item)
         except _DataLoss as exc:
             await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+
+
+def _chunk_reply(item: Chunk | LogEvent) -> common_pb2.LogChunk:
+    if isinstance(item, LogEvent):
+        return common_pb2.LogChunk(
+            position=item.position,
+            reset=item.kind == RESET,
+            collected=item.kind == COLLECTED,
+        )
+    return common_pb2.LogChunk(position=item.position, data=item.data, sealed=item.sealed)
 
 
 def _without(message: str, directory, name: str) -> str:
@@ -115,10 +130,6 @@ def _without(message: str, directory, name: str) -> str:
 
 class _DataLoss(Exception):
     """The log being served is damaged at a position."""
-
-
-def _to_proto(chunk: Chunk) -> common_pb2.LogChunk:
-    return common_pb2.LogChunk(position=chunk.position, data=chunk.data, sealed=chunk.sealed)
 
 
 async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], int] | None):
@@ -327,37 +338,15 @@ class PullService(pull_pb2_grpc.PullServicer):
 
     async def Pull(self, request, context):
         out = self.node.out
-        start = getattr(request, "from")
-        if start == pull_pb2.PullRequest.END:
-            position = out.written_position
-        elif start == pull_pb2.PullRequest.START:
-            position = out.first_position
-        else:
-            position = request.position
-        try:
-            # Records were checked on their way in; the subscriber checks them again. A
-            # position among collected records gives a `collected` event first.
-            reader = LogReader(
-                out.directory,
-                position,
-                chunk_size=request.max_chunk_bytes or PULL_CHUNK_BYTES,
-                verify=False,
-                merged=True,
-            )
-        except PositionPastEndError as exc:
-            what = _without(str(exc), out.directory, "s/out")
-            await context.abort(
-                grpc.StatusCode.OUT_OF_RANGE, f"{what} (merged log ends at {out.written_position})"
-            )
-        except PositionError as exc:
-            what = _without(str(exc), out.directory, "s/out")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
-        if not starts_a_record(out.directory, position):
-            reader.close()
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"position {position} is not the start of a record in the merged log",
-            )
+        # Records were checked on their way in; the subscriber checks them again.
+        reader = await _open_merged(
+            out,
+            getattr(request, "from"),
+            request.position,
+            request.max_chunk_bytes or PULL_CHUNK_BYTES,
+            context,
+            verify=False,
+        )
         with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
             async for chunk in _serve(
                 reader, out.appended, context, merged=True, end=self._merged_end
@@ -368,6 +357,90 @@ class PullService(pull_pb2_grpc.PullServicer):
 
     def _merged_end(self) -> int:
         return self.node.out.written_position  # the node's, not out: an install replaces it
+
+
+async def _open_merged(
+    out: MergedLog, start: int, position: int, chunk_size: int, context, *, verify: bool
+) -> LogReader:
+    """A reader of the merged log from where a Pull or Subscribe request says (``start``
+    is their ``From``: a position, the first held, or the end now); the call is aborted
+    with OUT_OF_RANGE past the end and INVALID_ARGUMENT inside a record. A position among
+    collected records gives a ``collected`` event first."""
+    if start == pull_pb2.PullRequest.END:
+        position = out.written_position
+    elif start == pull_pb2.PullRequest.START:
+        position = out.first_position
+    try:
+        reader = LogReader(
+            out.directory, position, chunk_size=chunk_size, verify=verify, merged=True
+        )
+    except PositionPastEndError as exc:
+        what = _without(str(exc), out.directory, "s/out")
+        await context.abort(
+            grpc.StatusCode.OUT_OF_RANGE, f"{what} (merged log ends at {out.written_position})"
+        )
+    except PositionError as exc:
+        what = _without(str(exc), out.directory, "s/out")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
+    if not starts_a_record(out.directory, position):
+        reader.close()
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"position {position} is not the start of a record in the merged log",
+        )
+    return reader
+
+
+class SubscriberService(publisher_pb2_grpc.SubscriberServicer):
+    """Subscribe: the merged log decoded into messages, for clients in any language."""
+
+    def __init__(self, node: PullHost) -> None:
+        self.node = node
+
+    async def Subscribe(self, request, context):
+        out = self.node.out
+        try:
+            wanted = TagFilter(tuple(request.tags)) if request.tags else None
+        except RecordError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        reader = await _open_merged(
+            out, getattr(request, "from"), request.position, PULL_CHUNK_BYTES, context, verify=True
+        )
+
+        def convert(item: Chunk | LogEvent) -> publisher_pb2.SubscribeReply:
+            if isinstance(item, LogEvent):
+                return publisher_pb2.SubscribeReply(
+                    event=item.kind, event_positions=list(item.positions)
+                )
+            decoder = RecordDecoder(item.position, wanted, verify=False)  # the reader did
+            decoder.feed(item.data)
+            records, _ = decoder.next_records()
+            return publisher_pb2.SubscribeReply(messages=[_delivered(r) for r in records])
+
+        with self.node.clients.connected("subscriber", "messages", context.peer()) as client:
+            async for reply in _serve(
+                reader,
+                out.appended,
+                context,
+                merged=True,
+                end=lambda: self.node.out.written_position,
+                convert=convert,
+            ):
+                if reply.messages:
+                    client.moved(0, reply.messages[-1].position)
+                yield reply
+
+
+def _delivered(record: Record) -> publisher_pb2.DeliveredMessage:
+    return publisher_pb2.DeliveredMessage(
+        position=record.position,
+        payload=record.payload,
+        codec=record.codec,
+        origin=record.origin,
+        id=record.id,
+        ts=record.ts,
+        tags=record.tags,
+    )
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):

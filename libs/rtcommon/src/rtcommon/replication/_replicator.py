@@ -29,6 +29,7 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from rtproto.v1 import push_pb2
@@ -90,6 +91,7 @@ class Replicator:
         self._watch = watch
         self._publisher = publisher or f"{env.hostname()}:{os.getpid()}"
         self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
+        self._watchers: list[Callable[[], None]] = []
         #: the log is archived before this position (every node is done with it)
         self.archived = 0
         self._archivals: set[asyncio.Future[None]] = set()
@@ -167,6 +169,15 @@ class Replicator:
                 self._changed.wait(remaining)
             return True
 
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (from the replicator's loop: quick, thread-safe) whenever a
+        node's answer may have moved :attr:`replicated`."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
+
     @property
     def held(self) -> dict[int, int]:
         """Per node id: the position before which that node last said it holds everything
@@ -196,6 +207,8 @@ class Replicator:
             self._held[node.id] = reply.held
             self._reported[node.id] = reply.replicated
             self._changed.notify_all()
+        for callback in list(self._watchers):
+            callback()
         if reply.archived > self.archived:
             self.archived = reply.archived
             # Emptying files and fsyncs: off the loop that carries every push.
