@@ -25,10 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import rt
+from rt_sequencer._peers import encode_message as encode_raft_message
+from rt_sequencer.core import raft_id
+from rt_sequencer.raft import Message, MessageType
 from rtcommon.cluster import ClusterSpec
 from rtcommon.rest import rest_call
 from rtcommon.tls import CertificateAuthority, FileCAStore, channel_credentials, client_identity
-from rtproto.v1 import admin_pb2, admin_pb2_grpc, push_pb2, push_pb2_grpc
+from rtproto.v1 import admin_pb2, admin_pb2_grpc, peer_pb2, peer_pb2_grpc, push_pb2, push_pb2_grpc
 
 RunningCluster = Any  # conftest's
 BIN = Path(sys.executable).parent
@@ -309,3 +312,49 @@ def test_certificates_are_renewed_and_unenrolling_revokes_them(
             publisher.close(timeout=1)  # what it published after unenrolling never arrives
         cluster.close()
     assert call(spec, "GET", f"/informationservice/details/{enrolment}", bearer)[0] == 404
+
+
+def test_only_the_cluster_s_nodes_speak_on_the_peer_listener(running: RunningCluster) -> None:
+    """Forged peer traffic (issue 14: a PROPOSE or gossip from a non-member, heartbeats
+    that depose the leader) gets nowhere: Peer is served only on the peer listeners, with
+    mutual TLS, to the other nodes, each speaking only for itself."""
+    spec = running.spec
+    assert spec.internal_tls
+    target = spec.nodes[0]
+    store = FileCAStore(spec.tls_dir)
+    ca = store.ca_cert()
+    heartbeat = Message(MessageType.HEARTBEAT, src=raft_id(2), dst=raft_id(0), term=10**6)
+    batch = peer_pb2.RaftBatch(from_node=2, messages=[encode_raft_message(heartbeat)])
+
+    def raft(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.RpcError:
+        channel = (
+            grpc.secure_channel(address, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(address)
+        )
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            peer_pb2_grpc.PeerStub(channel).Raft(iter([batch]), timeout=10)
+        return refused.value
+
+    # Not on the ports publishers and subscribers reach; no plain text on the peer port.
+    assert raft(target.push, None).code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raft(target.pull, None).code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raft(target.peer, None).code() == grpc.StatusCode.UNAVAILABLE
+    no_certificate = grpc.ssl_channel_credentials(root_certificates=ca)
+    assert raft(target.peer, no_certificate).code() == grpc.StatusCode.UNAVAILABLE
+    # A certificate of the same CA that names no node (an external client's).
+    client = store.ca().issue_client("edge", ["feed"], datetime.timedelta(hours=1))
+    outsider = channel_credentials(ca, client.cert, client.key)
+    assert raft(target.peer, outsider).code() == grpc.StatusCode.PERMISSION_DENIED
+    # A node speaking in another's name: node-1 sending node-2's heartbeat, or gossip.
+    node_1 = channel_credentials(ca, *store.server_pair("node-1"))
+    assert raft(target.peer, node_1).code() == grpc.StatusCode.PERMISSION_DENIED
+    with grpc.secure_channel(target.peer, node_1) as channel:
+        state = peer_pb2.NodeState(node=2, held={"x.feed": 10**12})
+        with pytest.raises(grpc.RpcError) as refused:
+            peer_pb2_grpc.PeerStub(channel).Gossip(iter([state]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Nothing reached Raft: the term did not move to the forged one.
+    with grpc.insecure_channel(target.push) as channel:
+        status = admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=10)
+    assert status.term < 10**6

@@ -31,6 +31,7 @@ def check_spec(spec: ClusterSpec, data: Path, nodes: int, base: int, roll_size: 
     assert spec.session_file == str(data / "session")
     assert spec.info_service == f"http://127.0.0.1:{base + 1100}"
     assert spec.tls_dir == str(data / "tls")
+    assert spec.internal_tls
     assert (data / "tls" / "ca.pem").is_file()
     assert (data / "tls" / "ca.key").stat().st_mode & 0o077 == 0  # the CA's key: owner only
     for n, node in enumerate(spec.nodes):
@@ -39,6 +40,7 @@ def check_spec(spec: ClusterSpec, data: Path, nodes: int, base: int, roll_size: 
         assert node.push == f"127.0.0.1:{base + 2 + 10 * n}"
         assert node.rest == f"127.0.0.1:{base + 1000 + 10 * n}"
         assert node.external == f"127.0.0.1:{base + 10 * n}"
+        assert node.peer == f"127.0.0.1:{base + 4 + 10 * n}"
         assert (Path(spec.tls_dir) / f"{node.name}.pem").is_file()
         assert node.data == str(data / f"node-{n}")
         assert Path(node.data).is_absolute()

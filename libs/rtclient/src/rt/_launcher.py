@@ -11,12 +11,14 @@ external push  B + 10n           5000 (mutual TLS, Push alone)
 pull           B + 1 + 10n       5001
 push           B + 2 + 10n       5002
 control        B + 3 + 10n       5003 (supervisors' gRPC)
+peer           B + 4 + 10n       5004 (the other nodes: mutual TLS)
 REST           B + 1000 + 10n    6000
 info-service   B + 1100          6100 (one per cluster)
 =============  ================  ====================
 
-It also plays the parts Kubernetes and an identity provider play: it keeps the cluster's
-CA and each node's server pair in ``DATA/tls`` (``rtcommon.tls.FileCAStore``, outside
+The nodes talk to each other on their peer ports with mutual TLS (``internal_tls``). It
+also plays the parts Kubernetes and an identity provider play: it keeps the cluster's
+CA and each node's pair in ``DATA/tls`` (``rtcommon.tls.FileCAStore``, outside
 the nodes' volumes) and runs one ``rt-info-service`` (its folder ``DATA/info-service``,
 its built-in issuer's client registry there, ``rt client add`` writes it).
 
@@ -101,6 +103,7 @@ def node_ports(base_port: int, node_id: int) -> dict[str, int]:
         "pull": base + 1,
         "push": base + 2,
         "control": base + 3,
+        "peer": base + 4,
         "rest": base + 1000,
     }
 
@@ -131,6 +134,7 @@ def build_spec(
                 push=f"{HOST}:{ports['push']}",
                 pull=f"{HOST}:{ports['pull']}",
                 external=f"{HOST}:{ports['external']}",
+                peer=f"{HOST}:{ports['peer']}",
                 rest=f"{HOST}:{ports['rest']}",
                 control=f"{HOST}:{ports['control']}",
                 data=str(data / f"node-{n}"),
@@ -145,6 +149,7 @@ def build_spec(
         info_service=f"http://{HOST}:{info_service_port(base_port)}",
         tls_dir=str(data / TLS_FOLDER),
         clients_file=str(data / INFO_FOLDER / CLIENTS_FILE),
+        internal_tls=True,
     )
 
 
@@ -160,7 +165,7 @@ def prepare_data(data: Path, nodes: int) -> None:
     store = FileCAStore(data / TLS_FOLDER)
     store.ensure_ca(data.name)
     for n in range(nodes):
-        store.ensure_server_pair(f"node-{n}", [HOST, "localhost"])
+        store.ensure_server_pair(f"node-{n}", [HOST, "localhost"], node_id=n)
 
 
 _FORMAT = log_formatter("launcher")

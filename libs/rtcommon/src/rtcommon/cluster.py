@@ -61,6 +61,9 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True):
     control: str = ""  #: host:port of the supervisor's gRPC Control service (hard resets)
     #: host:port of the external push listener (Push alone, mutual TLS; "" for none)
     external: str = ""
+    #: host:port of the listener for the other nodes (Peer, Admin, Pull; mutual TLS when
+    #: the cluster has ``internal_tls``). "": the peers use the push port, in plain text.
+    peer: str = ""
     data: str = ""  #: the node's volume, holding s/in, s/out, s/state
     pid: int | None = None  #: the supervisor's pid, when run by the local launcher
 
@@ -76,6 +79,9 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     tls_dir: str = ""
     #: the built-in issuer's client registry (``rtcommon.registry``), for ``rt client add``
     clients_file: str = ""
+    #: nodes talk to each other with mutual TLS on their peer listeners (``tls_dir``'s
+    #: CA and each node's pair), and accept there only the cluster's nodes
+    internal_tls: bool = False
 
     def __post_init__(self) -> None:
         if len(self.nodes) not in (1, 3, 5):

@@ -1,8 +1,9 @@
 """A cluster's TLS material: its certificate authority, what it issues, where it is kept,
 and the gRPC credentials made from it (DESIGN sections 5 and 9).
 
-- :class:`CertificateAuthority` issues *server* certificates (a node's external push
-  listener, named by its hosts) and *client* certificates: one per enrolled external
+- :class:`CertificateAuthority` issues *node* certificates (a node's listeners, named by
+  its hosts, and its identity towards its peers: ``urn:rt:node:<id>``, read back with
+  :func:`node_identity`) and *client* certificates: one per enrolled external
   client, short-lived, with the client's name as common name and, as SAN URIs,
   ``urn:rt:client:<name>`` and one ``urn:rt:topic:<topic>`` per topic it may insert. The
   node reads the name and topics back with :func:`client_identity`, so what a client may
@@ -49,6 +50,7 @@ __all__ = [
     "TLSError",
     "channel_credentials",
     "client_identity",
+    "node_identity",
     "server_credentials",
 ]
 
@@ -57,6 +59,7 @@ CA_KEY_FILE = "ca.key"
 REVOKED_FILE = "revoked.json"
 CLIENT_URI = "urn:rt:client:"
 TOPIC_URI = "urn:rt:topic:"
+NODE_URI = "urn:rt:node:"
 CA_LIFETIME = datetime.timedelta(days=3650)
 SERVER_LIFETIME = datetime.timedelta(days=365)
 #: A server pair this close to its end is issued again when the store is asked for it.
@@ -174,14 +177,18 @@ class CertificateAuthority:
     def key_pem(self) -> bytes:
         return _key_pem(self._key)
 
-    def issue_server(self, name: str, hosts: Sequence[str]) -> IssuedPair:
-        """A server certificate for ``hosts`` (names or IP addresses)."""
-        return self._issue(
-            name,
-            _general_names(hosts),
-            ExtendedKeyUsageOID.SERVER_AUTH,
-            SERVER_LIFETIME,
-        )
+    def issue_server(
+        self, name: str, hosts: Sequence[str], node_id: int | None = None
+    ) -> IssuedPair:
+        """A server certificate for ``hosts`` (names or IP addresses). With ``node_id``
+        it is also that node's identity towards its peers (SAN ``urn:rt:node:<id>``, and
+        good for client authentication too)."""
+        names = _general_names(hosts)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if node_id is not None:
+            names.append(x509.UniformResourceIdentifier(f"{NODE_URI}{node_id}"))
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        return self._issue(name, names, usages, SERVER_LIFETIME)
 
     def issue_client(
         self, name: str, topics: Iterable[str], lifetime: datetime.timedelta
@@ -189,13 +196,13 @@ class CertificateAuthority:
         """A client certificate for ``name``, which may insert ``topics``."""
         uris: list[x509.GeneralName] = [x509.UniformResourceIdentifier(CLIENT_URI + name)]
         uris += [x509.UniformResourceIdentifier(TOPIC_URI + topic) for topic in sorted(topics)]
-        return self._issue(name, uris, ExtendedKeyUsageOID.CLIENT_AUTH, lifetime)
+        return self._issue(name, uris, [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime)
 
     def _issue(
         self,
         name: str,
         alternative_names: list[x509.GeneralName],
-        usage: x509.ObjectIdentifier,
+        usages: list[x509.ObjectIdentifier],
         lifetime: datetime.timedelta,
     ) -> IssuedPair:
         key = _new_key()
@@ -211,7 +218,7 @@ class CertificateAuthority:
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
             .sign(self._key, hashes.SHA256())
         )
@@ -244,6 +251,18 @@ def client_identity(cert_pem: bytes) -> ClientIdentity:
         serial=certificate.serial_number,
         not_after=certificate.not_valid_after_utc.timestamp(),
     )
+
+
+def node_identity(cert_pem: bytes) -> int | None:
+    """The node id a peer's certificate names (``urn:rt:node:<id>``), or None."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    ids = [uri.removeprefix(NODE_URI) for uri in uris if uri.startswith(NODE_URI)]
+    return int(ids[0]) if len(ids) == 1 and ids[0].isdigit() else None
 
 
 class FileCAStore:
@@ -284,9 +303,11 @@ class FileCAStore:
 
     # -- server pairs --------------------------------------------------------------------
 
-    def ensure_server_pair(self, name: str, hosts: Sequence[str]) -> None:
-        """Issue ``name``'s server pair for ``hosts`` unless one for them is kept and
-        not near its end."""
+    def ensure_server_pair(
+        self, name: str, hosts: Sequence[str], node_id: int | None = None
+    ) -> None:
+        """Issue ``name``'s server pair for ``hosts`` (and node ``node_id``) unless one for
+        them is kept and not near its end."""
         with self._locked():
             try:
                 certificate = x509.load_pem_x509_certificate(self._read(f"{name}.pem"))
@@ -295,9 +316,12 @@ class FileCAStore:
                 pass
             else:
                 fresh = certificate.not_valid_after_utc - _now() > SERVER_RENEW_BEFORE
-                if fresh and list(held.value) == _general_names(hosts):
+                wanted = _general_names(hosts)
+                if node_id is not None:
+                    wanted.append(x509.UniformResourceIdentifier(f"{NODE_URI}{node_id}"))
+                if fresh and list(held.value) == wanted:
                     return
-            pair = self.ca().issue_server(name, hosts)
+            pair = self.ca().issue_server(name, hosts, node_id)
             write_file_atomically(self.folder / f"{name}.key", pair.key, mode=0o600)
             write_file_atomically(self.folder / f"{name}.pem", pair.cert)
 

@@ -44,7 +44,7 @@ from rtcommon.log import (
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
-from rtcommon.tls import FileCAStore, server_credentials
+from rtcommon.tls import FileCAStore, channel_credentials, server_credentials
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -149,6 +149,7 @@ class Node:
         self._disk_use_due = 0.0
         self._pruning = asyncio.Lock()  # one collection of s/out at a time
         self._external: grpc.aio.Server | None = None
+        self._peers: grpc.aio.Server | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -189,8 +190,9 @@ class Node:
             send=self._send_raft,
             deliver=self._raft_ready,
         )
+        credentials = self._peer_credentials()
         self.links = {
-            peer.id: PeerLink(self.id, peer, self.session)
+            peer.id: PeerLink(self.id, peer, self.session, credentials)
             for peer in self.cluster.nodes
             if peer.id != self.id
         }
@@ -238,7 +240,8 @@ class Node:
         push_pb2_grpc.add_PushServicer_to_server(PushService(self), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
         publisher_pb2_grpc.add_SubscriberServicer_to_server(SubscriberService(self), server)
-        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
+        if not self.spec.peer:  # no listener of their own: peers come to the push port
+            peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
         self._health = health.aio.HealthServicer()
         # The servicer starts as SERVING; this node serves once it knows a leader.
@@ -249,7 +252,42 @@ class Node:
                 raise OSError(f"cannot listen on {address}")
         await server.start()
         self._external = await self._serve_external()
+        self._peers = await self._serve_peers()
         return server
+
+    async def _serve_peers(self) -> grpc.aio.Server | None:
+        """The listener for the other nodes, when the cluster names one: Peer, and Admin
+        and Pull (a forwarded prune, a merged-log catch-up), over mutual TLS with the
+        cluster's CA when it has ``internal_tls``, where only the other nodes get in."""
+        if not self.spec.peer:
+            return None
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        authenticate = self.cluster.internal_tls
+        peer_pb2_grpc.add_PeerServicer_to_server(
+            PeerService(self, authenticate=authenticate), server
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
+        pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
+        if authenticate:
+            store = FileCAStore(self.cluster.tls_dir)
+            credentials = server_credentials(store.ca_cert(), *store.server_pair(self.spec.name))
+            bound = server.add_secure_port(self.spec.peer, credentials)
+        else:
+            bound = server.add_insecure_port(self.spec.peer)
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.spec.peer}")
+        await server.start()
+        log.info(
+            "peers' listener on %s (%s)", self.spec.peer, "mutual TLS" if authenticate else "plain"
+        )
+        return server
+
+    def _peer_credentials(self) -> grpc.ChannelCredentials | None:
+        """How this node proves itself to its peers: its own pair (internal TLS only)."""
+        if not self.cluster.internal_tls:
+            return None
+        store = FileCAStore(self.cluster.tls_dir)
+        return channel_credentials(store.ca_cert(), *store.server_pair(self.spec.name))
 
     async def _serve_external(self) -> grpc.aio.Server | None:
         """The external push listener (DESIGN section 9): Push alone, mutual TLS with the
@@ -270,8 +308,9 @@ class Node:
     async def _shutdown(self, server: grpc.aio.Server, tasks: list[asyncio.Task]) -> None:
         self._stopping.set()  # also when a part failed: nothing new starts from here
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._external is not None:
-            await self._external.stop(grace=0.5)
+        for listener in (self._external, self._peers):
+            if listener is not None:
+                await listener.stop(grace=0.5)
         await server.stop(grace=0.5)
         for task in [*tasks, *self._tasks]:
             task.cancel()

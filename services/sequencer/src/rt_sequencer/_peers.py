@@ -82,11 +82,22 @@ async def backoff_sleep(attempt: int) -> None:
 class PeerLink:
     """Everything this node sends to one peer."""
 
-    def __init__(self, me: int, peer: NodeSpec, session: int) -> None:
+    def __init__(
+        self,
+        me: int,
+        peer: NodeSpec,
+        session: int,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.me = me
         self.peer = peer
         self.session = session  #: named in every request: a peer of another session refuses it
-        self.channel = grpc.aio.insecure_channel(peer.push, options=GRPC_OPTIONS)
+        # The peer's own listener if it has one (mutual TLS with ``credentials``), else
+        # its push port.
+        if credentials is not None:
+            self.channel = grpc.aio.secure_channel(peer.peer, credentials, options=GRPC_OPTIONS)
+        else:
+            self.channel = grpc.aio.insecure_channel(peer.peer or peer.push, options=GRPC_OPTIONS)
         self.stub = peer_pb2_grpc.PeerStub(self.channel)
         self._raft_queue: list[bytes] = []
         self._raft_wake = asyncio.Event()

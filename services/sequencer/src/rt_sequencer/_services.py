@@ -34,7 +34,7 @@ from rtcommon.log import (
     starts_a_record,
 )
 from rtcommon.streams import StreamNameError
-from rtcommon.tls import ClientIdentity
+from rtcommon.tls import ClientIdentity, node_identity
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -55,6 +55,7 @@ from ._files import MergedLog
 from ._inputs import InputStore, TopicConflictError
 from ._peers import decode_message
 from ._signal import Signal
+from .core import raft_id
 from .raft import Message
 
 __all__ = [
@@ -444,10 +445,29 @@ def _delivered(record: Record) -> publisher_pb2.DeliveredMessage:
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: PeerHost) -> None:
+    """Peer, for the other nodes. With ``authenticate`` (a listener with mutual TLS) every
+    call must come from another node of the cluster, by its certificate, and a node may
+    speak only for itself: Raft messages from its Raft id, gossip of its own state."""
+
+    def __init__(self, node: PeerHost, *, authenticate: bool = False) -> None:
         self.node = node
+        self.authenticate = authenticate
+
+    async def _sender(self, context) -> int | None:
+        """The node calling (None when not authenticating); aborts for anyone else."""
+        if not self.authenticate:
+            return None
+        certificates = context.auth_context().get("x509_pem_cert")
+        sender = node_identity(certificates[0]) if certificates else None
+        if sender is None or not 0 <= sender < self.node.node_count or sender == self.node.id:
+            log.warning("refused a peer call from %s: not another node", context.peer())
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "only the cluster's other nodes call Peer"
+            )
+        return sender
 
     async def Raft(self, request_iterator, context):
+        sender = await self._sender(context)
         step = self.node.step_raft
         async for batch in request_iterator:
             await self._check_session(batch.session, context)
@@ -456,14 +476,24 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             except ValueError as exc:
                 log.warning("refused a Raft batch from %s: %s", context.peer(), exc)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if sender is not None and any(m.src != raft_id(sender) for m in messages):
+                log.warning("node %d sent Raft messages in another node's name", sender)
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, "Raft messages in another node's name"
+                )
             for message in messages:
                 step(message)
         return common_pb2.Empty()
 
     async def Gossip(self, request_iterator, context):
+        sender = await self._sender(context)
         nodes = self.node.node_count
         async for state in request_iterator:
             await self._check_session(state.session, context)
+            if sender is not None and state.node != sender:
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, "gossip of another node's state"
+                )
             if 0 <= state.node < nodes and state.node != self.node.id:
                 self.node.on_gossip(
                     state.node, dict(state.held), dict(state.topics), dict(state.done)
@@ -480,6 +510,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             )
 
     async def Fetch(self, request, context):
+        await self._sender(context)
         await self._check_session(request.session, context)
         stream = self.node.inputs.streams.get(request.stream)
         if stream is None:
@@ -503,6 +534,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             yield chunk
 
     async def Snapshot(self, request, context):
+        await self._sender(context)
         await self._check_session(request.session, context)
         index, data = self.node.stored_snapshot()
         return peer_pb2.SnapshotReply(index=index, data=data)
