@@ -8,11 +8,11 @@ and the gRPC credentials made from it (DESIGN sections 5 and 9).
   ``urn:rt:client:<name>`` and one ``urn:rt:topic:<topic>`` per topic it may insert. The
   node reads the name and topics back with :func:`client_identity`, so what a client may
   push is bound into the certificate the CA signed.
-- :class:`FileCAStore` keeps the CA, the nodes' server pairs and the revocation list in
-  one folder, outside the nodes' volumes (``DATA/tls`` locally). The CA's key is read only
-  by whoever issues (the launcher, the info-service); a node reads the CA certificate, its
-  own pair and the revocation list. A Kubernetes Secret is another store behind the same
-  methods.
+- :class:`FileCAStore` (a :class:`CAStore`) keeps the CA, the nodes' pairs and the
+  revocation list in one folder, outside the nodes' volumes (``DATA/tls`` locally). The
+  CA's key is read only by whoever issues (the launcher, the info-service); a node reads
+  the CA certificate, its own pair and the revocation list. A Kubernetes Secret is
+  another store behind the same methods.
 - :func:`server_credentials` and :func:`channel_credentials` make gRPC credentials for
   mutual TLS.
 
@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import msgspec
@@ -43,6 +44,7 @@ from .log import DirectoryLock, write_file_atomically
 
 __all__ = [
     "CA_CERT_FILE",
+    "CAStore",
     "CertificateAuthority",
     "ClientIdentity",
     "FileCAStore",
@@ -251,6 +253,23 @@ def client_identity(cert_pem: bytes) -> ClientIdentity:
         serial=certificate.serial_number,
         not_after=certificate.not_valid_after_utc.timestamp(),
     )
+
+
+class CAStore(Protocol):
+    """Where a cluster's CA, its nodes' pairs and the revocation list are kept, outside
+    the nodes' volumes: :class:`FileCAStore` locally; a Kubernetes Secret in a deployment."""
+
+    def ca(self) -> CertificateAuthority:
+        """The CA with its key (issuers only)."""
+        ...
+
+    def ca_cert(self) -> bytes: ...
+
+    def server_pair(self, name: str) -> tuple[bytes, bytes]: ...
+
+    def revoke(self, pairs: Iterable[tuple[int, float]]) -> None: ...
+
+    def is_revoked(self, serial: int) -> bool: ...
 
 
 def node_identity(cert_pem: bytes) -> int | None:

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rtcommon.registry import RegistryError, check_client_name
 from rtcommon.streams import StreamNameError, check_topic
-from rtcommon.tls import FileCAStore, TLSError
+from rtcommon.tls import CAStore, TLSError
 
 from ._enrolments import Enrolment, EnrolmentConflict, Enrolments
 from ._tokens import BuiltinIssuer, Caller, TokenVerifier, Unauthorized, certs_path, token_path
@@ -46,7 +46,7 @@ class InfoService:
     verifier: TokenVerifier
     issuer: BuiltinIssuer | None  #: the built-in issuer, when no external one is set
     enrolments: Enrolments
-    ca: FileCAStore
+    ca: CAStore
     endpoints: Callable[[], list[str]]  #: the nodes' external push addresses, now
     cluster_id: str
     cert_lifetime: float  #: seconds

@@ -20,7 +20,7 @@ import time
 
 import grpc
 
-from rtcommon.tls import ClientIdentity, FileCAStore, TLSError, client_identity
+from rtcommon.tls import CAStore, ClientIdentity, TLSError, client_identity
 from rtproto.v1 import push_pb2
 
 __all__ = ["AccessRefused", "ExternalAccess"]
@@ -35,7 +35,7 @@ class AccessRefused(Exception):
 
 
 class ExternalAccess:
-    def __init__(self, store: FileCAStore) -> None:
+    def __init__(self, store: CAStore) -> None:
         self.store = store
 
     def admit(
