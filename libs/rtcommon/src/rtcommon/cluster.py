@@ -74,6 +74,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     nodes: tuple[NodeSpec, ...]
     roll_size: int = 1 << 30
     session_file: str = ""  #: where the merged log's session number is kept
+    #: or the ConfigMap keeping it, ``namespace/name`` or ``name`` (Kubernetes)
+    session_configmap: str = ""
     info_service: str = ""  #: the info-service's URL (``http://host:port``), if one runs
     #: the folder of the cluster's TLS material (``rtcommon.tls.FileCAStore``; "" for none)
     tls_dir: str = ""

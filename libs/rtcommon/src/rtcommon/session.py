@@ -3,7 +3,7 @@
 A hard reset raises it by one; every node begins its merged log in it
 (``log.<session>.0``), so it must outlive the wipe of the nodes' volumes: a file
 beside the nodes' data locally (``cluster.json``'s ``session_file``), a ConfigMap in
-Kubernetes. Both sit behind :class:`SessionStore`.
+Kubernetes (``session_configmap``). Both sit behind :class:`SessionStore`.
 
 Raising is idempotent (:meth:`SessionStore.raise_to` never lowers it), so every node
 taking part in one reset may raise it to the same number without coordination, and a
@@ -32,6 +32,7 @@ from .log import (
 
 __all__ = [
     "FileSessionStore",
+    "KubernetesSessionStore",
     "MissedResetError",
     "NoSessionStore",
     "SessionStore",
@@ -42,6 +43,10 @@ __all__ = [
     "node_session",
     "session_store",
 ]
+
+
+#: Where a pod finds its namespace.
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SessionStoreError(RTError):
@@ -115,6 +120,96 @@ class FileSessionStore:
             raise SessionStoreError(f"the session file {self.path} cannot be written")
 
 
+class KubernetesSessionStore:
+    """The session number in a ConfigMap (key ``session``), through the Kubernetes API
+    with the official client: the pod's service account (in-cluster config) unless a
+    client ``configuration`` is given. Raising is a compare-and-swap on the ConfigMap's
+    ``resourceVersion``, retried on conflict, so all nodes of one reset may raise it at
+    once; a missing ConfigMap is session 0, and raising creates it."""
+
+    KEY = "session"
+    ATTEMPTS = 20
+
+    def __init__(self, name: str, namespace: str = "", configuration: object = None) -> None:
+        from kubernetes import client, config  # heavy: only a deployment imports it
+
+        if configuration is None:
+            config.load_incluster_config()
+            configuration = client.Configuration.get_default_copy()
+        if not namespace:
+            namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+        self.name = name
+        self.namespace = namespace
+        self._client = client
+        self.api = client.CoreV1Api(client.ApiClient(configuration))
+
+    def __repr__(self) -> str:
+        return f"KubernetesSessionStore({self.namespace}/{self.name})"
+
+    def read(self) -> int:
+        return self._parse(self._get())
+
+    def raise_to(self, session: int) -> int:
+        if not 0 <= session <= MAX_SESSION:
+            raise SessionStoreError(f"session {session} is outside 0..{MAX_SESSION}")
+        for _ in range(self.ATTEMPTS):
+            held = self._get()
+            current = self._parse(held)
+            if session <= current:
+                return current
+            try:
+                if held is None:
+                    body = self._client.V1ConfigMap(
+                        metadata=self._client.V1ObjectMeta(name=self.name),
+                        data={self.KEY: str(session)},
+                    )
+                    self.api.create_namespaced_config_map(self.namespace, body)
+                else:
+                    held.data = {**(held.data or {}), self.KEY: str(session)}
+                    # held.metadata.resource_version makes this a compare-and-swap
+                    self.api.replace_namespaced_config_map(self.name, self.namespace, held)
+                return session
+            except self._client.ApiException as exc:
+                if exc.status != 409:  # 409: another node changed it first; read again
+                    raise self._error("write", exc) from exc
+        raise SessionStoreError(f"{self}: still conflicting after {self.ATTEMPTS} attempts")
+
+    def check(self) -> None:
+        """The ConfigMap can be read, and written (a dry run)."""
+        held = self._get()
+        if held is None:
+            return  # created at the first reset; the Role must allow create
+        try:
+            self.api.replace_namespaced_config_map(self.name, self.namespace, held, dry_run="All")
+        except self._client.ApiException as exc:
+            raise self._error("write", exc) from exc
+
+    def _get(self):
+        try:
+            return self.api.read_namespaced_config_map(self.name, self.namespace)
+        except self._client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._error("read", exc) from exc
+        except Exception as exc:  # urllib3's connection errors: the API server unreachable
+            raise SessionStoreError(f"cannot reach the Kubernetes API for {self}: {exc}") from exc
+
+    def _parse(self, held) -> int:
+        text = ((held.data or {}).get(self.KEY, "0") if held is not None else "0").strip()
+        try:
+            session = int(text or 0)
+        except ValueError:
+            raise SessionStoreError(f"{self} holds no session number: {text[:40]!r}") from None
+        if not 0 <= session <= MAX_SESSION:
+            raise SessionStoreError(f"{self} holds session {session}, out of range")
+        return session
+
+    def _error(self, what: str, exc: Exception) -> SessionStoreError:
+        status = getattr(exc, "status", "?")
+        reason = getattr(exc, "reason", exc)
+        return SessionStoreError(f"cannot {what} {self}: {status} {reason}")
+
+
 class NoSessionStore:
     """A cluster described without a session file: always session 0, never reset."""
 
@@ -133,7 +228,11 @@ class NoSessionStore:
 
 
 def session_store(cluster: ClusterSpec) -> SessionStore:
-    """The store ``cluster`` names."""
+    """The store ``cluster`` names: a ConfigMap (``namespace/name`` or ``name``), else a
+    file, else none."""
+    if cluster.session_configmap:
+        namespace, _, name = cluster.session_configmap.rpartition("/")
+        return KubernetesSessionStore(name, namespace)
     if not cluster.session_file:
         return NoSessionStore()
     return FileSessionStore(cluster.session_file)
