@@ -49,6 +49,13 @@ class Cluster:
         return cls(ClusterSpec.from_file(path))
 
     @classmethod
+    def from_env(cls, topic: str) -> Cluster:
+        """The cluster of RT stream ``topic`` inside a Kubernetes deployment: nodes
+        ``$RT_TOPIC_PREFIX<topic>-<n>`` for n below ``$RT_REPLICAS``, push on 5002 and
+        pull on 5001 (``--cluster env:TOPIC`` on the command line)."""
+        return cls(ClusterSpec.from_env(topic))
+
+    @classmethod
     def from_info_service(
         cls,
         url: str,

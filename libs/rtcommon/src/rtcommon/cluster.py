@@ -19,16 +19,21 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
+from .env import Settings
 from .errors import RTError
 from .log import write_file_atomically
+from .streams import StreamNameError, check_stream_name
 
 __all__ = [
     "CLUSTER_FILE",
     "CLUSTER_ID_FILE",
+    "DEPLOYMENT_PORTS",
+    "ENV_PREFIX",
     "ClusterError",
     "ClusterMismatchError",
     "ClusterSpec",
@@ -40,6 +45,17 @@ __all__ = [
 
 #: The name of the cluster description in a data folder.
 CLUSTER_FILE = "cluster.json"
+#: ``env:STREAM`` names a cluster by the environment (:meth:`ClusterSpec.from_env`).
+ENV_PREFIX = "env:"
+#: A node's ports in a deployment (DESIGN section 10).
+DEPLOYMENT_PORTS = {
+    "external": 5000,
+    "pull": 5001,
+    "push": 5002,
+    "control": 5003,
+    "peer": 5004,
+    "rest": 6000,
+}
 #: The file naming the cluster whose data a folder holds.
 CLUSTER_ID_FILE = ".cluster"
 
@@ -99,7 +115,10 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ClusterSpec:
         """The cluster described at ``path``: a cluster.json, or a data folder holding one
-        (what ``rt cluster up --data`` was given)."""
+        (what ``rt cluster up --data`` was given), or ``env:STREAM``: the cluster of RT
+        stream STREAM in a Kubernetes deployment (:meth:`from_env`)."""
+        if isinstance(path, str) and path.startswith(ENV_PREFIX):
+            return cls.from_env(path.removeprefix(ENV_PREFIX))
         path = Path(path)
         if path.is_dir():
             path = path / CLUSTER_FILE
@@ -113,6 +132,50 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ClusterError(f"cannot read the cluster description {path}: {exc}") from None
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ClusterError(f"{path} is not a valid cluster description: {exc}") from exc
+
+    @classmethod
+    def from_env(cls, stream: str, environ: Mapping[str, str] | None = None) -> ClusterSpec:
+        """The cluster of RT stream ``stream`` in a Kubernetes deployment, as RT names its
+        nodes: node n is ``$RT_TOPIC_PREFIX<stream>-<n>`` (a StatefulSet's pod and a
+        Service of its own) for n below ``$RT_REPLICAS``, with the deployment's ports
+        (:data:`DEPLOYMENT_PORTS`). A node reads the rest from the environment too:
+        ``RT_CLUSTER_ID``, ``RT_TLS_DIR`` (the mounted TLS Secret: external port and
+        internal TLS), ``RT_SESSION_CONFIGMAP``, ``RT_INFO_SERVICE``, ``RT_DATA`` (the
+        folder holding the volume ``s``; "/")."""
+        environ = os.environ if environ is None else environ
+        settings = Settings.from_env(environ)
+        try:
+            check_stream_name(stream, "stream")
+        except StreamNameError as exc:
+            raise ClusterError(f"env:{stream}: {exc}") from None
+        tls_dir = environ.get("RT_TLS_DIR", "")
+        nodes = []
+        for n in range(settings.replicas):
+            host = f"{settings.topic_prefix}{stream}-{n}"
+            ports = {role: f"{host}:{port}" for role, port in DEPLOYMENT_PORTS.items()}
+            nodes.append(
+                NodeSpec(
+                    id=n,
+                    name=host,
+                    push=ports["push"],
+                    pull=ports["pull"],
+                    rest=ports["rest"],
+                    control=ports["control"],
+                    peer=ports["peer"],
+                    external=ports["external"] if tls_dir else "",
+                    data=environ.get("RT_DATA", "/"),
+                )
+            )
+        return cls(
+            name=stream,
+            id=environ.get("RT_CLUSTER_ID", ""),
+            nodes=tuple(nodes),
+            roll_size=settings.roll_size,
+            session_configmap=environ.get("RT_SESSION_CONFIGMAP", ""),
+            info_service=environ.get("RT_INFO_SERVICE", ""),
+            tls_dir=tls_dir,
+            internal_tls=bool(tls_dir),
+        )
 
     def client_folder(self, log_path: Path) -> Path:
         """Where this cluster's clients keep their default folders under ``log_path``."""

@@ -50,11 +50,21 @@ variable                                setting                meaning
                                                                (load balancers), comma-
                                                                separated; "" takes them from
                                                                cluster.json
+``RT_TOPIC_PREFIX``                     ``topic_prefix``       Kubernetes: node n of stream S
+                                                               is ``<prefix>S-<n>`` (a pod
+                                                               and its Service)
+``RT_REPLICAS``                         ``replicas``           Kubernetes: nodes of a stream
+                                                               (1, 3 or 5; 3)
+``RT_LISTEN_HOST``                      ``listen_host``        servers bind this host instead
+                                                               of the one in their address
+                                                               ("0.0.0.0" in a pod)
+``RT_CLUSTER_ID``, ``RT_TLS_DIR``,      (``ClusterSpec.``      Kubernetes: the rest of the
+``RT_SESSION_CONFIGMAP``,               ``from_env``)          cluster description a node
+``RT_INFO_SERVICE``, ``RT_DATA``                               builds from the environment
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
-so callers build their settings once, when they start. ``RT_TOPIC_PREFIX`` and
-``RT_REPLICAS`` (node names in Kubernetes) arrive with the deployment issue.
+so callers build their settings once, when they start.
 """
 
 from __future__ import annotations
@@ -68,7 +78,7 @@ from pathlib import Path
 
 from .log import DEFAULT_ROLL_SIZE, MAX_FILE_SIZE, MIN_ROLL_SIZE
 
-__all__ = ["Settings", "hostname", "parse_size", "settings"]
+__all__ = ["Settings", "hostname", "listen_address", "parse_size", "settings"]
 
 _SIZE_UNITS = {
     "": 1,
@@ -102,6 +112,9 @@ class Settings:
     oidc_audience: str = "rt"
     client_cert_seconds: float = 3600.0
     external_endpoints: tuple[str, ...] = ()
+    topic_prefix: str = ""
+    replicas: int = 3
+    listen_host: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -129,7 +142,28 @@ class Settings:
                 for address in environ.get("RT_EXTERNAL_ENDPOINTS", "").split(",")
                 if address.strip()
             ),
+            topic_prefix=environ.get("RT_TOPIC_PREFIX", ""),
+            replicas=_replicas(environ.get("RT_REPLICAS")),
+            listen_host=environ.get("RT_LISTEN_HOST", ""),
         )
+
+
+def _replicas(value: str | None) -> int:
+    if not value:
+        return 3
+    if value.strip() not in ("1", "3", "5"):
+        raise ValueError(f"RT_REPLICAS={value!r}: a cluster has 1, 3 or 5 nodes")
+    return int(value)
+
+
+def listen_address(address: str) -> str:
+    """Where a server given ``address`` (``host:port``) binds: the same, or the same port
+    on ``RT_LISTEN_HOST`` when set (a pod binds all its interfaces, while its address
+    names its Service)."""
+    host = settings().listen_host
+    if not host:
+        return address
+    return f"{host}:{address.rpartition(':')[2]}"
 
 
 def settings() -> Settings:

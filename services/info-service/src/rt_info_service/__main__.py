@@ -45,6 +45,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, metavar="DIR", help="the service's own folder")
     parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="REST address")
     parser.add_argument("--tls-dir", metavar="DIR", help="the CA's folder (cluster.json's)")
+    parser.add_argument(
+        "--issuer-url",
+        metavar="URL",
+        help="the built-in issuer's URL as clients reach it (default http://HOST:PORT/realms/rt"
+        " of --listen; behind a Service or ingress, its address)",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verifier = TokenVerifier.for_keycloak(settings.oidc_issuer, settings.oidc_audience)
     else:
         registry = ClientRegistry(data / CLIENTS_FILE)
-        url = builtin_issuer_url(args.listen)
+        url = (args.issuer_url or builtin_issuer_url(args.listen)).rstrip("/")
         issuer = BuiltinIssuer(data, url, settings.oidc_audience, registry)
         verifier = TokenVerifier(url, settings.oidc_audience, issuer.signing_key)
 

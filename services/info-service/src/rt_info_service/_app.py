@@ -119,7 +119,7 @@ def create_app(service: InfoService) -> FastAPI:
         except EnrolmentConflict as exc:
             raise HTTPException(409, str(exc)) from None
         if superseded:
-            service.ca.revoke(superseded)
+            _revoke(service.ca, superseded)
         return {
             "message": "success",
             "detail": "Client enrolled",
@@ -152,15 +152,20 @@ def create_app(service: InfoService) -> FastAPI:
 
     @app.delete("/clientcontroller/enrol/{enrolment_id}")
     def unenrol(enrolment_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, str]:
-        owned(enrolment_id, who)
-        enrolment = service.enrolments.remove(enrolment_id)
-        if enrolment is not None and enrolment.serials:
-            service.ca.revoke(enrolment.serials)
+        _revoke(service.ca, owned(enrolment_id, who).serials)  # first: kept if it fails
+        service.enrolments.remove(enrolment_id)
         return {"message": "success", "detail": "Client removed"}
 
     if service.issuer is not None:
         _add_issuer(app, service.issuer)
     return app
+
+
+def _revoke(store: CAStore, serials: list[tuple[int, float]]) -> None:
+    try:
+        store.revoke(serials)
+    except (OSError, TLSError) as exc:
+        raise HTTPException(503, f"the certificates cannot be revoked now: {exc}") from None
 
 
 def _add_issuer(app: FastAPI, issuer: BuiltinIssuer) -> None:

@@ -248,7 +248,7 @@ class Node:
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for address in dict.fromkeys((self.spec.push, self.spec.pull)):
-            if server.add_insecure_port(address) == 0:
+            if server.add_insecure_port(env.listen_address(address)) == 0:
                 raise OSError(f"cannot listen on {address}")
         await server.start()
         self._external = await self._serve_external()
@@ -271,9 +271,9 @@ class Node:
         if authenticate:
             store = FileCAStore(self.cluster.tls_dir)
             credentials = server_credentials(store.ca_cert(), *store.server_pair(self.spec.name))
-            bound = server.add_secure_port(self.spec.peer, credentials)
+            bound = server.add_secure_port(env.listen_address(self.spec.peer), credentials)
         else:
-            bound = server.add_insecure_port(self.spec.peer)
+            bound = server.add_insecure_port(env.listen_address(self.spec.peer))
         if bound == 0:
             raise OSError(f"cannot listen on {self.spec.peer}")
         await server.start()
@@ -299,7 +299,7 @@ class Node:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
         credentials = server_credentials(store.ca_cert(), cert, key)
-        if server.add_secure_port(self.spec.external, credentials) == 0:
+        if server.add_secure_port(env.listen_address(self.spec.external), credentials) == 0:
             raise OSError(f"cannot listen on {self.spec.external}")
         await server.start()
         log.info("external push (mutual TLS) on %s", self.spec.external)

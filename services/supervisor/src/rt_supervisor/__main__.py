@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtcommon import env
-from rtcommon.cluster import ClusterError, ClusterSpec
+from rtcommon.cluster import ENV_PREFIX, ClusterError, ClusterSpec
 
 from .logs import setup_logging
 from .node import run_node
@@ -28,8 +28,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run one RT node: start and restart its sequencer and archiver, "
         "serve its REST API.",
     )
-    parser.add_argument("--cluster", required=True, metavar="FILE", help="path to cluster.json")
-    parser.add_argument("--node", required=True, type=int, metavar="N", help="this node's id")
+    parser.add_argument(
+        "--cluster",
+        required=True,
+        metavar="FILE",
+        help="path to cluster.json, or env:STREAM in a Kubernetes deployment",
+    )
+    parser.add_argument(
+        "--node",
+        type=int,
+        metavar="N",
+        help="this node's id (default: the ordinal ending the host name, as a StatefulSet's"
+        " pod has)",
+    )
     parser.add_argument(
         "--grace",
         type=float,
@@ -48,18 +59,27 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def host_ordinal() -> int:
+    """The ordinal a StatefulSet's pod name ends with (``rt-feed-2``: 2)."""
+    name = env.hostname().split(".")[0]
+    ordinal = name.rpartition("-")[2]
+    if not ordinal.isdigit():
+        raise ValueError(f"host name {name!r} ends with no ordinal: give --node")
+    return int(ordinal)
+
+
 def bind(address: str) -> socket.socket:
-    host, port = split_address(address)
+    host, port = split_address(env.listen_address(address))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=128)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cluster = Path(args.cluster).absolute()
+    cluster = args.cluster if args.cluster.startswith(ENV_PREFIX) else Path(args.cluster).absolute()
     try:
         spec = ClusterSpec.from_file(cluster)
-        node = spec.node(args.node)
+        node = spec.node(args.node if args.node is not None else host_ordinal())
         env.settings()  # a malformed setting fails here, plainly
     except (ClusterError, ValueError) as exc:
         print(f"rt-supervisor: {exc}", file=sys.stderr)

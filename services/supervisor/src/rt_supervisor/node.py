@@ -51,7 +51,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def child_command(script: str, cluster: Path, node_id: int) -> list[str]:
+def child_command(script: str, cluster: Path | str, node_id: int) -> list[str]:
     """``<bin>/<script> --cluster FILE --node N``, ``<bin>`` being this interpreter's folder."""
     return [
         str(Path(sys.executable).parent / script),
@@ -85,14 +85,14 @@ async def _serve_control(node: NodeSpec, resetter: Resetter, token: str) -> grpc
         return None
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(resetter, token), server)
-    if server.add_insecure_port(node.control) == 0:
+    if server.add_insecure_port(env.listen_address(node.control)) == 0:
         raise OSError(f"cannot serve Control on {node.control}")
     await server.start()
     return server
 
 
 async def run_node(
-    cluster: Path,
+    cluster: Path | str,
     spec: ClusterSpec,
     node: NodeSpec,
     rest_socket: socket.socket,
