@@ -203,6 +203,7 @@ class _Child:
     name: str
     rest: str  #: where its /health answers
     argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  #: added to the launcher's environment
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -233,6 +234,7 @@ class Launcher:
         shown_path: str | None = None,
         out: IO[str] | None = None,
         err: IO[str] | None = None,
+        log_level: str | None = None,
     ) -> None:
         self.data = data.absolute()
         self.path = self.data / CLUSTER_FILE
@@ -256,6 +258,7 @@ class Launcher:
                     "--node",
                     f"{n}",
                 ],
+                env=self._log_env(f"node-{n}", log_level),
             )
             for n in range(nodes)
         ]
@@ -276,11 +279,19 @@ class Launcher:
                     "--listen",
                     info,
                 ],
+                env=self._log_env(INFO_FOLDER, log_level),
             ),
         ]
         self.roll_size = 0
         self._stop_signal: int | None = None
         self._lock: DirectoryLock | None = None
+
+    def _log_env(self, folder: str, level: str | None) -> dict[str, str]:
+        """Each node's processes (and the info-service) keep log files in their folder."""
+        env = {"RT_LOG_DIR": str(self.data / folder / "logs")}
+        if level:
+            env["RT_LOG_LEVEL"] = level.upper()
+        return env
 
     # -- the run -------------------------------------------------------------------------
 
@@ -413,6 +424,7 @@ class Launcher:
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
+                env={**os.environ, **node.env},
                 process_group=0,  # a Ctrl-C reaches the launcher only; it stops the nodes
             )
         except (OSError, subprocess.SubprocessError) as exc:
@@ -528,11 +540,23 @@ class Launcher:
 
 
 def cluster_up(
-    data: str, nodes: int, base_port: int = DEFAULT_BASE_PORT, timeout: float = DEFAULT_TIMEOUT
+    data: str,
+    nodes: int,
+    base_port: int = DEFAULT_BASE_PORT,
+    timeout: float = DEFAULT_TIMEOUT,
+    log_level: str | None = None,
 ) -> int:
     """``rt cluster up``: run a local cluster in the foreground until a signal."""
     shown = str(Path(data) / CLUSTER_FILE)
-    return Launcher(Path(data), nodes, base_port=base_port, timeout=timeout, shown_path=shown).run()
+    launcher = Launcher(
+        Path(data),
+        nodes,
+        base_port=base_port,
+        timeout=timeout,
+        shown_path=shown,
+        log_level=log_level,
+    )
+    return launcher.run()
 
 
 LAUNCHER_LOCK = ".launcher.lock"

@@ -53,6 +53,7 @@ from rtcommon.streams import check_stream_name, write_topic
 
 from ._cluster import Cluster, ClusterLike
 from ._external import Enrolment, EnrolmentError
+from ._tracing import BatchTracer
 
 __all__ = [
     "COMMIT_INTERVAL",
@@ -181,6 +182,8 @@ class Publisher:
         self._last_ids: dict[str, int] = {}
         self._last_end: int | None = None  # the position after the last message published
         self._unwritten = 0  # bytes appended since the last commit
+        self._batch_started = 0  # when the first of them came (ns since the epoch)
+        self._batches = BatchTracer(self.directory.name)
         self._commit_error: BaseException | None = None
         self._written = self._writer.written_position
         self._written_changed = threading.Condition()
@@ -196,6 +199,7 @@ class Publisher:
                 self._replicator = Replicator(
                     self.directory, self.stream, spec, topic=topic, connect=reached.connect
                 )
+                self._replicator.watch(self._replication_moved)
                 self._replicator.start()
             self._committer = threading.Thread(
                 target=self._commit_loop, name=f"rt-publisher-commit {self.directory.name}"
@@ -310,6 +314,7 @@ class Publisher:
         self._last_end = position
         if not self._unwritten:
             self._has_data.set()  # the interval starts with the first unwritten record
+            self._batch_started = time.time_ns()
         self._unwritten += len(record)
         if self._unwritten >= COMMIT_NOW_BYTES and not self._commit_now.is_set():
             self._commit_now.set()
@@ -414,11 +419,13 @@ class Publisher:
                 since = time.monotonic() - last_commit
                 self._commit_now.wait(max(COMMIT_INTERVAL, COMMIT_SPACING - since))
             last_commit = time.monotonic()
+            commit_started = time.time_ns()
             pending = None
             with self._lock:
                 self._has_data.clear()
                 self._commit_now.clear()
                 exiting = self._committer_exit
+                batch = (self._unwritten, self._batch_started)
                 try:
                     if self._writer.sync_policy is SyncPolicy.BATCH:
                         # Write under the lock, fsync outside it: publish() goes on meanwhile.
@@ -447,8 +454,12 @@ class Publisher:
             if self._replicator is not None:
                 self._replicator.notify()
             with self._written_changed:
-                self._written = written
+                previous, self._written = self._written, written
                 self._written_changed.notify_all()
+            if written > previous and batch[0]:
+                self._batches.committed(written, *batch, commit_started, time.time_ns())
+                if self._replicator is None:  # a local log: done once on disk
+                    self._batches.replicated(written, time.time_ns())
             for callback in list(self._watchers):
                 callback()
             if exiting:
@@ -480,6 +491,11 @@ class Publisher:
             if self._replicator is not None:
                 self._replicator.notify()  # send the seal too, to the nodes still connected
                 self._replicator.stop(CLOSE_DRAIN_TIMEOUT)
+            self._batches.close(time.time_ns())
+
+    def _replication_moved(self) -> None:
+        assert self._replicator is not None
+        self._batches.replicated(self._replicator.replicated, time.time_ns())
 
     def _not_replicated(self, target: int, timeout: float | None) -> str:
         assert self._replicator is not None

@@ -35,7 +35,13 @@ def _base_port(text: str) -> int:
 def _cluster_up(args: argparse.Namespace) -> int:
     from rt._launcher import cluster_up
 
-    return cluster_up(args.data, args.nodes, base_port=args.base_port, timeout=args.timeout)
+    return cluster_up(
+        args.data,
+        args.nodes,
+        base_port=args.base_port,
+        timeout=args.timeout,
+        log_level=args.log_level,
+    )
 
 
 def _cluster_down(args: argparse.Namespace) -> int:
@@ -141,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start 1 or 3 nodes in the foreground",
         description="Start 1 or 3 nodes in the foreground (one rt-supervisor each, "
         "restarted if it dies); write DIR/cluster.json, wait until every node is healthy "
-        "and print a line containing 'ready'. Ctrl-C stops them. (The info-service is "
-        "not started yet.)",
+        "and print a line containing 'ready'; also the info-service. Ctrl-C stops them. "
+        "Each node's processes log to stderr and to DIR/node-<n>/logs.",
     )
     up.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="number of nodes")
     up.add_argument("--data", default="DATA", metavar="DIR", help="data folder (default DATA)")
@@ -154,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="node n listens on B+1+10n (pull), B+2+10n (push), B+1000+10n (REST); default 5000",
     )
     _add_timeout(up, "give up if the nodes are not all healthy by then")
+    up.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"),
+        help="the nodes' logging level (default $RT_LOG_LEVEL, else INFO)",
+    )
     up.set_defaults(func=_cluster_up)
     down = cluster_commands.add_parser(
         "down",

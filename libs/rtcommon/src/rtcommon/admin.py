@@ -18,7 +18,7 @@ from rtproto.v1 import admin_pb2, admin_pb2_grpc
 
 from .cluster import NodeSpec
 
-__all__ = ["describe_status", "node_status", "prune_cluster"]
+__all__ = ["describe_status", "node_metrics", "node_status", "prune_cluster"]
 
 
 async def node_status(address: str, timeout: float) -> admin_pb2.NodeStatus:
@@ -28,6 +28,13 @@ async def node_status(address: str, timeout: float) -> admin_pb2.NodeStatus:
         return await admin_pb2_grpc.AdminStub(channel).Status(
             admin_pb2.StatusRequest(), timeout=timeout
         )
+
+
+async def node_metrics(address: str, timeout: float) -> bytes:
+    """The sequencer's metrics at ``address`` (``Admin.Metrics``), Prometheus text."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        return (await stub.Metrics(admin_pb2.MetricsRequest(), timeout=timeout)).text
 
 
 async def prune_cluster(addresses: Sequence[str], before: int, timeout: float) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.logs import setup_logging
+from rtcommon.telemetry import setup_telemetry
 
 from ._archiver import Archiver
 from ._policy import RetentionPolicy
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rt-archiver: {exc}", file=sys.stderr)
         return 1
     setup_logging(f"{node.name} archiver")
+    setup_telemetry("archiver", node.name)
     policy = RetentionPolicy.from_settings(settings)
     archiver = Archiver(spec, args.node, policy, settings.archiver_interval)
 

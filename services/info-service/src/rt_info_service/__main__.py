@@ -23,6 +23,7 @@ from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.logs import setup_logging
 from rtcommon.registry import ClientRegistry
+from rtcommon.telemetry import setup_telemetry
 from rtcommon.tls import FileCAStore, TLSError
 
 from ._app import InfoService, create_app
@@ -61,6 +62,7 @@ def builtin_issuer_url(listen: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging("info-service")
+    setup_telemetry("info-service")
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     cluster_file = Path(args.cluster).absolute()
     data = Path(args.data).absolute()

@@ -73,13 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="on SIGTERM, seconds to go on sending what is left (default %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", help="logging level (default $RT_LOG_LEVEL, else INFO)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging("publisher-agent", args.log_level.upper())
+    setup_logging("publisher-agent", args.log_level.upper() if args.log_level else None)
     if args.listen:
         return serve(args)
     try:

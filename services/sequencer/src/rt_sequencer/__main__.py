@@ -9,6 +9,7 @@ import sys
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.errors import RTError
 from rtcommon.logs import setup_logging
+from rtcommon.telemetry import setup_telemetry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rt-sequencer: {exc}", file=sys.stderr)
         return 1
     setup_logging(f"{name} sequencer")
+    setup_telemetry("sequencer", name)
     from ._node import run_node
 
     try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._metrics import FSYNC_SECONDS
 from ._signal import Signal
-from .core import node_of, raft_id
+from .core import NO_LEADER, node_of, raft_id
 from .raft import (
     Accepted,
     Config,
@@ -51,7 +53,11 @@ class RaftDriver:
         send: Callable[[int, Message], None],
         deliver: Callable[[list[Entry], Snapshot | None], None],
         rng: random.Random | None = None,
+        node_names: dict[int, str] | None = None,
     ) -> None:
+        """``node_names`` names nodes in Raft's log lines (by node id; default
+        ``node-<id>``)."""
+        node_names = node_names or {peer: f"node-{peer}" for peer in peers}
         self.storage = storage
         self.node = RaftNode(
             Config(
@@ -63,6 +69,7 @@ class RaftDriver:
                 applied=applied,
                 forward_proposals=False,
                 on_event=lambda line: log.info("raft: %s", line),
+                node_name=lambda raft_node: node_names[node_of(raft_node)],
             ),
             storage,
         )
@@ -71,6 +78,7 @@ class RaftDriver:
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wake = asyncio.Event()
         self.role_changed = Signal()
+        self.leader_changes = 0  #: times a new leader became known here
         self.role = self.node.role
         self.leader = node_of(self.node.leader_id)  #: the node id of the leader known
 
@@ -183,16 +191,21 @@ class RaftDriver:
         ready = self.node.ready()
         if ready.must_sync:
             # fsyncs: in a worker thread, so the loop keeps serving meanwhile
+            started = time.perf_counter()
             await asyncio.to_thread(
                 self.storage.save, ready.hard_state, ready.entries, ready.snapshot
             )
+            FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "raft"})
         elif ready.hard_state is not None:
             # Only the commit index moved: kept in memory, written with the next sync.
             self.storage.save(ready.hard_state, [], None, must_sync=False)
         for message in ready.messages:
             self._send(node_of(message.dst), message)
         if ready.soft_state is not None:
-            self.role, self.leader = ready.soft_state.role, node_of(ready.soft_state.leader_id)
+            leader = node_of(ready.soft_state.leader_id)
+            if leader != self.leader and leader != NO_LEADER:
+                self.leader_changes += 1
+            self.role, self.leader = ready.soft_state.role, leader
             log.info("raft: %s, leader %s, term %d", self.role.value, self.leader, self.term)
             self.role_changed.fire()
         # Every Ready is reported, even an empty one: the merge follows Raft's state.

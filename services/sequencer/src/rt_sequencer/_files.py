@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rtcommon.log import (
 )
 
 from ._inputs import InputStore
+from ._metrics import FSYNC_SECONDS, merged
 from ._signal import Signal
 from .core import Checkpoint, CheckpointError, MergeError
 
@@ -114,6 +116,7 @@ class MergedLog:
 
     def append(self, data: bytes) -> None:
         self.writer.append_run(data)
+        merged(data)
 
     def publish(self) -> None:
         """Write what the merge appended, and wake the readers."""
@@ -122,7 +125,9 @@ class MergedLog:
 
     async def sync(self) -> None:
         pending = self.writer.detach_sync()
+        started = time.perf_counter()
         await asyncio.to_thread(pending.run)
+        FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "merged"})
         self.writer.synced(pending)
 
     def close(self) -> None:

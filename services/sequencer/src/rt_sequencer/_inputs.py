@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from rtcommon.log import (
 )
 from rtcommon.streams import check_stream_name, check_topic, is_stream_name, read_topic, write_topic
 
+from ._metrics import FSYNC_SECONDS
 from ._signal import Signal
 
 __all__ = ["InputStore", "InputStream", "TopicConflictError"]
@@ -174,7 +176,9 @@ class InputStore:
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, set()
             pending = [(stream, stream.mirror.detach_sync()) for stream in batch]
+            started = time.perf_counter()
             await asyncio.to_thread(_run_all, [p for _, p in pending])
+            FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "inputs"})
             for stream, sync in pending:
                 stream.mirror.synced(sync)
                 stream.held_changed.fire()

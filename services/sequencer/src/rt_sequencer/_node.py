@@ -61,6 +61,7 @@ from ._driver import RaftDriver
 from ._external import ExternalAccess
 from ._files import InputFiles, MergedLog, load_checkpoint, out_start
 from ._inputs import InputStore, InputStream
+from ._metrics import NodeMetrics
 from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import (
     AdminService,
@@ -189,6 +190,7 @@ class Node:
             applied=min(checkpoint.applied_index, stored_commit),
             send=self._send_raft,
             deliver=self._raft_ready,
+            node_names={node.id: node.name for node in self.cluster.nodes},
         )
         credentials = self._peer_credentials()
         self.links = {
@@ -202,6 +204,7 @@ class Node:
                 "Raft's snapshot at %d is ahead of the checkpoint: installing it", snapshot.index
             )
             self.core.snapshot(snapshot.data)
+        self.metrics = NodeMetrics(self.status, lambda: self.driver.leader_changes)
         server = await self._serve()
         for link in self.links.values():
             link.start()

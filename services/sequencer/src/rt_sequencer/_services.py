@@ -34,6 +34,7 @@ from rtcommon.log import (
     starts_a_record,
 )
 from rtcommon.streams import StreamNameError
+from rtcommon.telemetry import prometheus_text
 from rtcommon.tls import ClientIdentity, node_identity
 from rtproto.v1 import (
     admin_pb2,
@@ -546,6 +547,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
 
     async def Status(self, request, context):
         return self.node.status()
+
+    async def Metrics(self, request, context):
+        return admin_pb2.MetricsReply(text=prometheus_text())
 
     async def Prune(self, request, context):
         try:

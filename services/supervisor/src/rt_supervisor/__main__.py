@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rtcommon import env
 from rtcommon.cluster import ENV_PREFIX, ClusterError, ClusterSpec
+from rtcommon.telemetry import setup_telemetry
 
 from .logs import setup_logging
 from .node import run_node
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rt-supervisor: {exc}", file=sys.stderr)
         return 1
     log = setup_logging(node.name)
+    setup_telemetry("supervisor", node.name)
     try:
         rest_socket = bind(node.rest)
     except (OSError, ValueError) as exc:

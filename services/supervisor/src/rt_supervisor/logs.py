@@ -9,7 +9,7 @@ from rtcommon import logs
 __all__ = ["setup_logging"]
 
 
-def setup_logging(node_name: str, level: int = logging.INFO) -> logging.Logger:
+def setup_logging(node_name: str, level: int | None = None) -> logging.Logger:
     """Send every log record to stderr as ``time LEVEL <node> supervisor: message``."""
     logs.setup_logging(f"{node_name} supervisor", level)
     # uvicorn's start/stop chatter and per-request access lines are noise here.

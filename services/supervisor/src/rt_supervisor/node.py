@@ -25,7 +25,7 @@ import uvicorn
 
 from rt_archiver import RetentionPolicy, read_status
 from rtcommon import env
-from rtcommon.admin import node_status
+from rtcommon.admin import node_metrics, node_status
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.errors import RTError
 from rtcommon.session import session_store
@@ -179,6 +179,7 @@ async def run_node(
             read_status(node.data) or {"policy": RetentionPolicy.from_settings(settings).describe()}
         ),
         cluster=lambda: cluster_view(spec, node.name, probe_timeout),
+        sequencer_metrics=lambda: node_metrics(node.push, probe_timeout),
     )
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, log_level="warning", access_log=False

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from rtcommon.grpcopts import describe_error
 from rtcommon.log import (
@@ -58,6 +59,7 @@ from rtcommon.log import (
     list_log_files,
     next_file,
 )
+from rtcommon.telemetry import prometheus_text
 from rtproto.v1 import admin_pb2
 
 from .console import console_page
@@ -89,13 +91,14 @@ def create_app(
     out_dir: Path,
     retention: Callable[[], dict] = dict,
     cluster: Callable[[], Awaitable[dict]] | None = None,
+    sequencer_metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> FastAPI:
     """The app: ``probe`` checks the sequencer's health, ``status`` asks its
     ``Admin.Status``, ``children`` describes the child processes, ``sequencer_state``
     says in words whether the sequencer process runs; ``resetter`` runs resets, guarded
     by ``token`` when it is not ""; ``out_dir`` is the node's merged log, ``retention``
     its archiver's policy and last check; ``cluster`` gathers the console's view of
-    every node."""
+    every node; ``sequencer_metrics`` fetches the sequencer's metrics."""
     app = FastAPI(
         title=f"RT supervisor {hostname}",
         description="One RT node's REST API: hard reset, reset status, health, positions.",
@@ -181,6 +184,16 @@ def create_app(
         if result.serving:
             return answer(200, UP)
         return answer(200, DOWN, reason=f"{result.reason}; {sequencer_state()}")
+
+    @app.get("/metrics", summary="Prometheus metrics of the supervisor and its sequencer")
+    async def prometheus() -> Response:
+        text = prometheus_text()
+        if sequencer_metrics is not None:
+            try:
+                text += await sequencer_metrics()
+            except grpc.aio.AioRpcError as exc:  # the supervisor's own still answer
+                text += f"# the sequencer's metrics: {describe_error(exc)}\n".encode()
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @route("/health", summary="200 when the sequencer serves, 503 otherwise")
     async def health() -> JSONResponse:

@@ -24,27 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtproto/v1/admin.proto\x12\nrtproto.v1\"1\n\x0cPruneRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x08\"#\n\nPruneReply\x12\x15\n\rpruned_before\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"K\n\x0cStreamStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x01(\x04\x12\x0e\n\x06merged\x18\x03 \x01(\x04\x12\r\n\x05topic\x18\x04 \x01(\t\"P\n\x0b\x44\x65\x64upStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\twatermark\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\"\x92\x01\n\x0c\x43lientStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\r\n\x05\x62ytes\x18\x06 \x01(\x04\x12\x18\n\x10\x62ytes_per_second\x18\x07 \x01(\x04\x12\r\n\x05since\x18\x08 \x01(\x01\"\xb0\x03\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\x05\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x14\n\x0cout_position\x18\x07 \x01(\x04\x12\x11\n\tout_start\x18\x08 \x01(\x04\x12)\n\x07streams\x18\t \x03(\x0b\x32\x18.rtproto.v1.StreamStatus\x12\x14\n\x0c\x62ytes_merged\x18\x0b \x01(\x04\x12&\n\x05\x64\x65\x64up\x18\x0c \x03(\x0b\x32\x17.rtproto.v1.DedupStatus\x12\x0f\n\x07session\x18\r \x01(\x04\x12)\n\x07\x63lients\x18\x0e \x03(\x0b\x32\x18.rtproto.v1.ClientStatus\x12\x13\n\x0binput_bytes\x18\x0f \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x10 \x01(\x04\x12\x11\n\tdisk_free\x18\x11 \x01(\x04\x12\x12\n\ndisk_total\x18\x12 \x01(\x04\x12\x15\n\rpruned_before\x18\x13 \x01(\x04J\x04\x08\n\x10\x0b\x32\x7f\n\x05\x41\x64min\x12;\n\x06Status\x12\x19.rtproto.v1.StatusRequest\x1a\x16.rtproto.v1.NodeStatus\x12\x39\n\x05Prune\x12\x18.rtproto.v1.PruneRequest\x1a\x16.rtproto.v1.PruneReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtproto/v1/admin.proto\x12\nrtproto.v1\"\x10\n\x0eMetricsRequest\"\x1c\n\x0cMetricsReply\x12\x0c\n\x04text\x18\x01 \x01(\x0c\"1\n\x0cPruneRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x04\x12\x11\n\tforwarded\x18\x02 \x01(\x08\"#\n\nPruneReply\x12\x15\n\rpruned_before\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"K\n\x0cStreamStatus\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04held\x18\x02 \x01(\x04\x12\x0e\n\x06merged\x18\x03 \x01(\x04\x12\r\n\x05topic\x18\x04 \x01(\t\"P\n\x0b\x44\x65\x64upStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\twatermark\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\"\x92\x01\n\x0c\x43lientStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\r\n\x05\x62ytes\x18\x06 \x01(\x04\x12\x18\n\x10\x62ytes_per_second\x18\x07 \x01(\x04\x12\r\n\x05since\x18\x08 \x01(\x01\"\xb0\x03\n\nNodeStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0e\n\x06leader\x18\x04 \x01(\x05\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x14\n\x0cout_position\x18\x07 \x01(\x04\x12\x11\n\tout_start\x18\x08 \x01(\x04\x12)\n\x07streams\x18\t \x03(\x0b\x32\x18.rtproto.v1.StreamStatus\x12\x14\n\x0c\x62ytes_merged\x18\x0b \x01(\x04\x12&\n\x05\x64\x65\x64up\x18\x0c \x03(\x0b\x32\x17.rtproto.v1.DedupStatus\x12\x0f\n\x07session\x18\r \x01(\x04\x12)\n\x07\x63lients\x18\x0e \x03(\x0b\x32\x18.rtproto.v1.ClientStatus\x12\x13\n\x0binput_bytes\x18\x0f \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x10 \x01(\x04\x12\x11\n\tdisk_free\x18\x11 \x01(\x04\x12\x12\n\ndisk_total\x18\x12 \x01(\x04\x12\x15\n\rpruned_before\x18\x13 \x01(\x04J\x04\x08\n\x10\x0b\x32\xc0\x01\n\x05\x41\x64min\x12;\n\x06Status\x12\x19.rtproto.v1.StatusRequest\x1a\x16.rtproto.v1.NodeStatus\x12\x39\n\x05Prune\x12\x18.rtproto.v1.PruneRequest\x1a\x16.rtproto.v1.PruneReply\x12?\n\x07Metrics\x12\x1a.rtproto.v1.MetricsRequest\x1a\x18.rtproto.v1.MetricsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rtproto.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRUNEREQUEST']._serialized_start=38
-  _globals['_PRUNEREQUEST']._serialized_end=87
-  _globals['_PRUNEREPLY']._serialized_start=89
-  _globals['_PRUNEREPLY']._serialized_end=124
-  _globals['_STATUSREQUEST']._serialized_start=126
-  _globals['_STATUSREQUEST']._serialized_end=141
-  _globals['_STREAMSTATUS']._serialized_start=143
-  _globals['_STREAMSTATUS']._serialized_end=218
-  _globals['_DEDUPSTATUS']._serialized_start=220
-  _globals['_DEDUPSTATUS']._serialized_end=300
-  _globals['_CLIENTSTATUS']._serialized_start=303
-  _globals['_CLIENTSTATUS']._serialized_end=449
-  _globals['_NODESTATUS']._serialized_start=452
-  _globals['_NODESTATUS']._serialized_end=884
-  _globals['_ADMIN']._serialized_start=886
-  _globals['_ADMIN']._serialized_end=1013
+  _globals['_METRICSREQUEST']._serialized_start=38
+  _globals['_METRICSREQUEST']._serialized_end=54
+  _globals['_METRICSREPLY']._serialized_start=56
+  _globals['_METRICSREPLY']._serialized_end=84
+  _globals['_PRUNEREQUEST']._serialized_start=86
+  _globals['_PRUNEREQUEST']._serialized_end=135
+  _globals['_PRUNEREPLY']._serialized_start=137
+  _globals['_PRUNEREPLY']._serialized_end=172
+  _globals['_STATUSREQUEST']._serialized_start=174
+  _globals['_STATUSREQUEST']._serialized_end=189
+  _globals['_STREAMSTATUS']._serialized_start=191
+  _globals['_STREAMSTATUS']._serialized_end=266
+  _globals['_DEDUPSTATUS']._serialized_start=268
+  _globals['_DEDUPSTATUS']._serialized_end=348
+  _globals['_CLIENTSTATUS']._serialized_start=351
+  _globals['_CLIENTSTATUS']._serialized_end=497
+  _globals['_NODESTATUS']._serialized_start=500
+  _globals['_NODESTATUS']._serialized_end=932
+  _globals['_ADMIN']._serialized_start=935
+  _globals['_ADMIN']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class AdminStub:
                 request_serializer=rtproto_dot_v1_dot_admin__pb2.PruneRequest.SerializeToString,
                 response_deserializer=rtproto_dot_v1_dot_admin__pb2.PruneReply.FromString,
                 _registered_method=True)
+        self.Metrics = channel.unary_unary(
+                '/rtproto.v1.Admin/Metrics',
+                request_serializer=rtproto_dot_v1_dot_admin__pb2.MetricsRequest.SerializeToString,
+                response_deserializer=rtproto_dot_v1_dot_admin__pb2.MetricsReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -65,6 +70,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Metrics(self, request, context):
+        """The sequencer's metrics in the Prometheus text format (the supervisor's /metrics).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Prune,
                     request_deserializer=rtproto_dot_v1_dot_admin__pb2.PruneRequest.FromString,
                     response_serializer=rtproto_dot_v1_dot_admin__pb2.PruneReply.SerializeToString,
+            ),
+            'Metrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.Metrics,
+                    request_deserializer=rtproto_dot_v1_dot_admin__pb2.MetricsRequest.FromString,
+                    response_serializer=rtproto_dot_v1_dot_admin__pb2.MetricsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +150,33 @@ class Admin:
             '/rtproto.v1.Admin/Prune',
             rtproto_dot_v1_dot_admin__pb2.PruneRequest.SerializeToString,
             rtproto_dot_v1_dot_admin__pb2.PruneReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Metrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtproto.v1.Admin/Metrics',
+            rtproto_dot_v1_dot_admin__pb2.MetricsRequest.SerializeToString,
+            rtproto_dot_v1_dot_admin__pb2.MetricsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class AdminStub:
     on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
     leader is known or the entry did not commit in time.
     """
+    Metrics: _grpc.UnaryUnaryMultiCallable[_admin_pb2.MetricsRequest, _admin_pb2.MetricsReply]
+    """The sequencer's metrics in the Prometheus text format (the supervisor's /metrics)."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -49,6 +51,8 @@ class AdminAsyncStub(AdminStub):
     on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
     leader is known or the entry did not commit in time.
     """
+    Metrics: _aio.UnaryUnaryMultiCallable[_admin_pb2.MetricsRequest, _admin_pb2.MetricsReply]  # type: ignore[assignment]
+    """The sequencer's metrics in the Prometheus text format (the supervisor's /metrics)."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -69,5 +73,13 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         on to the leader. Answers once the leader applied it. Errors: UNAVAILABLE while no
         leader is known or the entry did not commit in time.
         """
+
+    @_abc_1.abstractmethod
+    def Metrics(
+        self,
+        request: _admin_pb2.MetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MetricsReply, _abc.Awaitable[_admin_pb2.MetricsReply]]:
+        """The sequencer's metrics in the Prometheus text format (the supervisor's /metrics)."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -38,6 +38,9 @@ class Config:
     """Last index the application had applied before a restart (0: the snapshot index)."""
     on_event: Callable[[str], None] | None = None
     """Receives one line per notable transition (roles, votes, snapshots); never per entry."""
+    node_name: Callable[[int], str] = str
+    """How those lines name a node, by its Raft id (the driver names them as the cluster
+    does)."""
 
     def validate(self) -> None:
         if self.node_id <= 0:

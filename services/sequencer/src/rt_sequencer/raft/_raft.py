@@ -59,6 +59,7 @@ class Raft:
         self.max_inflight = config.max_inflight
         self.forward_proposals = config.forward_proposals
         self.on_event = config.on_event
+        self._name = config.node_name
 
         self.log = RaftLog(storage)
         hard_state = storage.initial_state()
@@ -93,7 +94,7 @@ class Raft:
 
     def _note(self, text: str) -> None:
         if self.on_event is not None:
-            self.on_event(f"{self.id} {text}")
+            self.on_event(f"{self._name(self.id)} {text}")
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class Raft:
         if m.term > self.term:
             if (m.type is _VOTE or m.type is _PRE_VOTE) and self._in_lease():
                 self._note(
-                    f"ignored {m.type.name} from {m.src} at term {m.term}: "
+                    f"ignored {m.type.name} from {self._name(m.src)} at term {m.term}: "
                     f"leader {self.lead} heard from recently"
                 )
                 return
@@ -286,13 +287,13 @@ class Raft:
             or (m.type is _PRE_VOTE and m.term > self.term)
         )
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
-            self._note(f"granted {m.type.name} to {m.src} at term {m.term}")
+            self._note(f"granted {m.type.name} to {self._name(m.src)} at term {m.term}")
             self.msgs.append(Message(response, self.id, m.src, m.term))
             if m.type is _VOTE:
                 self.election_elapsed = 0
                 self.vote = m.src
         else:
-            self._note(f"rejected {m.type.name} from {m.src} at term {m.term}")
+            self._note(f"rejected {m.type.name} from {self._name(m.src)} at term {m.term}")
             self.msgs.append(Message(response, self.id, m.src, self.term, reject=True))
 
     # -- candidate -----------------------------------------------------------------------
@@ -396,7 +397,9 @@ class Raft:
                 self._append_proposals(entry.data for entry in m.entries)
         else:
             # Forwarding again could bounce between nodes with stale leaders.
-            self._note(f"dropped {len(m.entries)} proposal(s) forwarded by {m.src}: not leader")
+            self._note(
+                f"dropped {len(m.entries)} proposal(s) forwarded by {self._name(m.src)}: not leader"
+            )
 
     def _append_proposals(self, data: Iterable[bytes]) -> Accepted:
         term = self.term
@@ -520,7 +523,7 @@ class Raft:
         snapshot = self.log.snapshot()
         if snapshot.index == 0:
             raise InvariantError(f"follower {to} needs compacted entries but no snapshot exists")
-        self._note(f"sending snapshot at {snapshot.index} to {to}")
+        self._note(f"sending snapshot at {snapshot.index} to {self._name(to)}")
         self.msgs.append(Message(_SNAPSHOT, self.id, to, self.term, snapshot=snapshot))
         progress.become_snapshot(snapshot.index)
         return True

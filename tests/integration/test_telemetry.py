@@ -1,0 +1,127 @@
+"""Observability (issue 11) on a live local cluster: each supervisor's ``GET /metrics`` is
+valid Prometheus text holding its own and its sequencer's metrics, and the counters move
+as messages flow; a publisher's batch is traced (the SDK's in-memory exporter) from its
+first message to the quorum holding it; every process logs JSON lines on request."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+import rt
+
+
+def scrape(rest: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``GET /metrics`` by (name, labels without OTel's scope labels)."""
+    with urllib.request.urlopen(f"http://{rest}/metrics", timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):  # raises on malformed text
+        for sample in family.samples:
+            labels = tuple(
+                sorted((k, v) for k, v in sample.labels.items() if not k.startswith("otel_"))
+            )
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def test_metrics_move_as_messages_flow(cluster: Any, tmp_path: Path) -> None:
+    running = cluster(nodes=1)
+    [node] = running.spec.nodes
+    before = scrape(node.rest)
+    assert before[("rt_raft_term", ())] >= 1
+    assert before[("rt_raft_is_leader", ())] == 1
+    assert before[("rt_disk_free_bytes", ())] > 0
+
+    with rt.Publisher(running.spec, "feed", log_dir=tmp_path, codec="raw") as publisher:
+        for _ in range(1000):
+            publisher.publish(b"x" * 100)
+        publisher.flush(30)
+        stream = publisher.stream
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(node.rest)
+        merged = after.get(("rt_stream_merged_bytes_total", (("stream", stream),)), 0)
+        if merged >= publisher.position or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    held = after[("rt_stream_in_bytes_total", (("stream", stream),))]
+    assert held == merged == publisher.position  # every byte in, every byte merged
+    assert after[("rt_stream_lag_bytes", (("stream", stream),))] == 0
+    merged_before = before.get(("rt_merged_bytes_total", ()), 0)
+    assert after[("rt_merged_bytes_total", ())] >= merged_before + held
+    assert after[("rt_merged_log_end", ())] > before[("rt_merged_log_end", ())]
+    for what in ("inputs", "merged", "raft"):
+        key = ("rt_fsync_seconds_count", (("what", what),))
+        assert after[key] > before.get(key, 0), what
+    assert after[("rt_publish_to_merge_seconds_count", ())] > before.get(
+        ("rt_publish_to_merge_seconds_count", ()), 0
+    )
+    # The supervisor's own metrics are there too (its REST server's).
+    assert any(name.startswith("http_server_") for name, _ in after)
+
+
+def test_a_published_batch_is_traced_from_publish_to_quorum(cluster: Any, tmp_path: Path) -> None:
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the first test to want spans installs one
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    running = cluster(nodes=1)
+    with rt.Publisher(running.spec, "traced", log_dir=tmp_path) as publisher:
+        for n in range(10):
+            publisher.publish(n)
+        publisher.flush(30)
+        deadline = time.monotonic() + 10
+        while not any(s.name == "rt.publish" for s in exporter.get_finished_spans()):
+            assert time.monotonic() < deadline, exporter.get_finished_spans()
+            time.sleep(0.05)
+    spans = exporter.get_finished_spans()
+    [root] = [s for s in spans if s.name == "rt.publish"]
+    assert root.attributes["rt.stream"] == publisher.stream
+    assert root.attributes["rt.position"] == publisher.position
+    assert root.attributes["rt.batch.bytes"] > 0
+    children = {
+        s.name: s
+        for s in spans
+        if s.parent is not None and s.parent.span_id == root.context.span_id
+    }
+    assert set(children) == {"rt.commit", "rt.replicate"}
+    commit, replicate = children["rt.commit"], children["rt.replicate"]
+    assert root.start_time <= commit.start_time <= commit.end_time <= replicate.start_time
+    assert replicate.end_time == root.end_time
+    assert all(s.context.trace_id == root.context.trace_id for s in children.values())
+    exporter.clear()
+
+
+def test_every_process_logs_json_lines_and_keeps_log_files(cluster: Any) -> None:
+    running = cluster(nodes=1, env={"RT_LOG_FORMAT": "json"}, args=["--log-level", "info"])
+    assert running.stop() == 0
+    parts = set()
+    for line in running.log().splitlines():
+        record = json.loads(line)  # every line of every process: one JSON object
+        assert set(record) >= {"time", "level", "service", "node", "logger", "message"}, record
+        parts.add((record["service"], record["node"]))
+    assert {("launcher", ""), ("info-service", "")} <= parts
+    assert {("supervisor", "node-0"), ("sequencer", "node-0"), ("archiver", "node-0")} <= parts
+    logs = running.data / "node-0" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "archiver.log",
+        "sequencer.log",
+        "supervisor.log",
+    ]
+    records = [json.loads(line) for line in (logs / "sequencer.log").read_text().splitlines()]
+    assert {record["service"] for record in records} == {"sequencer"}
+    messages = [record["message"] for record in records]
+    assert any(m.startswith("raft: node-0 became leader") for m in messages), messages
