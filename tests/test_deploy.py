@@ -129,3 +129,13 @@ def test_the_nodes_the_environment_names_are_the_pods_and_services(overlay: str)
         assert spec.tls_dir and spec.internal_tls and "external" in container_ports
         for pod in pods:
             assert services[f"{pod}-external"]["spec"]["type"] == "LoadBalancer"
+
+
+def test_the_readme_deploys_with_the_commands_checked_here() -> None:
+    section = (ROOT / "README.md").read_text().split("## Deploy on Kubernetes", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rendered = re.findall(r"kubectl kustomize deploy/overlays/([\w-]+)", section)
+    applied = re.findall(r"kubectl apply -k deploy/overlays/([\w-]+)", section)
+    assert rendered and applied
+    assert set(rendered + applied) <= set(OVERLAYS)
+    assert "docker build -f deploy/Dockerfile" in section

@@ -6,6 +6,8 @@ first message to the quorum holding it; every process logs JSON lines on request
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 import rt
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "rt-dashboard.json"
 
 
 def scrape(rest: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -48,13 +52,20 @@ def test_metrics_move_as_messages_flow(cluster: Any, tmp_path: Path) -> None:
             publisher.publish(b"x" * 100)
         publisher.flush(30)
         stream = publisher.stream
-    deadline = time.monotonic() + 30
-    while True:
-        after = scrape(node.rest)
-        merged = after.get(("rt_stream_merged_bytes_total", (("stream", stream),)), 0)
-        if merged >= publisher.position or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    received = threading.Event()
+    subscriber = rt.Subscriber(
+        running.spec, log_dir=tmp_path / "sub", on_message=lambda m, p: received.set()
+    )
+    with subscriber:
+        assert received.wait(30)
+        deadline = time.monotonic() + 30
+        while True:
+            after = scrape(node.rest)
+            merged = after.get(("rt_stream_merged_bytes_total", (("stream", stream),)), 0)
+            if merged >= publisher.position or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert any(name == "rt_subscriber_lag_bytes" for name, _ in after)
     held = after[("rt_stream_in_bytes_total", (("stream", stream),))]
     assert held == merged == publisher.position  # every byte in, every byte merged
     assert after[("rt_stream_lag_bytes", (("stream", stream),))] == 0
@@ -69,6 +80,15 @@ def test_metrics_move_as_messages_flow(cluster: Any, tmp_path: Path) -> None:
     )
     # The supervisor's own metrics are there too (its REST server's).
     assert any(name.startswith("http_server_") for name, _ in after)
+    # Every metric the Grafana dashboard charts is one the nodes export.
+    dashboard = json.loads(DASHBOARD.read_text())
+    charted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\brt_[a-z_]+", target["expr"])
+    }
+    assert charted and charted <= {name for name, _ in after}, charted - {n for n, _ in after}
 
 
 def test_a_published_batch_is_traced_from_publish_to_quorum(cluster: Any, tmp_path: Path) -> None:
