@@ -120,15 +120,33 @@ def test_the_nodes_the_environment_names_are_the_pods_and_services(overlay: str)
     # The session ConfigMap the nodes use exists, and their Role lets them raise it.
     configmap = env["RT_SESSION_CONFIGMAP"]
     assert configmap in {c["metadata"]["name"] for c in of_kind(objects, "ConfigMap")}
-    [role] = of_kind(objects, "Role")
-    assert any(configmap in rule.get("resourceNames", []) for rule in role["rules"])
+    [role] = [
+        role
+        for role in of_kind(objects, "Role")
+        if any(configmap in rule.get("resourceNames", []) for rule in role["rules"])
+    ]
     account = statefulset["spec"]["template"]["spec"]["serviceAccountName"]
-    [binding] = of_kind(objects, "RoleBinding")
+    [binding] = [
+        binding
+        for binding in of_kind(objects, "RoleBinding")
+        if binding["roleRef"]["name"] == role["metadata"]["name"]
+    ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account}]
     if overlay == "info-service":
-        assert spec.tls_dir and spec.internal_tls and "external" in container_ports
+        assert spec.tls_secret and spec.internal_tls and "external" in container_ports
         for pod in pods:
             assert services[f"{pod}-external"]["spec"]["type"] == "LoadBalancer"
+        # Whoever reads the TLS Secret through the API may: the nodes and the info-service.
+        readers = {
+            subject["name"]
+            for binding in of_kind(objects, "RoleBinding")
+            for role in of_kind(objects, "Role")
+            if role["metadata"]["name"] == binding["roleRef"]["name"]
+            and any(spec.tls_secret in rule.get("resourceNames", []) for rule in role["rules"])
+            for subject in binding["subjects"]
+        }
+        [info] = of_kind(objects, "Deployment")
+        assert readers == {account, info["spec"]["template"]["spec"]["serviceAccountName"]}
 
 
 def test_the_readme_deploys_with_the_commands_checked_here() -> None:

@@ -3,16 +3,25 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from k8s_standin import configuration, running
 
 from rtcommon import tls
 from rtcommon.registry import ClientNameError, ClientRegistry, RegistryError
-from rtcommon.tls import CertificateAuthority, FileCAStore, TLSError, client_identity
+from rtcommon.tls import (
+    CertificateAuthority,
+    FileCAStore,
+    KubernetesCAStore,
+    TLSError,
+    client_identity,
+)
 
 
 def test_a_client_certificate_names_the_client_and_its_topics() -> None:
@@ -92,3 +101,41 @@ def test_credentials_are_built_from_pem() -> None:
     assert tls.channel_credentials(authority.cert_pem, pair.cert, pair.key) is not None
     with pytest.raises(TLSError, match="not readable PEM"):
         CertificateAuthority.from_pem(b"x", b"y")
+
+
+def test_the_kubernetes_store_reads_secrets_and_revokes_in_them(tmp_path: Path) -> None:
+    files = FileCAStore(tmp_path)  # made as deploy/README.md says, then put in Secrets
+    files.ensure_ca("c")
+    files.ensure_server_pair("rt-feed-0", ["rt-feed-0"], node_id=0)
+
+    def secret(name: str, keys: dict[str, bytes]) -> dict[str, Any]:
+        data = {key: base64.b64encode(value).decode() for key, value in keys.items()}
+        return {"metadata": {"name": name, "resourceVersion": "1"}, "data": data}
+
+    for server in running():
+        cert, key = files.server_pair("rt-feed-0")
+        server.objects[("secrets", "rt", "rt-feed-tls")] = secret(
+            "rt-feed-tls", {"ca.pem": files.ca_cert(), "rt-feed-0.pem": cert, "rt-feed-0.key": key}
+        )
+        server.objects[("secrets", "rt", "rt-feed-ca")] = secret(
+            "rt-feed-ca", {"ca.key": (tmp_path / "ca.key").read_bytes()}
+        )
+        node = KubernetesCAStore("rt/rt-feed-tls", configuration=configuration(server))
+        issuer = KubernetesCAStore("rt/rt-feed-tls", "rt/rt-feed-ca", configuration(server))
+        assert node.ca_cert() == files.ca_cert()
+        assert node.server_pair("rt-feed-0") == (cert, key)
+        assert issuer.ca().cert_pem == files.ca().cert_pem
+        with pytest.raises(TLSError, match="no Secret holding the CA's key"):
+            node.ca()
+        pair = issuer.ca().issue_client("pubA", ["feed"], datetime.timedelta(hours=1))
+        assert not node.is_revoked(pair.serial)
+        server.conflict_next = True  # a concurrent writer: the revocation is retried
+        issuer.revoke([(pair.serial, pair.not_after)])
+        assert KubernetesCAStore("rt/rt-feed-tls", configuration=configuration(server)).is_revoked(
+            pair.serial
+        )
+        with pytest.raises(TLSError, match=r"holds no rt-feed-9\.pem"):
+            node.server_pair("rt-feed-9")
+        server.read_only = True
+        with pytest.raises(TLSError, match="403"):
+            issuer.revoke([(1, time.time() + 60)])

@@ -95,6 +95,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     info_service: str = ""  #: the info-service's URL (``http://host:port``), if one runs
     #: the folder of the cluster's TLS material (``rtcommon.tls.FileCAStore``; "" for none)
     tls_dir: str = ""
+    #: or the Kubernetes Secret holding it (``rtcommon.tls.KubernetesCAStore``)
+    tls_secret: str = ""
     #: the built-in issuer's client registry (``rtcommon.registry``), for ``rt client add``
     clients_file: str = ""
     #: nodes talk to each other with mutual TLS on their peer listeners (``tls_dir``'s
@@ -106,6 +108,11 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise ClusterError(f"a cluster has 1, 3 or 5 nodes, not {len(self.nodes)}")
         if [node.id for node in self.nodes] != list(range(len(self.nodes))):
             raise ClusterError("node ids must be 0, 1, ... in order")
+
+    @property
+    def has_tls(self) -> bool:
+        """Whether the cluster keeps TLS material (external ports, internal TLS)."""
+        return bool(self.tls_dir or self.tls_secret)
 
     def node(self, node_id: int) -> NodeSpec:
         if not 0 <= node_id < len(self.nodes):
@@ -139,8 +146,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
         nodes: node n is ``$RT_TOPIC_PREFIX<stream>-<n>`` (a StatefulSet's pod and a
         Service of its own) for n below ``$RT_REPLICAS``, with the deployment's ports
         (:data:`DEPLOYMENT_PORTS`). A node reads the rest from the environment too:
-        ``RT_CLUSTER_ID``, ``RT_TLS_DIR`` (the mounted TLS Secret: external port and
-        internal TLS), ``RT_SESSION_CONFIGMAP``, ``RT_INFO_SERVICE``, ``RT_DATA`` (the
+        ``RT_CLUSTER_ID``, ``RT_TLS_SECRET`` or ``RT_TLS_DIR`` (the TLS material: external
+        port and internal TLS), ``RT_SESSION_CONFIGMAP``, ``RT_INFO_SERVICE``, ``RT_DATA`` (the
         folder holding the volume ``s``; "/")."""
         environ = os.environ if environ is None else environ
         settings = Settings.from_env(environ)
@@ -149,6 +156,7 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
         except StreamNameError as exc:
             raise ClusterError(f"env:{stream}: {exc}") from None
         tls_dir = environ.get("RT_TLS_DIR", "")
+        tls_secret = environ.get("RT_TLS_SECRET", "")
         nodes = []
         for n in range(settings.replicas):
             host = f"{settings.topic_prefix}{stream}-{n}"
@@ -162,7 +170,7 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
                     rest=ports["rest"],
                     control=ports["control"],
                     peer=ports["peer"],
-                    external=ports["external"] if tls_dir else "",
+                    external=ports["external"] if tls_dir or tls_secret else "",
                     data=environ.get("RT_DATA", "/"),
                 )
             )
@@ -174,7 +182,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
             session_configmap=environ.get("RT_SESSION_CONFIGMAP", ""),
             info_service=environ.get("RT_INFO_SERVICE", ""),
             tls_dir=tls_dir,
-            internal_tls=bool(tls_dir),
+            tls_secret=tls_secret,
+            internal_tls=bool(tls_dir or tls_secret),
         )
 
     def client_folder(self, log_path: Path) -> Path:

@@ -58,9 +58,12 @@ variable                                setting                meaning
 ``RT_LISTEN_HOST``                      ``listen_host``        servers bind this host instead
                                                                of the one in their address
                                                                ("0.0.0.0" in a pod)
+``RT_CA_SECRET``                        ``ca_secret``          info-service in Kubernetes: the
+                                                               Secret holding the CA's key
 ``RT_CLUSTER_ID``, ``RT_TLS_DIR``,      (``ClusterSpec.``      Kubernetes: the rest of the
-``RT_SESSION_CONFIGMAP``,               ``from_env``)          cluster description a node
-``RT_INFO_SERVICE``, ``RT_DATA``                               builds from the environment
+``RT_TLS_SECRET``,                      ``from_env``)          cluster description a node
+``RT_SESSION_CONFIGMAP``,                                      builds from the environment
+``RT_INFO_SERVICE``, ``RT_DATA``
 ======================================  =====================  =============================
 
 Nothing reads the environment at import time: :func:`settings` reads it when called,
@@ -115,6 +118,7 @@ class Settings:
     topic_prefix: str = ""
     replicas: int = 3
     listen_host: str = ""
+    ca_secret: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -145,6 +149,7 @@ class Settings:
             topic_prefix=environ.get("RT_TOPIC_PREFIX", ""),
             replicas=_replicas(environ.get("RT_REPLICAS")),
             listen_host=environ.get("RT_LISTEN_HOST", ""),
+            ca_secret=environ.get("RT_CA_SECRET", ""),
         )
 
 

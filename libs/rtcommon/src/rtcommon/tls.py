@@ -11,8 +11,8 @@ and the gRPC credentials made from it (DESIGN sections 5 and 9).
 - :class:`FileCAStore` (a :class:`CAStore`) keeps the CA, the nodes' pairs and the
   revocation list in one folder, outside the nodes' volumes (``DATA/tls`` locally). The
   CA's key is read only by whoever issues (the launcher, the info-service); a node reads
-  the CA certificate, its own pair and the revocation list. A Kubernetes Secret is
-  another store behind the same methods.
+  the CA certificate, its own pair and the revocation list. :class:`KubernetesCAStore`
+  keeps them in Kubernetes Secrets; :func:`ca_store` picks the one a cluster names.
 - :func:`server_credentials` and :func:`channel_credentials` make gRPC credentials for
   mutual TLS.
 
@@ -22,6 +22,7 @@ missing or unreadable.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import ipaddress
@@ -49,7 +50,9 @@ __all__ = [
     "ClientIdentity",
     "FileCAStore",
     "IssuedPair",
+    "KubernetesCAStore",
     "TLSError",
+    "ca_store",
     "channel_credentials",
     "client_identity",
     "node_identity",
@@ -400,6 +403,116 @@ class FileCAStore:
         """An exclusive lock on the folder while issuing or revoking: issuers may be
         several processes."""
         return DirectoryLock(self.folder, wait=True)
+
+
+class KubernetesCAStore:
+    """The cluster's TLS material in Kubernetes Secrets, through the official client (the
+    pod's service account unless a client ``configuration`` is given): ``secret`` holds
+    what the nodes read (``ca.pem``, each node's ``<name>.pem`` and ``<name>.key``, and
+    ``revoked.json``, which the info-service updates with a compare-and-swap on the
+    Secret's ``resourceVersion``); ``ca_secret`` holds the CA's key (``ca.key``), for the
+    info-service alone. Names are ``namespace/name`` or ``name`` (the pod's namespace)."""
+
+    ATTEMPTS = 20
+
+    def __init__(self, secret: str, ca_secret: str = "", configuration: object = None) -> None:
+        from kubernetes import client, config  # heavy: only a deployment imports it
+
+        if configuration is None:
+            config.load_incluster_config()
+            configuration = client.Configuration.get_default_copy()
+        self._client = client
+        self.api = client.CoreV1Api(client.ApiClient(configuration))
+        self.secret = self._named(secret)
+        self.ca_secret = self._named(ca_secret) if ca_secret else None
+        self._revoked: frozenset[int] = frozenset()
+        self._revoked_checked = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"KubernetesCAStore({'/'.join(self.secret)})"
+
+    @staticmethod
+    def _named(name: str) -> tuple[str, str]:
+        namespace, _, name = name.rpartition("/")
+        if not namespace:
+            from .session import SERVICE_ACCOUNT_NAMESPACE
+
+            namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+        return namespace, name
+
+    def ca(self) -> CertificateAuthority:
+        if self.ca_secret is None:
+            raise TLSError(f"{self} names no Secret holding the CA's key")
+        key = self._data(self._read(self.ca_secret), "ca.key")
+        return CertificateAuthority.from_pem(self.ca_cert(), key)
+
+    def ca_cert(self) -> bytes:
+        return self._data(self._read(self.secret), CA_CERT_FILE)
+
+    def server_pair(self, name: str) -> tuple[bytes, bytes]:
+        secret = self._read(self.secret)
+        return self._data(secret, f"{name}.pem"), self._data(secret, f"{name}.key")
+
+    def revoke(self, pairs: Iterable[tuple[int, float]]) -> None:
+        now = time.time()
+        pairs = list(pairs)
+        for _ in range(self.ATTEMPTS):
+            secret = self._read(self.secret)
+            listed = self._listed(secret)
+            listed.update({str(serial): end for serial, end in pairs})
+            kept = {serial: end for serial, end in listed.items() if end > now}
+            encoded = base64.b64encode(json.dumps(kept, sort_keys=True).encode()).decode()
+            secret.data = {**(secret.data or {}), REVOKED_FILE: encoded}
+            try:  # the resourceVersion read makes this a compare-and-swap
+                self.api.replace_namespaced_secret(self.secret[1], self.secret[0], secret)
+                return
+            except self._client.ApiException as exc:
+                if exc.status != 409:
+                    raise TLSError(f"cannot update {self}: {exc.status} {exc.reason}") from exc
+        raise TLSError(f"{self}: still conflicting after {self.ATTEMPTS} attempts")
+
+    def is_revoked(self, serial: int) -> bool:
+        now = time.monotonic()
+        if now - self._revoked_checked >= REVOKED_RECHECK:
+            self._revoked_checked = now
+            self._revoked = frozenset(int(s) for s in self._listed(self._read(self.secret)))
+        return serial in self._revoked
+
+    def _read(self, named: tuple[str, str]):
+        namespace, name = named
+        try:
+            return self.api.read_namespaced_secret(name, namespace)
+        except self._client.ApiException as exc:
+            raise TLSError(
+                f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}"
+            ) from exc
+        except Exception as exc:  # urllib3's connection errors: the API server unreachable
+            raise TLSError(
+                f"cannot reach the Kubernetes API for {namespace}/{name}: {exc}"
+            ) from exc
+
+    def _data(self, secret, key: str) -> bytes:
+        value = (secret.data or {}).get(key)
+        if value is None:
+            raise TLSError(f"Secret {secret.metadata.name} holds no {key}")
+        return base64.b64decode(value)
+
+    def _listed(self, secret) -> dict[str, float]:
+        value = (secret.data or {}).get(REVOKED_FILE)
+        if not value:
+            return {}
+        try:
+            listed = json.loads(base64.b64decode(value))
+            return {str(serial): float(end) for serial, end in listed.items()}
+        except (ValueError, AttributeError) as exc:
+            raise TLSError(f"the revocation list in {self} is damaged") from exc
+
+
+def ca_store(tls_dir: str, secret: str = "", ca_secret: str = "") -> CAStore:
+    """The store a cluster description names: its Secrets in Kubernetes, else its folder."""
+    if secret:
+        return KubernetesCAStore(secret, ca_secret)
+    return FileCAStore(tls_dir)
 
 
 def server_credentials(ca_cert: bytes, cert: bytes, key: bytes) -> grpc.ServerCredentials:

@@ -24,7 +24,7 @@ from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.logs import setup_logging
 from rtcommon.registry import ClientRegistry
 from rtcommon.telemetry import setup_telemetry
-from rtcommon.tls import FileCAStore, TLSError
+from rtcommon.tls import TLSError, ca_store
 
 from ._app import InfoService, create_app
 from ._enrolments import Enrolments
@@ -70,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = env.settings()
         spec = ClusterSpec.from_file(cluster_file)
         tls_dir = args.tls_dir or spec.tls_dir
-        if not tls_dir:
-            raise ClusterError(f"{cluster_file} names no TLS folder (tls_dir): use --tls-dir")
-        store = FileCAStore(tls_dir)
+        if not (tls_dir or spec.tls_secret):
+            raise ClusterError(f"{cluster_file} names no TLS material (tls_dir): use --tls-dir")
+        # In Kubernetes the CA's key is in a Secret of its own, for this service alone.
+        store = ca_store(tls_dir, "" if args.tls_dir else spec.tls_secret, settings.ca_secret)
         store.ca()  # the CA must be readable now, not at the first enrolment
         data.mkdir(parents=True, exist_ok=True)
         host, _, port = args.listen.rpartition(":")

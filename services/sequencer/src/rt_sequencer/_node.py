@@ -44,7 +44,7 @@ from rtcommon.log import (
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
-from rtcommon.tls import FileCAStore, channel_credentials, server_credentials
+from rtcommon.tls import CAStore, ca_store, channel_credentials, server_credentials
 from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -151,6 +151,7 @@ class Node:
         self._pruning = asyncio.Lock()  # one collection of s/out at a time
         self._external: grpc.aio.Server | None = None
         self._peers: grpc.aio.Server | None = None
+        self._tls: CAStore | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -272,7 +273,7 @@ class Node:
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
         if authenticate:
-            store = FileCAStore(self.cluster.tls_dir)
+            store = self._ca_store()
             credentials = server_credentials(store.ca_cert(), *store.server_pair(self.spec.name))
             bound = server.add_secure_port(env.listen_address(self.spec.peer), credentials)
         else:
@@ -285,19 +286,24 @@ class Node:
         )
         return server
 
+    def _ca_store(self) -> CAStore:
+        if self._tls is None:
+            self._tls = ca_store(self.cluster.tls_dir, self.cluster.tls_secret)
+        return self._tls
+
     def _peer_credentials(self) -> grpc.ChannelCredentials | None:
         """How this node proves itself to its peers: its own pair (internal TLS only)."""
         if not self.cluster.internal_tls:
             return None
-        store = FileCAStore(self.cluster.tls_dir)
+        store = self._ca_store()
         return channel_credentials(store.ca_cert(), *store.server_pair(self.spec.name))
 
     async def _serve_external(self) -> grpc.aio.Server | None:
         """The external push listener (DESIGN section 9): Push alone, mutual TLS with the
         cluster CA, when the cluster names an address for it and keeps TLS material."""
-        if not (self.spec.external and self.cluster.tls_dir):
+        if not (self.spec.external and self.cluster.has_tls):
             return None
-        store = FileCAStore(self.cluster.tls_dir)
+        store = self._ca_store()
         cert, key = store.server_pair(self.spec.name)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
