@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -28,7 +29,9 @@ import rt
 from rt_sequencer._peers import encode_message as encode_raft_message
 from rt_sequencer.core import raft_id
 from rt_sequencer.raft import Message, MessageType
+from rtcommon import localhost
 from rtcommon.cluster import ClusterSpec
+from rtcommon.deathsig import dying_with_parent
 from rtcommon.rest import rest_call
 from rtcommon.tls import CertificateAuthority, FileCAStore, channel_credentials, client_identity
 from rtproto.v1 import admin_pb2, admin_pb2_grpc, peer_pb2, peer_pb2_grpc, push_pb2, push_pb2_grpc
@@ -358,3 +361,62 @@ def test_only_the_cluster_s_nodes_speak_on_the_peer_listener(running: RunningClu
     with grpc.insecure_channel(target.push) as channel:
         status = admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=10)
     assert status.term < 10**6
+
+
+def test_an_external_identity_provider_is_trusted_through_its_jwks(
+    running: RunningCluster, tmp_path: Path
+) -> None:
+    """RT_OIDC_ISSUER (Keycloak in production): a second info-service trusts the first's
+    built-in issuer as it would a Keycloak realm, fetching its JWKS over HTTP, and has no
+    issuer of its own."""
+    spec = running.spec
+    issuer = f"{spec.info_service}/realms/rt"
+    port = localhost.find_free_base_port()
+    command = [str(BIN / "rt-info-service"), "--cluster", str(running.path), "--data"]
+    command += [str(tmp_path / "info"), "--listen", f"127.0.0.1:{port}"]
+    log = tmp_path / "info-service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            dying_with_parent(command),
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "RT_OIDC_ISSUER": issuer},
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while localhost.port_free(port):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        status, config = rest_call(f"{url}/informationservice/config", timeout=10)
+        assert status == 200 and config["token_endpoint"].startswith(issuer)
+        status, _ = rest_call(f"{url}/realms/rt/protocol/openid-connect/certs", timeout=10)
+        assert status == 404  # no issuer of its own
+        secret = add_client(running, "kc", "feed")
+        bearer = token(spec, "kc", secret)
+        body = {"name": "kc", "topics": ["feed"]}
+        status, answer = rest_call(
+            f"{url}/clientcontroller/enrol", method="POST", token=bearer, json_body=body, timeout=10
+        )
+        assert status == 200, answer
+        forged = jwt.encode(
+            jwt.decode(bearer, options={"verify_signature": False}),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            algorithm="RS256",
+            headers={"kid": jwt.get_unverified_header(bearer)["kid"]},
+        )
+        status, _ = rest_call(
+            f"{url}/clientcontroller/enrol", method="POST", token=forged, json_body=body, timeout=10
+        )
+        assert status == 401
+        # The whole client flow through it: the token from the provider its config names.
+        cluster = rt.Cluster.from_info_service(url, client_id="kc", client_secret=secret)
+        try:
+            with rt.Publisher(cluster, "feed", log_dir=tmp_path / "pub") as publisher:
+                publisher.publish("through an external provider")
+                publisher.flush(30)
+        finally:
+            cluster.close()
+    finally:
+        process.terminate()
+        process.wait(30)
