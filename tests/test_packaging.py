@@ -97,6 +97,18 @@ def test_info_service_needs_its_cluster_folder_and_address(tmp_path: Path) -> No
     )
     assert missing.returncode == 1, missing
     assert "no cluster description" in missing.stderr
+    # env:STREAM is a cluster named by the environment, not a file of that name.
+    named = run(
+        "rt-info-service",
+        "--cluster",
+        "env:feed",
+        "--data",
+        str(tmp_path / "info"),
+        "--listen",
+        "127.0.0.1:1",
+    )
+    assert named.returncode == 1, named
+    assert "names no TLS material" in named.stderr
 
 
 @pytest.mark.parametrize("script", NODE_SCRIPTS)

@@ -201,7 +201,12 @@ def test_bad_tokens_are_refused_with_401(running: RunningCluster) -> None:
         assert status == 401, (what, answer)
         assert answer["detail"], what
     # The same claims signed by the issuer are good: the refusals were for the reason named.
-    assert call(spec, "POST", "/clientcontroller/enrol", signed(issuer_key), body)[0] == 200
+    status, enrolled = call(spec, "POST", "/clientcontroller/enrol", signed(issuer_key), body)
+    assert status == 200
+    # A topic the identity provider took away since: no new certificate for it.
+    fewer = signed(issuer_key, rt_topics=["other"])
+    status, answer = call(spec, "GET", f"/informationservice/details/{enrolled['id']}", fewer)
+    assert status == 403 and "may no longer insert" in answer["detail"]
     # A wrong secret gets no token at all.
     url = f"{spec.info_service}/realms/rt/protocol/openid-connect/token"
     form = {"grant_type": "client_credentials", "client_id": "tokens", "client_secret": "x"}

@@ -10,10 +10,17 @@ import re
 import threading
 import time
 import urllib.request
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 from opentelemetry import trace
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -145,3 +152,84 @@ def test_every_process_logs_json_lines_and_keeps_log_files(cluster: Any) -> None
     assert {record["service"] for record in records} == {"sequencer"}
     messages = [record["message"] for record in records]
     assert any(m.startswith("raft: node-0 became leader") for m in messages), messages
+
+
+class Collector(
+    trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer
+):
+    """An OTLP collector in this process: what the nodes export arrives here."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def Export(self, request: Any, context: Any) -> Any:
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            with self.lock:
+                self.spans += [
+                    span
+                    for resource in request.resource_spans
+                    for scope in resource.scope_spans
+                    for span in scope.spans
+                ]
+            return trace_service_pb2.ExportTraceServiceResponse()
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def test_the_nodes_spans_of_a_batch_join_the_publisher_s_trace(
+    cluster: Any, tmp_path: Path
+) -> None:
+    """Across processes: a traced batch's push carries its trace context, and each node's
+    ``rt.node.sequence`` span (received, held, merged) is a child of the publisher's
+    ``rt.publish``, exported by the node with OTLP."""
+    collector = Collector()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        running = cluster(
+            nodes=3,
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+                "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+            },
+        )
+        with rt.Publisher(running.spec, "traced", log_dir=tmp_path) as publisher:
+            publisher.publish("one batch")
+            publisher.flush(30)
+        [root] = [s for s in exporter.get_finished_spans() if s.name == "rt.publish"]
+        deadline = time.monotonic() + 30
+        while True:
+            with collector.lock:
+                ours = [
+                    s
+                    for s in collector.spans
+                    if s.name == "rt.node.sequence"
+                    and int.from_bytes(s.trace_id, "big") == root.context.trace_id
+                ]
+            if len(ours) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(ours) == 3, collector.spans  # one per node
+        for span in ours:
+            assert int.from_bytes(span.parent_span_id, "big") == root.context.span_id
+            attributes = {a.key: a.value for a in span.attributes}
+            assert attributes["rt.stream"].string_value == publisher.stream
+            assert attributes["rt.raft.index"].int_value > 0
+            assert [event.name for event in span.events] == ["held"]
+            assert root.start_time <= span.start_time_unix_nano <= span.end_time_unix_nano
+        nodes = {{a.key: a.value for a in span.attributes}["rt.node"].string_value for span in ours}
+        assert nodes == {node.name for node in running.spec.nodes}
+        assert running.stop() == 0  # while the collector still takes the last exports
+    finally:
+        collector.server.stop(0)
+        exporter.clear()

@@ -89,6 +89,7 @@ class Enrolment:
         self._stop = threading.Event()
         self.id = self._enrol()
         self.details = self._read_details()
+        self.spec()  # a malformed answer fails here, before the poller starts
         self._poller = threading.Thread(
             target=self._poll, name=f"rt-enrolment {self.name}", daemon=True
         )
@@ -162,7 +163,7 @@ class Enrolment:
         while not self._stop.wait(POLL_INTERVAL):
             try:
                 details = self._read_details()
-            except EnrolmentError as exc:
+            except Exception as exc:  # the poller must outlive any answer
                 log.warning("reading the details of %s again: %s", self.name, exc)
                 continue
             with self._lock:

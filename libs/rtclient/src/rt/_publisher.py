@@ -197,7 +197,12 @@ class Publisher:
                 write_topic(self.directory, topic)  # for an agent that ships the directory
                 assert reached is not None
                 self._replicator = Replicator(
-                    self.directory, self.stream, spec, topic=topic, connect=reached.connect
+                    self.directory,
+                    self.stream,
+                    spec,
+                    topic=topic,
+                    connect=reached.connect,
+                    trace_context=self._batches.context,
                 )
                 self._replicator.watch(self._replication_moved)
                 self._replicator.start()
@@ -451,15 +456,15 @@ class Publisher:
                     return
                 time.sleep(RETRY_WRITE_INTERVAL)
                 continue
-            if self._replicator is not None:
-                self._replicator.notify()
-            with self._written_changed:
-                previous, self._written = self._written, written
-                self._written_changed.notify_all()
-            if written > previous and batch[0]:
+            if batch[0] and written > self._written:  # known before any push carries it
                 self._batches.committed(written, *batch, commit_started, time.time_ns())
                 if self._replicator is None:  # a local log: done once on disk
                     self._batches.replicated(written, time.time_ns())
+            if self._replicator is not None:
+                self._replicator.notify()
+            with self._written_changed:
+                self._written = written
+                self._written_changed.notify_all()
             for callback in list(self._watchers):
                 callback()
             if exiting:

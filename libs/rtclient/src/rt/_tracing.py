@@ -4,7 +4,9 @@ installed an SDK tracer provider, as ``rtcommon.telemetry.setup_telemetry`` does
 A batch is what the committer writes out at once. Its span ``rt.publish`` runs from the
 first message of the batch to the moment a quorum of nodes holds it, with two children:
 ``rt.commit`` (written to the local log and synced) and ``rt.replicate`` (pushed until a
-quorum holds it). The cost is per batch, never per message.
+quorum holds it). The push chunk carrying a batch's end carries its trace context, and
+each node's span of it (``rt.node.sequence``: received, held, merged) joins the trace.
+The cost is per batch, never per message.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ import collections
 import threading
 
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rtcommon.telemetry import tracer
+
+_propagator = TraceContextTextMapPropagator()
+#: Batches awaiting a quorum kept open at most; older ones end, marked unreplicated.
+MAX_OPEN = 1024
 
 __all__ = ["BatchTracer"]
 
@@ -39,7 +46,24 @@ class BatchTracer:
         spans.start_span("rt.commit", context=context, start_time=commit_started).end(now)
         replicate = spans.start_span("rt.replicate", context=context, start_time=now)
         with self._lock:
+            if len(self._open) >= MAX_OPEN:  # no quorum for long: do not hold them all
+                _, old_root, old_replicate = self._open.popleft()
+                _unreplicated(old_root, old_replicate, now, "no quorum held it yet")
             self._open.append((end, root, replicate))
+
+    def context(self, start: int, end: int) -> str:
+        """The W3C ``traceparent`` of the last recorded batch ending in ``(start, end]``
+        (a push chunk from ``start`` to ``end``), or "": the nodes' spans join its trace."""
+        with self._lock:
+            root = next(
+                (root for batch_end, root, _ in reversed(self._open) if start < batch_end <= end),
+                None,
+            )
+        if root is None or not root.is_recording():
+            return ""
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier, context=trace.set_span_in_context(root))
+        return carrier.get("traceparent", "")
 
     def replicated(self, position: int, now: int) -> None:
         """A quorum holds everything before ``position``: end the batches it covers."""
@@ -54,6 +78,10 @@ class BatchTracer:
         with self._lock:
             while self._open:
                 _, root, replicate = self._open.popleft()
-                for span in (replicate, root):
-                    span.set_status(trace.StatusCode.ERROR, "closed before a quorum held it")
-                    span.end(now)
+                _unreplicated(root, replicate, now, "closed before a quorum held it")
+
+
+def _unreplicated(root: trace.Span, replicate: trace.Span, now: int, why: str) -> None:
+    for span in (replicate, root):
+        span.set_status(trace.StatusCode.ERROR, why)
+        span.end(now)

@@ -28,6 +28,7 @@ import functools
 import ipaddress
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -73,6 +74,8 @@ SERVER_RENEW_BEFORE = datetime.timedelta(days=30)
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 #: The revocation list is read again at most this often (seconds).
 REVOKED_RECHECK = 1.0
+#: A call of the Kubernetes API gives up after this long (seconds).
+API_TIMEOUT = 5.0
 
 
 class TLSError(RTError):
@@ -426,7 +429,8 @@ class KubernetesCAStore:
         self.secret = self._named(secret)
         self.ca_secret = self._named(ca_secret) if ca_secret else None
         self._revoked: frozenset[int] = frozenset()
-        self._revoked_checked = float("-inf")
+        self._refresher: threading.Thread | None = None
+        self._refresh_error: TLSError | None = None
 
     def __repr__(self) -> str:
         return f"KubernetesCAStore({'/'.join(self.secret)})"
@@ -464,24 +468,45 @@ class KubernetesCAStore:
             encoded = base64.b64encode(json.dumps(kept, sort_keys=True).encode()).decode()
             secret.data = {**(secret.data or {}), REVOKED_FILE: encoded}
             try:  # the resourceVersion read makes this a compare-and-swap
-                self.api.replace_namespaced_secret(self.secret[1], self.secret[0], secret)
+                self.api.replace_namespaced_secret(
+                    self.secret[1], self.secret[0], secret, _request_timeout=API_TIMEOUT
+                )
                 return
             except self._client.ApiException as exc:
                 if exc.status != 409:
                     raise TLSError(f"cannot update {self}: {exc.status} {exc.reason}") from exc
+            except Exception as exc:  # urllib3's connection errors
+                raise TLSError(f"cannot reach the Kubernetes API for {self}: {exc}") from exc
         raise TLSError(f"{self}: still conflicting after {self.ATTEMPTS} attempts")
 
     def is_revoked(self, serial: int) -> bool:
-        now = time.monotonic()
-        if now - self._revoked_checked >= REVOKED_RECHECK:
-            self._revoked_checked = now
-            self._revoked = frozenset(int(s) for s in self._listed(self._read(self.secret)))
+        """From the list as last read: a node asks on its event loop, so the API is read
+        by a thread of its own every ``REVOKED_RECHECK`` seconds (the first read waits)."""
+        if self._refresher is None:
+            self._revoked = self._read_revoked()  # fails closed if it cannot be read
+            self._refresher = threading.Thread(
+                target=self._refresh, name=f"rt-revocations {self}", daemon=True
+            )
+            self._refresher.start()
+        if self._refresh_error is not None:
+            raise self._refresh_error
         return serial in self._revoked
+
+    def _refresh(self) -> None:
+        while True:
+            time.sleep(REVOKED_RECHECK)
+            try:
+                self._revoked, self._refresh_error = self._read_revoked(), None
+            except TLSError as exc:  # fail closed until the API answers again
+                self._refresh_error = exc
+
+    def _read_revoked(self) -> frozenset[int]:
+        return frozenset(int(s) for s in self._listed(self._read(self.secret)))
 
     def _read(self, named: tuple[str, str]):
         namespace, name = named
         try:
-            return self.api.read_namespaced_secret(name, namespace)
+            return self.api.read_namespaced_secret(name, namespace, _request_timeout=API_TIMEOUT)
         except self._client.ApiException as exc:
             raise TLSError(
                 f"cannot read Secret {namespace}/{name}: {exc.status} {exc.reason}"

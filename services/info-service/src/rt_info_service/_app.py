@@ -130,11 +130,17 @@ def create_app(service: InfoService) -> FastAPI:
     @app.get("/informationservice/details/{enrolment_id}")
     def details(enrolment_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         enrolment = owned(enrolment_id, who)
+        if who.topics is not None and not set(enrolment.topics) <= who.topics:
+            # The identity provider took a topic away: no new certificate for it.
+            refused = sorted(set(enrolment.topics) - who.topics)
+            raise HTTPException(403, f"client {who.client_id!r} may no longer insert {refused}")
         try:
             enrolment = service.enrolments.current_pair(
-                enrolment, service.ca.ca(), service.cert_lifetime
+                enrolment.id, service.ca, service.cert_lifetime
             )
             ca = service.ca.ca_cert().decode()
+        except KeyError:
+            raise HTTPException(404, f"no enrolment {enrolment_id!r} of this client") from None
         except TLSError as exc:
             raise HTTPException(503, f"the cluster's CA cannot be read: {exc}") from None
         endpoints = [f":{address}" for address in service.endpoints()]

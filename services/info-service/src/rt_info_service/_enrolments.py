@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from rtcommon.log import write_file_atomically
-from rtcommon.tls import CertificateAuthority
+from rtcommon.tls import CAStore
 
 __all__ = ["Enrolment", "EnrolmentConflict", "Enrolments"]
 
@@ -68,6 +68,9 @@ class Enrolments:
                 name=name,
                 client_id=client_id,
                 topics=topics,
+                # Kept until they expire: unenrolling revokes them again should the
+                # revocation the caller makes now fail.
+                serials=list(revoked),
             )
             self._by_id[enrolment.id] = enrolment
             self._save()
@@ -77,15 +80,16 @@ class Enrolments:
         with self._lock:
             return self._by_id.get(enrolment_id)
 
-    def current_pair(
-        self, enrolment: Enrolment, ca: CertificateAuthority, lifetime: float
-    ) -> Enrolment:
-        """``enrolment`` with a certificate that has at least half its life ahead."""
+    def current_pair(self, enrolment_id: str, store: CAStore, lifetime: float) -> Enrolment:
+        """Enrolment ``enrolment_id`` with a certificate that has at least half its life
+        ahead (issued now if needed, under the lock: a certificate issued to an enrolment
+        removed meanwhile would escape revocation). KeyError if it is gone."""
         now = time.time()
         with self._lock:
+            enrolment = self._by_id[enrolment_id]
             if enrolment.not_after - now > (enrolment.not_after - enrolment.issued_at) / 2:
                 return enrolment
-            pair = ca.issue_client(
+            pair = store.ca().issue_client(
                 enrolment.name, enrolment.topics, datetime.timedelta(seconds=lifetime)
             )
             enrolment.cert, enrolment.key = pair.cert.decode(), pair.key.decode()

@@ -94,11 +94,11 @@ class PublishService(publisher_pb2_grpc.PublisherServicer):
         loop = asyncio.get_running_loop()
 
         def moved() -> None:
-            loop.call_soon_threadsafe(call.progress.set)
+            loop.call_soon_threadsafe(call.moved)
 
         publisher.watch(moved)
         reader = asyncio.create_task(call.receive(context))
-        reader.add_done_callback(lambda _: call.progress.set())
+        reader.add_done_callback(lambda _: call.progress.set())  # answer() sees it end
         try:
             await call.answer(context, reader, publisher.stream or "")
         except _Refused as exc:
@@ -116,7 +116,10 @@ class _Call:
     def __init__(self, publisher: Publisher, origin: str | None) -> None:
         self.publisher = publisher
         self.origin = origin
+        #: set when answer() has something to tell; ``room`` when receive() may read on
+        #: (each has one waiter: neither can take the other's wake-up)
         self.progress = asyncio.Event()
+        self.room = asyncio.Event()
         self.sent = 0  #: messages received
         self.durable = 0  #: messages known durable
         #: (position, payload bytes) of each message not yet durable, in order
@@ -125,10 +128,15 @@ class _Call:
         self.last_position = 0
         self.ended = False  # the client half-closed
 
+    def moved(self) -> None:
+        """The publisher's log or its replication moved on (on the loop)."""
+        self.progress.set()
+        self.room.set()
+
     async def receive(self, context) -> None:
         while True:
             while self.undurable_bytes > MAX_UNDURABLE_BYTES:
-                await self._wait_progress()
+                await _wait(self.room)
             request = await context.read()
             if request is grpc.aio.EOF:
                 self.ended = True
@@ -172,11 +180,6 @@ class _Call:
             self.last_position = position
             self.sent += 1
 
-    async def _wait_progress(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.progress.wait(), 1.0)
-        self.progress.clear()
-
     async def answer(self, context, reader: asyncio.Task, stream: str) -> None:
         """Reply whenever something moved, until the client ended and a quorum holds all."""
         last = None
@@ -189,6 +192,8 @@ class _Call:
                 positions.append(position)
                 self.undurable_bytes -= size
             self.durable += len(positions)
+            if positions:
+                self.room.set()
             replicated = self.publisher.replicated
             state = (self.durable, replicated, self.durable + WINDOW)
             if state != last or positions:
@@ -209,4 +214,11 @@ class _Call:
                     raise error
                 if self.ended and not self.pending and replicated >= self.last_position:
                     return
-            await self._wait_progress()
+            await _wait(self.progress)
+
+
+async def _wait(event: asyncio.Event) -> None:
+    """Until ``event`` is set (at most a second: a lost wake-up only delays), then clear it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), 1.0)
+    event.clear()

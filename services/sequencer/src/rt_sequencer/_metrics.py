@@ -11,6 +11,7 @@ costs anything per message.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -57,6 +58,7 @@ class NodeMetrics:
         self._leader_changes = leader_changes
         self._cached: admin_pb2.NodeStatus | None = None
         self._cached_at = float("-inf")
+        self._loop_thread = threading.get_ident()  # made on the node's event loop
         m = meter()
         gauges = {
             "rt_raft_term": lambda s: s.term,
@@ -102,10 +104,14 @@ class NodeMetrics:
         )
 
     def _now(self) -> admin_pb2.NodeStatus:
+        """The status, read on the node's loop thread only: an OTLP reader collects from a
+        thread of its own, and gets the last status the loop read (the node's state is
+        not safe to walk from another thread)."""
         now = time.monotonic()
-        if self._cached is None or now - self._cached_at > self.FRESH:
+        stale = self._cached is None or now - self._cached_at > self.FRESH
+        if stale and threading.get_ident() == self._loop_thread:
             self._cached, self._cached_at = self._status(), now
-        return self._cached
+        return self._cached if self._cached is not None else admin_pb2.NodeStatus()
 
     def _one(self, read: Callable[[admin_pb2.NodeStatus], int]):
         def callback(options: CallbackOptions) -> Iterable[Observation]:

@@ -72,6 +72,7 @@ from ._services import (
     SubscriberService,
 )
 from ._signal import Signal
+from ._tracing import TracedBatches
 from .core import (
     NO_LEADER,
     Action,
@@ -139,6 +140,7 @@ class Node:
         self.checkpoint_path = self.state_dir / "checkpoint"
         self.view_changed = Signal()  #: fires when any node's held positions are heard
         self.clients = Clients()  #: publishers and subscribers connected now
+        self.traced = TracedBatches(self.spec.name)  #: publishers' batches traced here
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # fetches and archivals under way
         self._storage_queue: asyncio.Queue[SaveCheckpoint | CatchUpOut] = asyncio.Queue()
@@ -576,7 +578,10 @@ class Node:
     async def _follow_own_held(self) -> None:
         while True:
             self._now()
-            self.core.held(self.id, self.inputs.held(), self.inputs.topics())
+            held = self.inputs.held()
+            self.core.held(self.id, held, self.inputs.topics())
+            if self.traced:
+                self.traced.held(held)
             self.view_changed.fire()
             self._pump()
             await self.inputs.changed.wait_for(MAX_TIMER_SLEEP)
@@ -612,6 +617,8 @@ class Node:
                     self._act(action)
         if publish:
             self.out.publish()
+            if self.traced:
+                self.traced.merged(core.merger.merged, core.merger.applied_index)
         if core.next_deadline() < self._timer_at:
             self._timer_wake.set()
 

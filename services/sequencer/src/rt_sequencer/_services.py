@@ -56,6 +56,7 @@ from ._files import MergedLog
 from ._inputs import InputStore, TopicConflictError
 from ._peers import decode_message
 from ._signal import Signal
+from ._tracing import TracedBatches
 from .core import raft_id
 from .raft import Message
 
@@ -192,6 +193,7 @@ class PushHost(Protocol):
     clients: Clients
     cluster_id: str  #: the cluster's identity ("" if it has none)
     max_streams: int  #: input streams this node holds at most (RT_MAX_STREAMS)
+    traced: TracedBatches  #: publishers' batches this node traces
 
     def quorum_held(self, stream: str) -> int: ...
 
@@ -331,6 +333,9 @@ class PushService(push_pb2_grpc.PushServicer):
                 self.access.check(identity)
             chunk = request.chunk
             stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+            if request.traceparent:
+                end = chunk.position + len(chunk.data)
+                self.node.traced.received(stream.name, end, request.traceparent)
             client.moved(len(chunk.data), chunk.position + len(chunk.data))
 
 

@@ -70,6 +70,8 @@ CachedRead = tuple[list[push_pb2.PushRequest], int, ReadState, int]
 ReplyHandler = Callable[[NodeSpec, push_pb2.PushReply], None]
 #: Opens a channel to a node's push port (a session's own; the link closes it).
 Connect = Callable[[NodeSpec], grpc.aio.Channel]
+#: The trace context (W3C traceparent) of a traced batch ending in [start, end), or "".
+TraceContext = Callable[[int, int], str]
 
 
 def plain_channel(node: NodeSpec) -> grpc.aio.Channel:
@@ -167,9 +169,11 @@ class PushLink:
         reply_timeout: float,
         reads: ReadCache | None = None,
         connect: Connect = plain_channel,
+        trace_context: TraceContext | None = None,
     ) -> None:
         self._nodes = tuple(nodes)
         self._connect = connect
+        self._trace_context = trace_context
         self._reads = reads
         self._failover = FailoverPolicy(
             len(self._nodes), first=first, initial=BACKOFF_START, cap=MAX_BACKOFF
@@ -372,7 +376,10 @@ class PushLink:
                 chunk = common_pb2.LogChunk(
                     position=batch[0].position, data=data, sealed=batch[-1].sealed
                 )
-                requests.append(push_pb2.PushRequest(chunk=chunk))
+                traced = ""
+                if self._trace_context is not None:
+                    traced = self._trace_context(chunk.position, chunk.position + len(data))
+                requests.append(push_pb2.PushRequest(chunk=chunk, traceparent=traced))
                 batch, batch_bytes = [], 0
 
         while total < MAX_MESSAGE_BYTES:

@@ -39,7 +39,7 @@ from ..background import background_loop
 from ..cluster import ClusterSpec, NodeSpec, claim_for_cluster, quorum
 from ..log import DirectoryWatcher, archive_log_files
 from ..streams import check_stream_name, check_topic, read_topic
-from ._link import Connect, PushLink, ReadCache, plain_channel
+from ._link import Connect, PushLink, ReadCache, TraceContext, plain_channel
 
 log = logging.getLogger("rtcommon.replication")
 
@@ -57,6 +57,7 @@ class Replicator:
     directory (by :func:`rtcommon.streams.write_topic`), else the stream's name: the
     cluster deduplicates per topic. ``connect`` opens a channel to a node (default: its
     internal push port, in plain text; an external client's connects with mutual TLS).
+    ``trace_context`` names the trace of a batch a chunk carries (``rt.Publisher``'s).
     ``single_ingress`` defaults to ``RT_SINGLE_INGRESS``. Call :meth:`start`, then
     :meth:`notify` whenever the log has grown, and :meth:`stop` at the end (also as a
     context manager).
@@ -74,6 +75,7 @@ class Replicator:
         watch: bool = False,
         publisher: str | None = None,
         connect: Connect = plain_channel,
+        trace_context: TraceContext | None = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.stream = check_stream_name(stream if stream is not None else self.log_dir.name)
@@ -88,6 +90,7 @@ class Replicator:
         self.quorum = quorum(len(self.spec.nodes))
         self._reply_timeout = reply_timeout
         self._connect = connect
+        self._trace_context = trace_context
         self._watch = watch
         self._publisher = publisher or f"{env.hostname()}:{os.getpid()}"
         self._held: dict[int, int] = {node.id: 0 for node in self.spec.nodes}
@@ -260,6 +263,7 @@ class Replicator:
             "stopping": self._stopping,
             "reply_timeout": self._reply_timeout,
             "connect": self._connect,
+            "trace_context": self._trace_context,
         }
         nodes = self.spec.nodes
         if self.single_ingress and len(nodes) > 1:

@@ -25,6 +25,12 @@ class PushRequest(_message.Message):
 
     OPEN_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    traceparent: _builtins.str
+    """With a chunk: the W3C trace context (`traceparent`) of the publisher's batch that
+    ends within it, when the publisher traces its batches. The node's span of the batch
+    (held, then merged) joins that trace. Empty: none.
+    """
     @_builtins.property
     def open(self) -> Global___PushOpen: ...
     @_builtins.property
@@ -34,10 +40,11 @@ class PushRequest(_message.Message):
         *,
         open: Global___PushOpen | None = ...,
         chunk: _common_pb2.LogChunk | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "open", b"open"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "open", b"open"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "open", b"open", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["open", "chunk"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

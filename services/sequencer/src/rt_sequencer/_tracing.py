@@ -1,0 +1,84 @@
+"""This node's spans of publishers' batches (``rtcommon.telemetry``).
+
+A push chunk may carry the trace context of the publisher's batch that ends within it
+(``PushRequest.traceparent``, sent when the publisher records spans). The node then opens
+``rt.node.sequence``, a child of the publisher's ``rt.publish``, from the chunk's receipt:
+an event ``held`` when its copy holds the batch on disk, and the span ends when the
+merged log holds the batch (after Raft proposed and committed the range). Spans leave
+with OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Nothing happens for chunks without
+a context, so the cost is per traced batch, never per message.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from rtcommon.telemetry import tracer
+
+__all__ = ["TracedBatches"]
+
+#: Open batches kept per stream; older ones end at once (a publisher far ahead).
+MAX_OPEN = 256
+
+_propagator = TraceContextTextMapPropagator()
+
+
+class _Open:
+    __slots__ = ("end", "held", "span")
+
+    def __init__(self, end: int, span: trace.Span) -> None:
+        self.end = end
+        self.span = span
+        self.held = False
+
+
+class TracedBatches:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._open: dict[str, collections.deque[_Open]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._open)
+
+    def received(self, stream: str, end: int, traceparent: str) -> None:
+        """A chunk of ``stream`` ending at ``end`` carries a batch's trace context."""
+        context = _propagator.extract({"traceparent": traceparent})
+        if not trace.get_current_span(context).get_span_context().is_valid:
+            return  # not a trace context: nothing to join
+        span = tracer().start_span(
+            "rt.node.sequence",
+            context=context,
+            attributes={"rt.node": self.node, "rt.stream": stream, "rt.position": end},
+        )
+        batches = self._open.setdefault(stream, collections.deque())
+        if len(batches) >= MAX_OPEN:
+            batches.popleft().span.end()
+        batches.append(_Open(end, span))
+
+    def held(self, positions: Mapping[str, int]) -> None:
+        """This node holds each stream up to ``positions`` on disk."""
+        for stream, batches in self._open.items():
+            held = positions.get(stream, 0)
+            for batch in batches:
+                if batch.end > held:
+                    break
+                if not batch.held:
+                    batch.held = True
+                    batch.span.add_event("held")
+
+    def merged(self, positions: Mapping[str, int], raft_index: int) -> None:
+        """The merged log holds each stream up to ``positions``, at Raft index
+        ``raft_index``: the batches it covers end."""
+        for stream in list(self._open):
+            batches = self._open[stream]
+            merged = positions.get(stream, 0)
+            while batches and batches[0].end <= merged:
+                batch = batches.popleft()
+                batch.span.set_attribute("rt.raft.index", raft_index)
+                batch.span.end()
+            if not batches:
+                del self._open[stream]
