@@ -32,9 +32,18 @@ from rt_sequencer.raft import Message, MessageType
 from rtcommon import localhost
 from rtcommon.cluster import ClusterSpec
 from rtcommon.deathsig import dying_with_parent
+from rtcommon.log import Codec, encode_message
 from rtcommon.rest import rest_call
 from rtcommon.tls import CertificateAuthority, FileCAStore, channel_credentials, client_identity
-from rtproto.v1 import admin_pb2, admin_pb2_grpc, peer_pb2, peer_pb2_grpc, push_pb2, push_pb2_grpc
+from rtproto.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    peer_pb2,
+    peer_pb2_grpc,
+    push_pb2,
+    push_pb2_grpc,
+)
 
 RunningCluster = Any  # conftest's
 BIN = Path(sys.executable).parent
@@ -130,7 +139,7 @@ def test_an_external_publisher_enrols_and_publishes_with_mutual_tls(
     finally:
         cluster.close()
     # The nodes hold it as the client's own stream, and subscribers inside see it all.
-    assert len(in_copies(spec, "pubA.feed")) == 3
+    assert len(in_copies(spec, "_pubA.feed")) == 3
     received: list[int] = []
     done = threading.Event()
 
@@ -158,7 +167,7 @@ def test_rt_pub_through_the_info_service(running: RunningCluster, tmp_path: Path
     )
     assert result.returncode == 0, result
     assert "3 message(s) on topic clifeed, held by a quorum" in result.stderr
-    assert len(in_copies(spec, "pubcli.clifeed")) >= 2
+    assert len(in_copies(spec, "_pubcli.clifeed")) >= 2
     # Not enrolled for that topic: a clear error, nothing published.
     command = [*rt_pub(spec, "pubcli"), "--client-secret", secret, "--topic", "other"]
     other = subprocess.run(
@@ -248,14 +257,44 @@ def test_the_external_port_admits_only_what_the_certificate_allows(
     assert client_identity(cert).topics == {"feed"}
     address = spec.nodes[0].external
     mine = channel_credentials(ca, cert, key)
-    assert push_opening(address, mine, "edge.feed", "feed").held == 0
+    assert push_opening(address, mine, "_edge.feed", "feed").held == 0
 
     # A topic it did not enrol for, or another client's stream name: refused, no folder.
-    for stream, topic in [("edge.other", "other"), ("victim.feed", "feed")]:
+    for stream, topic in [
+        ("_edge.other", "other"),
+        ("_victim.feed", "feed"),
+        ("edge.feed", "feed"),
+    ]:
         with pytest.raises(grpc.RpcError) as refused:
             push_opening(address, mine, stream, topic)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value
         assert in_copies(spec, stream) == []
+
+    # Its records must name it as their origin: no speaking for another origin of a topic.
+    def push_record(origin: str) -> push_pb2.PushReply:
+        record = encode_message(b"x", origin=origin, ts=1, id=1, codec=Codec.RAW)
+        requests = [
+            push_pb2.PushRequest(open=push_pb2.PushOpen(stream="_edge.feed", topic="feed")),
+            push_pb2.PushRequest(chunk=common_pb2.LogChunk(position=0, data=record)),
+        ]
+        with grpc.secure_channel(address, mine) as channel:
+            replies = list(push_pb2_grpc.PushStub(channel).Push(iter(requests), timeout=10))
+        return replies[-1]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        push_record("billing")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "origin 'billing'" in refused.value.details()
+    push_record("edge")  # its own origin: taken
+    deadline = time.monotonic() + 10
+    while True:
+        with grpc.insecure_channel(spec.nodes[0].push) as channel:
+            status = admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=10)
+        held = {stream.stream: stream.held for stream in status.streams}
+        if held.get("_edge.feed", 0) > 0:
+            break
+        assert time.monotonic() < deadline, held
+        time.sleep(0.1)
 
     # Certificates from another CA, expired ones, and none at all fail the handshake.
     stranger = CertificateAuthority.create("stranger")
@@ -268,11 +307,11 @@ def test_the_external_port_admits_only_what_the_certificate_allows(
         "no certificate": grpc.ssl_channel_credentials(root_certificates=ca),
     }.items():
         with pytest.raises(grpc.RpcError) as refused:
-            push_opening(address, credentials, "edge.feed", "feed")
+            push_opening(address, credentials, "_edge.feed", "feed")
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, what
     # Plain text on the external port gets nowhere either.
     with pytest.raises(grpc.RpcError):
-        push_opening(address, grpc.local_channel_credentials(), "edge.feed", "feed")
+        push_opening(address, grpc.local_channel_credentials(), "_edge.feed", "feed")
 
     # Only Push is served there: no admin, peer or pull service.
     with grpc.secure_channel(address, mine) as channel, pytest.raises(grpc.RpcError) as refused:
@@ -311,7 +350,7 @@ def test_certificates_are_renewed_and_unenrolling_revokes_them(
         ca, cert, key = (renewed[part].encode() for part in ("ca", "cert", "key"))
         with pytest.raises(grpc.RpcError) as refused:
             push_opening(
-                spec.nodes[1].external, channel_credentials(ca, cert, key), "leaver.feed", "feed"
+                spec.nodes[1].external, channel_credentials(ca, cert, key), "_leaver.feed", "feed"
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "revoked" in refused.value.details()

@@ -49,7 +49,7 @@ from rtcommon.log import (
     message_tags,
 )
 from rtcommon.replication import Replicator
-from rtcommon.streams import check_stream_name, write_topic
+from rtcommon.streams import EXTERNAL_PREFIX, check_stream_name, write_topic
 
 from ._cluster import Cluster, ClusterLike
 from ._external import Enrolment, EnrolmentError
@@ -164,8 +164,14 @@ class Publisher:
         local_only = isinstance(topic, str) and os.path.isabs(topic)
         reached = None if local_only else _cluster(cluster)
         spec = reached.spec if reached is not None else None
+        #: the one origin an external publisher's records may name (the nodes check)
+        self._only_origin: str | None = None
         if reached is not None and reached.enrolment is not None:
             publisher_id = _enrolled_publisher(reached.enrolment, topic, publisher_id)
+            self._only_origin = reached.enrolment.name
+            if origin not in (None, self._only_origin):
+                raise ValueError(f"an external publisher's origin is {self._only_origin!r}")
+            origin = self._only_origin
         self.directory, replicate = publisher_directory(topic, log_dir, publisher_id, spec)
         self.stream = self.directory.name if replicate else None
         self.codec = Codec.named(codec)
@@ -300,6 +306,11 @@ class Publisher:
             raise ValueError(f"publisher of {self.directory} is closed")
 
     def _next_id(self, origin: str, given: int | None) -> int:
+        if self._only_origin is not None and origin != self._only_origin:
+            raise ValueError(
+                f"an external publisher's records name it, {self._only_origin!r}, as their"
+                f" origin, not {origin!r}"
+            )
         last = self._last_ids.get(origin)
         return (last or 0) + 1 if given is None else _check_id(given, last, origin)
 
@@ -530,19 +541,17 @@ def _cluster(cluster: ClusterLike | None) -> Cluster:
 
 
 def _enrolled_publisher(enrolment: Enrolment, topic: str, publisher_id: str | None) -> str:
-    """An external publisher's id: its enrolled name, which the nodes require as the
+    """An external publisher's id: ``_<enrolled name>``, which the nodes require as the
     first part of its stream's name, for a topic it is enrolled for."""
     if topic not in enrolment.details.topics:
         raise EnrolmentError(
             f"client {enrolment.name!r} is not enrolled to insert topic {topic!r} (its"
             f" topics: {', '.join(enrolment.details.topics)})"
         )
-    if publisher_id not in (None, enrolment.name):
-        raise ValueError(
-            f"an external publisher's id is its enrolled name {enrolment.name!r},"
-            f" not {publisher_id!r}"
-        )
-    return enrolment.name
+    own = f"{EXTERNAL_PREFIX}{enrolment.name}"
+    if publisher_id not in (None, own):
+        raise ValueError(f"an external publisher's id is {own!r}, not {publisher_id!r}")
+    return own
 
 
 # Publishers still open at interpreter exit are closed then: a publisher must not exit

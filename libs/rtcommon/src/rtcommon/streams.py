@@ -20,6 +20,9 @@ from rtcommon.log import write_file_atomically
 
 MAX_STREAM_NAME = 200
 DEDUP_SUFFIX = ".dedup"
+#: External clients' streams are ``_<client>.<topic>``: a host name never starts with
+#: '_', so no client's stream is an internal publisher's (ids starting with it are theirs).
+EXTERNAL_PREFIX = "_"
 #: The file in a publisher's log directory (and in a node's input copy) naming its topic.
 TOPIC_FILE = ".topic"
 

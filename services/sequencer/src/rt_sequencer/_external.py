@@ -6,8 +6,10 @@ clients whose certificate the cluster CA signed and that is within its validity.
 (``rtcommon.tls.client_identity``) and admits a push only
 
 - of a topic the certificate names (the topics the client enrolled for), and
-- into the stream ``<client name>.<topic>``, so one client can never write into
-  another's stream;
+- into the stream ``_<client name>.<topic>``, so a client can never write into another
+  client's stream, nor into an internal publisher's (a host name never starts with '_');
+- with records that name the client as their origin, so it cannot speak for another
+  origin of a ``.dedup`` topic (raising that origin's watermark would drop its messages);
 
 and, for every chunk after that, only while the certificate is neither revoked (the
 info-service's revocation list in the CA store) nor past its end: a long push stream
@@ -20,6 +22,8 @@ import time
 
 import grpc
 
+from rtcommon.log import RecordDecoder
+from rtcommon.streams import EXTERNAL_PREFIX
 from rtcommon.tls import CAStore, ClientIdentity, TLSError, client_identity
 from rtproto.v1 import push_pb2
 
@@ -57,7 +61,7 @@ class ExternalAccess:
                 f"client {identity.name!r} is not enrolled to insert topic {topic!r}"
                 f" (its topics: {', '.join(sorted(identity.topics)) or 'none'})",
             )
-        expected = f"{identity.name}.{topic}"
+        expected = f"{EXTERNAL_PREFIX}{identity.name}.{topic}"
         if opening.stream != expected:
             raise AccessRefused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -65,6 +69,21 @@ class ExternalAccess:
                 f" not {opening.stream!r}",
             )
         return identity
+
+    def check_records(self, identity: ClientIdentity, position: int, data: bytes) -> None:
+        """Raise :class:`AccessRefused` unless every whole record in ``data`` (a push
+        chunk at ``position``) names the client as its origin. Bytes that are not whole
+        records are left to the input copy, which refuses them."""
+        decoder = RecordDecoder(position, verify=False)
+        decoder.feed(data)
+        records, _ = decoder.next_records()
+        for record in records:
+            if record.origin != identity.name:
+                raise AccessRefused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"client {identity.name!r} published a record with origin"
+                    f" {record.origin!r} at {record.position}: its records name it",
+                )
 
     def check(self, identity: ClientIdentity) -> None:
         """Raise :class:`AccessRefused` once ``identity``'s certificate is revoked or

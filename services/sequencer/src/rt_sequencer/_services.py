@@ -329,9 +329,10 @@ class PushService(push_pb2_grpc.PushServicer):
             request = await context.read()
             if request is grpc.aio.EOF:
                 return
+            chunk = request.chunk
             if identity is not None:
                 self.access.check(identity)
-            chunk = request.chunk
+                self.access.check_records(identity, chunk.position, chunk.data)
             stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
             if request.traceparent:
                 end = chunk.position + len(chunk.data)
