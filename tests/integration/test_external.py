@@ -393,6 +393,13 @@ def test_only_the_cluster_s_nodes_speak_on_the_peer_listener(running: RunningClu
     client = store.ca().issue_client("edge", ["feed"], datetime.timedelta(hours=1))
     outsider = channel_credentials(ca, client.cert, client.key)
     assert raft(target.peer, outsider).code() == grpc.StatusCode.PERMISSION_DENIED
+    prune = admin_pb2.PruneRequest(before=1)
+    with (
+        grpc.secure_channel(target.peer, outsider) as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        admin_pb2_grpc.AdminStub(channel).Prune(prune, timeout=10)  # nor Admin or Pull there
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # A node speaking in another's name: node-1 sending node-2's heartbeat, or gossip.
     node_1 = channel_credentials(ca, *store.server_pair("node-1"))
     assert raft(target.peer, node_1).code() == grpc.StatusCode.PERMISSION_DENIED

@@ -66,6 +66,7 @@ from ._peers import SERVER_OPTIONS, PeerLink
 from ._services import (
     AdminService,
     PeerService,
+    PeersOnly,
     PruneUnavailableError,
     PullService,
     PushService,
@@ -269,11 +270,10 @@ class Node:
             return None
         server = grpc.aio.server(options=SERVER_OPTIONS)
         authenticate = self.cluster.internal_tls
-        peer_pb2_grpc.add_PeerServicer_to_server(
-            PeerService(self, authenticate=authenticate), server
-        )
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
-        pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
+        gate = PeersOnly(self.id, len(self.cluster.nodes)) if authenticate else None
+        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self, gate), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self, gate), server)
+        pull_pb2_grpc.add_PullServicer_to_server(PullService(self, gate), server)
         if authenticate:
             store = self._ca_store()
             credentials = server_credentials(store.ca_cert(), *store.server_pair(self.spec.name))

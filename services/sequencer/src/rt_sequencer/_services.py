@@ -65,6 +65,7 @@ __all__ = [
     "AdminService",
     "PeerHost",
     "PeerService",
+    "PeersOnly",
     "PruneUnavailableError",
     "PullHost",
     "PullService",
@@ -340,11 +341,37 @@ class PushService(push_pb2_grpc.PushServicer):
             client.moved(len(chunk.data), chunk.position + len(chunk.data))
 
 
+class PeersOnly:
+    """The peer listener's gate under internal TLS: a call must come from another node of
+    the cluster, named by its certificate (``urn:rt:node:<id>``); anyone else, a client
+    certificate of the same CA included, is refused."""
+
+    def __init__(self, own_id: int, node_count: int) -> None:
+        self.own_id = own_id
+        self.node_count = node_count
+
+    async def sender(self, context) -> int:
+        """The calling node's id; the call is aborted for anyone else."""
+        certificates = context.auth_context().get("x509_pem_cert")
+        sender = node_identity(certificates[0]) if certificates else None
+        if sender is None or not 0 <= sender < self.node_count or sender == self.own_id:
+            log.warning("refused a peer call from %s: not another node", context.peer())
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "only the cluster's other nodes call here"
+            )
+        return sender
+
+
 class PullService(pull_pb2_grpc.PullServicer):
-    def __init__(self, node: PullHost) -> None:
+    """Pull; with ``gate`` (the peer listener), for the other nodes only."""
+
+    def __init__(self, node: PullHost, gate: PeersOnly | None = None) -> None:
         self.node = node
+        self.gate = gate
 
     async def Pull(self, request, context):
+        if self.gate is not None:
+            await self.gate.sender(context)
         out = self.node.out
         # Records were checked on their way in; the subscriber checks them again.
         reader = await _open_merged(
@@ -452,26 +479,17 @@ def _delivered(record: Record) -> publisher_pb2.DeliveredMessage:
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    """Peer, for the other nodes. With ``authenticate`` (a listener with mutual TLS) every
-    call must come from another node of the cluster, by its certificate, and a node may
-    speak only for itself: Raft messages from its Raft id, gossip of its own state."""
+    """Peer, for the other nodes. With ``gate`` (a listener with mutual TLS) every call
+    must come from another node of the cluster, by its certificate, and a node may speak
+    only for itself: Raft messages from its Raft id, gossip of its own state."""
 
-    def __init__(self, node: PeerHost, *, authenticate: bool = False) -> None:
+    def __init__(self, node: PeerHost, gate: PeersOnly | None = None) -> None:
         self.node = node
-        self.authenticate = authenticate
+        self.gate = gate
 
     async def _sender(self, context) -> int | None:
-        """The node calling (None when not authenticating); aborts for anyone else."""
-        if not self.authenticate:
-            return None
-        certificates = context.auth_context().get("x509_pem_cert")
-        sender = node_identity(certificates[0]) if certificates else None
-        if sender is None or not 0 <= sender < self.node.node_count or sender == self.node.id:
-            log.warning("refused a peer call from %s: not another node", context.peer())
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "only the cluster's other nodes call Peer"
-            )
-        return sender
+        """The node calling (None without a gate); aborts for anyone else."""
+        return None if self.gate is None else await self.gate.sender(context)
 
     async def Raft(self, request_iterator, context):
         sender = await self._sender(context)
@@ -548,16 +566,25 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):
-    def __init__(self, node: AdminHost) -> None:
+    """Admin; with ``gate`` (the peer listener), for the other nodes only."""
+
+    def __init__(self, node: AdminHost, gate: PeersOnly | None = None) -> None:
         self.node = node
+        self.gate = gate
 
     async def Status(self, request, context):
+        if self.gate is not None:
+            await self.gate.sender(context)
         return self.node.status()
 
     async def Metrics(self, request, context):
+        if self.gate is not None:
+            await self.gate.sender(context)
         return admin_pb2.MetricsReply(text=prometheus_text())
 
     async def Prune(self, request, context):
+        if self.gate is not None:
+            await self.gate.sender(context)
         try:
             pruned = await self.node.prune(request.before, forwarded=request.forwarded)
         except PruneUnavailableError as exc:
