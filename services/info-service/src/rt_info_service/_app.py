@@ -58,7 +58,7 @@ class Topics(BaseModel):
 
 
 class EnrolRequest(BaseModel):
-    name: str = Field(description="the client's name: its streams are <name>.<topic>")
+    name: str = Field(description="the client's name: its streams are _<name>.<topic>")
     topics: Topics | list[str] = Field(description='{"insert": topic or topics} or a list')
 
 
