@@ -626,6 +626,8 @@ class Node:
         if isinstance(action, Gossip):
             self.links[action.peer].send_gossip(action.held, action.topics, action.done)
         elif isinstance(action, Propose):
+            if self.traced:
+                self.traced.proposed({r.stream: r.end for r in action.ranges})
             future = self.driver.propose(encode_ranges(action.ranges))
             future.add_done_callback(self._proposal_done)
         elif isinstance(action, Fetch):

@@ -3,8 +3,9 @@
 A push chunk may carry the trace context of the publisher's batch that ends within it
 (``PushRequest.traceparent``, sent when the publisher records spans). The node then opens
 ``rt.node.sequence``, a child of the publisher's ``rt.publish``, from the chunk's receipt:
-an event ``held`` when its copy holds the batch on disk, and the span ends when the
-merged log holds the batch (after Raft proposed and committed the range). Spans leave
+an event ``held`` when its copy holds the batch on disk, on the leader an event
+``proposed`` when it proposes the range holding it to Raft, and the span ends when the
+merged log holds the batch (Raft committed the range; the index is an attribute). Spans leave
 with OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Nothing happens for chunks without
 a context, so the cost is per traced batch, never per message.
 """
@@ -28,12 +29,12 @@ _propagator = TraceContextTextMapPropagator()
 
 
 class _Open:
-    __slots__ = ("end", "held", "span")
+    __slots__ = ("end", "events", "span")
 
     def __init__(self, end: int, span: trace.Span) -> None:
         self.end = end
         self.span = span
-        self.held = False
+        self.events: set[str] = set()  # noted already
 
 
 class TracedBatches:
@@ -61,14 +62,22 @@ class TracedBatches:
 
     def held(self, positions: Mapping[str, int]) -> None:
         """This node holds each stream up to ``positions`` on disk."""
+        self._event("held", positions)
+
+    def _event(self, name: str, positions: Mapping[str, int]) -> None:
+        """Note ``name`` once on every open batch ``positions`` covers."""
         for stream, batches in self._open.items():
-            held = positions.get(stream, 0)
+            reached = positions.get(stream, 0)
             for batch in batches:
-                if batch.end > held:
+                if batch.end > reached:
                     break
-                if not batch.held:
-                    batch.held = True
-                    batch.span.add_event("held")
+                if name not in batch.events:
+                    batch.events.add(name)
+                    batch.span.add_event(name)
+
+    def proposed(self, ends: Mapping[str, int]) -> None:
+        """This node (the leader) proposes each stream up to ``ends``."""
+        self._event("proposed", ends)
 
     def merged(self, positions: Mapping[str, int], raft_index: int) -> None:
         """The merged log holds each stream up to ``positions``, at Raft index
