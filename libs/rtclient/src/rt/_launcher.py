@@ -501,7 +501,10 @@ class Launcher:
             f"  reset:     {rt} reset --cluster {path}    (wipes the stream; asks first)",
             f"  REST:      curl http://{first}/resetStatus    (nodes' REST: "
             + ", ".join(node.rest for node in self.nodes)
-            + "; OpenAPI at /docs)",
+            + "; OpenAPI at /docs; metrics at /metrics)",
+            f"  external:  {rt} client add NAME --topic feed --cluster {path}, then"
+            f" {rt} pub --info-service http://{self.children[-1].rest} --client-id NAME"
+            " --client-secret S    (mutual TLS)",
             f"  stop:      Ctrl-C, or {rt} cluster down --data {self.data}",
         ]
         print("\n".join(lines), file=self.out, flush=True)
