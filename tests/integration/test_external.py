@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,9 @@ def test_enrolment_ids_topics_and_names_are_checked(running: RunningCluster) -> 
         assert status == 422, (body, answer)
     status, openapi = call(spec, "GET", "/openapi.json")
     assert status == 200 and "/clientcontroller/enrol" in openapi["paths"]
+    head = urllib.request.Request(f"{spec.info_service}/health", method="HEAD")
+    with urllib.request.urlopen(head, timeout=10) as reply:
+        assert reply.status == 200
 
 
 def test_the_external_port_admits_only_what_the_certificate_allows(

@@ -89,7 +89,7 @@ def create_app(service: InfoService) -> FastAPI:
             raise HTTPException(404, f"no enrolment {enrolment_id!r} of this client")
         return enrolment
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what load balancers ask
     def health() -> dict[str, str]:
         return {"status": "UP"}
 
