@@ -176,9 +176,15 @@ class Enrolment:
         if self._token and time.time() < self._token_until - TOKEN_MARGIN:
             return self._token
         config = self._call("GET", f"{self.url}/informationservice/config")
+        try:
+            token_endpoint = config["token_endpoint"]
+        except (KeyError, TypeError):
+            raise EnrolmentError(
+                f"{self.url} names no token endpoint: is it an info-service?"
+            ) from None
         answer = self._call(
             "POST",
-            config["token_endpoint"],
+            token_endpoint,
             form={
                 "grant_type": "client_credentials",
                 "client_id": self.client_id,
