@@ -1,11 +1,14 @@
 """The description of a cluster that clients and nodes share: ``cluster.json``.
 
 ``rt cluster up`` writes it; every node, publisher and subscriber reads it. It
-names each node's addresses (push, pull, REST, the supervisor's control), its
-data folder and the pid of its supervisor, the roll size every node uses (merged
-logs are byte-identical only if all nodes roll alike) and the file holding the
-session number, which is kept outside the nodes' data volumes so a hard reset
-survives them.
+names each node's addresses (push, pull, REST, the supervisor's control, the peer
+listener and the external push port), its data folder and the pid of its supervisor,
+the roll size every node uses (merged logs are byte-identical only if all nodes roll
+alike), where the session number is kept (a file, or a ConfigMap in Kubernetes: outside
+the nodes' data volumes so a hard reset survives them), the info-service, and where the
+cluster's TLS material is and whether nodes use it between themselves. In Kubernetes
+the same description is built from the environment (``env:STREAM``,
+:meth:`ClusterSpec.from_env`).
 
 A cluster has an identity (``id``, made when ``rt cluster up`` first writes the file),
 and everything that holds a cluster's data records it in a ``.cluster`` file: each
