@@ -20,7 +20,7 @@ def api() -> Iterator[KubernetesStandIn]:
 
 
 def store(server: KubernetesStandIn, name: str = "rt-session") -> KubernetesSessionStore:
-    return KubernetesSessionStore(name, "rt", configuration(server))
+    return KubernetesSessionStore(f"rt/{name}", configuration(server))
 
 
 def test_a_missing_configmap_is_session_0_and_raising_creates_it(api: KubernetesStandIn) -> None:
@@ -69,7 +69,7 @@ def test_errors_are_clear(api: KubernetesStandIn) -> None:
     api.shutdown()
     api.server_close()
     with pytest.raises(SessionStoreError, match="cannot reach the Kubernetes API"):
-        KubernetesSessionStore("rt-session", "rt", configuration(api)).read()
+        KubernetesSessionStore("rt/rt-session", configuration(api)).read()
 
 
 def test_a_cluster_description_names_its_configmap() -> None:

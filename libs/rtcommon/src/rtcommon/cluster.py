@@ -42,6 +42,7 @@ __all__ = [
     "ClusterSpec",
     "NodeSpec",
     "claim_for_cluster",
+    "cluster_source",
     "new_cluster_id",
     "quorum",
 ]
@@ -196,6 +197,12 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     def to_file(self, path: str | os.PathLike[str]) -> None:
         """Write atomically and durably, so a reader never sees half a file."""
         write_file_atomically(Path(path), msgspec.json.format(msgspec.json.encode(self)) + b"\n")
+
+
+def cluster_source(text: str) -> str | Path:
+    """What a ``--cluster`` argument names, as a process keeps it to read again or to
+    pass on to its children: ``env:STREAM`` as it is, a path made absolute."""
+    return text if text.startswith(ENV_PREFIX) else Path(text).absolute()
 
 
 def quorum(node_count: int) -> int:

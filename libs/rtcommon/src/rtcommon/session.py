@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .cluster import ClusterSpec
 from .errors import RTError
+from .kube import core_api, namespaced
 from .log import (
     MAX_SESSION,
     LogDirectoryError,
@@ -43,10 +44,6 @@ __all__ = [
     "node_session",
     "session_store",
 ]
-
-
-#: Where a pod finds its namespace.
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SessionStoreError(RTError):
@@ -130,18 +127,10 @@ class KubernetesSessionStore:
     KEY = "session"
     ATTEMPTS = 20
 
-    def __init__(self, name: str, namespace: str = "", configuration: object = None) -> None:
-        from kubernetes import client, config  # heavy: only a deployment imports it
-
-        if configuration is None:
-            config.load_incluster_config()
-            configuration = client.Configuration.get_default_copy()
-        if not namespace:
-            namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
-        self.name = name
-        self.namespace = namespace
-        self._client = client
-        self.api = client.CoreV1Api(client.ApiClient(configuration))
+    def __init__(self, configmap: str, configuration: object = None) -> None:
+        """``configmap``: ``namespace/name`` or ``name`` (``rtcommon.kube.namespaced``)."""
+        self._client, self.api = core_api(configuration)
+        self.namespace, self.name = namespaced(configmap)
 
     def __repr__(self) -> str:
         return f"KubernetesSessionStore({self.namespace}/{self.name})"
@@ -231,8 +220,7 @@ def session_store(cluster: ClusterSpec) -> SessionStore:
     """The store ``cluster`` names: a ConfigMap (``namespace/name`` or ``name``), else a
     file, else none."""
     if cluster.session_configmap:
-        namespace, _, name = cluster.session_configmap.rpartition("/")
-        return KubernetesSessionStore(name, namespace)
+        return KubernetesSessionStore(cluster.session_configmap)
     if not cluster.session_file:
         return NoSessionStore()
     return FileSessionStore(cluster.session_file)

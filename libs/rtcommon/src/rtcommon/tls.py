@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import RTError
+from .kube import core_api, namespaced
 from .log import DirectoryLock, write_file_atomically
 
 __all__ = [
@@ -126,6 +127,32 @@ def _general_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
     return names
 
 
+def _server_names(hosts: Iterable[str], node_id: int | None) -> list[x509.GeneralName]:
+    """A node's certificate's alternative names: its hosts, and its identity as a node."""
+    names = _general_names(hosts)
+    if node_id is not None:
+        names.append(x509.UniformResourceIdentifier(f"{NODE_URI}{node_id}"))
+    return names
+
+
+def _parse_revoked(data: bytes, where: str) -> dict[str, float]:
+    """A revocation list, ``{"<serial>": <end of validity>}``, as JSON bytes."""
+    try:
+        listed = json.loads(data)
+        return {str(serial): float(end) for serial, end in listed.items()}
+    except (ValueError, AttributeError) as exc:
+        raise TLSError(f"the revocation list in {where} is damaged") from exc
+
+
+def _with_revoked(
+    listed: dict[str, float], pairs: Iterable[tuple[int, float]], now: float
+) -> bytes:
+    """``listed`` with (serial, end) ``pairs`` added and what ended by ``now`` dropped (its
+    certificates are refused anyway), as JSON bytes."""
+    listed = {**listed, **{str(serial): end for serial, end in pairs}}
+    return json.dumps({s: end for s, end in listed.items() if end > now}, sort_keys=True).encode()
+
+
 class CertificateAuthority:
     """A CA key and its self-signed certificate; issues the cluster's certificates."""
 
@@ -191,12 +218,10 @@ class CertificateAuthority:
         """A server certificate for ``hosts`` (names or IP addresses). With ``node_id``
         it is also that node's identity towards its peers (SAN ``urn:rt:node:<id>``, and
         good for client authentication too)."""
-        names = _general_names(hosts)
         usages = [ExtendedKeyUsageOID.SERVER_AUTH]
         if node_id is not None:
-            names.append(x509.UniformResourceIdentifier(f"{NODE_URI}{node_id}"))
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        return self._issue(name, names, usages, SERVER_LIFETIME)
+        return self._issue(name, _server_names(hosts, node_id), usages, SERVER_LIFETIME)
 
     def issue_client(
         self, name: str, topics: Iterable[str], lifetime: datetime.timedelta
@@ -341,10 +366,7 @@ class FileCAStore:
                 pass
             else:
                 fresh = certificate.not_valid_after_utc - _now() > SERVER_RENEW_BEFORE
-                wanted = _general_names(hosts)
-                if node_id is not None:
-                    wanted.append(x509.UniformResourceIdentifier(f"{NODE_URI}{node_id}"))
-                if fresh and list(held.value) == wanted:
+                if fresh and list(held.value) == _server_names(hosts, node_id):
                     return
             pair = self.ca().issue_server(name, hosts, node_id)
             write_file_atomically(self.folder / f"{name}.key", pair.key, mode=0o600)
@@ -361,12 +383,8 @@ class FileCAStore:
         end are dropped, as their certificates are refused anyway."""
         now = time.time()
         with self._locked():
-            listed = self._read_revoked()
-            listed.update({str(serial): not_after for serial, not_after in pairs})
-            kept = {serial: end for serial, end in listed.items() if end > now}
-            write_file_atomically(
-                self.folder / REVOKED_FILE, json.dumps(kept, sort_keys=True).encode()
-            )
+            merged = _with_revoked(self._read_revoked(), pairs, now)
+            write_file_atomically(self.folder / REVOKED_FILE, merged)
 
     def is_revoked(self, serial: int) -> bool:
         """Whether ``serial`` is revoked (the list is read again when it changed, at most
@@ -385,13 +403,11 @@ class FileCAStore:
         return serial in self._revoked
 
     def _read_revoked(self) -> dict[str, float]:
+        path = self.folder / REVOKED_FILE
         try:
-            listed = json.loads((self.folder / REVOKED_FILE).read_bytes())
+            return _parse_revoked(path.read_bytes(), str(path))
         except FileNotFoundError:
             return {}
-        except ValueError as exc:
-            raise TLSError(f"the revocation list {self.folder / REVOKED_FILE} is damaged") from exc
-        return {str(serial): float(end) for serial, end in listed.items()}
 
     # -- files ---------------------------------------------------------------------------
 
@@ -419,30 +435,15 @@ class KubernetesCAStore:
     ATTEMPTS = 20
 
     def __init__(self, secret: str, ca_secret: str = "", configuration: object = None) -> None:
-        from kubernetes import client, config  # heavy: only a deployment imports it
-
-        if configuration is None:
-            config.load_incluster_config()
-            configuration = client.Configuration.get_default_copy()
-        self._client = client
-        self.api = client.CoreV1Api(client.ApiClient(configuration))
-        self.secret = self._named(secret)
-        self.ca_secret = self._named(ca_secret) if ca_secret else None
+        self._client, self.api = core_api(configuration)
+        self.secret = namespaced(secret)
+        self.ca_secret = namespaced(ca_secret) if ca_secret else None
         self._revoked: frozenset[int] = frozenset()
         self._refresher: threading.Thread | None = None
         self._refresh_error: TLSError | None = None
 
     def __repr__(self) -> str:
         return f"KubernetesCAStore({'/'.join(self.secret)})"
-
-    @staticmethod
-    def _named(name: str) -> tuple[str, str]:
-        namespace, _, name = name.rpartition("/")
-        if not namespace:
-            from .session import SERVICE_ACCOUNT_NAMESPACE
-
-            namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
-        return namespace, name
 
     def ca(self) -> CertificateAuthority:
         if self.ca_secret is None:
@@ -462,10 +463,8 @@ class KubernetesCAStore:
         pairs = list(pairs)
         for _ in range(self.ATTEMPTS):
             secret = self._read(self.secret)
-            listed = self._listed(secret)
-            listed.update({str(serial): end for serial, end in pairs})
-            kept = {serial: end for serial, end in listed.items() if end > now}
-            encoded = base64.b64encode(json.dumps(kept, sort_keys=True).encode()).decode()
+            merged = _with_revoked(self._listed(secret), pairs, now)
+            encoded = base64.b64encode(merged).decode()
             secret.data = {**(secret.data or {}), REVOKED_FILE: encoded}
             try:  # the resourceVersion read makes this a compare-and-swap
                 self.api.replace_namespaced_secret(
@@ -524,13 +523,7 @@ class KubernetesCAStore:
 
     def _listed(self, secret) -> dict[str, float]:
         value = (secret.data or {}).get(REVOKED_FILE)
-        if not value:
-            return {}
-        try:
-            listed = json.loads(base64.b64decode(value))
-            return {str(serial): float(end) for serial, end in listed.items()}
-        except (ValueError, AttributeError) as exc:
-            raise TLSError(f"the revocation list in {self} is damaged") from exc
+        return _parse_revoked(base64.b64decode(value), str(self)) if value else {}
 
 
 def ca_store(tls_dir: str, secret: str = "", ca_secret: str = "") -> CAStore:

@@ -20,7 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from rtcommon import env
-from rtcommon.cluster import ENV_PREFIX, ClusterError, ClusterSpec
+from rtcommon.cluster import ClusterError, ClusterSpec, cluster_source
 from rtcommon.logs import setup_logging
 from rtcommon.registry import ClientRegistry
 from rtcommon.telemetry import setup_telemetry
@@ -64,10 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("info-service")
     setup_telemetry("info-service")
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
-    # env:STREAM names the cluster by the environment (Kubernetes); anything else a file.
-    cluster_file = (
-        args.cluster if args.cluster.startswith(ENV_PREFIX) else Path(args.cluster).absolute()
-    )
+    cluster_file = cluster_source(args.cluster)
     data = Path(args.data).absolute()
     try:
         settings = env.settings()

@@ -13,10 +13,9 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rtcommon import env
-from rtcommon.cluster import ENV_PREFIX, ClusterError, ClusterSpec
+from rtcommon.cluster import ClusterError, ClusterSpec, cluster_source
 from rtcommon.telemetry import setup_telemetry
 
 from .logs import setup_logging
@@ -77,7 +76,7 @@ def bind(address: str) -> socket.socket:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cluster = args.cluster if args.cluster.startswith(ENV_PREFIX) else Path(args.cluster).absolute()
+    cluster = cluster_source(args.cluster)
     try:
         spec = ClusterSpec.from_file(cluster)
         node = spec.node(args.node if args.node is not None else host_ordinal())
