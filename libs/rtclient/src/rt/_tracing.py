@@ -15,11 +15,9 @@ import collections
 import threading
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from rtcommon.telemetry import tracer
+from rtcommon.telemetry import traceparent, tracer
 
-_propagator = TraceContextTextMapPropagator()
 #: Batches awaiting a quorum kept open at most; older ones end, marked unreplicated.
 MAX_OPEN = 1024
 
@@ -61,9 +59,7 @@ class BatchTracer:
             )
         if root is None or not root.is_recording():
             return ""
-        carrier: dict[str, str] = {}
-        _propagator.inject(carrier, context=trace.set_span_in_context(root))
-        return carrier.get("traceparent", "")
+        return traceparent(root)
 
     def replicated(self, position: int, now: int) -> None:
         """A quorum holds everything before ``position``: end the batches it covers."""

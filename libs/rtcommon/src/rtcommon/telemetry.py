@@ -17,17 +17,27 @@ from __future__ import annotations
 import os
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, generate_latest
 
-__all__ = ["meter", "prometheus_text", "setup_telemetry", "tracer"]
+__all__ = [
+    "meter",
+    "prometheus_text",
+    "setup_telemetry",
+    "trace_context",
+    "traceparent",
+    "tracer",
+]
 
 _registry = CollectorRegistry()
+_propagator = TraceContextTextMapPropagator()
 _ready = False
 
 
@@ -71,6 +81,18 @@ def meter() -> metrics.Meter:
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer("rt")
+
+
+def traceparent(span: trace.Span) -> str:
+    """``span``'s W3C ``traceparent``, as a publisher's push carries it to the nodes."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", "")
+
+
+def trace_context(value: str) -> Context:
+    """The context a ``traceparent`` names, for a span of this process to join."""
+    return _propagator.extract({"traceparent": value})
 
 
 def prometheus_text() -> bytes:

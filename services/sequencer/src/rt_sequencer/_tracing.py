@@ -16,16 +16,13 @@ import collections
 from collections.abc import Mapping
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from rtcommon.telemetry import tracer
+from rtcommon.telemetry import trace_context, tracer
 
 __all__ = ["TracedBatches"]
 
 #: Open batches kept per stream; older ones end at once (a publisher far ahead).
 MAX_OPEN = 256
-
-_propagator = TraceContextTextMapPropagator()
 
 
 class _Open:
@@ -47,7 +44,7 @@ class TracedBatches:
 
     def received(self, stream: str, end: int, traceparent: str) -> None:
         """A chunk of ``stream`` ending at ``end`` carries a batch's trace context."""
-        context = _propagator.extract({"traceparent": traceparent})
+        context = trace_context(traceparent)
         if not trace.get_current_span(context).get_span_context().is_valid:
             return  # not a trace context: nothing to join
         span = tracer().start_span(
