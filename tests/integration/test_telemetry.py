@@ -76,6 +76,8 @@ def test_metrics_move_as_messages_flow(cluster: Any, tmp_path: Path) -> None:
     held = after[("rt_stream_in_bytes_total", (("stream", stream),))]
     assert held == merged == publisher.position  # every byte in, every byte merged
     assert after[("rt_stream_lag_bytes", (("stream", stream),))] == 0
+    assert after[("rt_stream_in_records_total", (("stream", stream),))] == 1000
+    assert after[("rt_stream_merged_records_total", (("stream", stream),))] == 1000
     merged_before = before.get(("rt_merged_bytes_total", ()), 0)
     assert after[("rt_merged_bytes_total", ())] >= merged_before + held
     assert after[("rt_merged_log_end", ())] > before[("rt_merged_log_end", ())]

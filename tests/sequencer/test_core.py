@@ -46,7 +46,7 @@ def push(inputs: MemoryInputs, stream: str, topic: str, origin: str, ids) -> int
 
 
 def merged_ids(out: MemoryOut) -> list[tuple[str, int]]:
-    found, _, _, _ = scan(bytes(out.data), 0, BASE)
+    found, _, _, _, _ = scan(bytes(out.data), 0, BASE)
     return [(r.origin, r.id) for r in found]
 
 
@@ -80,6 +80,12 @@ def test_dedup_is_per_topic_and_shared_by_the_streams_of_a_topic() -> None:
     state = merger.checkpoint()
     assert state.watermarks == {"trades.dedup": {"host": 8}, "quotes.dedup": {"host": 5}}
     assert state.dropped == {"trades.dedup": {"host": 3}}
+    # Records merged per stream: what each stream brought, past the dedup filter.
+    assert merger.records_merged == {
+        "h1.trades.dedup": 5,
+        "h2.trades.dedup": 3,
+        "h1.quotes.dedup": 5,
+    }
 
 
 def test_an_entry_is_applied_whole_or_not_at_all() -> None:

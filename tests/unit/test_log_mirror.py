@@ -69,6 +69,7 @@ def test_overlapping_and_repeated_chunks_are_trimmed(tmp_path):
             mirror.write(chunk)  # a second source sending the same
         for chunk in items:
             mirror.write(chunk)  # everything again, long after
+        assert mirror.records_written == 25  # each record counted once
     assert [r.id for r in read_log(copy)] == list(range(1, 26))
     big = Chunk(items[0].position, items[0].data + items[1].data)  # overlaps, then new
     with LogMirror(tmp_path / "copy2") as mirror:

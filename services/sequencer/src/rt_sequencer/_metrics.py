@@ -3,10 +3,11 @@
 Most are read when a reader collects, from the node's status (the same
 ``Admin.Status`` that ``rt status`` shows, computed once per collection): Raft's term,
 commit and applied index and leader changes; per input stream the bytes held and
-merged and the lag between them; the merged log's end and bytes merged; each
-subscriber's lag behind the merged log's end; the volume's use. A few are recorded as
-they happen (:data:`FSYNC_SECONDS`, :data:`PUBLISH_TO_MERGE_SECONDS`). Nothing here
-costs anything per message.
+merged, the lag between them, and the records received and merged (counted as the
+mirror checks each chunk, and by one framing pass over each merged run); the merged
+log's end and bytes merged; each subscriber's lag behind the merged log's end; the
+volume's use. A few are recorded as they happen (:data:`FSYNC_SECONDS`,
+:data:`PUBLISH_TO_MERGE_SECONDS`). Nothing here costs anything per message.
 """
 
 from __future__ import annotations
@@ -89,6 +90,16 @@ class NodeMetrics:
             unit="By",
             description="bytes of each input stream merged into the merged log",
             callbacks=[self._streams(lambda st: st.merged)],
+        )
+        m.create_observable_counter(
+            "rt_stream_in_records",
+            description="records of each input stream received here since the node started",
+            callbacks=[self._streams(lambda st: st.records_in)],
+        )
+        m.create_observable_counter(
+            "rt_stream_merged_records",
+            description="records of each input stream merged since the node started",
+            callbacks=[self._streams(lambda st: st.records_merged)],
         )
         m.create_observable_gauge(
             "rt_stream_lag",

@@ -453,6 +453,8 @@ class Node:
                     held=stream.held,
                     merged=merger.merged.get(name, 0),
                     topic=stream.topic or "",
+                    records_in=stream.mirror.records_written,
+                    records_merged=merger.records_merged.get(name, 0),
                 )
                 for name, stream in sorted(self.inputs.streams.items())
             ],

@@ -91,7 +91,7 @@ class RecordDecoder:
             return records, self._outcome
         if self._outcome is not NEED_DATA:
             return [], self._outcome
-        records, self._offset, outcome, reason = scan(
+        records, self._offset, outcome, reason, _ = scan(
             self._buffer,
             self._offset,
             self._base,
@@ -108,7 +108,7 @@ class RecordDecoder:
         no record objects made."""
         start = self._offset
         if self._outcome is NEED_DATA:
-            _, self._offset, outcome, reason = scan(
+            _, self._offset, outcome, reason, _ = scan(
                 self._buffer,
                 self._offset,
                 self._base,

@@ -74,6 +74,8 @@ class LogMirror:
         self._fd = -1
         self._size = 0  # bytes of records in the current file (its seal excluded)
         self.sealed = False
+        #: records this mirror wrote since it was opened (not those it found on disk)
+        self.records_written = 0
         self._unsynced: list[int] = []  # descriptors written since the last sync
         self._new_files = False
         try:
@@ -125,7 +127,7 @@ class LogMirror:
                 f"chunk at {chunk.position} starts {file_name(*file)} in {self.directory}"
                 " mid-file; a new file is copied from its start"
             )
-        self._check_records(chunk.position + len(chunk.data) - len(data), data)
+        records = self._check_records(chunk.position + len(chunk.data) - len(data), data)
         if self._file != file:
             if self._file is None and offset:
                 write_file_atomically(self.directory / MIRROR_START_FILE, b"%d\n" % chunk.position)
@@ -133,6 +135,7 @@ class LogMirror:
         if data:
             self._write_at(data, self._size)
             self._size += len(data)
+            self.records_written += records
         if chunk.sealed:
             self._write_at(SEAL_TRAILER, self._size)
             self.sealed = True
@@ -186,13 +189,15 @@ class LogMirror:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _check_records(self, position: int, data: bytes) -> None:
-        _, stop, outcome, reason = scan(data, 0, position, keep=False)
+    def _check_records(self, position: int, data: bytes) -> int:
+        """How many records ``data`` holds; MirrorError unless it is whole valid ones."""
+        _, stop, outcome, reason, count = scan(data, 0, position, keep=False)
         if stop != len(data) or outcome != NEED_DATA:
             why = reason or ("a seal trailer" if outcome == SEALED else "a partial record")
             raise MirrorError(
                 f"chunk at {position} is not whole valid records: {why} at {position + stop}"
             )
+        return count
 
     def _recover(self) -> None:
         files = list_log_files(self.directory)

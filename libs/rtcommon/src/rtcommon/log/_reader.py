@@ -115,7 +115,7 @@ def starts_a_record(directory: str | os.PathLike[str], position: int) -> bool:
             length = int.from_bytes(header[:4], "little")
             if not HEADER_SIZE <= length <= size - offset:
                 return False
-            _, stop, _, _ = scan(os.pread(file.fileno(), length, offset), 0, 0, keep=False)
+            _, stop, _, _, _ = scan(os.pread(file.fileno(), length, offset), 0, 0, keep=False)
             return stop == length
     except FileNotFoundError:
         return offset == 0

@@ -243,13 +243,14 @@ def scan(
     keep: bool = True,
     end: int | None = None,
     verify: bool = True,
-) -> tuple[list[Record], int, str, str]:
+) -> tuple[list[Record], int, str, str, int]:
     """Frame and check the records in ``buf`` from ``offset`` on.
 
     ``base`` is the log position of ``buf[0]``. Returns ``(records, stop, outcome,
-    reason)``: the records that passed their CRC (and the filter), the offset where
-    scanning stopped, why it stopped (:data:`NEED_DATA`, :data:`SEALED`,
-    :data:`CORRUPT`) and, when corrupt, a human-readable reason. With
+    reason, count)``: the records that passed their CRC (and the filter), the offset
+    where scanning stopped, why it stopped (:data:`NEED_DATA`, :data:`SEALED`,
+    :data:`CORRUPT`), when corrupt a human-readable reason, and how many records were
+    framed before the stop (those the filter passed over included). With
     ``keep=False`` it only frames and checks: no record objects are made. With
     ``end`` it stops at that offset of ``buf`` as if the buffer ended there. With
     ``verify=False`` records are framed by their lengths without their CRC32C checked:
@@ -270,6 +271,7 @@ def scan(
         need, tag_bytes = 0, b""
     else:
         need, tag_bytes = tag_filter.need, tag_filter.tag_bytes
+    count = 0
     while offset <= last_header:
         length, stored_crc, magic, tag_count = unpack(buf, offset)
         stop = offset + length
@@ -283,8 +285,9 @@ def scan(
         if tag_count >= need and startswith(tag_bytes, offset + TAGS_OFFSET):
             append(Record(buf[offset:stop], base + stop))
         offset = stop
+        count += 1
     outcome, reason = _stop_reason(buf, offset, end)
-    return records, offset, outcome, reason
+    return records, offset, outcome, reason, count
 
 
 def _stop_reason(buf: bytes, offset: int, end: int) -> tuple[str, str]:

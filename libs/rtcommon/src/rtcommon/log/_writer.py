@@ -159,7 +159,7 @@ class LogWriter:
             if self._pending_bytes >= self._buffer_size:
                 self._write_pending()
             return self._file_start + self._file_size
-        records, stop, _, reason = scan(data, 0, 0)
+        records, stop, _, reason, _ = scan(data, 0, 0)
         if stop != len(data):
             raise RecordError(f"not a run of whole valid records: {reason or 'partial record'}")
         for record in records:

@@ -120,6 +120,8 @@ class StreamStatus(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     MERGED_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
+    RECORDS_IN_FIELD_NUMBER: _builtins.int
+    RECORDS_MERGED_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     held: _builtins.int
     """This node holds every record before `held`; every record before `merged` is in
@@ -128,6 +130,11 @@ class StreamStatus(_message.Message):
     merged: _builtins.int
     topic: _builtins.str
     """The topic the stream publishes on."""
+    records_in: _builtins.int
+    """Records of the stream this node's process received and merged since it started
+    (a `.dedup` topic's dropped records are not merged).
+    """
+    records_merged: _builtins.int
     def __init__(
         self,
         *,
@@ -135,10 +142,12 @@ class StreamStatus(_message.Message):
         held: _builtins.int = ...,
         merged: _builtins.int = ...,
         topic: _builtins.str = ...,
+        records_in: _builtins.int = ...,
+        records_merged: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "merged", b"merged", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "merged", b"merged", "records_in", b"records_in", "records_merged", b"records_merged", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,6 +55,9 @@ class Merger:
         self.inputs = inputs
         self.out = out
         self.bytes_merged = 0
+        #: records of each stream this merger appended since it was made (kept records
+        #: of a ``.dedup`` topic only); not part of the checkpoint
+        self.records_merged: dict[str, int] = {}
         self.restore(checkpoint)
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -107,6 +110,7 @@ class Merger:
         new_topics: dict[str, str] = {}
         marks: dict[str, dict[str, int]] = {}  # copies of the watermarks this entry moves
         drops: dict[str, dict[str, int]] = {}
+        counts: dict[str, int] = {}
         for item in ranges:
             stream = item.stream
             merged = ends.get(stream, self.merged.get(stream, 0))
@@ -125,22 +129,33 @@ class Merger:
                     marks[topic] = dict(self.watermarks.get(topic, {}))
                     drops[topic] = dict(self.dropped.get(topic, {}))
                 data = [_deduplicate(run, marks[topic], drops[topic]) for run in data]
-            runs.extend(run for run in data if run)
+            for run in data:
+                if run:
+                    runs.append(run)
+                    counts[stream] = counts.get(stream, 0) + _count(run)
             ends[stream] = item.end
         # Every check passed: from here nothing fails, so the entry lands whole.
         for run in runs:
             self.out.append(run)
             self.bytes_merged += len(run)
         self.merged.update(ends)
+        records_merged = self.records_merged
+        for stream, count in counts.items():
+            records_merged[stream] = records_merged.get(stream, 0) + count
         self.topics.update(new_topics)
         self.watermarks.update(marks)
         self.dropped.update({topic: counts for topic, counts in drops.items() if counts})
         self.applied_index = index
 
 
+def _count(run: bytes) -> int:
+    """The records in ``run`` (framed by their lengths: checked on arrival)."""
+    return scan(run, 0, 0, keep=False, verify=False)[4]
+
+
 def _deduplicate(data: bytes, watermarks: dict[str, int], dropped: dict[str, int]) -> bytes:
     """``data``'s records above their origin's watermark (moving it); count the rest."""
-    records, _, _, _ = scan(data, 0, 0, verify=False)  # checked on arrival
+    records, _, _, _, _ = scan(data, 0, 0, verify=False)  # checked on arrival
     kept = []
     for record in records:
         origin, distance = record.origin, abs(record.id)

@@ -110,7 +110,7 @@ class MergeChecker:
 
     def _parse(self) -> None:
         tail = bytes(self.reference[self._parsed :])
-        records, stop, _, reason = scan(tail, 0, self._parsed)
+        records, stop, _, reason, _ = scan(tail, 0, self._parsed)
         if stop != len(tail):
             where = self._parsed + stop
             self.fail("merged logs", f"the merged log is not whole records at {where}: {reason}")

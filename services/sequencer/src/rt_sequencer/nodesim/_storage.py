@@ -201,7 +201,7 @@ class MemoryOut:
         start, base, size = self.collected, self.base, self.file_bytes
         if start >= self.position:
             return []
-        records, _, _, _ = scan(bytes(self.data), start - base, base, verify=False)
+        records, _, _, _, _ = scan(bytes(self.data), start - base, base, verify=False)
         starts = [start]
         boundary = base + ((start - base) // size + 1) * size
         for record in records:
@@ -248,7 +248,7 @@ class MemoryOut:
         start = self.collected - self.base
         if start >= len(self.data):
             return  # the log ends inside its collected files: nothing there to scan
-        _, stop, _, _ = scan(bytes(self.data), start, self.base, keep=False)
+        _, stop, _, _, _ = scan(bytes(self.data), start, self.base, keep=False)
         del self.data[stop:]
         self.durable = min(self.durable, stop)
 
