@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,41 @@ def test_the_readme_deploys_with_the_commands_checked_here() -> None:
     assert rendered and applied
     assert set(rendered + applied) <= set(OVERLAYS)
     assert "docker build -f deploy/Dockerfile" in section
+
+
+def test_the_image_s_install_step_carries_every_source_file(tmp_path: Path) -> None:
+    """The Dockerfile's build stage installs the seven packages as wheels, not editable:
+    run that pip command here (no Docker engine on these machines), into a folder, and
+    check every file of each package's source tree is in what it installed, so the
+    image lacks no module, stub or page, and its console scripts are the ones named."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    packages = re.findall(r"\./((?:libs|services)/[\w-]+)", dockerfile)
+    assert sorted(packages) == sorted(
+        str(path.parent.relative_to(ROOT)) for path in ROOT.glob("*/*/pyproject.toml")
+    )
+    # From a copy as a fresh clone has it: no build/ or egg-info left by earlier builds
+    # (setuptools would take files from them).
+    leftovers = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    for package in packages:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=leftovers)
+    target = tmp_path / "image"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    command += ["--no-deps", "--no-build-isolation", "--target", str(target)]
+    result = subprocess.run(
+        [*command, *(str(tmp_path / package) for package in packages)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for package in packages:
+        source = ROOT / package / "src"
+        for path in source.rglob("*"):
+            relative = path.relative_to(source)
+            if path.is_file() and not any(
+                part.endswith((".egg-info", "__pycache__")) for part in relative.parts
+            ):
+                assert (target / relative).is_file(), f"{relative} is not installed"
+    scripts = {path.name for path in (target / "bin").iterdir()}
+    assert scripts >= {"rt", "rt-supervisor", "rt-sequencer", "rt-archiver", "rt-info-service"}
