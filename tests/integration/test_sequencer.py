@@ -531,6 +531,78 @@ def test_a_damaged_checkpoint_does_not_stop_a_node(nodes, tmp_path, monkeypatch,
     assert cluster.procs[2].poll() is None  # running, not crash-looping
 
 
+def damage_merged_log(out: Path, how: str) -> None:
+    newest = sorted(p for p in out.iterdir() if p.name.startswith("log."))[-1]
+    data = bytearray(newest.read_bytes())
+    if how == "cut-short":
+        del data[len(data) // 2 :]
+    elif how == "flipped-byte":
+        data[len(data) // 2] ^= 0x40
+    else:  # zeroed tail
+        data[-300:] = bytes(300)
+    newest.write_bytes(bytes(data))
+
+
+def damage_raft_state(raft: Path, how: str) -> None:
+    if how == "garbage-hardstate":
+        (raft / "hardstate").write_bytes(os.urandom(28))
+    else:  # a flipped byte in the Raft log's first record
+        data = bytearray((raft / "log").read_bytes())
+        data[12] ^= 0x01
+        (raft / "log").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "out:cut-short",
+        "out:flipped-byte",
+        "out:zeroed-tail",
+        "raft:garbage-hardstate",
+        "raft:flipped-log-byte",
+    ],
+)
+def test_a_node_rebuilds_damaged_storage_from_its_peers(nodes, tmp_path, monkeypatch, damage):
+    """Issue 14 #12: a merged log cut short or damaged where its checkpoint says it is
+    whole, a garbage hard state or a bad record in the Raft log: the node does not
+    crash-loop but rebuilds what is damaged from its Raft log and its peers (a damaged
+    Raft state is moved aside, and the node rejoins abstaining from votes until it holds
+    the leader's log), then merges on identically."""
+    monkeypatch.setenv("RT_RAFT_KEEP_ENTRIES", "5")
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    for batch in range(10):
+        write_publisher_log(directory, "a", range(1 + 20 * batch, 21 + 20 * batch))
+        push_to(cluster, [0, 1, 2], "a.feed", directory)
+        cluster.wait_merged(20 + 20 * batch, nodes=[0])
+    time.sleep(1.5)  # a checkpoint, then compaction
+    cluster.wait_merged(200)
+    victim = next(i for i in range(3) if cluster.status(i).role != "leader")
+    cluster.kill(victim, signal.SIGTERM)
+    state = Path(cluster.spec.nodes[victim].data) / "s/state"
+    kind, how = damage.split(":")
+    if kind == "out":
+        damage_merged_log(cluster.out(victim), how)
+    else:
+        damage_raft_state(state / "raft", how)
+    cluster.start(victim)
+    write_publisher_log(directory, "a", range(201, 301))
+    push_to(cluster, [0, 1, 2], "a.feed", directory)
+    cluster.wait_merged(300)
+    deadline = time.monotonic() + 30
+    while len({cluster.status(i).out_position for i in range(3)}) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert_identical(cluster, [0, 1, 2])
+    assert [r.id for r in read_log(cluster.out(victim))] == list(range(1, 301))
+    assert cluster.procs[victim].poll() is None  # running, not crash-looping
+    if kind == "raft":
+        assert (state / "raft.damaged").is_dir()  # kept for a post-mortem
+        while (state / "rejoining").exists():  # it votes again once caught up
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_a_raft_message_with_a_term_out_of_bounds_is_refused(nodes, tmp_path):
     """A forged HEARTBEAT with term 2**64 - 1 was stored, and the next campaign crashed
     every node serialising term 2**64."""

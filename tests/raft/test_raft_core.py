@@ -12,6 +12,7 @@ from rt_sequencer.raft import (
     Config,
     ConfigError,
     Entry,
+    HardState,
     MemoryStorage,
     Message,
     MessageType,
@@ -285,3 +286,56 @@ def test_only_a_leader_or_a_granted_vote_restarts_the_election_timer() -> None:
     follower.step(Message(MessageType.VOTE, 3, 2, 6, log_term=1, index=2))
     assert follower._raft.vote == 3
     assert follower._raft.election_elapsed == 0
+
+
+def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -> None:
+    """Node 2 acknowledged an entry, lost its state and rejoined empty: had it voted, node
+    3 (which never got the entry) could win with its vote and lose a committed entry.
+    Abstaining, it neither votes nor campaigns until a leader's entry of its own term is
+    committed in its log."""
+    cluster = Cluster(3)
+    leader = cluster.elect(1)
+    leader.propose([b"acknowledged by 1 and 2"])
+    cluster.stabilize()
+    term = leader.term
+    cluster.storages[2] = MemoryStorage()
+    cluster.storages[2].save(HardState(term=term + 1), [])
+    rejoined = make_node(2, cluster.peers, cluster.storages[2], abstain=True)
+    cluster.nodes[2] = rejoined
+    cluster.storages[3] = MemoryStorage()  # as if node 3 never got the entry
+    cluster.nodes[3] = make_node(3, cluster.peers, cluster.storages[3])
+    for _ in range(40):  # node 1 is down: neither of the others may win
+        rejoined.tick()
+        cluster.nodes[3].tick()
+        deliver_between(cluster, {2, 3})
+    assert Role.LEADER not in (rejoined.role, cluster.nodes[3].role)
+    assert rejoined.abstaining
+    # Node 1 comes back: it wins (with node 3's vote, whose log is behind), and once
+    # it commits an entry of its term node 2 holds everything and votes again.
+    cluster.nodes[1] = make_node(1, cluster.peers, cluster.storages[1])
+    for _ in range(60):
+        for node in cluster.nodes.values():
+            node.tick()
+        cluster.stabilize()
+        if not rejoined.abstaining:
+            break
+    assert not rejoined.abstaining
+    assert cluster.nodes[1].role is Role.LEADER
+    assert [b"acknowledged by 1 and 2"] in cluster.applied[2]
+
+
+def deliver_between(cluster: Cluster, alive: set[int]) -> None:
+    """Persist and deliver Readies among ``alive`` nodes only (the others are down)."""
+    busy = True
+    while busy:
+        busy = False
+        for node_id in alive:
+            node = cluster.nodes[node_id]
+            while node.has_ready():
+                busy = True
+                ready = node.ready()
+                cluster.storages[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
+                node.advance(ready)
+                for message in ready.messages:
+                    if message.dst in alive:
+                        cluster.nodes[message.dst].step(message)

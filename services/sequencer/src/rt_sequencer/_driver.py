@@ -54,9 +54,11 @@ class RaftDriver:
         deliver: Callable[[list[Entry], Snapshot | None], None],
         rng: random.Random | None = None,
         node_names: dict[int, str] | None = None,
+        abstain: bool = False,
     ) -> None:
         """``node_names`` names nodes in Raft's log lines (by node id; default
-        ``node-<id>``)."""
+        ``node-<id>``); ``abstain``: this node rejoined after losing its Raft state
+        (``raft.Config.abstain``)."""
         node_names = node_names or {peer: f"node-{peer}" for peer in peers}
         self.storage = storage
         self.node = RaftNode(
@@ -68,6 +70,7 @@ class RaftDriver:
                 heartbeat_tick=HEARTBEAT_TICKS,
                 applied=applied,
                 forward_proposals=False,
+                abstain=abstain,
                 on_event=lambda line: log.info("raft: %s", line),
                 node_name=lambda raft_node: node_names[node_of(raft_node)],
             ),
@@ -81,6 +84,10 @@ class RaftDriver:
         self.leader_changes = 0  #: times a new leader became known here
         self.role = self.node.role
         self.leader = node_of(self.node.leader_id)  #: the node id of the leader known
+
+    @property
+    def abstaining(self) -> bool:
+        return self.node.abstaining
 
     # -- inputs (any task) ---------------------------------------------------------------
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 from rtcommon.log import (
     LogEvent,
+    LogMirror,
     LogReader,
     LogWriter,
     SyncPolicy,
     file_name,
     file_start,
     list_log_files,
+    split_position,
 )
 
 from ._inputs import InputStore
@@ -31,7 +33,7 @@ from ._metrics import FSYNC_SECONDS, merged
 from ._signal import Signal
 from .core import Checkpoint, CheckpointError, MergeError
 
-__all__ = ["InputFiles", "MergedLog", "load_checkpoint", "out_start"]
+__all__ = ["InputFiles", "MergedLog", "load_checkpoint", "merged_log_holds", "out_start"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
             "checkpoint %s is damaged (%s): recovering from the Raft log and peers", path, exc
         )
         return Checkpoint()
+
+
+def merged_log_holds(directory: Path, position: int) -> bool:
+    """Whether the merged log holds whole, valid records up to ``position`` (where a
+    checkpoint says it ends). The newest file's records are checked one by one (a crash
+    or damage leaves them torn or wrong); a file before it by its length only: it was
+    sealed whole when the next began, and being cut short is what its length shows."""
+    with LogMirror(directory, sync=SyncPolicy.NONE) as mirror:
+        end = mirror.end or 0
+    session, roll, offset = split_position(position)
+    if split_position(end)[:2] <= (session, roll):
+        return end >= position
+    try:
+        return (directory / file_name(session, roll)).stat().st_size >= offset
+    except FileNotFoundError:
+        return False
 
 
 def out_start(checkpoint: Checkpoint, session: int) -> int:

@@ -41,6 +41,7 @@ from rtcommon.log import (
     collect_copy,
     file_start,
     folder_bytes,
+    fsync_directory,
     write_file_atomically,
 )
 from rtcommon.session import MissedResetError, holds_data, missed_reset, session_store
@@ -59,7 +60,7 @@ from rtproto.v1 import (
 from ._clients import Clients
 from ._driver import RaftDriver
 from ._external import ExternalAccess
-from ._files import InputFiles, MergedLog, load_checkpoint, out_start
+from ._files import InputFiles, MergedLog, load_checkpoint, merged_log_holds, out_start
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
 from ._peers import SERVER_OPTIONS, PeerLink
@@ -93,7 +94,16 @@ from .core import (
     encode_prune,
     encode_ranges,
 )
-from .raft import Entry, FileStorage, HardState, Message, RaftError, Role, Snapshot
+from .raft import (
+    CorruptStorageError,
+    Entry,
+    FileStorage,
+    HardState,
+    Message,
+    RaftError,
+    Role,
+    Snapshot,
+)
 
 __all__ = ["Node", "node_timing"]
 
@@ -139,6 +149,8 @@ class Node:
         for directory in (self.in_dir, self.out_dir, self.state_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.state_dir / "checkpoint"
+        #: present while the node rejoins after losing its Raft state (abstaining)
+        self.rejoin_marker = self.state_dir / "rejoining"
         self.view_changed = Signal()  #: fires when any node's held positions are heard
         self.clients = Clients()  #: publishers and subscribers connected now
         self.traced = TracedBatches(self.spec.name)  #: publishers' batches traced here
@@ -160,10 +172,17 @@ class Node:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.storage = FileStorage(self.state_dir / "raft")
+        self.storage = self._open_raft_storage()
         if self.storage.initial_state().term == 0 and holds_data(self.spec.data):
             await self._rejoin_above_peers_terms()
         checkpoint = load_checkpoint(self.checkpoint_path)
+        if checkpoint.out_position and not merged_log_holds(self.out_dir, checkpoint.out_position):
+            log.error(
+                "the merged log no longer holds whole records up to the checkpoint's end (%d):"
+                " it was cut short or damaged; rebuilding it from the Raft log and the peers",
+                checkpoint.out_position,
+            )
+            checkpoint = Checkpoint()
         snapshot = self.storage.snapshot()
         installing = snapshot.index > checkpoint.applied_index
         self.out = MergedLog(
@@ -186,6 +205,7 @@ class Node:
             timing=self.timing,
         )
         stored_commit = max(self.storage.initial_state().commit, snapshot.index)
+        self._rejoining = self.rejoin_marker.exists()
         self.driver = RaftDriver(
             node_id=self.id,
             peers=tuple(node.id for node in self.cluster.nodes),
@@ -195,6 +215,7 @@ class Node:
             send=self._send_raft,
             deliver=self._raft_ready,
             node_names={node.id: node.name for node in self.cluster.nodes},
+            abstain=self._rejoining,
         )
         credentials = self._peer_credentials()
         self.links = {
@@ -342,13 +363,29 @@ class Node:
         self.inputs.close()
         self.storage.close()
 
+    def _open_raft_storage(self) -> FileStorage:
+        """Raft's storage; a damaged one (a garbage hard state, a bad record before the
+        stored commit) is moved aside to ``raft.damaged`` for a post-mortem, and the node
+        starts as one that lost its Raft state: it rejoins from its peers."""
+        directory = self.state_dir / "raft"
+        try:
+            return FileStorage(directory)
+        except CorruptStorageError as exc:
+            aside = self.state_dir / "raft.damaged"
+            log.error("Raft's storage is damaged (%s): moved to %s, rejoining", exc, aside.name)
+            shutil.rmtree(aside, ignore_errors=True)
+            directory.rename(aside)
+            fsync_directory(self.state_dir)
+            return FileStorage(directory)
+
     async def _rejoin_above_peers_terms(self) -> None:
         """This node lost its Raft state (deleted by hand, or by a soft reset) but ran
         before, so it may have voted in a recent term. A leader elected with that vote
         had it from a quorum, so all but ``quorum - 1`` of the peers know its term: the
         node waits for ``n - quorum + 1`` peers to tell their terms, then starts above
         them all, with no vote, so it never votes twice in one term. It then catches up
-        from the leader (entries, or a snapshot) like a node far behind."""
+        from the leader (entries, or a snapshot) like a node far behind, abstaining from
+        votes and campaigns until it does."""
         nodes = len(self.cluster.nodes)
         needed = nodes - quorum(nodes) + 1
         peers = [peer for peer in self.cluster.nodes if peer.id != self.id]
@@ -370,6 +407,9 @@ class Node:
                 await asyncio.sleep(1.0)
                 waited += 1
         term = max(terms.values(), default=0) + 1
+        # It may have acknowledged entries it no longer holds: until it holds them again
+        # (raft.Config.abstain) it gives no vote, across restarts too.
+        write_file_atomically(self.rejoin_marker, b"%d\n" % term)
         self.storage.save(HardState(term=term), [], must_sync=True)
         log.warning(
             "%s holds data but no Raft state: rejoining at term %d, above the %d peer(s)"
@@ -401,6 +441,10 @@ class Node:
         self.core.advance(asyncio.get_running_loop().time())
 
     def _raft_ready(self, entries: list[Entry], snapshot: Snapshot | None) -> None:
+        if not self.driver.abstaining and self._rejoining:
+            self._rejoining = False
+            self.rejoin_marker.unlink(missing_ok=True)
+            log.info("%s caught up with the leader after rejoining: it votes again", self.spec.name)
         self._now()
         core = self.core
         if snapshot is not None:

@@ -36,6 +36,12 @@ class Config:
     """Followers send proposals on to the leader; when off they raise NotLeaderError."""
     applied: int = 0
     """Last index the application had applied before a restart (0: the snapshot index)."""
+    abstain: bool = False
+    """This node lost its Raft state and rejoined with an empty log: entries it
+    acknowledged before may be committed on its word and missing here. It neither
+    votes nor campaigns until it holds a committed entry of the term of a leader it
+    follows (every entry committed before is then in its log too); see
+    :attr:`Raft.abstaining`."""
     on_event: Callable[[str], None] | None = None
     """Receives one line per notable transition (roles, votes, snapshots); never per entry."""
     node_name: Callable[[int], str] = str

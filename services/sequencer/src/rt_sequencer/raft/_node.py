@@ -209,6 +209,11 @@ class RaftNode:
         return self._raft.log.first_index()
 
     @property
+    def abstaining(self) -> bool:
+        """Still neither voting nor campaigning after a rejoin (``Config.abstain``)."""
+        return self._raft.abstaining
+
+    @property
     def last_index(self) -> int:
         return self._raft.log.last_index()
 

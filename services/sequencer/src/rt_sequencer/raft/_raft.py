@@ -58,6 +58,9 @@ class Raft:
         self.max_size_per_msg = config.max_size_per_msg
         self.max_inflight = config.max_inflight
         self.forward_proposals = config.forward_proposals
+        #: No votes, no campaigns: see Config.abstain. Ends by itself (_end_abstention);
+        #: the driver keeps it across restarts until then.
+        self.abstaining = config.abstain
         self.on_event = config.on_event
         self._name = config.node_name
 
@@ -122,7 +125,7 @@ class Raft:
             self._broadcast_heartbeat()
 
     def campaign(self) -> None:
-        if self.role is _LEADER:
+        if self.role is _LEADER or self.abstaining:
             return
         self._campaign(pre_vote=self.pre_vote)
 
@@ -286,7 +289,7 @@ class Raft:
             or (self.vote == NO_NODE and self.lead == NO_NODE)
             or (m.type is _PRE_VOTE and m.term > self.term)
         )
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        if can_vote and not self.abstaining and self.log.is_up_to_date(m.index, m.log_term):
             self._note(f"granted {m.type.name} to {self._name(m.src)} at term {m.term}")
             self.msgs.append(Message(response, self.id, m.src, m.term))
             if m.type is _VOTE:
@@ -338,6 +341,17 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_snapshot(m)
+        if self.abstaining:
+            self._end_abstention()
+
+    def _end_abstention(self) -> None:
+        """A leader of this term committed an entry of its term that this log holds: every
+        entry committed before it is here too, among them any this node acknowledged
+        before it lost its state. Its word counts again."""
+        log = self.log
+        if self.lead != NO_NODE and log.committed and log.term_or_zero(log.committed) == self.term:
+            self.abstaining = False
+            self._note(f"caught up at index {log.committed} of term {self.term}: votes again")
 
     def _handle_append(self, m: Message) -> None:
         log = self.log
