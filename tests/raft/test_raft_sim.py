@@ -30,7 +30,14 @@ def test_runs_exercise_faults_and_recover() -> None:
         assert 0 <= result.stats.recovery_ticks <= SimConfig().quiet_ticks
         for name, value in dataclasses.asdict(result.stats).items():
             totals[name] = totals.get(name, 0) + value
-    for name in ("crashes", "torn_writes", "leaders", "acknowledged", "snapshots_installed"):
+    for name in (
+        "crashes",
+        "states_lost",
+        "torn_writes",
+        "leaders",
+        "acknowledged",
+        "snapshots_installed",
+    ):
         assert totals[name] > 0, name
 
 
@@ -74,6 +81,14 @@ class AppendsWithoutMatching(Raft):
         super()._handle_append(m)
 
 
+class VotesAfterLosingItsState(Raft):
+    """Ignores Config.abstain: a node that lost its log votes at once."""
+
+    def __init__(self, config, storage) -> None:
+        super().__init__(config, storage)
+        self.abstaining = False
+
+
 def node_class_with(raft_class: type[Raft]) -> type[RaftNode]:
     return type("BrokenNode", (RaftNode,), {"_raft_class": raft_class, "__slots__": ()})
 
@@ -84,12 +99,13 @@ def node_class_with(raft_class: type[Raft]) -> type[RaftNode]:
         (VotesTwiceInATerm, {"election safety"}),
         (IgnoresLogFreshness, {"leader completeness", "state machine safety"}),
         (AppendsWithoutMatching, {"log matching", "state machine safety", "exception"}),
+        (VotesAfterLosingItsState, {"leader completeness", "state machine safety"}),
     ],
 )
 def test_broken_cores_are_caught(broken: type[Raft], kinds: set[str]) -> None:
     node_class = node_class_with(broken)
     found = set()
-    for seed in range(40):
+    for seed in range(60):
         result = Simulation(seed, node_class=node_class).run()
         found.update(v.kind for v in result.violations)
     assert found & kinds, found

@@ -9,7 +9,10 @@ Each node is driven the way a real driver must drive it: a Ready that must be sy
 completes are its messages sent, its committed entries applied and ``advance`` called;
 meanwhile the node keeps ticking and receiving messages. A crash loses the node's memory
 and the unfinished write, of which a random prefix (snapshot, then entries, then hard
-state: the order FileStorage writes them) may survive, as a torn write would.
+state: the order FileStorage writes them) may survive, as a torn write would. Now and
+then a node restarts with its storage gone (a replaced disk, a damaged Raft state): it
+rejoins above its peers' terms and abstains from votes until it caught up, as a real
+node does; one at a time.
 
 A run has two phases. During the fault phase the schedule crashes and restarts nodes,
 partitions the network symmetrically and asymmetrically, and turns loss, duplication
@@ -72,6 +75,7 @@ class SimStats:
     messages_sent: int = 0
     messages_delivered: int = 0
     crashes: int = 0
+    states_lost: int = 0
     torn_writes: int = 0
     leaders: int = 0
     proposals: int = 0
@@ -87,6 +91,7 @@ class _Host:
     application state (the applied index and a digest of the applied history)."""
 
     __slots__ = (
+        "abstaining",
         "applied",
         "crash_during_write",
         "digest",
@@ -112,6 +117,7 @@ class _Host:
         self.known_commit = 0
         self.synced_commit = 0  # the commit index as last synced
         self.crash_during_write = False
+        self.abstaining = False  # lost its state; kept on its disk until it caught up
 
 
 class Simulation(SimulationBase):
@@ -216,6 +222,7 @@ class Simulation(SimulationBase):
                 max_size_per_msg=config.max_size_per_msg,
                 pre_vote=self._pre_vote,
                 check_quorum=self._check_quorum,
+                abstain=host.abstaining,
                 on_event=on_event,
             ),
             host.storage,
@@ -232,6 +239,26 @@ class Simulation(SimulationBase):
                 f"n{host.node_id} restarted (log {host.node.first_index}..{host.node.last_index})"
             )
         self._after_input(host)
+
+    def _start_after_losing_state(self, host: _Host) -> None:
+        """Restart ``host`` with its storage gone, as a node whose disk was replaced or
+        whose Raft state was damaged: it waits until ``n - quorum + 1`` peers are up to tell
+        their terms (a node does, the same way), starts above them with no vote and
+        abstains until it caught up. One such node at a time: two at once in three can
+        lose what only they had acknowledged, which no protocol can bring back."""
+        if any(other.abstaining for other in self._hosts):
+            return
+        peers = [h for h in self._hosts if h is not host and h.node is not None]
+        if len(peers) < len(self._peers) - (len(self._peers) // 2 + 1) + 1:
+            return
+        term = max(h.node.term for h in peers if h.node is not None) + 1
+        host.storage = MemoryStorage()
+        host.storage.save(HardState(term=term), [])
+        host.synced_commit = host.known_commit = 0
+        host.abstaining = True
+        self.stats.states_lost += 1
+        self._note(f"fault: n{host.node_id} lost its state; rejoins at term {term}")
+        self._start(host)
 
     def _note_node_event(self, text: str) -> None:
         self._note(f"n{text}")
@@ -327,6 +354,8 @@ class Simulation(SimulationBase):
                     self._acknowledge(data, applied)
             host.applied, host.digest = applied, digest
         assert host.node is not None
+        if host.abstaining and not host.node.abstaining:
+            host.abstaining = False  # what it holds now is durable: its word counts again
         host.node.advance(ready)
         self._maybe_compact(host)
 
@@ -431,7 +460,11 @@ class Simulation(SimulationBase):
         elif roll < 0.35:
             down = [h for h in hosts if h.node is None]
             if down:
-                self._start(rng.choice(down))
+                host = rng.choice(down)
+                if rng.random() < 0.2:
+                    self._start_after_losing_state(host)
+                else:
+                    self._start(host)
         elif roll < 0.45:
             leaders = [h for h in up if h.node is not None and h.node.role is _LEADER]
             if leaders:
