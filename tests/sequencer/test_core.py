@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from rt_sequencer.core import (
+    ApplyStalled,
     CatchUpOut,
     Checkpoint,
     Compact,
+    EntryRefused,
     Fetch,
     Gossip,
+    HalfAppliedError,
     MergeError,
     Merger,
     Propose,
@@ -177,9 +180,100 @@ def test_a_stream_of_unknown_topic_is_neither_fetched_nor_proposed() -> None:
     core.held(1, {"s": BASE + 100}, {"s": "s.dedup"})  # a keepalive brings it
     core.held(2, {"s": BASE + 100}, {})
     core.tick(2.0)
-    actions = core.take_actions()
-    assert of_type(actions, Fetch)[0].topic == "s.dedup"
-    assert of_type(actions, Propose)[0].ranges[0].topic == "s.dedup"
+    (fetch,) = of_type(core.take_actions(), Fetch)
+    assert fetch.topic == "s.dedup"
+    # Proposed once the leader holds it itself (the fetch brought it), with its topic.
+    core.held(0, {"s": BASE + 100}, {"s": "s.dedup"})
+    assert of_type(core.take_actions(), Propose)[0].ranges[0].topic == "s.dedup"
+
+
+def test_a_leader_proposes_no_further_than_it_holds_itself() -> None:
+    """Issue 14 #2: peers' word alone (two followers claiming 10**18) puts nothing in
+    the Raft log that the leader could not read."""
+    core, inputs, _ = new_core()
+    lead(core)
+    end = push(inputs, "h.feed", "feed", "o", range(1, 4))
+    core.held(0, inputs.held(), {"h.feed": "feed"})
+    core.held(1, {"h.feed": 10**18}, {"h.feed": "feed"})
+    core.held(2, {"h.feed": 10**18}, {"h.feed": "feed"})
+    (proposal,) = of_type(core.take_actions(), Propose)
+    assert proposal.ranges == [Range("h.feed", 0, end, "feed")]
+
+
+def test_an_entry_no_node_can_apply_is_skipped_alike_and_reported() -> None:
+    """Issue 14 #1 and #9: garbage, a name that is no stream, a range that does not
+    continue the merge: each is passed over at its index (as on every node), and the
+    entries after it apply; the node does not stop."""
+    core, inputs, out = new_core()
+    end = push(inputs, "s", "s", "o", range(1, 3))
+    core.committed(
+        [
+            Entry(1, 1, b"\xc1garbage"),
+            Entry(1, 2, encode_ranges([Range("..", 0, 10, "s")])),
+            Entry(1, 3, encode_ranges([Range("s", 5, end, "s")])),
+            Entry(1, 4, encode_ranges([Range("s", 0, end, "s")])),
+        ]
+    )
+    refused = of_type(core.take_actions(), EntryRefused)
+    assert [r.index for r in refused] == [1, 2, 3]
+    assert "not a stream" in refused[1].reason and "does not continue" in refused[2].reason
+    assert core.applied_index == 4 and core.refused_entries == 3
+    assert merged_ids(out) == [("o", 1), ("o", 2)]
+
+
+class FailingInputs(MemoryInputs):
+    """Input copies whose reads fail while ``failing`` (a file that cannot be opened)."""
+
+    failing = True
+
+    def read(self, stream, start, end):
+        if self.failing:
+            raise OSError(24, "Too many open files")
+        return super().read(stream, start, end)
+
+
+class FailingOut(MemoryOut):
+    """A merged log whose second append of an entry fails (a roll that cannot open)."""
+
+    appends = 0
+
+    def append(self, data: bytes) -> None:
+        self.appends += 1
+        if self.appends == 2:
+            raise OSError(24, "Too many open files")
+        super().append(data)
+
+
+def test_an_entry_whose_input_cannot_be_read_waits_and_is_tried_again() -> None:
+    inputs = FailingInputs(BASE)
+    out = MemoryOut(BASE, lambda offset, data: None)
+    core = SequencerCore(0, 3, inputs=inputs, out=out, checkpoint=Checkpoint())
+    end = push(inputs, "s", "s", "o", range(1, 3))
+    core.committed([Entry(1, 1, encode_ranges([Range("s", 0, end, "s")]))])
+    (stalled,) = of_type(core.take_actions(), ApplyStalled)
+    assert stalled.index == 1 and "Too many open files" in stalled.reason
+    assert core.applied_index == 0 and core.next_deadline() <= Timing().apply_retry
+    core.tick(0.5)
+    assert core.applied_index == 0 and not of_type(core.take_actions(), ApplyStalled)
+    inputs.failing = False
+    core.tick(Timing().apply_retry)
+    assert core.applied_index == 1 and merged_ids(out) == [("o", 1), ("o", 2)]
+
+
+def test_an_entry_the_merged_log_took_in_part_is_never_checkpointed() -> None:
+    """Issue 14 #9: the merged log fails between two runs of one entry: the merge state
+    no longer matches the log, so no checkpoint is taken from it (the node restarts from
+    its last one, whose end cuts the half entry away)."""
+    inputs = MemoryInputs(BASE)
+    out = FailingOut(BASE, lambda offset, data: None)
+    core = SequencerCore(0, 3, inputs=inputs, out=out, checkpoint=Checkpoint())
+    a = push(inputs, "a", "a", "o", range(1, 3))
+    b = push(inputs, "b", "b", "p", range(1, 3))
+    with pytest.raises(HalfAppliedError):
+        core.committed([Entry(1, 1, encode_ranges([Range("a", 0, a, "a"), Range("b", 0, b, "b")]))])
+    assert core.checkpoint() is None
+    with pytest.raises(HalfAppliedError):
+        core.merger.checkpoint()
 
 
 # -- checkpoints and snapshots --------------------------------------------------------------

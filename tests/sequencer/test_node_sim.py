@@ -243,7 +243,7 @@ class PrunesToWhatItSynced(Merger):
             core_with(AppliesBeforeTheBytesArrive),
             {("merged logs", "other bytes"), ("exactly once", "with a gap")},
         ),
-        (ProposesBeforeApplyingItsLog, {("exception", "does not continue its merge")}),
+        (ProposesBeforeApplyingItsLog, {("entry refused", "does not continue its merge")}),
         (ArchivesOnAQuorumsWord, {("archived read", "archived before")}),
         (DoneBeforeDurable, {("archived read", "archived before")}),
         (core_with(ForgetsThePrunePoint), {("prune points", "(in a checkpoint)")}),

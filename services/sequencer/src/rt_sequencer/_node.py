@@ -78,10 +78,12 @@ from ._tracing import TracedBatches
 from .core import (
     NO_LEADER,
     Action,
+    ApplyStalled,
     Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
+    EntryRefused,
     Fetch,
     Gossip,
     Propose,
@@ -687,6 +689,15 @@ class Node:
             self._archive(action)
         elif isinstance(action, PruneOut):
             self._start_task(self._prune_out(action.before), "collect s/out")
+        elif isinstance(action, EntryRefused):
+            log.error("Raft entry %d skipped, as on every node: %s", action.index, action.reason)
+        elif isinstance(action, ApplyStalled):
+            log.error(
+                "Raft entry %d waits: %s (tried again every %.1f s; the other nodes go on)",
+                action.index,
+                action.reason,
+                self.timing.apply_retry,
+            )
         else:
             raise TypeError(f"unknown action {action!r}")
 

@@ -33,7 +33,7 @@ from rtcommon.log import (
     split_position,
     starts_a_record,
 )
-from rtcommon.streams import StreamNameError
+from rtcommon.streams import StreamNameError, is_stream_name
 from rtcommon.telemetry import prometheus_text
 from rtcommon.tls import ClientIdentity, node_identity
 from rtproto.v1 import (
@@ -518,6 +518,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             if sender is not None and state.node != sender:
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, "gossip of another node's state"
+                )
+            named = {*state.held, *state.done, *state.topics, *state.topics.values()}
+            if not all(map(is_stream_name, named)):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "gossip names what is not a stream"
                 )
             if 0 <= state.node < nodes and state.node != self.node.id:
                 self.node.on_gossip(

@@ -12,15 +12,24 @@ Errors derive from :class:`SequencerError` (the tree is drawn in ``_errors``).
 """
 
 from ._core import RaftState, SequencerCore, Timing
-from ._errors import CheckpointError, MergeError, SequencerError
+from ._errors import (
+    CheckpointError,
+    EntryError,
+    HalfAppliedError,
+    InputError,
+    MergeError,
+    SequencerError,
+)
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
     Action,
+    ApplyStalled,
     Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
+    EntryRefused,
     Fetch,
     Gossip,
     Propose,
@@ -40,14 +49,19 @@ from ._view import ClusterView
 __all__ = [
     "NO_LEADER",
     "Action",
+    "ApplyStalled",
     "Archive",
     "CatchUpOut",
     "Checkpoint",
     "CheckpointError",
     "ClusterView",
     "Compact",
+    "EntryError",
+    "EntryRefused",
     "Fetch",
     "Gossip",
+    "HalfAppliedError",
+    "InputError",
     "InputSource",
     "MergeError",
     "MergedSink",

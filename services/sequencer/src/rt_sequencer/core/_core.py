@@ -15,13 +15,19 @@ interfaces of ``_merger``; the node gives it files, the simulator memory.
 What it decides:
 
 - **Proposals** (leader): for each stream, the range a quorum holds beyond what is
-  proposed. Proposals are pipelined, each range starting where the previous one
-  of its stream ended, at most ``max_proposals_in_flight`` unapplied and at least
-  ``proposal_spacing`` apart. A new leader first applies its whole log, so that
-  its ranges start from the merge state every node will have; a change of term or
-  a refused proposal starts over from there.
+  proposed, and no further than the leader holds itself (what it proposes it can
+  read: no peer's word alone puts a range in the Raft log). Proposals are pipelined,
+  each range starting where the previous one of its stream ended, at most
+  ``max_proposals_in_flight`` unapplied and at least ``proposal_spacing`` apart. A new
+  leader first applies its whole log, so that its ranges start from the merge state
+  every node will have; a change of term, a refused proposal or a refused entry starts
+  over from there.
 - **Apply**: committed entries in order, each whole, once every input byte it
-  names is written here; missing bytes are fetched from the peer holding most.
+  names is written here; missing bytes are fetched from the peer holding most. An entry
+  no node can apply (``EntryError``: undecodable, a bad name, a range that does not
+  continue the merge) is skipped on every node alike and reported
+  (:class:`EntryRefused`); one whose input this node cannot read now waits, tried again
+  every ``apply_retry`` (:class:`ApplyStalled`); the others go on without this node.
 - **Backup path**: a stream a peer holds more of, whose push has been quiet for
   ``push_quiet``, is fetched.
 - **Checkpoints** every ``checkpoint_interval`` when the merge moved; each saved
@@ -57,14 +63,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..raft import Accepted, Entry, Role
+from ._errors import EntryError, InputError
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
     Action,
+    ApplyStalled,
     Archive,
     CatchUpOut,
     Checkpoint,
     Compact,
+    EntryRefused,
     Fetch,
     Gossip,
     Propose,
@@ -97,6 +106,8 @@ class Timing:
     gossip_to_leader: float = 0.002
     gossip_to_followers: float = 0.05
     gossip_keepalive: float = 1.0
+    #: An entry whose input this node could not read is tried again this often.
+    apply_retry: float = 1.0
     #: Raft's snapshot follows a checkpoint at most this often (or once ``compaction_keep``
     #: entries were applied since): each costs two fsyncs in Raft's driver.
     snapshot_interval: float = 5.0
@@ -141,8 +152,11 @@ class SequencerCore:
         self._archived: dict[str, int] = {}  # stream -> position Archive was asked for
         self.collected_before = 0  #: the latest PruneOut asked for
         self._actions: list[Action] = []
-        # committed, not applied
-        self._pending: deque[tuple[int, list[Range] | Prune]] = deque()
+        # committed, not applied (an EntryError: an entry to refuse when its turn comes)
+        self._pending: deque[tuple[int, list[Range] | Prune | EntryError]] = deque()
+        self._apply_after = -math.inf  # an entry whose input could not be read waits
+        self._stalled = ""  # why, as last reported
+        self.refused_entries = 0  #: entries skipped as every node skips them
         self._installing: Checkpoint | None = None
         self._saving = False
         self._next_checkpoint = now + self.timing.checkpoint_interval
@@ -187,8 +201,10 @@ class SequencerCore:
 
     def checkpoint(self) -> Checkpoint | None:
         """The merge state now, for a last checkpoint at shutdown (None while a snapshot
-        install owns the merged log)."""
-        return None if self._installing is not None else self.merger.checkpoint()
+        install owns the merged log, or after an entry reached it only in part)."""
+        if self._installing is not None or self.merger.half_applied is not None:
+            return None
+        return self.merger.checkpoint()
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -204,6 +220,8 @@ class SequencerCore:
             deadlines.append(self._next_checkpoint)
         if self._proposing is None and self._next_proposal > self.now:
             deadlines.append(self._next_proposal)  # a proposal held back by the spacing
+        if self._pending and self._apply_after > self.now:
+            deadlines.append(self._apply_after)  # an entry waiting on its input
         own = (self._own_held, self._own_done)
         for peer in self._peers:
             sent_at = self._sent_at[peer]
@@ -225,6 +243,8 @@ class SequencerCore:
         if self.now >= self._next_backup_check:
             self._next_backup_check = self.now + self.timing.backup_check_interval
             self._check_backup()
+        if self._pending and self.now >= self._apply_after:
+            self._apply()
         self._maybe_checkpoint()
         self._gossip()
         self._maybe_propose()
@@ -250,7 +270,11 @@ class SequencerCore:
         for entry in entries:
             if entry.index <= last:
                 continue  # applied before a restart, or inside the snapshot being installed
-            self._pending.append((entry.index, decode_entry(entry.data)))
+            try:
+                content: list[Range] | Prune | EntryError = decode_entry(entry.data)
+            except EntryError as exc:
+                content = exc  # refused when its turn comes, as on every node
+            self._pending.append((entry.index, content))
             last = entry.index
         self._apply()
 
@@ -386,7 +410,7 @@ class SequencerCore:
     # -- the merge -----------------------------------------------------------------------
 
     def _apply(self) -> None:
-        if self._installing is not None:
+        if self._installing is not None or self.now < self._apply_after:
             return
         merger, pending = self.merger, self._pending
         applied = False
@@ -398,17 +422,38 @@ class SequencerCore:
                 pending.popleft()
                 applied = True
                 continue
-            missing = merger.missing(ranges)
-            if missing:
-                for item in missing:  # this node missed the bytes: the backup path
-                    self._fetch(item.stream, item.end)
+            try:
+                if isinstance(ranges, EntryError):
+                    raise ranges
+                merger.check(index, ranges)  # before fetching anything it names
+                missing = merger.missing(ranges)
+                if missing:
+                    for item in missing:  # this node missed the bytes: the backup path
+                        self._fetch(item.stream, item.end)
+                    break
+                merger.apply(index, ranges)
+            except EntryError as exc:
+                self._refuse(index, exc)
+            except InputError as exc:
+                self._apply_after = self.now + self.timing.apply_retry
+                if str(exc) != self._stalled:
+                    self._stalled = str(exc)
+                    self._emit(ApplyStalled(index, str(exc)))
                 break
-            merger.apply(index, ranges)
             pending.popleft()
             applied = True
         if applied:
+            self._stalled = ""
             self._emit(PublishOut())
             self._maybe_propose()
+
+    def _refuse(self, index: int, error: EntryError) -> None:
+        """Skip entry ``index``, as every node does; a leader proposes again from the
+        merge state (its proposals may have counted on the entry)."""
+        self.merger.skip(index)
+        self.refused_entries += 1
+        self._proposed, self._outstanding = None, []
+        self._emit(EntryRefused(index, str(error)))
 
     def _prune_out(self, *, again: bool = False) -> None:
         """Collect the merged log before the retention point, no further than the stored
@@ -452,10 +497,10 @@ class SequencerCore:
         self._outstanding = [index for index in self._outstanding if index > applied]
         if len(self._outstanding) >= self.timing.max_proposals_in_flight:
             return
-        view, proposed = self.view, self._proposed
+        view, proposed, own = self.view, self._proposed, self._own_held
         ranges = []
         for stream in sorted(view.streams()):
-            end = view.quorum_held(stream)
+            end = min(view.quorum_held(stream), own.get(stream, 0))
             start = proposed.get(stream, 0)
             topic = self._topic_of(stream)
             if end > start and topic is not None:

@@ -3,14 +3,26 @@
 ::
 
     SequencerError
-    ├── MergeError          an entry that does not continue the merge (a bug, or a
-    │                       damaged state): the node must not go on from it
+    ├── MergeError          an entry cannot be applied here (of no kind below: entries
+    │   │                   out of order, a bug: the node stops)
+    │   ├── EntryError      every node refuses it alike (undecodable, a bad name, a
+    │   │                   range that does not continue the merge): skipped
+    │   ├── InputError      this node cannot read the input it names: it waits
+    │   └── HalfAppliedError  the merged log failed in the middle of an entry: the
+    │                       process must restart from its last checkpoint
     └── CheckpointError     a checkpoint that cannot be decoded (torn, garbage)
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "MergeError", "SequencerError"]
+__all__ = [
+    "CheckpointError",
+    "EntryError",
+    "HalfAppliedError",
+    "InputError",
+    "MergeError",
+    "SequencerError",
+]
 
 
 class SequencerError(Exception):
@@ -18,7 +30,22 @@ class SequencerError(Exception):
 
 
 class MergeError(SequencerError):
-    """An entry that does not continue the merge: a bug or damage, never ignored."""
+    """An entry cannot be applied here now."""
+
+
+class EntryError(MergeError):
+    """An entry no node can apply, decided from the entry and the merge state alone (the
+    same on every node at its index): it is skipped everywhere alike."""
+
+
+class InputError(MergeError):
+    """This node's input copy cannot be read where an entry needs it (a file it cannot
+    open now, damaged bytes): the entry waits here; the other nodes go on."""
+
+
+class HalfAppliedError(MergeError):
+    """Appending an entry to the merged log failed part way: the merge state no longer
+    matches the merged log, and nothing may be checkpointed from it."""
 
 
 class CheckpointError(SequencerError):

@@ -11,7 +11,11 @@ between topics. A stream's first range fixes its topic.
 The merger does no I/O of its own: it reads through an :class:`InputSource` and
 appends to a :class:`MergedSink` (files on a node, memory in the simulator).
 An entry is applied whole or not at all: everything it appends is gathered, and
-every check made, before the first byte reaches the sink.
+every check made, before the first byte reaches the sink. An entry that fails a check
+(:class:`EntryError`: decided from the entry and the merge state alone, so alike on
+every node) is skipped with :meth:`Merger.skip`; one whose input this node cannot read
+(:class:`InputError`) waits. If the sink fails part way through an entry, the merger
+refuses to checkpoint from then on (:class:`HalfAppliedError`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from rtcommon.log import scan
-from rtcommon.streams import is_dedup_topic
+from rtcommon.streams import is_dedup_topic, is_stream_name
 
-from ._errors import MergeError
+from ._errors import EntryError, HalfAppliedError, InputError, MergeError
 from ._types import Checkpoint, Range
 
 __all__ = ["InputSource", "MergedSink", "Merger"]
@@ -58,6 +62,7 @@ class Merger:
         #: records of each stream this merger appended since it was made (kept records
         #: of a ``.dedup`` topic only); not part of the checkpoint
         self.records_merged: dict[str, int] = {}
+        self.half_applied: int | None = None  #: the entry the sink failed in the middle of
         self.restore(checkpoint)
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -70,6 +75,11 @@ class Merger:
         self.pruned_before = checkpoint.pruned_before
 
     def checkpoint(self) -> Checkpoint:
+        if self.half_applied is not None:
+            raise HalfAppliedError(
+                f"entry {self.half_applied} reached the merged log only in part: no checkpoint"
+                " may be taken from this merge state"
+            )
         return Checkpoint(
             applied_index=self.applied_index,
             out_position=self.out.position,
@@ -97,33 +107,58 @@ class Merger:
         self.pruned_before = before
         return True
 
+    def skip(self, index: int) -> None:
+        """Pass over entry ``index``, which every node refuses (an :class:`EntryError`)."""
+        self._check_next(index)
+        self.applied_index = index
+
     def _check_next(self, index: int) -> None:
         if index != self.applied_index + 1:
             raise MergeError(f"entry {index} after applied index {self.applied_index}")
 
-    def apply(self, index: int, ranges: list[Range]) -> None:
-        """Apply entry ``index`` (no ranges: a leader's no-op), whose input bytes must all
-        be written here (see :meth:`missing`)."""
+    def check(self, index: int, ranges: list[Range]) -> dict[str, str]:
+        """Raise EntryError unless entry ``index`` can follow the merge: a stream name and
+        topic for each range, each continuing its stream's merge, each stream on the
+        topic it had. Decided from the entry and the merge state alone, so alike on every
+        node. Returns each stream's topic."""
         self._check_next(index)
-        runs: list[bytes] = []
         ends: dict[str, int] = {}
-        new_topics: dict[str, str] = {}
-        marks: dict[str, dict[str, int]] = {}  # copies of the watermarks this entry moves
-        drops: dict[str, dict[str, int]] = {}
-        counts: dict[str, int] = {}
+        topics: dict[str, str] = {}
         for item in ranges:
             stream = item.stream
+            if not (is_stream_name(stream) and (not item.topic or is_stream_name(item.topic))):
+                raise EntryError(f"entry {index}: {stream!r} on {item.topic!r} is not a stream")
             merged = ends.get(stream, self.merged.get(stream, 0))
             if item.start != merged or item.end < item.start:
-                raise MergeError(
+                raise EntryError(
                     f"entry {index}: range [{item.start}, {item.end}) of {stream} does not"
                     f" continue its merge ({merged})"
                 )
             wanted = item.topic or stream  # entries from before topics: a stream its own
-            topic = self.topics.get(stream) or new_topics.setdefault(stream, wanted)
+            topic = topics.setdefault(stream, self.topics.get(stream, wanted))
             if topic != wanted:
-                raise MergeError(f"entry {index}: {stream} is on topic {topic!r}, not {wanted!r}")
-            data = self.inputs.read(stream, item.start, item.end)
+                raise EntryError(f"entry {index}: {stream} is on topic {topic!r}, not {wanted!r}")
+            ends[stream] = item.end
+        return topics
+
+    def apply(self, index: int, ranges: list[Range]) -> None:
+        """Apply entry ``index`` (no ranges: a leader's no-op), whose input bytes must all
+        be written here (see :meth:`missing`); it must pass :meth:`check`."""
+        topics = self.check(index, ranges)
+        runs: list[bytes] = []
+        ends: dict[str, int] = {}
+        marks: dict[str, dict[str, int]] = {}  # copies of the watermarks this entry moves
+        drops: dict[str, dict[str, int]] = {}
+        counts: dict[str, int] = {}
+        for item in ranges:
+            stream, topic = item.stream, topics[item.stream]
+            try:
+                data = list(self.inputs.read(stream, item.start, item.end))
+            except (MergeError, OSError) as exc:
+                raise InputError(
+                    f"entry {index}: the input copy of {stream} cannot be read"
+                    f" in [{item.start}, {item.end}): {exc}"
+                ) from exc
             if is_dedup_topic(topic):
                 if topic not in marks:
                     marks[topic] = dict(self.watermarks.get(topic, {}))
@@ -134,15 +169,22 @@ class Merger:
                     runs.append(run)
                     counts[stream] = counts.get(stream, 0) + _count(run)
             ends[stream] = item.end
-        # Every check passed: from here nothing fails, so the entry lands whole.
-        for run in runs:
-            self.out.append(run)
-            self.bytes_merged += len(run)
+        # Every check passed: only the sink can fail now, and if it does part way the
+        # merge state no longer matches the merged log.
+        try:
+            for run in runs:
+                self.out.append(run)
+                self.bytes_merged += len(run)
+        except Exception as exc:
+            self.half_applied = index
+            raise HalfAppliedError(
+                f"entry {index} reached the merged log only in part: {exc}"
+            ) from exc
         self.merged.update(ends)
         records_merged = self.records_merged
         for stream, count in counts.items():
             records_merged[stream] = records_merged.get(stream, 0) + count
-        self.topics.update(new_topics)
+        self.topics.update(topics)
         self.watermarks.update(marks)
         self.dropped.update({topic: counts for topic, counts in drops.items() if counts})
         self.applied_index = index

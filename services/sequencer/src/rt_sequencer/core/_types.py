@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ._errors import CheckpointError
+from ._errors import CheckpointError, EntryError
 
 __all__ = [
     "NO_LEADER",
@@ -78,8 +78,12 @@ def encode_prune(before: int) -> bytes:
 
 
 def decode_entry(data: bytes) -> list[Range] | Prune:
-    """A Raft entry's content: ranges to merge (none: a leader's no-op) or a prune."""
-    return _entry_decoder.decode(data) if data else []
+    """A Raft entry's content: ranges to merge (none: a leader's no-op) or a prune;
+    EntryError if it is neither."""
+    try:
+        return _entry_decoder.decode(data) if data else []
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EntryError(f"not an entry ({len(data)} bytes): {exc}") from exc
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):
@@ -195,6 +199,23 @@ class PruneOut:
     before: int
 
 
+@dataclass(slots=True, frozen=True)
+class EntryRefused:
+    """Entry ``index`` was skipped, as on every node (an :class:`EntryError`): say so."""
+
+    index: int
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class ApplyStalled:
+    """Entry ``index`` cannot be applied here for now (this node's input copy could not
+    be read); it is tried again every ``Timing.apply_retry``. Said once per reason."""
+
+    index: int
+    reason: str
+
+
 Action = (
     Propose
     | Fetch
@@ -205,4 +226,6 @@ Action = (
     | Gossip
     | Archive
     | PruneOut
+    | EntryRefused
+    | ApplyStalled
 )

@@ -56,11 +56,13 @@ from rtcommon.cluster import quorum
 from rtcommon.log import Codec, encode_message, file_start
 
 from ..core import (
+    ApplyStalled,
     Archive,
     CatchUpOut,
     Checkpoint,
     CheckpointError,
     Compact,
+    EntryRefused,
     Fetch,
     Gossip,
     Propose,
@@ -640,6 +642,13 @@ class NodeSimulation(SimulationBase):
             # Carried out in a worker thread: a crash may come first (asked again at start).
             payload = (host.incarnation, action)
             self._push(self.now + self._disk_delay(), _COLLECTED, host.node_id, payload)
+        elif isinstance(action, EntryRefused | ApplyStalled):
+            # Nodes that tell the truth propose only what every node can apply, and
+            # memory never fails a read: a refusal or a stall here is a core's bug.
+            self.checker.fail(
+                "entry refused",
+                f"n{host.node_id} {type(action).__name__} at {action.index}: {action.reason}",
+            )
         else:
             raise TypeError(f"unknown action {action!r}")
 
