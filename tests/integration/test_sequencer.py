@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import rt
 from rt_sequencer._peers import encode_message as encode_raft_message
 from rt_sequencer.raft import Message, MessageType
 from rtcommon.cluster import ClusterSpec, NodeSpec
@@ -477,6 +478,60 @@ def test_a_node_refuses_streams_beyond_its_limit(nodes, tmp_path, monkeypatch):
     write_publisher_log(tmp_path / "a", "a", range(11, 21))
     push_to(cluster, [0], "a.feed", tmp_path / "a")
     cluster.wait_merged(30)
+
+
+def resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_message_over_the_size_limit_is_refused_before_it_is_read(nodes, tmp_path, monkeypatch):
+    """Issue 14 #6: one 512 MiB chunk took a sequencer to 1.6 GB. A gRPC message larger
+    than RT_MAX_MESSAGE_SIZE (and a chunk's headroom) is refused with
+    RESOURCE_EXHAUSTED before it is read in; the node's memory stays where it was, and
+    it goes on merging. The publisher refuses such a message itself, writing nothing."""
+    monkeypatch.setenv("RT_MAX_MESSAGE_SIZE", "1Mi")
+    cluster = nodes(1)
+    write_publisher_log(tmp_path / "a", "a", range(1, 11))
+    push_to(cluster, [0], "a.feed", tmp_path / "a")
+    pid = cluster.procs[0].pid
+    before = resident_bytes(pid)
+
+    async def push_oversized() -> None:
+        async with grpc.aio.insecure_channel(cluster.spec.nodes[0].push, options=OPTIONS) as ch:
+            call = push_pb2_grpc.PushStub(ch).Push()
+            await call.write(push_pb2.PushRequest(open=push_pb2.PushOpen(stream="b.feed")))
+            held = (await call.read()).held
+            chunk = common_pb2.LogChunk(position=held, data=bytes(256 << 20))
+            await call.write(push_pb2.PushRequest(chunk=chunk))
+            await call.read()
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(asyncio.wait_for(push_oversized(), 60))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value.details()
+    assert resident_bytes(pid) - before < 64 << 20
+    assert cluster.procs[0].poll() is None
+    write_publisher_log(tmp_path / "a", "a", range(11, 21))
+    push_to(cluster, [0], "a.feed", tmp_path / "a")
+    cluster.wait_merged(20)
+
+    # A record the merged log's files (ROLL bytes here) cannot hold is refused at the push.
+    with LogWriter(tmp_path / "c", roll_size=4 * ROLL) as writer:
+        writer.append(encode_message(bytes(ROLL), origin="c", ts=1, id=1, codec=Codec.RAW))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        push_to(cluster, [0], "c.feed", tmp_path / "c")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the limit" in refused.value.details()
+
+    with rt.Publisher(cluster.spec, "feed", log_dir=tmp_path / "pub", codec="raw") as publisher:
+        for size in (2 << 20, ROLL):  # over RT_MAX_MESSAGE_SIZE, over the roll size
+            with pytest.raises(rt.RecordTooLargeError, match="RT_MAX_MESSAGE_SIZE"):
+                publisher.publish(bytes(size))
+        end = publisher.publish(bytes(ROLL // 2))  # within both
+        assert end == publisher.position
+        publisher.flush(30)
 
 
 def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):

@@ -11,7 +11,14 @@ Every error raised on purpose derives from :class:`rt.RTError` (the tree is draw
 
 from rtcommon.cluster import ClusterError
 from rtcommon.errors import RTError
-from rtcommon.log import CodecError, LogError, LogLockedError, LogWriteError, PositionError
+from rtcommon.log import (
+    CodecError,
+    LogError,
+    LogLockedError,
+    LogWriteError,
+    PositionError,
+    RecordTooLargeError,
+)
 from rtcommon.streams import StreamNameError
 
 from ._cluster import Cluster
@@ -33,6 +40,7 @@ __all__ = [
     "PositionOutOfRangeError",
     "Publisher",
     "RTError",
+    "RecordTooLargeError",
     "StreamNameError",
     "Subscriber",
     "SubscriberError",

@@ -39,9 +39,11 @@ from rtcommon import env
 from rtcommon.cluster import ClusterSpec, claim_for_cluster
 from rtcommon.errors import RTError
 from rtcommon.log import (
+    SEAL_SIZE,
     Codec,
     LogWriteError,
     LogWriter,
+    RecordTooLargeError,
     SyncPolicy,
     decode_payload,
     encode_message,
@@ -179,9 +181,15 @@ class Publisher:
         if spec is not None:  # before anything is written there
             claim_for_cluster(self.directory, spec, "the publisher's log folder")
         self._lock = threading.Lock()  # serialises publishers and the committer on the writer
+        settings = env.settings()
+        #: the largest encoded message: RT_MAX_MESSAGE_SIZE, and what the cluster's
+        #: merged-log files can hold; the nodes take in no larger
+        self.max_message_size = settings.max_message_size
+        if spec is not None:
+            self.max_message_size = min(self.max_message_size, spec.roll_size - SEAL_SIZE)
         self._writer = LogWriter(
             self.directory,
-            roll_size=roll_size if roll_size is not None else env.settings().roll_size,
+            roll_size=roll_size if roll_size is not None else settings.roll_size,
             sync=sync,
         )
         self._closed = False
@@ -316,6 +324,12 @@ class Publisher:
 
     def _append(self, record: bytes, origin: str, message_id: int) -> int:
         """Append an encoded record (the lock held); the position after it."""
+        if len(record) > self.max_message_size:
+            raise RecordTooLargeError(
+                f"a message of {len(record)} bytes (encoded) is over the limit of"
+                f" {self.max_message_size} (RT_MAX_MESSAGE_SIZE, or the cluster's roll size):"
+                " nothing was written"
+            )
         before = self._writer.position
         try:
             position = self._writer.append(record)

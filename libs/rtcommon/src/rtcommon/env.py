@@ -37,6 +37,10 @@ variable                                setting                meaning
 ``RT_MAX_STREAMS``                      ``max_streams``        input streams a node holds at
                                                                most; a push that would open
                                                                another is refused (1000)
+``RT_MAX_MESSAGE_SIZE``                 ``max_message_size``   the largest message a publisher
+                                                               writes and a node takes in
+                                                               (``64Mi``; bytes or a quantity):
+                                                               larger ones are refused
 ``RT_OIDC_ISSUER``                      ``oidc_issuer``        info-service: the identity
                                                                provider's issuer (a Keycloak
                                                                realm URL); "" is the built-in
@@ -81,7 +85,22 @@ from pathlib import Path
 
 from .log import DEFAULT_ROLL_SIZE, MAX_FILE_SIZE, MIN_ROLL_SIZE
 
-__all__ = ["Settings", "hostname", "listen_address", "parse_size", "settings"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MESSAGE_HEADROOM",
+    "Settings",
+    "hostname",
+    "listen_address",
+    "parse_size",
+    "settings",
+]
+
+#: The largest message by default: what one gRPC message carries whole, with room to
+#: spare for a node's memory (a larger one was a 1.6 GB sequencer, issue 14 #6).
+DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
+#: What a node takes in one gRPC message beyond the largest message: the other records
+#: of the chunk it travels in (chunks gather about a mebibyte) and framing.
+MESSAGE_HEADROOM = 4 << 20
 
 _SIZE_UNITS = {
     "": 1,
@@ -111,6 +130,7 @@ class Settings:
     max_disk_usage_percent: float = 90.0
     archiver_interval: float = 10.0
     max_streams: int = 1000
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     oidc_issuer: str = ""
     oidc_audience: str = "rt"
     client_cert_seconds: float = 3600.0
@@ -138,6 +158,10 @@ class Settings:
             max_disk_usage_percent=_percent("RT_MAX_DISK_USAGE_PERCENT", environ, 90.0),
             archiver_interval=_positive("RT_ARCHIVER_INTERVAL", environ, 10.0),
             max_streams=_whole_number("RT_MAX_STREAMS", environ) or 1000,
+            max_message_size=parse_size(
+                environ.get("RT_MAX_MESSAGE_SIZE") or str(DEFAULT_MAX_MESSAGE_SIZE),
+                "RT_MAX_MESSAGE_SIZE",
+            ),
             oidc_issuer=environ.get("RT_OIDC_ISSUER", "").rstrip("/"),
             oidc_audience=environ.get("RT_OIDC_AUDIENCE") or "rt",
             client_cert_seconds=_positive("RT_CLIENT_CERT_SECONDS", environ, 3600.0),

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rtcommon.log import (
+    MAX_RECORD_SIZE,
     Chunk,
     LogMirror,
     SyncPolicy,
@@ -55,7 +56,9 @@ class InputStream:
     def __init__(self, store: InputStore, name: str, topic: str | None = None) -> None:
         self.name = name
         self.directory = store.root / name
-        self.mirror = LogMirror(self.directory, sync=SyncPolicy.NONE)
+        self.mirror = LogMirror(
+            self.directory, sync=SyncPolicy.NONE, max_record_size=store.max_record_size
+        )
         #: None until a push or a fetch names it (a copy whose topic file never made it
         #: to disk is neither gossiped nor proposed until then: topics are never guessed).
         self.topic: str | None = read_topic(self.directory)
@@ -120,8 +123,16 @@ class InputStream:
 class InputStore:
     """Every stream's input copy under ``s/in``, and the group syncer."""
 
-    def __init__(self, root: Path, on_write: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        on_write: Callable[[str], None] | None = None,
+        *,
+        max_record_size: int = MAX_RECORD_SIZE,
+    ) -> None:
+        """``max_record_size``: a push or fetch holding a larger record is refused."""
         self.root = root
+        self.max_record_size = max_record_size
         self._on_write = on_write  #: told the name of each stream written
         root.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, InputStream] = {}

@@ -34,6 +34,7 @@ from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, claim_for_cluster, quorum
 from rtcommon.follow import FailoverPolicy, cancelling, follow
 from rtcommon.log import (
+    SEAL_SIZE,
     Chunk,
     LogMirror,
     SyncPolicy,
@@ -63,7 +64,7 @@ from ._external import ExternalAccess
 from ._files import InputFiles, MergedLog, load_checkpoint, merged_log_holds, out_start
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
-from ._peers import SERVER_OPTIONS, PeerLink
+from ._peers import PeerLink, server_options
 from ._services import (
     AdminService,
     PeerService,
@@ -138,7 +139,10 @@ class Node:
         data = Path(self.spec.data)
         claim_for_cluster(data / "s", spec, f"{self.spec.name}'s volume")
         self.cluster_id = spec.id
-        self.max_streams = env.settings().max_streams
+        settings = env.settings()
+        self.max_streams = settings.max_streams
+        self._max_message_size = settings.max_message_size
+        self._server_options = server_options(settings.max_message_size)
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
         if stale is not None:
@@ -169,6 +173,7 @@ class Node:
         self._external: grpc.aio.Server | None = None
         self._peers: grpc.aio.Server | None = None
         self._tls: CAStore | None = None
+        self._fatal: Exception | None = None  # what stopped the merge (the core's fatal)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -194,7 +199,12 @@ class Node:
             # as it is: it may reach the snapshot's position without the peers.
             position=self._out_end() if installing else out_start(checkpoint, self.session),
         )
-        self.inputs = InputStore(self.in_dir, on_write=self._input_written)
+        self.inputs = InputStore(
+            self.in_dir,
+            on_write=self._input_written,
+            # what the merged log's files can hold, and no more than a message may be
+            max_record_size=min(self._max_message_size, self.cluster.roll_size - SEAL_SIZE),
+        )
         self.input_files = InputFiles(self.inputs)
         self.core = SequencerCore(
             self.id,
@@ -252,6 +262,8 @@ class Node:
         await self._shutdown(server, tasks)
         for task in failed:
             task.result()  # a part that stopped on its own is fatal: raise its error
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _serving_once_led(self) -> None:
         """Health turns SERVING once this node knows a leader: only then can the cluster
@@ -266,7 +278,7 @@ class Node:
         self._stopping.set()
 
     async def _serve(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=self._server_options)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
         publisher_pb2_grpc.add_SubscriberServicer_to_server(SubscriberService(self), server)
@@ -291,7 +303,7 @@ class Node:
         cluster's CA when it has ``internal_tls``, where only the other nodes get in."""
         if not self.spec.peer:
             return None
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=self._server_options)
         authenticate = self.cluster.internal_tls
         gate = PeersOnly(self.id, len(self.cluster.nodes)) if authenticate else None
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self, gate), server)
@@ -330,7 +342,7 @@ class Node:
             return None
         store = self._ca_store()
         cert, key = store.server_pair(self.spec.name)
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=self._server_options)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
         credentials = server_credentials(store.ca_cert(), cert, key)
         if server.add_secure_port(env.listen_address(self.spec.external), credentials) == 0:
@@ -654,6 +666,13 @@ class Node:
         core = self.core
         if self._stopping.is_set():
             return  # shutting down: nothing new starts
+        if core.fatal is not None:
+            log.critical(
+                "%s: stopping without a checkpoint, to go on from the last one", core.fatal
+            )
+            self._fatal = core.fatal
+            self._stopping.set()
+            return
         while core.view.conflicts:
             self._warn_once(f"topic conflict: {core.view.conflicts.popleft()}")
         publish = False

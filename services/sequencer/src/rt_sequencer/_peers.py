@@ -19,6 +19,7 @@ import grpc
 import msgspec
 
 from rtcommon.cluster import NodeSpec
+from rtcommon.env import MESSAGE_HEADROOM
 from rtcommon.follow import cancelling
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
@@ -32,6 +33,7 @@ __all__ = [
     "PeerLink",
     "decode_message",
     "encode_message",
+    "server_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,15 @@ GRPC_OPTIONS = [
 ]
 #: A server refuses a port another process holds (gRPC shares ports by default).
 SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
+
+
+def server_options(max_message_size: int) -> list[tuple[str, int]]:
+    """A node's server options: a gRPC message larger than ``max_message_size`` (and its
+    chunk's headroom) is refused with RESOURCE_EXHAUSTED before it is read in."""
+    limit = ("grpc.max_receive_message_length", max_message_size + MESSAGE_HEADROOM)
+    return [*(o for o in SERVER_OPTIONS if o[0] != limit[0]), limit]
+
+
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
 
 _message_encoder = msgspec.msgpack.Encoder()

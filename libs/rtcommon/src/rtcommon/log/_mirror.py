@@ -36,7 +36,7 @@ from ._files import (
 )
 from ._position import file_name, file_start, split_position
 from ._reader import Chunk
-from ._record import SEAL_TRAILER, scan
+from ._record import MAX_RECORD_SIZE, SEAL_TRAILER, scan
 from ._writer import SyncPolicy
 
 #: Names the position a copy began at, when it began mid-file (the bytes before are a hole).
@@ -64,8 +64,12 @@ class LogMirror:
         *,
         sync: SyncPolicy | str = SyncPolicy.BATCH,
         start_mid_file: bool = False,
+        max_record_size: int = MAX_RECORD_SIZE,
     ) -> None:
+        """``max_record_size``: a chunk holding a larger record is refused (what the copy's
+        owner takes in; a merged log cannot hold a record larger than its files)."""
         self.directory = Path(directory)
+        self.max_record_size = max_record_size
         self._start_mid_file = start_mid_file
         self.sync_policy = SyncPolicy(sync)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -191,7 +195,9 @@ class LogMirror:
 
     def _check_records(self, position: int, data: bytes) -> int:
         """How many records ``data`` holds; MirrorError unless it is whole valid ones."""
-        _, stop, outcome, reason, count = scan(data, 0, position, keep=False)
+        _, stop, outcome, reason, count = scan(
+            data, 0, position, keep=False, max_length=self.max_record_size
+        )
         if stop != len(data) or outcome != NEED_DATA:
             why = reason or ("a seal trailer" if outcome == SEALED else "a partial record")
             raise MirrorError(

@@ -243,6 +243,7 @@ def scan(
     keep: bool = True,
     end: int | None = None,
     verify: bool = True,
+    max_length: int = MAX_RECORD_SIZE,
 ) -> tuple[list[Record], int, str, str, int]:
     """Frame and check the records in ``buf`` from ``offset`` on.
 
@@ -255,6 +256,7 @@ def scan(
     ``end`` it stops at that offset of ``buf`` as if the buffer ended there. With
     ``verify=False`` records are framed by their lengths without their CRC32C checked:
     only for bytes this process checked itself when they arrived (it halves the cost).
+    A record longer than ``max_length`` stops the scan as corrupt (what a copy takes in).
     """
     # The loop is the per-record cost of every reader: it breaks on anything
     # unusual and leaves the diagnosis to _stop_reason.
@@ -277,6 +279,7 @@ def scan(
         stop = offset + length
         if (
             length < HEADER_SIZE
+            or length > max_length
             or stop > end
             or magic != MAGIC
             or (verify and crc32c(view[offset + 8 : stop]) != stored_crc)
@@ -286,11 +289,11 @@ def scan(
             append(Record(buf[offset:stop], base + stop))
         offset = stop
         count += 1
-    outcome, reason = _stop_reason(buf, offset, end)
+    outcome, reason = _stop_reason(buf, offset, end, max_length)
     return records, offset, outcome, reason, count
 
 
-def _stop_reason(buf: bytes, offset: int, end: int) -> tuple[str, str]:
+def _stop_reason(buf: bytes, offset: int, end: int, max_length: int) -> tuple[str, str]:
     available = end - offset
     if available < 8:
         return NEED_DATA, ""
@@ -299,6 +302,8 @@ def _stop_reason(buf: bytes, offset: int, end: int) -> tuple[str, str]:
         return SEALED, ""
     if not HEADER_SIZE <= length <= MAX_RECORD_SIZE:
         return CORRUPT, f"impossible record length {length}"
+    if length > max_length:
+        return CORRUPT, f"a record of {length} bytes, over the limit of {max_length}"
     if length > available:
         return NEED_DATA, ""
     if crc32c(memoryview(buf)[offset + 8 : offset + length]) != stored_crc:

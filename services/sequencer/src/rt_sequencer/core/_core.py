@@ -63,7 +63,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..raft import Accepted, Entry, Role
-from ._errors import EntryError, InputError
+from ._errors import EntryError, HalfAppliedError, InputError
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -157,6 +157,9 @@ class SequencerCore:
         self._apply_after = -math.inf  # an entry whose input could not be read waits
         self._stalled = ""  # why, as last reported
         self.refused_entries = 0  #: entries skipped as every node skips them
+        #: set when the merge cannot go on in this process (a HalfAppliedError): the
+        #: driver must stop it without a checkpoint
+        self.fatal: HalfAppliedError | None = None
         self._installing: Checkpoint | None = None
         self._saving = False
         self._next_checkpoint = now + self.timing.checkpoint_interval
@@ -410,7 +413,7 @@ class SequencerCore:
     # -- the merge -----------------------------------------------------------------------
 
     def _apply(self) -> None:
-        if self._installing is not None or self.now < self._apply_after:
+        if self._installing is not None or self.now < self._apply_after or self.fatal:
             return
         merger, pending = self.merger, self._pending
         applied = False
@@ -434,6 +437,9 @@ class SequencerCore:
                 merger.apply(index, ranges)
             except EntryError as exc:
                 self._refuse(index, exc)
+            except HalfAppliedError as exc:
+                self.fatal = exc  # the driver stops; a restart goes on from the checkpoint
+                break
             except InputError as exc:
                 self._apply_after = self.now + self.timing.apply_retry
                 if str(exc) != self._stalled:
@@ -469,6 +475,7 @@ class SequencerCore:
         return (
             not self._saving
             and self._installing is None
+            and self.fatal is None
             and self.merger.applied_index != self.saved.applied_index
         )
 
