@@ -657,6 +657,31 @@ def test_a_node_rebuilds_damaged_storage_from_its_peers(nodes, tmp_path, monkeyp
             time.sleep(0.1)
 
 
+def test_a_rotten_byte_in_a_sealed_merged_file_is_mended_from_a_peer(nodes, tmp_path, monkeypatch):
+    """Issue 14 #10: a flipped byte in a sealed file of a running node's merged log was
+    never noticed (its merged log differed from the others' for good). The scrubber finds
+    it by the records' CRCs and puts a peer's copy of the file in its place."""
+    monkeypatch.setenv("RT_SCRUB_INTERVAL", "0.5")
+    cluster = nodes(3)
+    write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 2001))
+    push_to(cluster, [0, 1, 2], "a.feed", tmp_path / "pub/a.feed")
+    cluster.wait_merged(2000)
+    sealed = sorted(cluster.out(1).glob("log.*"))[:-1]
+    assert len(sealed) >= 2
+    victim = sealed[1]
+    healthy = cluster.out(0) / victim.name
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    victim.write_bytes(bytes(data))
+    assert victim.read_bytes() != healthy.read_bytes()
+    deadline = time.monotonic() + 30
+    while victim.read_bytes() != healthy.read_bytes():
+        assert time.monotonic() < deadline, "not mended"
+        time.sleep(0.2)
+    assert_identical(cluster, [0, 1, 2])
+    assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
+
+
 def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp_path):
     """Issue 14 #1 and #2 on a cluster without TLS between nodes: gossip naming ``..``
     is refused, and gossip in both followers' names claiming 10**18 bytes of a real

@@ -65,6 +65,7 @@ from ._files import InputFiles, MergedLog, load_checkpoint, merged_log_holds, ou
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
 from ._peers import PeerLink, server_options
+from ._scrub import Scrubber
 from ._services import (
     AdminService,
     PeerService,
@@ -142,6 +143,7 @@ class Node:
         settings = env.settings()
         self.max_streams = settings.max_streams
         self._max_message_size = settings.max_message_size
+        self._scrub_interval = settings.scrub_interval
         self._server_options = server_options(settings.max_message_size)
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
@@ -242,6 +244,12 @@ class Node:
             )
             self.core.snapshot(snapshot.data)
         self.metrics = NodeMetrics(self.status, lambda: self.driver.leader_changes)
+        self.scrubber = Scrubber(
+            self.out_dir,
+            lambda: [(link.peer.name, link.channel) for link in self.links.values()],
+            self._scrub_interval,
+            self._pruning,
+        )
         server = await self._serve()
         for link in self.links.values():
             link.start()
@@ -254,6 +262,7 @@ class Node:
                 ("timer", self._run_timer()),
                 ("storage", self._run_storage()),
                 ("health", self._serving_once_led()),
+                ("scrub", self.scrubber.run()),
             ]
         ]
         stopper = asyncio.create_task(self._stopping.wait())

@@ -1,0 +1,33 @@
+"""The scrubber's check of a sealed merged-log file (``rt_sequencer._scrub``); mending
+from a peer runs for real in tests/integration/test_sequencer.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rt_sequencer._scrub import first_damage
+from rtcommon.log import Codec, LogWriter, encode_message, list_log_files
+
+
+def sealed_file(directory: Path) -> Path:
+    with LogWriter(directory, roll_size=4096) as writer:
+        for i in range(1, 200):
+            writer.append(encode_message(b"m%d" % i, origin="o", ts=i, id=i, codec=Codec.RAW))
+    session, roll = list_log_files(directory)[0]
+    return directory / f"log.{session}.{roll}"
+
+
+def test_a_whole_sealed_file_passes_and_any_damage_is_named(tmp_path: Path) -> None:
+    path = sealed_file(tmp_path)
+    whole = path.read_bytes()
+    assert first_damage(path) is None
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 0x01
+    path.write_bytes(bytes(flipped))
+    assert "offset" in (first_damage(path) or "")
+    path.write_bytes(whole[:-3])  # the seal cut
+    assert first_damage(path) is not None
+    path.write_bytes(whole[: len(whole) // 2])
+    assert "without its seal" in (first_damage(path) or "")
+    path.write_bytes(whole + b"\0")
+    assert first_damage(path) == "1 bytes after its seal"
