@@ -42,7 +42,7 @@ INIT_DOC    := """Generated from protos/, do not edit: run `make protos` to rege
 SEEDS ?= 300
 JOBS ?= 2
 
-.PHONY: help venv run test browser protos check-protos lint format sim bench clean
+.PHONY: help venv run test browser protos check-protos lint format sim bench chaos clean
 
 help:
 	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it);"
@@ -55,6 +55,8 @@ help:
 	@echo "make format        ruff format + ruff check --fix"
 	@echo "make sim SEEDS=N   run the Raft and the whole-node simulations over N seeds each"
 	@echo "make bench         run every bench/*.py and print its figures"
+	@echo "make chaos         a seeded fault run against a live 3-node cluster (SEED=N MINUTES=M;"
+	@echo "                   as root its volumes are tmpfs, so the full-disk fault runs too)"
 	@echo "make venv          build .venv from requirements.lock (every target does this itself)"
 	@echo "make clean         remove .venv and build/test caches"
 
@@ -148,6 +150,12 @@ format: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m rt_sequencer.raftsim --seeds $(SEEDS) --jobs $(JOBS)
 	$(PY) -m rt_sequencer.nodesim --seeds $(SEEDS) --jobs $(JOBS)
+
+# A bounded, seeded fault run against a live local cluster (tests/chaos/chaos.py says
+# what it does); it prints its seed, and SEED= replays it.
+MINUTES ?= 2
+chaos: $(STAMP)
+	$(PY) tests/chaos/chaos.py --minutes $(MINUTES) $(if $(SEED),--seed $(SEED))
 
 # Runs bench/*.py in name order (files starting with '_' are helpers, not benchmarks).
 bench: $(STAMP)

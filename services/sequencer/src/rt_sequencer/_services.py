@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 from collections.abc import Callable
@@ -278,6 +279,8 @@ class PushService(push_pb2_grpc.PushServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except TopicConflictError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except OSError as exc:
+            await context.abort(*_disk_trouble(first.open.stream, exc))
         log.info("push of %s from %s", stream.name, first.open.publisher or "?")
         with self.node.clients.connected(
             "publisher", stream.name, context.peer(), first.open.publisher
@@ -316,6 +319,8 @@ class PushService(push_pb2_grpc.PushServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, what)
             elif isinstance(error, AccessRefused):
                 await context.abort(error.code, str(error))
+            elif isinstance(error, OSError):
+                await context.abort(*_disk_trouble(stream.name, error))
             elif error is not None:
                 raise error
         finally:
@@ -339,6 +344,16 @@ class PushService(push_pb2_grpc.PushServicer):
                 end = chunk.position + len(chunk.data)
                 self.node.traced.received(stream.name, end, request.traceparent)
             client.moved(len(chunk.data), chunk.position + len(chunk.data))
+
+
+def _disk_trouble(stream: str, error: OSError) -> tuple[grpc.StatusCode, str]:
+    """The status a push gets when this node cannot write its copy: RESOURCE_EXHAUSTED
+    for a full disk (the publisher retries, as it does any node), UNAVAILABLE otherwise;
+    the message names no server path."""
+    full = error.errno == errno.ENOSPC
+    why = "its disk is full" if full else (error.strerror or type(error).__name__)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
+    return code, f"this node cannot write stream {stream!r} now: {why}"
 
 
 class PeersOnly:
