@@ -39,24 +39,31 @@ log = logging.getLogger(__name__)
 
 
 class InputFiles:
-    """The input copies as the merge reads them."""
+    """The input copies as the merge reads them: a reader kept open for each of the
+    streams read most recently (at most ``MAX_OPEN_READERS``: an idle stream holds no
+    file open for the merge)."""
+
+    MAX_OPEN_READERS = 64
 
     def __init__(self, store: InputStore) -> None:
         self.store = store
-        self._readers: dict[str, LogReader] = {}
+        self._readers: dict[str, LogReader] = {}  # least recently read first
 
     def written(self, stream: str) -> int:
         copy = self.store.streams.get(stream)
         return copy.written if copy is not None else 0
 
     def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
-        reader = self._readers.get(stream)
+        reader = self._readers.pop(stream, None)
         if reader is None or reader.position != start:
             if reader is not None:
                 reader.close()
             # The input copy checked every record's CRC as it arrived.
             reader = LogReader(self.store.open(stream).directory, start, verify=False)
-            self._readers[stream] = reader
+        self._readers[stream] = reader  # now the most recently read
+        if len(self._readers) > self.MAX_OPEN_READERS:
+            oldest = next(iter(self._readers))
+            self._readers.pop(oldest).close()
         try:
             while reader.position is None or reader.position < end:
                 items = reader.read_chunks(end)

@@ -78,6 +78,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PULL_CHUNK_BYTES = 1 << 20
+#: Stream names gossip carried that are remembered as checked (then forgotten at once).
+MAX_KNOWN_NAMES = 100_000
 IDLE_HEARTBEAT = 1.0
 #: A reader this long behind the log's end with nothing to read is at damaged bytes.
 STALLED_AFTER = 2.0
@@ -501,6 +503,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     def __init__(self, node: PeerHost, gate: PeersOnly | None = None) -> None:
         self.node = node
         self.gate = gate
+        self._stream_names: set[str] = set()  # names gossip carried that were checked
 
     async def _sender(self, context) -> int | None:
         """The node calling (None without a gate); aborts for anyone else."""
@@ -534,8 +537,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, "gossip of another node's state"
                 )
-            named = {*state.held, *state.done, *state.topics, *state.topics.values()}
-            if not all(map(is_stream_name, named)):
+            if not self._names_streams(state):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "gossip names what is not a stream"
                 )
@@ -544,6 +546,18 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                     state.node, dict(state.held), dict(state.topics), dict(state.done)
                 )
         return common_pb2.Empty()
+
+    def _names_streams(self, state: peer_pb2.NodeState) -> bool:
+        """Whether every name gossip carries is a stream name (each checked once: a
+        state names every stream, every time)."""
+        known = self._stream_names
+        new = {*state.held, *state.done, *state.topics, *state.topics.values()} - known
+        if not all(map(is_stream_name, new)):
+            return False
+        if len(known) > MAX_KNOWN_NAMES:
+            known.clear()
+        known |= new
+        return True
 
     async def _check_session(self, session: int, context) -> None:
         """Refuse a peer of another session: one of the two missed a hard reset."""

@@ -174,6 +174,7 @@ class SequencerCore:
         self._fetching: set[str] = set()  # streams with a Fetch under way
         self._fetch_after: dict[str, float] = {}
         self._next_backup_check = now
+        self._behind: set[str] = set()  # streams a peer was heard holding more of
         # gossip
         self._own_held: dict[str, int] = {}
         self._own_done: dict[str, int] = self._done_now()
@@ -346,6 +347,9 @@ class SequencerCore:
             self._own_held = held
             self.view.claim_topics(topics)  # this node's own word wins over gossip
         moved = self.view.update(node, held, topics)
+        if node != self.node_id and moved:
+            written, peer_held = self.merger.inputs.written, self.view.held[node]
+            self._behind.update(s for s in moved if peer_held.get(s, 0) > written(s))
         if node == self.node_id:
             self._gossip()
         if moved:
@@ -519,12 +523,16 @@ class SequencerCore:
     # -- the backup path -----------------------------------------------------------------
 
     def _check_backup(self) -> None:
-        """Streams a peer holds more of, while their push is quiet, are fetched."""
+        """Streams a peer holds more of, while their push is quiet, are fetched. Only
+        those a peer was heard holding more of are looked at (an idle stream costs
+        nothing here)."""
         written = self.merger.inputs.written
         quiet_since = self.now - self.timing.push_quiet
-        for stream in sorted(self.view.streams()):  # sorted: the same order every run
+        for stream in sorted(self._behind):  # sorted: the same order every run
             _, held = self.view.best_peer(stream, self.node_id)
-            if held > written(stream) and self._last_write.get(stream, -NEVER) < quiet_since:
+            if held <= written(stream):
+                self._behind.discard(stream)
+            elif self._last_write.get(stream, -NEVER) < quiet_since:
                 self._fetch(stream, held)
 
     def _fetch(self, stream: str, target: int) -> None:
