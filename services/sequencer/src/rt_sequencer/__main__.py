@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 
 from rtcommon.cluster import ClusterError, ClusterSpec
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     setup_logging(f"{name} sequencer")
     setup_telemetry("sequencer", name)
+    _raise_open_file_limit()
     from ._node import run_node
 
     try:
@@ -33,6 +35,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("rt_sequencer").error("stopped: %s", exc)
         return 1
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Take the hard limit on open files as the soft one: each input stream keeps files
+    open (RT_MAX_STREAMS of them, 1000 by default), and a distribution's soft limit of
+    1024 would run a busy node out of them (EMFILE) long before its streams run out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("rt_sequencer").warning(
+                "open files stay limited to %d: %s", soft, exc
+            )
 
 
 if __name__ == "__main__":
