@@ -252,12 +252,28 @@ def test_an_entry_whose_input_cannot_be_read_waits_and_is_tried_again() -> None:
     core.committed([Entry(1, 1, encode_ranges([Range("s", 0, end, "s")]))])
     (stalled,) = of_type(core.take_actions(), ApplyStalled)
     assert stalled.index == 1 and "Too many open files" in stalled.reason
-    assert core.applied_index == 0 and core.next_deadline() <= Timing().apply_retry
-    core.tick(0.5)
-    assert core.applied_index == 0 and not of_type(core.take_actions(), ApplyStalled)
     inputs.failing = False
+    core.tick(Timing().apply_retry - 0.01)  # not before the retry is due
+    assert core.applied_index == 0 and not of_type(core.take_actions(), ApplyStalled)
     core.tick(Timing().apply_retry)
     assert core.applied_index == 1 and merged_ids(out) == [("o", 1), ("o", 2)]
+
+
+def test_a_node_stuck_on_an_entry_stops_after_the_stall_limit() -> None:
+    """A leader whose input cannot be read holds up every node's merge: past
+    apply_stall_limit the core asks to stop (the restart opens files afresh, and another
+    node leads meanwhile)."""
+    inputs = FailingInputs(BASE)
+    out = MemoryOut(BASE, lambda offset, data: None)
+    core = SequencerCore(0, 3, inputs=inputs, out=out, checkpoint=Checkpoint())
+    end = push(inputs, "s", "s", "o", range(1, 3))
+    core.committed([Entry(1, 1, encode_ranges([Range("s", 0, end, "s")]))])
+    limit = Timing().apply_stall_limit
+    for now in range(1, int(limit)):
+        core.tick(float(now))
+    assert core.fatal is None and core.applied_index == 0
+    core.tick(limit + 1)
+    assert "cannot be read" in str(core.fatal) and core.checkpoint() is None
 
 
 def test_an_entry_the_merged_log_took_in_part_is_never_checkpointed() -> None:

@@ -44,7 +44,7 @@ variable                                setting                meaning
 ``RT_SCRUB_INTERVAL``                   ``scrub_interval``     seconds between checks of the
                                                                merged log's sealed files,
                                                                mended from a peer when
-                                                               damaged (600)
+                                                               damaged (3600)
 ``RT_OIDC_ISSUER``                      ``oidc_issuer``        info-service: the identity
                                                                provider's issuer (a Keycloak
                                                                realm URL); "" is the built-in
@@ -135,7 +135,7 @@ class Settings:
     archiver_interval: float = 10.0
     max_streams: int = 1000
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    scrub_interval: float = 600.0
+    scrub_interval: float = 3600.0
     oidc_issuer: str = ""
     oidc_audience: str = "rt"
     client_cert_seconds: float = 3600.0
@@ -167,7 +167,7 @@ class Settings:
                 environ.get("RT_MAX_MESSAGE_SIZE") or str(DEFAULT_MAX_MESSAGE_SIZE),
                 "RT_MAX_MESSAGE_SIZE",
             ),
-            scrub_interval=_positive("RT_SCRUB_INTERVAL", environ, 600.0),
+            scrub_interval=_positive("RT_SCRUB_INTERVAL", environ, 3600.0),
             oidc_issuer=environ.get("RT_OIDC_ISSUER", "").rstrip("/"),
             oidc_audience=environ.get("RT_OIDC_AUDIENCE") or "rt",
             client_cert_seconds=_positive("RT_CLIENT_CERT_SECONDS", environ, 3600.0),

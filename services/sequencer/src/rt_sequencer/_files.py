@@ -1,10 +1,11 @@
 """The merge core's storage interfaces over a node's files.
 
 What it owns: :class:`InputFiles`, the :class:`~rt_sequencer.core.InputSource` of the
-input copies under ``s/in`` (read with one cached reader per stream), and
+input copies under ``s/in`` (read with a reader cached per stream while it is busy), and
 :class:`MergedLog`, the :class:`~rt_sequencer.core.MergedSink` of ``s/out`` (a
 buffered writer whose readers, the pull servers, follow its ``appended`` signal),
-with the helpers that load a checkpoint and choose where the merged log goes on.
+with the helpers that load a checkpoint, check the merged log still reaches it, and
+choose where the merged log goes on.
 """
 
 from __future__ import annotations
@@ -33,21 +34,31 @@ from ._metrics import FSYNC_SECONDS, merged
 from ._signal import Signal
 from .core import Checkpoint, CheckpointError, MergeError
 
-__all__ = ["InputFiles", "MergedLog", "load_checkpoint", "merged_log_holds", "out_start"]
+__all__ = [
+    "InputFiles",
+    "MergedLog",
+    "load_checkpoint",
+    "merged_log_end",
+    "merged_log_holds",
+    "out_start",
+]
 
 log = logging.getLogger(__name__)
 
 
 class InputFiles:
-    """The input copies as the merge reads them: a reader kept open for each of the
-    streams read most recently (at most ``MAX_OPEN_READERS``: an idle stream holds no
-    file open for the merge)."""
+    """The input copies as the merge reads them: a reader kept open for each stream read
+    in the last ``IDLE_READER_SECONDS`` (an idle stream holds no file open for the
+    merge; entries read streams in name order, so a cache bounded by count would miss on
+    every read once more streams are busy than it holds)."""
 
-    MAX_OPEN_READERS = 64
+    IDLE_READER_SECONDS = 10.0
 
     def __init__(self, store: InputStore) -> None:
         self.store = store
         self._readers: dict[str, LogReader] = {}  # least recently read first
+        self._read_at: dict[str, float] = {}
+        self._next_sweep = 0.0
 
     def written(self, stream: str) -> int:
         copy = self.store.streams.get(stream)
@@ -61,9 +72,14 @@ class InputFiles:
             # The input copy checked every record's CRC as it arrived.
             reader = LogReader(self.store.open(stream).directory, start, verify=False)
         self._readers[stream] = reader  # now the most recently read
-        if len(self._readers) > self.MAX_OPEN_READERS:
-            oldest = next(iter(self._readers))
-            self._readers.pop(oldest).close()
+        now = time.monotonic()
+        self._read_at[stream] = now
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            for idle in [
+                s for s in self._readers if now - self._read_at[s] > self.IDLE_READER_SECONDS
+            ]:
+                self._readers.pop(idle).close()
         try:
             while reader.position is None or reader.position < end:
                 items = reader.read_chunks(end)
@@ -160,13 +176,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
         return Checkpoint()
 
 
+def merged_log_end(directory: Path) -> int:
+    """The end of the whole, valid records of the merged log's newest file (0: no file).
+    Opening it this way cuts off what follows them (a torn or damaged tail)."""
+    with LogMirror(directory, sync=SyncPolicy.NONE) as mirror:
+        return mirror.end or 0
+
+
 def merged_log_holds(directory: Path, position: int) -> bool:
     """Whether the merged log holds whole, valid records up to ``position`` (where a
     checkpoint says it ends). The newest file's records are checked one by one (a crash
-    or damage leaves them torn or wrong); a file before it by its length only: it was
-    sealed whole when the next began, and being cut short is what its length shows."""
-    with LogMirror(directory, sync=SyncPolicy.NONE) as mirror:
-        end = mirror.end or 0
+    or damage leaves them torn or wrong: :func:`merged_log_end`); a file before it by its
+    length only: it was sealed whole when the next began, and being cut short is what
+    its length shows."""
+    end = merged_log_end(directory)
     session, roll, offset = split_position(position)
     if split_position(end)[:2] <= (session, roll):
         return end >= position

@@ -12,7 +12,11 @@ this module feeds them events and carries out what they ask:
   them to the merged log (``_files.MergedLog``) that pull servers follow;
 - proposals go to the Raft driver; fetches and merged-log catch-ups run as tasks;
   checkpoints and catch-ups are written by one storage worker, one at a time;
-- the core's timer wakes it at the deadline it names.
+- the core's timer wakes it at the deadline it names;
+- at start, damaged storage is set aside: a merged log that no longer reaches its
+  checkpoint drops the checkpoint, and damaged Raft state moves to ``raft.damaged`` and
+  the node rejoins abstaining (``s/state/rejoining``) until it holds its leader's log;
+  the scrubber (``_scrub``) checks the merged log's sealed files while it runs.
 """
 
 from __future__ import annotations
@@ -61,7 +65,14 @@ from rtproto.v1 import (
 from ._clients import Clients
 from ._driver import RaftDriver
 from ._external import ExternalAccess
-from ._files import InputFiles, MergedLog, load_checkpoint, merged_log_holds, out_start
+from ._files import (
+    InputFiles,
+    MergedLog,
+    load_checkpoint,
+    merged_log_end,
+    merged_log_holds,
+    out_start,
+)
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
 from ._peers import PeerLink, server_options
@@ -181,8 +192,8 @@ class Node:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.storage = self._open_raft_storage()
-        if self.storage.initial_state().term == 0 and holds_data(self.spec.data):
+        self.storage, damaged = self._open_raft_storage()
+        if self.storage.initial_state().term == 0 and (damaged or holds_data(self.spec.data)):
             await self._rejoin_above_peers_terms()
         checkpoint = load_checkpoint(self.checkpoint_path)
         if checkpoint.out_position and not merged_log_holds(self.out_dir, checkpoint.out_position):
@@ -249,6 +260,7 @@ class Node:
             lambda: [(link.peer.name, link.channel) for link in self.links.values()],
             self._scrub_interval,
             self._pruning,
+            busy=lambda: self.core.installing,
         )
         server = await self._serve()
         for link in self.links.values():
@@ -386,29 +398,30 @@ class Node:
         self.inputs.close()
         self.storage.close()
 
-    def _open_raft_storage(self) -> FileStorage:
-        """Raft's storage; a damaged one (a garbage hard state, a bad record before the
-        stored commit) is moved aside to ``raft.damaged`` for a post-mortem, and the node
-        starts as one that lost its Raft state: it rejoins from its peers."""
+    def _open_raft_storage(self) -> tuple[FileStorage, bool]:
+        """Raft's storage, and whether it was damaged: a damaged one (a garbage hard
+        state, a bad record before the stored commit) is moved aside to ``raft.damaged``
+        for a post-mortem, and the node starts as one that lost its Raft state: it
+        rejoins from its peers (it may have voted, whether or not it holds data)."""
         directory = self.state_dir / "raft"
         try:
-            return FileStorage(directory)
+            return FileStorage(directory), False
         except CorruptStorageError as exc:
             aside = self.state_dir / "raft.damaged"
             log.error("Raft's storage is damaged (%s): moved to %s, rejoining", exc, aside.name)
             shutil.rmtree(aside, ignore_errors=True)
             directory.rename(aside)
             fsync_directory(self.state_dir)
-            return FileStorage(directory)
+            return FileStorage(directory), True
 
     async def _rejoin_above_peers_terms(self) -> None:
-        """This node lost its Raft state (deleted by hand, or by a soft reset) but ran
-        before, so it may have voted in a recent term. A leader elected with that vote
-        had it from a quorum, so all but ``quorum - 1`` of the peers know its term: the
-        node waits for ``n - quorum + 1`` peers to tell their terms, then starts above
-        them all, with no vote, so it never votes twice in one term. It then catches up
-        from the leader (entries, or a snapshot) like a node far behind, abstaining from
-        votes and campaigns until it does."""
+        """This node lost its Raft state (deleted by hand, by a soft reset, or moved aside
+        as damaged) but ran before, so it may have voted in a recent term. A leader
+        elected with that vote had it from a quorum, so all but ``quorum - 1`` of the
+        peers know its term: the node waits for ``n - quorum + 1`` peers to tell their
+        terms, then starts above them all, with no vote, so it never votes twice in one
+        term. It then catches up from the leader (entries, or a snapshot) like a node far
+        behind, abstaining from votes and campaigns until it does."""
         nodes = len(self.cluster.nodes)
         needed = nodes - quorum(nodes) + 1
         peers = [peer for peer in self.cluster.nodes if peer.id != self.id]
@@ -444,8 +457,7 @@ class Node:
 
     def _out_end(self) -> int:
         """The end of the whole records in the merged log (torn tails trimmed)."""
-        with LogMirror(self.out_dir, sync=SyncPolicy.NONE) as mirror:
-            return mirror.end or file_start(self.session, 0)
+        return merged_log_end(self.out_dir) or file_start(self.session, 0)
 
     # -- events into the core ------------------------------------------------------------
 
@@ -464,7 +476,13 @@ class Node:
         self.core.advance(asyncio.get_running_loop().time())
 
     def _raft_ready(self, entries: list[Entry], snapshot: Snapshot | None) -> None:
-        if not self.driver.abstaining and self._rejoining:
+        if (
+            self._rejoining
+            and not self.driver.abstaining
+            # the entries that ended it are on disk (a Ready is delivered after its save,
+            # but a compaction delivers too, with entries maybe not saved yet)
+            and self.storage.last_index() >= self.driver.commit_index
+        ):
             self._rejoining = False
             self.rejoin_marker.unlink(missing_ok=True)
             log.info("%s caught up with the leader after rejoining: it votes again", self.spec.name)
@@ -721,10 +739,12 @@ class Node:
             log.error("Raft entry %d skipped, as on every node: %s", action.index, action.reason)
         elif isinstance(action, ApplyStalled):
             log.error(
-                "Raft entry %d waits: %s (tried again every %.1f s; the other nodes go on)",
+                "Raft entry %d waits: %s (tried again every %.1f s for %.0f s, then this"
+                " node stops and starts afresh)",
                 action.index,
                 action.reason,
                 self.timing.apply_retry,
+                self.timing.apply_stall_limit,
             )
         else:
             raise TypeError(f"unknown action {action!r}")

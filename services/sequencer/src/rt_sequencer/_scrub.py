@@ -2,7 +2,8 @@
 
 A byte that rots in a sealed file of ``s/out`` is not noticed by the writer, which
 never reads it back, and subscribers reading it only fail over (issue 14 #10). Every
-``RT_SCRUB_INTERVAL`` seconds the node reads each sealed file not collected and checks
+``RT_SCRUB_INTERVAL`` seconds (an hour) the node reads each sealed file not collected
+(files of no size are collected or emptied by a hard reset) and checks
 it is whole records, each with its CRC32C, ending in its seal: merged logs are
 byte-identical on every node, so those checks are the digest. A file that fails is
 replaced by a peer's copy of the same file (pulled from its start, checked the same way
@@ -72,16 +73,24 @@ class Scrubber:
         peers: Callable[[], list[tuple[str, grpc.aio.Channel]]],
         interval: float,
         lock: asyncio.Lock,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``busy``: the node's merged log is being rebuilt (a snapshot install): no
+        pass then."""
         self.directory = directory
         self._peers = peers
         self.interval = interval
         self._lock = lock
+        self._busy = busy
         self.repaired = 0  #: files replaced by a peer's copy since the node started
 
     async def run(self) -> None:
+        for leftover in self.directory.glob("log.*.mend"):  # a mend cut short by a crash
+            leftover.unlink(missing_ok=True)
         while True:
             await asyncio.sleep(self.interval)
+            if self._busy():
+                continue
             try:
                 await self.scrub_once()
             except OSError as exc:  # this node's disk: said, and tried again next pass
@@ -92,16 +101,31 @@ class Scrubber:
         for file in list_log_files(self.directory)[:-1]:
             path = self.directory / file_name(*file)
             try:
-                if path.stat().st_size == 0:
-                    continue  # collected
+                checked = path.stat()
+                if checked.st_size == 0:
+                    continue  # collected, or emptied by a hard reset
                 damage = await asyncio.to_thread(first_damage, path)
             except FileNotFoundError:
                 continue
             if damage is not None:
                 log.error("merged-log file %s is damaged (%s): mending it", path.name, damage)
-                await self._mend(file, path)
+                await self._mend(file, path, checked)
 
-    async def _mend(self, file: tuple[int, int], path: Path) -> None:
+    def _still_the_one(self, file: tuple[int, int], path: Path, checked: os.stat_result) -> bool:
+        """Whether ``path`` is still the sealed file found damaged: not collected, not
+        replaced, not become the file being written (a catch-up may rewrite the log)."""
+        try:
+            now = path.stat()
+        except FileNotFoundError:
+            return False
+        same = (now.st_ino, now.st_dev, now.st_size) == (
+            checked.st_ino,
+            checked.st_dev,
+            checked.st_size,
+        )
+        return same and list_log_files(self.directory)[-1] != file
+
+    async def _mend(self, file: tuple[int, int], path: Path, checked: os.stat_result) -> None:
         start = file_start(*file)
         for name, channel in self._peers():
             spare = path.with_name(path.name + ".mend")
@@ -111,9 +135,9 @@ class Scrubber:
                 if damage is not None:
                     raise ValueError(f"its copy is not whole either: {damage}")
                 async with self._lock:
-                    if not path.exists() or path.stat().st_size == 0:
-                        return  # collected meanwhile: nothing to mend
-                    os.chmod(spare, path.stat().st_mode)
+                    if self._busy() or not self._still_the_one(file, path, checked):
+                        return  # collected or rewritten meanwhile: nothing to mend
+                    os.chmod(spare, checked.st_mode)
                     os.replace(spare, path)
                     fsync_directory(self.directory)
                 self.repaired += 1

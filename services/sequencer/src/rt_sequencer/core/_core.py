@@ -27,7 +27,9 @@ What it decides:
   no node can apply (``EntryError``: undecodable, a bad name, a range that does not
   continue the merge) is skipped on every node alike and reported
   (:class:`EntryRefused`); one whose input this node cannot read now waits, tried again
-  every ``apply_retry`` (:class:`ApplyStalled`); the others go on without this node.
+  every ``apply_retry`` (:class:`ApplyStalled`), and after ``apply_stall_limit`` the
+  node stops (``fatal``): its restart opens its files afresh, and while it is down
+  another node leads.
 - **Backup path**: a stream a peer holds more of, whose push has been quiet for
   ``push_quiet``, is fetched.
 - **Checkpoints** every ``checkpoint_interval`` when the merge moved; each saved
@@ -63,7 +65,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..raft import Accepted, Entry, Role
-from ._errors import EntryError, HalfAppliedError, InputError
+from ._errors import EntryError, HalfAppliedError, InputError, MergeError
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -106,8 +108,11 @@ class Timing:
     gossip_to_leader: float = 0.002
     gossip_to_followers: float = 0.05
     gossip_keepalive: float = 1.0
-    #: An entry whose input this node could not read is tried again this often.
+    #: An entry whose input this node could not read is tried again this often,
     apply_retry: float = 1.0
+    #: and for this long at most: then the node stops (``SequencerCore.fatal``) rather
+    #: than hold up the merge as a leader, or lag for good as a follower.
+    apply_stall_limit: float = 30.0
     #: Raft's snapshot follows a checkpoint at most this often (or once ``compaction_keep``
     #: entries were applied since): each costs two fsyncs in Raft's driver.
     snapshot_interval: float = 5.0
@@ -156,10 +161,11 @@ class SequencerCore:
         self._pending: deque[tuple[int, list[Range] | Prune | EntryError]] = deque()
         self._apply_after = -math.inf  # an entry whose input could not be read waits
         self._stalled = ""  # why, as last reported
+        self._stalled_since: float | None = None
         self.refused_entries = 0  #: entries skipped as every node skips them
-        #: set when the merge cannot go on in this process (a HalfAppliedError): the
-        #: driver must stop it without a checkpoint
-        self.fatal: HalfAppliedError | None = None
+        #: set when the merge cannot go on in this process (a HalfAppliedError, or an
+        #: InputError past ``apply_stall_limit``): the driver stops it without a checkpoint
+        self.fatal: MergeError | None = None
         self._installing: Checkpoint | None = None
         self._saving = False
         self._next_checkpoint = now + self.timing.checkpoint_interval
@@ -205,8 +211,8 @@ class SequencerCore:
 
     def checkpoint(self) -> Checkpoint | None:
         """The merge state now, for a last checkpoint at shutdown (None while a snapshot
-        install owns the merged log, or after an entry reached it only in part)."""
-        if self._installing is not None or self.merger.half_applied is not None:
+        install owns the merged log, or once the merge cannot go on: ``fatal``)."""
+        if self._installing is not None or self.fatal is not None:
             return None
         return self.merger.checkpoint()
 
@@ -446,6 +452,10 @@ class SequencerCore:
                 break
             except InputError as exc:
                 self._apply_after = self.now + self.timing.apply_retry
+                if self._stalled_since is None:
+                    self._stalled_since = self.now
+                elif self.now - self._stalled_since >= self.timing.apply_stall_limit:
+                    self.fatal = exc
                 if str(exc) != self._stalled:
                     self._stalled = str(exc)
                     self._emit(ApplyStalled(index, str(exc)))
@@ -453,7 +463,7 @@ class SequencerCore:
             pending.popleft()
             applied = True
         if applied:
-            self._stalled = ""
+            self._stalled, self._stalled_since = "", None
             self._emit(PublishOut())
             self._maybe_propose()
 

@@ -7,7 +7,9 @@
     │   │                   out of order, a bug: the node stops)
     │   ├── EntryError      every node refuses it alike (undecodable, a bad name, a
     │   │                   range that does not continue the merge): skipped
-    │   ├── InputError      this node cannot read the input it names: it waits
+    │   ├── InputError      this node cannot read the input it names, or its merged
+    │   │                   log took none of it: it waits (and stops the process if
+    │   │                   that lasts ``Timing.apply_stall_limit``)
     │   └── HalfAppliedError  the merged log failed in the middle of an entry: the
     │                       process must restart from its last checkpoint
     └── CheckpointError     a checkpoint that cannot be decoded (torn, garbage)
@@ -39,8 +41,10 @@ class EntryError(MergeError):
 
 
 class InputError(MergeError):
-    """This node's input copy cannot be read where an entry needs it (a file it cannot
-    open now, damaged bytes): the entry waits here; the other nodes go on."""
+    """This node cannot apply an entry now, with nothing of it applied: its input copy
+    cannot be read there (a file it cannot open now, damaged bytes) or its merged log
+    took none of it. The entry waits here; a node that stays stuck stops, so that a
+    restart opens its files afresh and leadership moves to a node that can merge."""
 
 
 class HalfAppliedError(MergeError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from rtcommon.log import scan
+from rtcommon.log import LogError, scan
 from rtcommon.streams import is_dedup_topic, is_stream_name
 
 from ._errors import EntryError, HalfAppliedError, InputError, MergeError
@@ -154,7 +154,7 @@ class Merger:
             stream, topic = item.stream, topics[item.stream]
             try:
                 data = list(self.inputs.read(stream, item.start, item.end))
-            except (MergeError, OSError) as exc:
+            except (MergeError, OSError, LogError) as exc:
                 raise InputError(
                     f"entry {index}: the input copy of {stream} cannot be read"
                     f" in [{item.start}, {item.end}): {exc}"
@@ -171,11 +171,14 @@ class Merger:
             ends[stream] = item.end
         # Every check passed: only the sink can fail now, and if it does part way the
         # merge state no longer matches the merged log.
+        start = self.out.position
         try:
             for run in runs:
                 self.out.append(run)
                 self.bytes_merged += len(run)
         except Exception as exc:
+            if self.out.position == start:  # nothing taken: the entry waits, whole
+                raise InputError(f"entry {index}: the merged log took none of it: {exc}") from exc
             self.half_applied = index
             raise HalfAppliedError(
                 f"entry {index} reached the merged log only in part: {exc}"
