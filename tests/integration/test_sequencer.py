@@ -682,6 +682,36 @@ def test_a_rotten_byte_in_a_sealed_merged_file_is_mended_from_a_peer(nodes, tmp_
     assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
 
 
+def test_a_stream_belongs_to_the_log_that_first_pushed_it(nodes, tmp_path):
+    """Issue 14 #5 for internal publishers: a second publisher's log pushing under the
+    same stream name (two hosts of one name, a folder copied by hand) is refused with
+    PERMISSION_DENIED before any of its bytes is taken; the first goes on."""
+    cluster = nodes(1)
+    with rt.Publisher(cluster.spec, "feed", log_dir=tmp_path / "a", publisher_id="dup") as first:
+        first.publish(b"one")
+        first.flush(30)
+        owner = (first.directory / ".owner").read_text().strip()
+        stream = first.stream
+
+        async def impostor() -> None:
+            async with grpc.aio.insecure_channel(cluster.spec.nodes[0].push) as channel:
+                call = push_pb2_grpc.PushStub(channel).Push()
+                opening = push_pb2.PushOpen(stream=stream, topic="feed", owner="f" * 32)
+                await call.write(push_pb2.PushRequest(open=opening))
+                await call.read()
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(asyncio.wait_for(impostor(), 30))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "another publisher's log" in refused.value.details()
+        assert str(tmp_path) not in refused.value.details()
+        first.publish(b"two")
+        first.flush(30)
+    copy = Path(cluster.spec.nodes[0].data) / "s/in" / stream
+    assert (copy / ".owner").read_text().strip() == owner
+    cluster.wait_merged(2)
+
+
 def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp_path):
     """Issue 14 #1 and #2 on a cluster without TLS between nodes: gossip naming ``..``
     is refused, and gossip in both followers' names claiming 10**18 bytes of a real

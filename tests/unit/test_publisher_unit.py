@@ -413,3 +413,12 @@ def test_on_a_full_disk_publish_either_takes_a_message_or_says_it_did_not(small_
     (small_disk / "filler").unlink()
     publisher.close()
     assert [r.id for r in read_log(small_disk / "log")] == taken
+
+
+def test_a_log_folder_s_owner_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    from rtcommon.streams import OWNER_FILE, log_owner
+
+    first = log_owner(tmp_path)
+    assert len(first) == 32 and log_owner(tmp_path) == first
+    assert (tmp_path / OWNER_FILE).read_text().strip() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OWNER_FILE]  # no spare left

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 from rtcommon.errors import RTError
-from rtcommon.log import write_file_atomically
+from rtcommon.log import fsync_directory, write_file_atomically
 
 MAX_STREAM_NAME = 200
 DEDUP_SUFFIX = ".dedup"
@@ -25,6 +26,10 @@ DEDUP_SUFFIX = ".dedup"
 EXTERNAL_PREFIX = "_"
 #: The file in a publisher's log directory (and in a node's input copy) naming its topic.
 TOPIC_FILE = ".topic"
+#: The file in a publisher's log directory (and in a node's input copy) naming the log
+#: the stream is: a random id made with the directory. A node refuses a push of the same
+#: stream name from another log (two hosts of one name, a folder copied by hand).
+OWNER_FILE = ".owner"
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
@@ -80,3 +85,35 @@ def write_topic(directory: str | os.PathLike[str], topic: str) -> None:
     """Record ``topic`` in ``directory``, durably, unless it is recorded already."""
     if read_topic(directory) != check_topic(topic):
         write_file_atomically(Path(directory, TOPIC_FILE), topic.encode() + b"\n")
+
+
+def read_owner(directory: str | os.PathLike[str]) -> str | None:
+    """The owner id recorded in ``directory``, or None if none is."""
+    try:
+        text = Path(directory, OWNER_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def log_owner(directory: str | os.PathLike[str]) -> str:
+    """The owner id of the publisher's log in ``directory``, made (durably, once) if it
+    has none: every replicator of the directory sends the same."""
+    owner = read_owner(directory)
+    if owner is None:
+        owner = secrets.token_hex(16)
+        spare = Path(directory, f"{OWNER_FILE}.{owner}")
+        write_file_atomically(spare, owner.encode() + b"\n")
+        try:
+            os.link(spare, Path(directory, OWNER_FILE))  # the first one made wins
+        except FileExistsError:
+            owner = read_owner(directory) or owner
+        finally:
+            spare.unlink(missing_ok=True)
+            fsync_directory(Path(directory))
+    return owner
+
+
+def write_owner(directory: str | os.PathLike[str], owner: str) -> None:
+    """Record ``owner`` in a node's input copy ``directory``, durably."""
+    write_file_atomically(Path(directory, OWNER_FILE), owner.encode() + b"\n")

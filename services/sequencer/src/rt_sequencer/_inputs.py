@@ -10,7 +10,8 @@ gossip and the applier wait on that.
 
 Each input copy also keeps its stream's topic (``.topic`` beside the log files), as
 the publisher first declared it: deduplication is per topic, and a stream never
-changes topic.
+changes topic; and the id of the publisher's log it belongs to (``.owner``): a push of
+the same name from another log is refused.
 
 Once every node is done with a stream's bytes before a position (the merge core's
 ``Archive``), the copy's whole files before it are deleted
@@ -36,18 +37,30 @@ from rtcommon.log import (
     files_before,
     fsync_directory,
 )
-from rtcommon.streams import check_stream_name, check_topic, is_stream_name, read_topic, write_topic
+from rtcommon.streams import (
+    check_stream_name,
+    check_topic,
+    is_stream_name,
+    read_owner,
+    read_topic,
+    write_owner,
+    write_topic,
+)
 
 from ._metrics import FSYNC_SECONDS
 from ._signal import Signal
 
-__all__ = ["InputStore", "InputStream", "TopicConflictError"]
+__all__ = ["InputStore", "InputStream", "OwnerConflictError", "TopicConflictError"]
 
 log = logging.getLogger(__name__)
 
 
 class TopicConflictError(ValueError):
     """A stream opened with another topic than the one it has."""
+
+
+class OwnerConflictError(ValueError):
+    """A stream pushed from another publisher's log than the one it belongs to."""
 
 
 class InputStream:
@@ -62,6 +75,8 @@ class InputStream:
         #: None until a push or a fetch names it (a copy whose topic file never made it
         #: to disk is neither gossiped nor proposed until then: topics are never guessed).
         self.topic: str | None = read_topic(self.directory)
+        #: the id of the publisher's log this stream belongs to (None: not known yet)
+        self.owner: str | None = read_owner(self.directory)
         if topic is not None:
             self.claim_topic(topic)
         self._store = store
@@ -89,6 +104,20 @@ class InputStream:
                 f"stream {self.name} publishes on topic {self.topic!r}, not {topic!r}: a"
                 " publisher on another topic needs its own log directory"
             )
+
+    def claim_owner(self, owner: str) -> None:
+        """Record ``owner`` as the log this stream belongs to; refuse another one. An
+        empty ``owner`` (a client that sends none) is not checked."""
+        if not owner or owner == self.owner:
+            return
+        if self.owner is not None:
+            raise OwnerConflictError(
+                f"stream {self.name} belongs to another publisher's log: a second publisher"
+                " (another host of the same name, or a log folder copied) pushes under its"
+                " name; give each publisher its own log folder or publisher id"
+            )
+        write_owner(self.directory, owner)
+        self.owner = owner
 
     def write(self, chunk: Chunk) -> None:
         """Add a chunk (from a push or a fetch); it becomes held at the next group sync."""

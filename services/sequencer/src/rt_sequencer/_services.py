@@ -54,7 +54,7 @@ from rtproto.v1 import (
 from ._clients import Client, Clients
 from ._external import AccessRefused, ExternalAccess
 from ._files import MergedLog
-from ._inputs import InputStore, TopicConflictError
+from ._inputs import InputStore, OwnerConflictError, TopicConflictError
 from ._peers import decode_message
 from ._signal import Signal
 from ._tracing import TracedBatches
@@ -277,6 +277,10 @@ class PushService(push_pb2_grpc.PushServicer):
             )
         try:
             stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
+            stream.claim_owner(first.open.owner)
+        except OwnerConflictError as exc:
+            log.warning("push refused: %s", exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except StreamNameError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except TopicConflictError as exc:

@@ -34,6 +34,7 @@ from ..cluster import NodeSpec
 from ..follow import FailoverPolicy
 from ..grpcopts import CHANNEL_OPTIONS, describe_error
 from ..log import RESET, Chunk, LogEvent, LogReader, PositionError
+from ..streams import log_owner
 
 log = logging.getLogger("rtcommon.replication")
 
@@ -181,6 +182,7 @@ class PushLink:
         self._log_dir = log_dir
         self._stream = stream
         self._topic = topic
+        self._owner = ""  # the log's owner id, read (or made) at the first push
         self._publisher = publisher
         self._cluster_id = cluster_id
         self._on_reply = on_reply
@@ -220,11 +222,15 @@ class PushLink:
         session: _Session | None = None
         try:
             call = push_pb2_grpc.PushStub(channel).Push()
+            if not self._owner:
+                with contextlib.suppress(FileNotFoundError):  # no folder yet: none to own
+                    self._owner = log_owner(self._log_dir)
             opening = push_pb2.PushOpen(
                 stream=self._stream,
                 topic=self._topic,
                 publisher=self._publisher,
                 cluster=self._cluster_id,
+                owner=self._owner,
             )
             await call.write(push_pb2.PushRequest(open=opening))
             reply = await asyncio.wait_for(call.read(), self._reply_timeout)

@@ -60,6 +60,7 @@ class PushOpen(_message.Message):
     PUBLISHER_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     CLUSTER_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     """The stream's name: the publisher's log directory name, "<host or .rt.pi>.<topic>".
     A name ending in ".dedup" is deduplicated by the cluster.
@@ -78,6 +79,13 @@ class PushOpen(_message.Message):
     `id`). A node of another cluster refuses the push (FAILED_PRECONDITION): an old
     log must not feed a new cluster. Empty: not known, accepted.
     """
+    owner: _builtins.str
+    """The id of the publisher's log (made with its directory, kept in its `.owner`). A
+    stream belongs to the log whose push first named an owner for it: a push of the
+    same stream name from another log (two hosts of one name, a folder copied by hand)
+    is refused (PERMISSION_DENIED) before any byte of it is taken. Empty: not known,
+    accepted (external clients are bound by their certificate instead).
+    """
     def __init__(
         self,
         *,
@@ -85,10 +93,11 @@ class PushOpen(_message.Message):
         publisher: _builtins.str = ...,
         topic: _builtins.str = ...,
         cluster: _builtins.str = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "publisher", b"publisher", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "owner", b"owner", "publisher", b"publisher", "stream", b"stream", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
