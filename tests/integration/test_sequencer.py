@@ -682,6 +682,36 @@ def test_a_rotten_byte_in_a_sealed_merged_file_is_mended_from_a_peer(nodes, tmp_
     assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
 
 
+def test_a_subscriber_leaves_a_node_that_stopped_answering(nodes, tmp_path):
+    """Issue 14: a subscriber on a node that stops (SIGSTOP: its connections stay open,
+    nothing comes) waited for good. Nodes send a heartbeat every idle second; from a
+    node silent for five (SILENT_AFTER) the subscriber goes to another."""
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    write_publisher_log(directory, "a", range(1, 101))
+    push_to(cluster, [0, 1, 2], "a.feed", directory)
+    got: list[int] = []
+    subscriber = rt.Subscriber(
+        cluster.spec, log_dir=tmp_path / "sub", node=0, on_message=lambda m, p: got.append(m.id)
+    )
+    with subscriber:
+        deadline = time.monotonic() + 30
+        while len(got) < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        cluster.procs[0].send_signal(signal.SIGSTOP)
+        try:
+            write_publisher_log(directory, "a", range(101, 201))
+            push_to(cluster, [1, 2], "a.feed", directory)
+            stopped = time.monotonic()
+            while len(got) < 200:
+                assert time.monotonic() - stopped < 10, f"{len(got)} delivered"
+                time.sleep(0.1)
+        finally:
+            cluster.procs[0].send_signal(signal.SIGCONT)
+    assert got == list(range(1, 201))
+
+
 def test_a_stream_belongs_to_the_log_that_first_pushed_it(nodes, tmp_path):
     """Issue 14 #5 for internal publishers: a second publisher's log pushing under the
     same stream name (two hosts of one name, a folder copied by hand) is refused with

@@ -76,3 +76,40 @@ def test_a_fatal_break_stops_following() -> None:
 
     with pytest.raises(RuntimeError, match="give up"):
         asyncio.run(follow(FailoverPolicy(2), stream, lambda _: True, on_break=fatal))
+
+
+def test_a_silent_node_is_left_for_the_next() -> None:
+    """Node 0 sends one chunk, then nothing (stopped, its connection open): with
+    ``silence`` the loop leaves it (StreamSilent) and node 1 serves the rest."""
+    copy: list[int] = []
+    breaks: list[tuple[int, str]] = []
+
+    async def stream(node: int):
+        start = len(copy)
+        if node == 0:
+            yield start
+            await asyncio.sleep(3600)  # silent
+        for item in range(start, 5):
+            yield item
+
+    def write(item: int) -> bool:
+        copy.append(item)
+        return True
+
+    asyncio.run(
+        asyncio.wait_for(
+            follow(
+                FailoverPolicy(2),
+                stream,
+                write,
+                done=lambda: len(copy) == 5,
+                on_break=lambda node, error, progressed, delay: breaks.append(
+                    (node, type(error).__name__)
+                ),
+                silence=0.2,
+            ),
+            10,
+        )
+    )
+    assert copy == [0, 1, 2, 3, 4]
+    assert breaks == [(0, "StreamSilent")]

@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 
 from rtcommon.cluster import NodeSpec
-from rtcommon.follow import FailoverPolicy, cancelling, follow
+from rtcommon.follow import SILENT_AFTER, FailoverPolicy, cancelling, follow
 from rtcommon.grpcopts import CHANNEL_OPTIONS, describe_error
 from rtcommon.log import (
     Chunk,
@@ -55,6 +55,7 @@ log = logging.getLogger("rt.subscriber")
 
 #: Upper bound asked of the node for one chunk: large chunks keep gRPC's per-message cost low.
 PULL_CHUNK_BYTES = 1 << 20
+
 #: The copy is a cache of the cluster (a lost tail is pulled again), so it is not synced per
 #: chunk: only when a file is sealed, and at most this long after a write.
 SYNC_INTERVAL = 1.0
@@ -100,7 +101,13 @@ class Replication:
         return self.nodes[self.failover.node]
 
     async def run(self) -> None:
-        await follow(self.failover, self._pull_from, self.write, on_break=self._on_break)
+        await follow(
+            self.failover,
+            self._pull_from,
+            self.write,
+            on_break=self._on_break,
+            silence=SILENT_AFTER,
+        )
 
     def close(self) -> None:
         mirror, self.mirror = self.mirror, None

@@ -19,13 +19,21 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["FailoverPolicy", "StreamEnded", "cancelling", "follow"]
+__all__ = ["SILENT_AFTER", "FailoverPolicy", "StreamEnded", "StreamSilent", "cancelling", "follow"]
+
+#: A node's Pull stream carries a heartbeat every idle second: one silent this long is
+#: from a node stopped or stuck (its connection may stay open for good).
+SILENT_AFTER = 5.0
 
 Chunk = TypeVar("Chunk")
 
 
 class StreamEnded(Exception):
     """A node ended a stream that should have gone on."""
+
+
+class StreamSilent(Exception):
+    """A node sent nothing for longer than its heartbeats allow: stopped, or stuck."""
 
 
 class FailoverPolicy:
@@ -66,20 +74,29 @@ async def follow(
     done: Callable[[], bool] = lambda: False,
     on_break: Callable[[int, BaseException, bool, float], None] = lambda *_: None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    silence: float | None = None,
 ) -> None:
     """Follow a log: stream from ``policy.node`` (``open_stream(node)``), hand each chunk
     to ``write`` (which returns whether it added anything), until ``done()``.
 
-    When a stream breaks (an error, or its end: :class:`StreamEnded`), the policy moves
-    on and ``on_break(node, error, progressed, delay)`` is told; it may raise to stop
-    following (a fatal error), else the loop waits ``delay`` and goes on. Leaving a
-    stream early closes it (``open_stream`` should cancel its call in a ``finally``)."""
+    When a stream breaks (an error, its end: :class:`StreamEnded`, or, with ``silence``,
+    no chunk for that many seconds: :class:`StreamSilent`; a node sends heartbeats when
+    idle, so only a stopped or stuck one is silent), the policy moves on and
+    ``on_break(node, error, progressed, delay)`` is told; it may raise to stop following
+    (a fatal error), else the loop waits ``delay`` and goes on. Leaving a stream early
+    closes it (``open_stream`` should cancel its call in a ``finally``)."""
     while not done():
         node = policy.node
         progressed = False
         try:
             async with contextlib.aclosing(open_stream(node)) as chunks:  # type: ignore[type-var]
-                async for chunk in chunks:
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(anext(chunks), silence)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise StreamSilent(f"node {node} sent nothing for {silence:g} s") from None
                     progressed = write(chunk) or progressed
                     if done():
                         return

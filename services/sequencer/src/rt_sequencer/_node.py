@@ -36,7 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from rtcommon import env
 from rtcommon.admin import node_status
 from rtcommon.cluster import ClusterSpec, claim_for_cluster, quorum
-from rtcommon.follow import FailoverPolicy, cancelling, follow
+from rtcommon.follow import SILENT_AFTER, FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     SEAL_SIZE,
     Chunk,
@@ -899,6 +899,7 @@ class Node:
                         write,
                         done=lambda: (mirror.end or 0) >= target,
                         on_break=on_break,
+                        silence=SILENT_AFTER,
                     )
                 except CollectedPastTargetError:
                     return False
