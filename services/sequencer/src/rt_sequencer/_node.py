@@ -55,6 +55,7 @@ from rtproto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,
+    peer_pb2,
     peer_pb2_grpc,
     publisher_pb2_grpc,
     pull_pb2,
@@ -260,6 +261,7 @@ class Node:
             lambda: [(link.peer.name, link.channel) for link in self.links.values()],
             self._scrub_interval,
             self._pruning,
+            session=lambda: self.session,
             busy=lambda: self.core.installing,
         )
         server = await self._serve()
@@ -841,6 +843,10 @@ class Node:
             return
         await asyncio.sleep(1.0)
         self._storage_queue.put_nowait(action)
+
+    async def file_digest(self, position: int) -> peer_pb2.FileDigestReply:
+        """The digest of a sealed merged-log file, for a peer's scrubber (Peer.FileDigest)."""
+        return await self.scrubber.digest(position)
 
     def stored_snapshot(self) -> tuple[int, bytes]:
         """Raft's stored snapshot (the Peer service's Snapshot): its index and data."""

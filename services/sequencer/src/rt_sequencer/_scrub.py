@@ -4,10 +4,12 @@ A byte that rots in a sealed file of ``s/out`` is not noticed by the writer, whi
 never reads it back, and subscribers reading it only fail over (issue 14 #10). Every
 ``RT_SCRUB_INTERVAL`` seconds (an hour) the node reads each sealed file not collected
 (files of no size are collected or emptied by a hard reset) and checks
-it is whole records, each with its CRC32C, ending in its seal: merged logs are
-byte-identical on every node, so those checks are the digest. A file that fails is
-replaced by a peer's copy of the same file (pulled from its start, checked the same way
-before it takes the damaged file's place). Readers holding the damaged file open go on
+it is whole records, each with its CRC32C, ending in its seal, and asks its peers for
+their digest of the same file (``Peer.FileDigest``: CRC32C of the file's bytes, worked
+out once per file): merged logs are byte-identical on every node, so a file that fails
+its check, or differs from the copies two peers agree on, is replaced by a peer's copy
+of the same file (pulled from its start, checked the same way before it takes the
+file's place). Readers holding the damaged file open go on
 reading it, and fail over as they did; the next ones read the mended file.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from crc32c import crc32c
 
 from rtcommon.log import (
     NEED_DATA,
@@ -31,41 +34,53 @@ from rtcommon.log import (
     file_start,
     fsync_directory,
     list_log_files,
+    split_position,
 )
-from rtproto.v1 import pull_pb2, pull_pb2_grpc
+from rtproto.v1 import peer_pb2, peer_pb2_grpc, pull_pb2, pull_pb2_grpc
 
-__all__ = ["Scrubber", "first_damage"]
+__all__ = ["Scrubber", "check_file", "first_damage"]
 
 log = logging.getLogger(__name__)
 
 _READ = 4 << 20
 
 
-def first_damage(path: Path) -> str | None:
+def check_file(path: Path) -> tuple[str | None, int]:
     """Why the sealed log file at ``path`` is not whole valid records ending in its seal
-    (None: it is)."""
+    (None: it is), and the CRC32C of its bytes."""
     decoder = RecordDecoder(0)
+    digest = 0
     with open(path, "rb") as file:
         while True:
             data = file.read(_READ)
             if data:
                 decoder.feed(data)
+                digest = crc32c(data, digest)
             _, _, outcome = decoder.next_chunk()
             if outcome == SEALED:
+                while data:  # the bytes after the seal count in the digest too
+                    data = file.read(_READ)
+                    digest = crc32c(data, digest)
                 end = decoder.position + len(SEAL_TRAILER)
                 size = os.fstat(file.fileno()).st_size
-                return None if end == size else f"{size - end} bytes after its seal"
+                return (None if end == size else f"{size - end} bytes after its seal"), digest
             if outcome != NEED_DATA:
-                return f"{outcome} at offset {decoder.position}"
+                return f"{outcome} at offset {decoder.position}", digest
             if not data:
-                return f"it ends at offset {decoder.position} without its seal"
+                return f"it ends at offset {decoder.position} without its seal", digest
+
+
+def first_damage(path: Path) -> str | None:
+    """Why the sealed log file at ``path`` is not whole (None: it is)."""
+    return check_file(path)[0]
 
 
 class Scrubber:
-    """Checks ``directory``'s sealed files every ``interval`` seconds; mends a damaged one
-    from the first of ``peers`` (gRPC channels to their Pull service) that has it whole.
-    ``lock`` is held while a file is replaced (the node's collection of files takes it
-    too)."""
+    """Checks ``directory``'s sealed files every ``interval`` seconds, and compares each
+    one's digest with the peers'; mends a damaged file, or one that differs from what
+    its peers agree on, from a peer's copy. ``peers`` gives ``(name, channel)`` of each
+    peer (its Pull and Peer services), ``session`` the merged log's session. ``lock`` is
+    held while a file is replaced (the node's collection of files takes it too)."""
 
     def __init__(
         self,
@@ -73,16 +88,21 @@ class Scrubber:
         peers: Callable[[], list[tuple[str, grpc.aio.Channel]]],
         interval: float,
         lock: asyncio.Lock,
+        session: Callable[[], int],
         busy: Callable[[], bool] = lambda: False,
     ) -> None:
         """``busy``: the node's merged log is being rebuilt (a snapshot install): no
-        pass then."""
+        pass then, and no digest served."""
         self.directory = directory
         self._peers = peers
         self.interval = interval
         self._lock = lock
+        self._session = session
         self._busy = busy
         self.repaired = 0  #: files replaced by a peer's copy since the node started
+        # file name -> (what identified the file when checked, its damage, its digest)
+        self._checked: dict[str, tuple[tuple[int, ...], str | None, int]] = {}
+        self._warned: set[str] = set()
 
     async def run(self) -> None:
         for leftover in self.directory.glob("log.*.mend"):  # a mend cut short by a crash
@@ -97,22 +117,79 @@ class Scrubber:
                 log.error("checking the merged log's files: %s", exc)
 
     async def scrub_once(self) -> None:
-        """Check every sealed file (the newest is being written: not that one)."""
+        """Check every sealed file (the newest is being written: not that one), read
+        afresh, then against the peers' digests."""
         for file in list_log_files(self.directory)[:-1]:
             path = self.directory / file_name(*file)
             try:
                 checked = path.stat()
                 if checked.st_size == 0:
                     continue  # collected, or emptied by a hard reset
-                damage = await asyncio.to_thread(first_damage, path)
+                damage, digest = await self._check(path, checked, afresh=True)
             except FileNotFoundError:
                 continue
             if damage is not None:
                 log.error("merged-log file %s is damaged (%s): mending it", path.name, damage)
-                await self._mend(file, path, checked)
+                await self._mend(file, path, checked, None)
+                continue
+            agreed = await self._peers_digest(file)
+            if agreed is not None and agreed != (checked.st_size, digest):
+                log.error(
+                    "merged-log file %s differs from its peers' copies: mending it", path.name
+                )
+                await self._mend(file, path, checked, agreed)
+
+    async def digest(self, position: int) -> peer_pb2.FileDigestReply:
+        """The digest of the sealed file starting at ``position``, for a peer (computed
+        once per file, unless the file changed)."""
+        file = split_position(position)[:2]
+        files = list_log_files(self.directory)
+        if self._busy() or file not in files[:-1]:
+            return peer_pb2.FileDigestReply(held=False)
+        path = self.directory / file_name(*file)
+        try:
+            checked = path.stat()
+            if checked.st_size == 0:
+                return peer_pb2.FileDigestReply(held=False)
+            damage, digest = await self._check(path, checked, afresh=False)
+        except FileNotFoundError:
+            return peer_pb2.FileDigestReply(held=False)
+        if damage is not None:
+            return peer_pb2.FileDigestReply(held=False)
+        return peer_pb2.FileDigestReply(held=True, size=checked.st_size, crc32c=digest)
+
+    async def _check(
+        self, path: Path, checked: os.stat_result, *, afresh: bool
+    ) -> tuple[str | None, int]:
+        key = (checked.st_ino, checked.st_dev, checked.st_size, checked.st_mtime_ns)
+        known = self._checked.get(path.name)
+        if afresh or known is None or known[0] != key:
+            damage, digest = await asyncio.to_thread(check_file, path)
+            known = self._checked[path.name] = (key, damage, digest)
+        return known[1], known[2]
+
+    async def _peers_digest(self, file: tuple[int, int]) -> tuple[int, int] | None:
+        """``(size, digest)`` of ``file`` that every peer holding it agrees on, if at
+        least two do (one peer against this node cannot tell which is right)."""
+        request = peer_pb2.FileDigestRequest(session=self._session(), position=file_start(*file))
+        seen = []
+        for name, channel in self._peers():
+            try:
+                reply = await peer_pb2_grpc.PeerStub(channel).FileDigest(request, timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("digest of %s from %s: %s", file_name(*file), name, exc)
+                continue
+            if reply.held:
+                seen.append((reply.size, reply.crc32c))
+        if len(seen) >= 2 and len(set(seen)) == 1:
+            return seen[0]
+        if len(set(seen)) > 1 and file_name(*file) not in self._warned:
+            self._warned.add(file_name(*file))
+            log.warning("the peers' copies of %s differ from each other", file_name(*file))
+        return None
 
     def _still_the_one(self, file: tuple[int, int], path: Path, checked: os.stat_result) -> bool:
-        """Whether ``path`` is still the sealed file found damaged: not collected, not
+        """Whether ``path`` is still the sealed file found wrong: not collected, not
         replaced, not become the file being written (a catch-up may rewrite the log)."""
         try:
             now = path.stat()
@@ -125,21 +202,32 @@ class Scrubber:
         )
         return same and list_log_files(self.directory)[-1] != file
 
-    async def _mend(self, file: tuple[int, int], path: Path, checked: os.stat_result) -> None:
+    async def _mend(
+        self,
+        file: tuple[int, int],
+        path: Path,
+        checked: os.stat_result,
+        agreed: tuple[int, int] | None,
+    ) -> None:
+        """Replace ``path`` by a peer's copy that is whole (and, with ``agreed``, has
+        that size and digest)."""
         start = file_start(*file)
         for name, channel in self._peers():
             spare = path.with_name(path.name + ".mend")
             try:
                 await self._copy_from(channel, start, spare)
-                damage = await asyncio.to_thread(first_damage, spare)
+                damage, digest = await asyncio.to_thread(check_file, spare)
                 if damage is not None:
                     raise ValueError(f"its copy is not whole either: {damage}")
+                if agreed is not None and (spare.stat().st_size, digest) != agreed:
+                    raise ValueError("its copy is not the one the peers agree on")
                 async with self._lock:
                     if self._busy() or not self._still_the_one(file, path, checked):
                         return  # collected or rewritten meanwhile: nothing to mend
                     os.chmod(spare, checked.st_mode)
                     os.replace(spare, path)
                     fsync_directory(self.directory)
+                self._checked.pop(path.name, None)
                 self.repaired += 1
                 log.warning("merged-log file %s mended from %s", path.name, name)
                 return

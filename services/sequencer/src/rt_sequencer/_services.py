@@ -230,6 +230,8 @@ class PeerHost(Protocol):
 
     def stored_snapshot(self) -> tuple[int, bytes]: ...
 
+    async def file_digest(self, position: int) -> peer_pb2.FileDigestReply: ...
+
 
 class AdminHost(Protocol):
     """What Admin needs of the node: its status, and prunes of the merged log."""
@@ -601,6 +603,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         await self._check_session(request.session, context)
         index, data = self.node.stored_snapshot()
         return peer_pb2.SnapshotReply(index=index, data=data)
+
+    async def FileDigest(self, request, context):
+        await self._sender(context)
+        await self._check_session(request.session, context)
+        return await self.node.file_digest(request.position)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):

@@ -58,6 +58,11 @@ class PeerStub:
                 request_serializer=rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=rtproto_dot_v1_dot_peer__pb2.SnapshotReply.FromString,
                 _registered_method=True)
+        self.FileDigest = channel.unary_unary(
+                '/rtproto.v1.Peer/FileDigest',
+                request_serializer=rtproto_dot_v1_dot_peer__pb2.FileDigestRequest.SerializeToString,
+                response_deserializer=rtproto_dot_v1_dot_peer__pb2.FileDigestReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -98,6 +103,15 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FileDigest(self, request, context):
+        """The digest of one sealed file of the serving node's merged log: merged logs are
+        byte-identical, so a node whose file differs from its peers' (which agree) mends
+        it from them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +134,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.FromString,
                     response_serializer=rtproto_dot_v1_dot_peer__pb2.SnapshotReply.SerializeToString,
+            ),
+            'FileDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileDigest,
+                    request_deserializer=rtproto_dot_v1_dot_peer__pb2.FileDigestRequest.FromString,
+                    response_serializer=rtproto_dot_v1_dot_peer__pb2.FileDigestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -233,6 +252,33 @@ class Peer:
             '/rtproto.v1.Peer/Snapshot',
             rtproto_dot_v1_dot_peer__pb2.SnapshotRequest.SerializeToString,
             rtproto_dot_v1_dot_peer__pb2.SnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtproto.v1.Peer/FileDigest',
+            rtproto_dot_v1_dot_peer__pb2.FileDigestRequest.SerializeToString,
+            rtproto_dot_v1_dot_peer__pb2.FileDigestReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class PeerStub:
     snapshot install met only peers that collected past its snapshot's merged-log end
     installs this newer one instead, which this node can serve.
     """
+    FileDigest: _grpc.UnaryUnaryMultiCallable[_peer_pb2.FileDigestRequest, _peer_pb2.FileDigestReply]
+    """The digest of one sealed file of the serving node's merged log: merged logs are
+    byte-identical, so a node whose file differs from its peers' (which agree) mends
+    it from them.
+    """
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
@@ -75,6 +80,11 @@ class PeerAsyncStub(PeerStub):
     """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
     snapshot install met only peers that collected past its snapshot's merged-log end
     installs this newer one instead, which this node can serve.
+    """
+    FileDigest: _aio.UnaryUnaryMultiCallable[_peer_pb2.FileDigestRequest, _peer_pb2.FileDigestReply]  # type: ignore[assignment]
+    """The digest of one sealed file of the serving node's merged log: merged logs are
+    byte-identical, so a node whose file differs from its peers' (which agree) mends
+    it from them.
     """
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
@@ -120,6 +130,17 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
         """The serving node's stored Raft snapshot (a checkpoint of the merge): a node whose
         snapshot install met only peers that collected past its snapshot's merged-log end
         installs this newer one instead, which this node can serve.
+        """
+
+    @_abc_1.abstractmethod
+    def FileDigest(
+        self,
+        request: _peer_pb2.FileDigestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.FileDigestReply, _abc.Awaitable[_peer_pb2.FileDigestReply]]:
+        """The digest of one sealed file of the serving node's merged log: merged logs are
+        byte-identical, so a node whose file differs from its peers' (which agree) mends
+        it from them.
         """
 
 def add_PeerServicer_to_server(servicer: PeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
