@@ -268,31 +268,13 @@ class Publishing:
     """The plain publisher and the HA pair, each in a thread of its own."""
 
     def __init__(self, spec: ClusterSpec, root: Path) -> None:
+        streams = {"plain": ("feed", "plain"), "ha-a": ("ticks.dedup", "ticker")}
+        streams["ha-b"] = streams["ha-a"]
         self.publishers = {
-            "plain": rt.Publisher(
-                spec,
-                "feed",
-                log_dir=root / "pub",
-                publisher_id="plain",
-                origin="plain",
-                codec="raw",
-            ),
-            "ha-a": rt.Publisher(
-                spec,
-                "ticks.dedup",
-                log_dir=root / "pub",
-                publisher_id="ha-a",
-                origin="ticker",
-                codec="raw",
-            ),
-            "ha-b": rt.Publisher(
-                spec,
-                "ticks.dedup",
-                log_dir=root / "pub",
-                publisher_id="ha-b",
-                origin="ticker",
-                codec="raw",
-            ),
+            name: rt.Publisher(
+                spec, topic, log_dir=root / "pub", publisher_id=name, origin=origin, codec="raw"
+            )
+            for name, (topic, origin) in streams.items()
         }
         self.sent = dict.fromkeys(self.publishers, 0)
         self._stop = threading.Event()

@@ -122,6 +122,13 @@ class Nodes:
                 assert time.monotonic() < deadline, f"node {i} merged too little"
                 time.sleep(0.1)
 
+    def wait_alike(self, timeout: float = 30) -> None:
+        """Until every node's merged log ends at the same position."""
+        deadline = time.monotonic() + timeout
+        while len({self.status(i).out_position for i in self.procs}) != 1:
+            assert time.monotonic() < deadline, "the merged logs do not end alike"
+            time.sleep(0.1)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -308,10 +315,7 @@ def test_a_killed_node_restarts_and_catches_up(nodes, tmp_path):
     cluster.wait_merged(3000, nodes=[0, 1])
     cluster.start(2)
     cluster.wait_merged(3000, nodes=[2])
-    deadline = time.monotonic() + 30
-    while len({cluster.status(i).out_position for i in range(3)}) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    cluster.wait_alike()
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(2))] == list(range(1, 3001))
 
@@ -415,10 +419,7 @@ def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):
     cluster.wait_merged(750, nodes=[1, 2])
     cluster.start(0)
     cluster.wait_merged(750, nodes=[0])
-    deadline = time.monotonic() + 30
-    while len({cluster.status(i).out_position for i in range(3)}) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    cluster.wait_alike()
     assert_identical(cluster, [0, 1, 2])
 
 
@@ -578,10 +579,7 @@ def test_a_damaged_checkpoint_does_not_stop_a_node(nodes, tmp_path, monkeypatch,
     write_publisher_log(directory, "a", range(301, 401))
     push_to(cluster, [0, 1, 2], "a.feed", directory)
     cluster.wait_merged(400)
-    deadline = time.monotonic() + 30
-    while len({cluster.status(i).out_position for i in range(3)}) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    cluster.wait_alike()
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(2))] == list(range(1, 401))
     assert cluster.procs[2].poll() is None  # running, not crash-looping
@@ -645,15 +643,13 @@ def test_a_node_rebuilds_damaged_storage_from_its_peers(nodes, tmp_path, monkeyp
     write_publisher_log(directory, "a", range(201, 301))
     push_to(cluster, [0, 1, 2], "a.feed", directory)
     cluster.wait_merged(300)
-    deadline = time.monotonic() + 30
-    while len({cluster.status(i).out_position for i in range(3)}) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    cluster.wait_alike()
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(victim))] == list(range(1, 301))
     assert cluster.procs[victim].poll() is None  # running, not crash-looping
     if kind == "raft":
         assert (state / "raft.damaged").is_dir()  # kept for a post-mortem
+        deadline = time.monotonic() + 30
         while (state / "rejoining").exists():  # it votes again once caught up
             assert time.monotonic() < deadline
             time.sleep(0.1)
