@@ -113,3 +113,35 @@ def test_a_silent_node_is_left_for_the_next() -> None:
     )
     assert copy == [0, 1, 2, 3, 4]
     assert breaks == [(0, "StreamSilent")]
+
+
+def test_cancelling_a_follow_with_a_silence_limit_always_stops_it() -> None:
+    """A subscriber stops by cancelling its follow; with a wait_for around each read,
+    Python 3.11 swallowed that cancellation when a chunk arrived at the same moment (212
+    stops of 300 were lost), and the subscriber never stopped."""
+
+    async def stream(node: int):
+        i = 0
+        while True:
+            await asyncio.sleep(0)
+            i += 1
+            yield i
+
+    async def trials() -> int:
+        lost = 0
+        for trial in range(300):
+            task = asyncio.create_task(
+                follow(FailoverPolicy(1), stream, lambda item: True, silence=5.0)
+            )
+            for _ in range(trial % 17 + 1):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=0.5)
+            lost += not done
+        return lost
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would wait for lost tasks for good
+    lost = loop.run_until_complete(trials())
+    if not lost:
+        loop.close()
+    assert lost == 0

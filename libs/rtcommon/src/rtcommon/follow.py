@@ -85,27 +85,33 @@ async def follow(
     ``on_break(node, error, progressed, delay)`` is told; it may raise to stop following
     (a fatal error), else the loop waits ``delay`` and goes on. Leaving a stream early
     closes it (``open_stream`` should cancel its call in a ``finally``)."""
+    loop = asyncio.get_running_loop()
     while not done():
         node = policy.node
         progressed = False
+        # One deadline moved on by each chunk (asyncio.timeout, not a wait_for per chunk:
+        # that runs each read in a task of its own, and on Python 3.11 can swallow the
+        # cancellation of the caller that comes as a chunk arrives).
+        quiet = asyncio.timeout(None)
         try:
-            async with contextlib.aclosing(open_stream(node)) as chunks:  # type: ignore[type-var]
-                while True:
-                    try:
-                        chunk = await asyncio.wait_for(anext(chunks), silence)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise StreamSilent(f"node {node} sent nothing for {silence:g} s") from None
+            async with contextlib.aclosing(open_stream(node)) as chunks, quiet:  # type: ignore[type-var]
+                if silence is not None:
+                    quiet.reschedule(loop.time() + silence)
+                async for chunk in chunks:
                     progressed = write(chunk) or progressed
                     if done():
                         return
+                    if silence is not None:
+                        quiet.reschedule(loop.time() + silence)
             raise StreamEnded(f"node {node} ended the stream")
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            broke: BaseException = error
+            if isinstance(error, TimeoutError) and quiet.expired():
+                broke = StreamSilent(f"node {node} sent nothing for {silence:g} s")
             delay = policy.failed(progressed)
-            on_break(node, error, progressed, delay)
+            on_break(node, broke, progressed, delay)
         await sleep(delay)
 
 
