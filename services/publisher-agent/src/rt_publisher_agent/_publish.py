@@ -220,5 +220,6 @@ class _Call:
 async def _wait(event: asyncio.Event) -> None:
     """Until ``event`` is set (at most a second: a lost wake-up only delays), then clear it."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), 1.0)
+        async with asyncio.timeout(1.0):
+            await event.wait()
     event.clear()

@@ -683,7 +683,8 @@ class Node:
             # must not spin the loop that serves everything else.
             delay = max(MIN_TIMER_SLEEP, self._timer_at - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._timer_wake.wait()
             self._timer_wake.clear()
             self.core.tick(loop.time())
             self._pump()

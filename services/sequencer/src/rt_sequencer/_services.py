@@ -317,7 +317,8 @@ class PushService(push_pb2_grpc.PushServicer):
                     await asyncio.sleep(REPLY_COALESCE)
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await wake.wait()
                 wake.clear()
             error = reader.exception()
             if isinstance(error, MirrorError | PositionError):

@@ -25,9 +25,12 @@ class Signal:
         self._listeners.remove(event)
 
     async def wait_for(self, timeout: float) -> None:
-        """Wait for the next fire, or ``timeout`` seconds, whichever comes first."""
+        """Wait for the next fire, or ``timeout`` seconds, whichever comes first. (An
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 wait_for can swallow the
+        cancellation of a waiter woken at the same moment, and a task then never stops.)"""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
     def fire(self) -> None:
         self._event.set()

@@ -123,7 +123,8 @@ class Child:
             self.restart_at = time.monotonic() + delay
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self.restart_at = None
 
     async def stop(self, grace: float) -> None:
@@ -137,7 +138,8 @@ class Child:
             log.info("stopping %s (pid %d)", self.name, self.pid)
         self._signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(task), grace)
+            async with asyncio.timeout(grace):
+                await asyncio.shield(task)
         except TimeoutError:
             log.warning(
                 "%s (pid %s) still running after %.1f s: SIGKILL", self.name, self.pid, grace

@@ -233,7 +233,8 @@ class PushLink:
                 owner=self._owner,
             )
             await call.write(push_pb2.PushRequest(open=opening))
-            reply = await asyncio.wait_for(call.read(), self._reply_timeout)
+            async with asyncio.timeout(self._reply_timeout):
+                reply = await call.read()
             if reply is grpc.aio.EOF:
                 raise LinkFault("the node ended the stream without answering its opening")
             try:
@@ -311,7 +312,8 @@ class PushLink:
                 await call.done_writing()  # the node ends the call once it has it all
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), IDLE_POLL)
+                async with asyncio.timeout(IDLE_POLL):
+                    await self.wake.wait()
 
     async def _receive(self, session: _Session) -> None:
         call = session.call
@@ -427,7 +429,8 @@ class PushLink:
 
     async def _backoff(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
         if self._stopping.is_set():
             raise _Stopped
 
