@@ -6,8 +6,8 @@ two publisher processes and one subscriber process, all on this machine:
 - throughput: both publishers send ``RT_BENCH_E2E_COUNT`` 100-byte messages
   (raw codec) as fast as they can; the figure is messages delivered to the
   subscriber's callback per second, from the first publish to the last delivery;
-- latency: on a fresh cluster, one publisher at a steady 10,000 msg/s for
-  ``RT_BENCH_E2E_SECONDS``; each message carries its publish time, and the
+- latency: on a fresh cluster, one publisher at a steady ``RT_BENCH_E2E_RATE``
+  (10,000) msg/s for ``RT_BENCH_E2E_SECONDS``; each message carries its publish time, and the
   subscriber's callback records now - ts (p50, p99, p99.9, max);
 - CPU: user + system seconds of every process of the run, per process, over
   each phase (from /proc).
@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 WORKER = Path(__file__).with_name("_e2e_worker.py")
 COUNT = int(os.environ.get("RT_BENCH_E2E_COUNT", "200000"))
 SECONDS = float(os.environ.get("RT_BENCH_E2E_SECONDS", "13"))
-RATE = 10_000
+RATE = int(os.environ.get("RT_BENCH_E2E_RATE", "10000"))
 
 
 def describe(pid: int) -> str:
