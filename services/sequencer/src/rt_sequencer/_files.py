@@ -64,7 +64,7 @@ class InputFiles:
         copy = self.store.streams.get(stream)
         return copy.written if copy is not None else 0
 
-    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
+    def read(self, stream: str, start: int, end: int) -> Iterable[tuple[bytes, int]]:
         reader = self._readers.pop(stream, None)
         if reader is None or reader.position != start:
             if reader is not None:
@@ -89,7 +89,7 @@ class InputFiles:
                     if isinstance(item, LogEvent):
                         raise MergeError(f"{item.kind} in the input copy of {stream}: {item}")
                     if item.data:
-                        yield item.data
+                        yield item.data, item.records
         except BaseException:
             self._readers.pop(stream, None)
             reader.close()

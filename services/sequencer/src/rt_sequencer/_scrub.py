@@ -56,7 +56,7 @@ def check_file(path: Path) -> tuple[str | None, int]:
             if data:
                 decoder.feed(data)
                 digest = crc32c(data, digest)
-            _, _, outcome = decoder.next_chunk()
+            _, _, outcome, _ = decoder.next_chunk()
             if outcome == SEALED:
                 while data:  # the bytes after the seal count in the digest too
                     data = file.read(_READ)

@@ -102,13 +102,14 @@ class RecordDecoder:
         self._set_outcome(outcome, reason)
         return records, self._outcome
 
-    def next_chunk(self, limit: int | None = None) -> tuple[int, bytes, str | Corrupt]:
-        """``(position, bytes, outcome)``: every complete, checked record fed so far
-        (ending at or before position ``limit``, if given), as the bytes they are, with
-        no record objects made."""
+    def next_chunk(self, limit: int | None = None) -> tuple[int, bytes, str | Corrupt, int]:
+        """``(position, bytes, outcome, records)``: every complete, checked record fed so
+        far (ending at or before position ``limit``, if given), as the bytes they are,
+        with no record objects made, and how many they are."""
         start = self._offset
+        records = 0
         if self._outcome is NEED_DATA:
-            _, self._offset, outcome, reason, _ = scan(
+            _, self._offset, outcome, reason, records = scan(
                 self._buffer,
                 self._offset,
                 self._base,
@@ -117,7 +118,7 @@ class RecordDecoder:
                 verify=self._verify,
             )
             self._set_outcome(outcome, reason)
-        return self._base + start, self._buffer[start : self._offset], self._outcome
+        return self._base + start, self._buffer[start : self._offset], self._outcome, records
 
     def _set_outcome(self, outcome: str, reason: str) -> None:
         if outcome == CORRUPT:

@@ -224,7 +224,7 @@ class LogMirror:
                 break
             offset += len(data)
             decoder.feed(data)
-            _, _, outcome = decoder.next_chunk()
+            _, _, outcome, _ = decoder.next_chunk()
         self._size = split_position(decoder.position)[2]
         self.sealed = outcome is SEALED
         keep = self._size + len(SEAL_TRAILER) if self.sealed else self._size

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._decoder import NEED_DATA, SEALED, Corrupt, RecordDecoder
@@ -77,11 +77,15 @@ class LogEvent:
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Whole records of one file as bytes, from ``position``; ``sealed``: the file ends
-    after them. What a replicator ships; the seal trailer itself is never in ``data``."""
+    after them. What a replicator ships; the seal trailer itself is never in ``data``.
+    ``records``: how many records ``data`` holds, as the reader that framed them counted
+    (0 in a chunk made from bytes received, which nobody counted; not compared: two
+    chunks are equal when they hold the same bytes at the same place)."""
 
     position: int
     data: bytes
     sealed: bool = False
+    records: int = field(default=0, compare=False)
 
     @property
     def end(self) -> int:
@@ -184,8 +188,8 @@ class LogReader:
 
     def _take_chunk(self, limit: int | None) -> tuple[list[Chunk], str | Corrupt]:
         assert self._decoder is not None
-        position, data, outcome = self._decoder.next_chunk(limit)
-        return ([Chunk(position, data)] if data else []), outcome
+        position, data, outcome, records = self._decoder.next_chunk(limit)
+        return ([Chunk(position, data, records=records)] if data else []), outcome
 
     def _read(self, take, limit: int | None, *, seal_marks: bool) -> list:
         if self._start_event is not None:

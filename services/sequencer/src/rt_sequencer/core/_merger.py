@@ -38,9 +38,10 @@ class InputSource(Protocol):
     def written(self, stream: str) -> int:
         """The position before which every record of ``stream`` is here (0: none)."""
 
-    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
-        """Runs of whole records of ``stream`` covering exactly ``[start, end)``; raise
-        MergeError if they cannot be read (``end`` is at most ``written``)."""
+    def read(self, stream: str, start: int, end: int) -> Iterable[tuple[bytes, int]]:
+        """Runs of whole records of ``stream`` covering exactly ``[start, end)``, each
+        with how many records it holds (the reader framed them anyway); raise MergeError
+        if they cannot be read (``end`` is at most ``written``)."""
 
 
 class MergedSink(Protocol):
@@ -163,11 +164,11 @@ class Merger:
                 if topic not in marks:
                     marks[topic] = dict(self.watermarks.get(topic, {}))
                     drops[topic] = dict(self.dropped.get(topic, {}))
-                data = [_deduplicate(run, marks[topic], drops[topic]) for run in data]
-            for run in data:
+                data = [_deduplicate(run, marks[topic], drops[topic]) for run, _ in data]
+            for run, records in data:
                 if run:
                     runs.append(run)
-                    counts[stream] = counts.get(stream, 0) + _count(run)
+                    counts[stream] = counts.get(stream, 0) + records
             ends[stream] = item.end
         # Every check passed: only the sink can fail now, and if it does part way the
         # merge state no longer matches the merged log.
@@ -193,13 +194,11 @@ class Merger:
         self.applied_index = index
 
 
-def _count(run: bytes) -> int:
-    """The records in ``run`` (framed by their lengths: checked on arrival)."""
-    return scan(run, 0, 0, keep=False, verify=False)[4]
-
-
-def _deduplicate(data: bytes, watermarks: dict[str, int], dropped: dict[str, int]) -> bytes:
-    """``data``'s records above their origin's watermark (moving it); count the rest."""
+def _deduplicate(
+    data: bytes, watermarks: dict[str, int], dropped: dict[str, int]
+) -> tuple[bytes, int]:
+    """``data``'s records above their origin's watermark (moving it), and how many they
+    are; count the rest as dropped."""
     records, _, _, _, _ = scan(data, 0, 0, verify=False)  # checked on arrival
     kept = []
     for record in records:
@@ -209,4 +208,4 @@ def _deduplicate(data: bytes, watermarks: dict[str, int], dropped: dict[str, int
             kept.append(record.raw)
         else:
             dropped[origin] = dropped.get(origin, 0) + 1
-    return data if len(kept) == len(records) else b"".join(kept)
+    return (data if len(kept) == len(records) else b"".join(kept)), len(kept)

@@ -67,14 +67,15 @@ class MemoryInputs:
         copy = self.streams.get(stream)
         return copy.written if copy is not None else 0
 
-    def read(self, stream: str, start: int, end: int) -> Iterable[bytes]:
+    def read(self, stream: str, start: int, end: int) -> Iterable[tuple[bytes, int]]:
         copy = self.streams[stream]
         if start < copy.archived:
             what = f"{stream}: read at {start}, archived before {copy.archived}"
             if self._on_archived_read is None:
                 raise AssertionError(what)
             self._on_archived_read(what)
-        return [bytes(copy.data[start - copy.base : end - copy.base])]
+        run = bytes(copy.data[start - copy.base : end - copy.base])
+        return [(run, scan(run, 0, 0, keep=False, verify=False)[4])]
 
     def archive(self, stream: str, position: int) -> None:
         """Drop ``stream``'s bytes before ``position`` (kept in memory, but never to be
