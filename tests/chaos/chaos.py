@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import grpc
 import rt
 from rt_sequencer._peers import encode_message as encode_raft_message
 from rt_sequencer.raft import Message, MessageType
+from rtcommon import localhost
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import list_log_files, read_log
 from rtproto.v1 import (
@@ -65,6 +65,7 @@ NODES = 3
 ROLL = 256 << 10
 VOLUME = "256m"  # each node's tmpfs, when run as root
 RATE = 400  # messages per second per publisher
+PROXY_OFFSET = 100  # the proxy of link i -> j listens on base + PROXY_OFFSET + 10 i + j
 
 
 # -- the proxies -------------------------------------------------------------------------
@@ -135,24 +136,10 @@ class Proxies:
 # -- the cluster ---------------------------------------------------------------------------
 
 
-def free_base() -> int:
-    while True:
-        base = random.SystemRandom().randrange(20000, 50000, 200)
-        ports = [base + k for k in range(200)]
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in ports[::7]:
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return base
-
-
 class Cluster:
     def __init__(self, root: Path, seed: int) -> None:
         self.root = root
-        base = free_base()
+        base = localhost.find_free_base_port(span=PROXY_OFFSET + 10 * NODES)
         self.tmpfs = os.geteuid() == 0
         nodes = []
         for i in range(NODES):
@@ -184,7 +171,7 @@ class Cluster:
                 if node.id == i:
                     own.append(node)
                     continue
-                port = base + 100 + 10 * i + node.id
+                port = base + PROXY_OFFSET + 10 * i + node.id
                 links[(i, node.id)] = (port, node.peer)
                 own.append(msgspec_replace(node, peer=f"127.0.0.1:{port}"))
             ClusterSpec(name="chaos", id=self.spec.id, nodes=tuple(own), roll_size=ROLL).to_file(

@@ -39,12 +39,16 @@ class Cluster:
         self.applied: dict[int, list[bytes]] = {i: [] for i in self.peers}
         self.readies: dict[int, list[Ready]] = {i: [] for i in self.peers}
 
-    def stabilize(self) -> None:
+    def stabilize(self, alive: set[int] | None = None) -> None:
+        """Persist and deliver every Ready until none is left; with ``alive``, among
+        those nodes only (the others are down: messages to them are lost)."""
+        alive = set(self.nodes) if alive is None else alive
         busy = True
         while busy:
             busy = False
             inflight: list[Message] = []
-            for node_id, node in self.nodes.items():
+            for node_id in sorted(alive):
+                node = self.nodes[node_id]
                 while node.has_ready():
                     busy = True
                     ready = node.ready()
@@ -54,7 +58,8 @@ class Cluster:
                     self.applied[node_id].extend(e.data for e in ready.committed_entries if e.data)
                     node.advance(ready)
             for message in inflight:
-                self.nodes[message.dst].step(message)
+                if message.dst in alive:
+                    self.nodes[message.dst].step(message)
 
     def elect(self, node_id: int = 1) -> RaftNode:
         self.nodes[node_id].campaign()
@@ -307,7 +312,7 @@ def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -
     for _ in range(40):  # node 1 is down: neither of the others may win
         rejoined.tick()
         cluster.nodes[3].tick()
-        deliver_between(cluster, {2, 3})
+        cluster.stabilize(alive={2, 3})
     assert Role.LEADER not in (rejoined.role, cluster.nodes[3].role)
     assert rejoined.abstaining
     # Node 1 comes back: it wins (with node 3's vote, whose log is behind), and once
@@ -322,20 +327,3 @@ def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -
     assert not rejoined.abstaining
     assert cluster.nodes[1].role is Role.LEADER
     assert [b"acknowledged by 1 and 2"] in cluster.applied[2]
-
-
-def deliver_between(cluster: Cluster, alive: set[int]) -> None:
-    """Persist and deliver Readies among ``alive`` nodes only (the others are down)."""
-    busy = True
-    while busy:
-        busy = False
-        for node_id in alive:
-            node = cluster.nodes[node_id]
-            while node.has_ready():
-                busy = True
-                ready = node.ready()
-                cluster.storages[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
-                node.advance(ready)
-                for message in ready.messages:
-                    if message.dst in alive:
-                        cluster.nodes[message.dst].step(message)

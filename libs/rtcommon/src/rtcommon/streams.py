@@ -72,13 +72,19 @@ def check_topic(topic: str) -> str:
     return check_stream_name(topic, "topic")
 
 
-def read_topic(directory: str | os.PathLike[str]) -> str | None:
-    """The topic recorded in ``directory``, or None if none is."""
+def _read_line(directory: str | os.PathLike[str], name: str) -> str | None:
+    """The one line of ``directory``'s file ``name`` (``.topic``, ``.owner``); None if
+    there is no such file."""
     try:
-        text = Path(directory, TOPIC_FILE).read_text().strip()
+        return Path(directory, name).read_text().strip()
     except FileNotFoundError:
         return None
-    return check_topic(text)
+
+
+def read_topic(directory: str | os.PathLike[str]) -> str | None:
+    """The topic recorded in ``directory``, or None if none is."""
+    text = _read_line(directory, TOPIC_FILE)
+    return None if text is None else check_topic(text)
 
 
 def write_topic(directory: str | os.PathLike[str], topic: str) -> None:
@@ -89,11 +95,7 @@ def write_topic(directory: str | os.PathLike[str], topic: str) -> None:
 
 def read_owner(directory: str | os.PathLike[str]) -> str | None:
     """The owner id recorded in ``directory``, or None if none is."""
-    try:
-        text = Path(directory, OWNER_FILE).read_text().strip()
-    except FileNotFoundError:
-        return None
-    return text or None
+    return _read_line(directory, OWNER_FILE) or None
 
 
 def log_owner(directory: str | os.PathLike[str]) -> str:

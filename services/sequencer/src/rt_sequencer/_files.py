@@ -183,13 +183,12 @@ def merged_log_end(directory: Path) -> int:
         return mirror.end or 0
 
 
-def merged_log_holds(directory: Path, position: int) -> bool:
+def merged_log_holds(directory: Path, position: int, end: int) -> bool:
     """Whether the merged log holds whole, valid records up to ``position`` (where a
-    checkpoint says it ends). The newest file's records are checked one by one (a crash
-    or damage leaves them torn or wrong: :func:`merged_log_end`); a file before it by its
-    length only: it was sealed whole when the next began, and being cut short is what
-    its length shows."""
-    end = merged_log_end(directory)
+    checkpoint says it ends), given ``end``, what :func:`merged_log_end` found: the
+    newest file's records are checked one by one (a crash or damage leaves them torn or
+    wrong); a file before it by its length only: it was sealed whole when the next
+    began, and being cut short is what its length shows."""
     session, roll, offset = split_position(position)
     if split_position(end)[:2] <= (session, roll):
         return end >= position

@@ -197,7 +197,10 @@ class Node:
         if self.storage.initial_state().term == 0 and (damaged or holds_data(self.spec.data)):
             await self._rejoin_above_peers_terms()
         checkpoint = load_checkpoint(self.checkpoint_path)
-        if checkpoint.out_position and not merged_log_holds(self.out_dir, checkpoint.out_position):
+        out_end = merged_log_end(self.out_dir)  # its newest file read once, torn tail cut
+        if checkpoint.out_position and not merged_log_holds(
+            self.out_dir, checkpoint.out_position, out_end
+        ):
             log.error(
                 "the merged log no longer holds whole records up to the checkpoint's end (%d):"
                 " it was cut short or damaged; rebuilding it from the Raft log and the peers",
@@ -211,7 +214,9 @@ class Node:
             roll_size=self.cluster.roll_size,
             # A snapshot ahead of the checkpoint (a lost checkpoint) keeps the merged log
             # as it is: it may reach the snapshot's position without the peers.
-            position=self._out_end() if installing else out_start(checkpoint, self.session),
+            position=(out_end or file_start(self.session, 0))
+            if installing
+            else out_start(checkpoint, self.session),
         )
         self.inputs = InputStore(
             self.in_dir,
@@ -456,10 +461,6 @@ class Node:
             term,
             len(terms),
         )
-
-    def _out_end(self) -> int:
-        """The end of the whole records in the merged log (torn tails trimmed)."""
-        return merged_log_end(self.out_dir) or file_start(self.session, 0)
 
     # -- events into the core ------------------------------------------------------------
 

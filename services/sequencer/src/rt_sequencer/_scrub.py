@@ -99,7 +99,6 @@ class Scrubber:
         self._lock = lock
         self._session = session
         self._busy = busy
-        self.repaired = 0  #: files replaced by a peer's copy since the node started
         # file name -> (what identified the file when checked, its damage, its digest)
         self._checked: dict[str, tuple[tuple[int, ...], str | None, int]] = {}
         self._warned: set[str] = set()
@@ -228,7 +227,6 @@ class Scrubber:
                     os.replace(spare, path)
                     fsync_directory(self.directory)
                 self._checked.pop(path.name, None)
-                self.repaired += 1
                 log.warning("merged-log file %s mended from %s", path.name, name)
                 return
             except (grpc.aio.AioRpcError, ValueError, OSError) as exc:
@@ -253,7 +251,7 @@ class Scrubber:
                     if chunk.sealed:
                         out.write(SEAL_TRAILER)
                         out.flush()
-                        os.fsync(out.fileno())
+                        await asyncio.to_thread(os.fsync, out.fileno())  # not on the loop
                         return
             raise ValueError("its stream ended before the file did")
         finally:

@@ -386,6 +386,11 @@ class PeersOnly:
         return sender
 
 
+async def _admit(gate: PeersOnly | None, context) -> int | None:
+    """The node calling through ``gate`` (None without one); aborts for anyone else."""
+    return None if gate is None else await gate.sender(context)
+
+
 class PullService(pull_pb2_grpc.PullServicer):
     """Pull; with ``gate`` (the peer listener), for the other nodes only."""
 
@@ -394,8 +399,7 @@ class PullService(pull_pb2_grpc.PullServicer):
         self.gate = gate
 
     async def Pull(self, request, context):
-        if self.gate is not None:
-            await self.gate.sender(context)
+        await _admit(self.gate, context)
         out = self.node.out
         # Records were checked on their way in; the subscriber checks them again.
         reader = await _open_merged(
@@ -513,8 +517,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self._stream_names: set[str] = set()  # names gossip carried that were checked
 
     async def _sender(self, context) -> int | None:
-        """The node calling (None without a gate); aborts for anyone else."""
-        return None if self.gate is None else await self.gate.sender(context)
+        return await _admit(self.gate, context)
 
     async def Raft(self, request_iterator, context):
         sender = await self._sender(context)
@@ -619,18 +622,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self.gate = gate
 
     async def Status(self, request, context):
-        if self.gate is not None:
-            await self.gate.sender(context)
+        await _admit(self.gate, context)
         return self.node.status()
 
     async def Metrics(self, request, context):
-        if self.gate is not None:
-            await self.gate.sender(context)
+        await _admit(self.gate, context)
         return admin_pb2.MetricsReply(text=prometheus_text())
 
     async def Prune(self, request, context):
-        if self.gate is not None:
-            await self.gate.sender(context)
+        await _admit(self.gate, context)
         try:
             pruned = await self.node.prune(request.before, forwarded=request.forwarded)
         except PruneUnavailableError as exc:

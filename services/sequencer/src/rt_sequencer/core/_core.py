@@ -162,7 +162,6 @@ class SequencerCore:
         self._apply_after = -math.inf  # an entry whose input could not be read waits
         self._stalled = ""  # why, as last reported
         self._stalled_since: float | None = None
-        self.refused_entries = 0  #: entries skipped as every node skips them
         #: set when the merge cannot go on in this process (a HalfAppliedError, or an
         #: InputError past ``apply_stall_limit``): the driver stops it without a checkpoint
         self.fatal: MergeError | None = None
@@ -471,7 +470,6 @@ class SequencerCore:
         """Skip entry ``index``, as every node does; a leader proposes again from the
         merge state (its proposals may have counted on the entry)."""
         self.merger.skip(index)
-        self.refused_entries += 1
         self._proposed, self._outstanding = None, []
         self._emit(EntryRefused(index, str(error)))
 

@@ -42,6 +42,7 @@ from rt_sequencer.raft import (
     format_entries,
     format_message,
 )
+from rtcommon.cluster import quorum
 
 from ._base import TICK_STEPS, SimulationBase
 from ._checker import SafetyChecker, Violation
@@ -249,7 +250,7 @@ class Simulation(SimulationBase):
         if any(other.abstaining for other in self._hosts):
             return
         peers = [h for h in self._hosts if h is not host and h.node is not None]
-        if len(peers) < len(self._peers) - (len(self._peers) // 2 + 1) + 1:
+        if len(peers) < len(self._peers) - quorum(len(self._peers)) + 1:
             return
         term = max(h.node.term for h in peers if h.node is not None) + 1
         host.storage = MemoryStorage()
