@@ -22,6 +22,7 @@ from rt_sequencer.raft import (
     UnavailableError,
     UsageError,
 )
+from rt_sequencer.raft._file_storage import COMMIT_WRITE_INTERVAL
 
 
 def entries(term: int, first: int, last: int) -> list[Entry]:
@@ -78,9 +79,11 @@ def test_entries_are_limited_by_size_but_never_empty() -> None:
 
 
 def test_file_storage_round_trip(tmp_path: Path) -> None:
-    storage = FileStorage(tmp_path)
+    now = [0.0]
+    storage = FileStorage(tmp_path, clock=lambda: now[0])
     storage.save(HardState(1, 1, 0), entries(1, 1, 5))
     storage.save(HardState(2, 3, 2), entries(2, 4, 6))  # replaces 4..5
+    now[0] += COMMIT_WRITE_INTERVAL
     storage.save(HardState(2, 3, 6), [])
     storage.close()
     reopened = FileStorage(tmp_path)
@@ -104,13 +107,34 @@ def test_a_commit_only_hard_state_is_not_written_until_the_next_sync(tmp_path: P
     assert storage.initial_state() == HardState(1, 1, 5)
     with pytest.raises(UsageError):
         storage.save(None, entries(1, 6, 6), must_sync=False)
-    storage.close()
     assert FileStorage(tmp_path).initial_state() == HardState(1, 1, 2)  # lost by a crash
+    storage.close()
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 1, 5)  # written by close
     storage = FileStorage(tmp_path)
     storage.save(HardState(1, 1, 4), [], must_sync=False)
     storage.save(HardState(2, 1, 4), entries(2, 6, 6))
     storage.close()
     assert FileStorage(tmp_path).initial_state() == HardState(2, 1, 4)
+
+
+def test_a_moved_commit_alone_is_written_at_most_every_interval(tmp_path: Path) -> None:
+    """A term or vote is durable at once; a commit index that alone moved is written at
+    most every ``COMMIT_WRITE_INTERVAL`` (each write costs two fsyncs and a rename)."""
+    now = [0.0]
+    storage = FileStorage(tmp_path, clock=lambda: now[0])
+    storage.save(HardState(1, 1, 0), entries(1, 1, 5))
+    storage.save(HardState(1, 1, 3), entries(1, 6, 6))
+    assert storage.initial_state() == HardState(1, 1, 3)
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 1, 0)  # as after a crash
+    storage.save(HardState(1, 2, 4), [])  # a vote: at once
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 2, 4)
+    now[0] += COMMIT_WRITE_INTERVAL / 2
+    storage.save(HardState(1, 2, 5), [])
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 2, 4)
+    now[0] += COMMIT_WRITE_INTERVAL / 2
+    storage.save(HardState(1, 2, 6), [])
+    assert FileStorage(tmp_path).initial_state() == HardState(1, 2, 6)
+    storage.close()
 
 
 def test_file_storage_snapshot_and_compaction_survive(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 What it owns: :class:`FileStorage` and its on-disk format. The directory holds::
 
     log        append-only records; every save() appends its entries and fsyncs
-    hardstate  replaced atomically: write temp, fsync, rename, fsync the directory
+    hardstate  replaced atomically: write temp, fsync, rename, fsync the directory;
+               when the term or vote changes, and when only the commit index moved at
+               most every ``COMMIT_WRITE_INTERVAL`` (a leader tells a restarted node the
+               commit again; the stored one only bounds the torn-tail check below)
     snapshot   replaced atomically, likewise
 
 Each log record is ``<u32 crc32(body)> <u32 len(body)> body`` with
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._errors import CorruptStorageError, UsageError
@@ -45,6 +49,10 @@ _HARD_STATE_BODY = struct.Struct("<QQQ")
 _SNAPSHOT_HEAD = struct.Struct("<QQ")
 _CRC = struct.Struct("<I")
 
+#: A hard state that only moves the commit index is written at most this often (seconds):
+#: rewriting it costs two fsyncs and a rename, at every Raft round otherwise.
+COMMIT_WRITE_INTERVAL = 1.0
+
 
 def _encode_record(kind: int, term: int, index: int, data: bytes) -> bytes:
     body = _RECORD_BODY.pack(kind, term, index) + data
@@ -53,6 +61,10 @@ def _encode_record(kind: int, term: int, index: int, data: bytes) -> bytes:
 
 def _with_crc(body: bytes) -> bytes:
     return _CRC.pack(zlib.crc32(body)) + body
+
+
+def _encode_hard_state(state: HardState) -> bytes:
+    return _with_crc(_HARD_STATE_BODY.pack(state.term, state.vote, state.commit))
 
 
 def _check_crc(name: str, raw: bytes) -> bytes:
@@ -65,11 +77,16 @@ class FileStorage:
     """Storage in a directory; every ``save``, ``create_snapshot`` and ``compact`` is
     durable when it returns. Not safe for concurrent use."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
         self._memory = MemoryStorage()
+        self._clock = clock
         hard_state = self._read_hard_state()
+        self._written = hard_state  # what the hardstate file holds
+        self._written_at = clock()
         snapshot = self._read_snapshot()
         self._load_log(hard_state, snapshot)
         if hard_state.commit > self._memory.last_index():
@@ -80,6 +97,9 @@ class FileStorage:
         self._log_file = open(self._path(_LOG), "ab")  # noqa: SIM115 - lives with the storage
 
     def close(self) -> None:
+        """Close the files, writing a commit index ``save`` held back."""
+        if self._memory.initial_state() != self._written:
+            self._replace_file(_HARD_STATE, _encode_hard_state(self._memory.initial_state()))
         self._log_file.close()
 
     # -- reads ---------------------------------------------------------------------------
@@ -113,9 +133,10 @@ class FileStorage:
         must_sync: bool = True,
     ) -> None:
         """Persist a Ready's state. A Ready that need not be synced only moves the commit
-        index (Ready.must_sync): that hard state is kept in memory and written with the
-        next one that must be synced, since a leader tells a restarted node the commit
-        index again, and an unsynced rewrite could be torn by a crash."""
+        index (Ready.must_sync): that hard state is kept in memory and written with a
+        later one that must be synced, since a leader tells a restarted node the commit
+        index again, and an unsynced rewrite could be torn by a crash. A term or vote is
+        durable when this returns; a commit index within ``COMMIT_WRITE_INTERVAL``."""
         if not must_sync:
             if snapshot is not None or entries:
                 raise UsageError("only a commit-only hard state may skip the sync")
@@ -134,8 +155,13 @@ class FileStorage:
             os.fsync(self._log_file.fileno())
             self._memory.append(entries)
         if hard_state is not None:
-            body = _HARD_STATE_BODY.pack(hard_state.term, hard_state.vote, hard_state.commit)
-            self._replace_file(_HARD_STATE, _with_crc(body))
+            written, now = self._written, self._clock()
+            if (hard_state.term, hard_state.vote) != (written.term, written.vote) or (
+                hard_state.commit != written.commit
+                and now - self._written_at >= COMMIT_WRITE_INTERVAL
+            ):
+                self._replace_file(_HARD_STATE, _encode_hard_state(hard_state))
+                self._written, self._written_at = hard_state, now
             self._memory.set_hard_state(hard_state)
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
