@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2e_bench import LocalCluster  # noqa: E402
+from e2e_bench import LocalCluster
 
-from rtcommon import localhost  # noqa: E402
+from rtcommon import localhost
 
 WORKER = Path(__file__).with_name("_peers_worker.py")
 COUNT = int(os.environ.get("RT_BENCH_PEERS_COUNT", "200000"))
