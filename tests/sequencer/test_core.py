@@ -25,7 +25,7 @@ from rt_sequencer.core import (
     encode_ranges,
 )
 from rt_sequencer.nodesim._storage import MemoryInputs, MemoryOut
-from rt_sequencer.raft import Accepted, Entry, Role
+from rt_sequencer.raft import Accepted, Entry, Message, MessageType, Role
 from rtcommon.log import Codec, encode_message, file_start, scan
 
 BASE = file_start(1, 0)
@@ -112,17 +112,18 @@ def lead(core: SequencerCore, term: int = 1, last_index: int = 0) -> None:
     core.raft_changed(RaftState(role=Role.LEADER, term=term, leader=0, last_index=last_index))
 
 
-def test_a_leader_proposes_what_a_quorum_holds_with_each_streams_topic() -> None:
+def test_a_leader_proposes_what_it_holds_with_each_streams_topic() -> None:
+    """No gossip round first: the followers' appends wait for the bytes instead."""
     core, inputs, _ = new_core(proposal_spacing=0.01)
     lead(core)
     end = push(inputs, "h.feed", "feed", "o", range(1, 4))
-    core.held(0, inputs.held(), {"h.feed": "feed"})
-    assert not of_type(core.take_actions(), Propose)  # one node of three holds it
-    core.held(1, {"h.feed": end - 10}, {"h.feed": "feed"})
+    core.held(1, {"h.feed": end}, {"h.feed": "feed"})
+    assert not of_type(core.take_actions(), Propose)  # a peer's word alone proposes nothing
+    core.held(0, {"h.feed": end - 10}, {"h.feed": "feed"})
     (proposal,) = of_type(core.take_actions(), Propose)
     assert proposal.ranges == [Range("h.feed", 0, end - 10, "feed")]
     core.proposed(Accepted(1, 2, 2))
-    core.held(2, {"h.feed": end}, {})
+    core.held(0, {"h.feed": end}, {})
     assert not of_type(core.take_actions(), Propose)  # spaced
     core.tick(0.02)
     (proposal,) = of_type(core.take_actions(), Propose)
@@ -133,6 +134,40 @@ def test_a_leader_proposes_what_a_quorum_holds_with_each_streams_topic() -> None
     core.tick(0.04)
     (proposal,) = of_type(core.take_actions(), Propose)
     assert proposal.ranges == [Range("h.feed", 0, end, "feed")]
+
+
+def append(term: int, index: int, ranges: list[Range], commit: int = 0) -> Message:
+    entry = Entry(term, index, encode_ranges(ranges))
+    return Message(MessageType.APPEND, 1, 2, term, term, index - 1, [entry], commit)
+
+
+def test_a_follower_takes_an_append_once_it_holds_the_bytes_it_names() -> None:
+    core, inputs, _ = new_core(node_id=1)
+    end = push(inputs, "s", "s", "o", range(1, 4))
+    first = append(1, 1, [Range("s", 0, end - 10, "s")])
+    second = append(1, 2, [Range("s", end - 10, end, "s")])
+    heartbeat = Message(MessageType.HEARTBEAT, 1, 2, 1)
+    assert core.appends.offer(first) == []  # nothing held here yet: it waits
+    assert core.appends.offer(heartbeat) == [heartbeat]  # only appends wait
+    assert core.appends.offer(second) == []  # behind the first, in order
+    core.held(1, {"s": end - 10}, {"s": "s"})
+    assert core.appends.release() == [first]
+    core.held(1, {"s": end}, {"s": "s"})
+    assert core.appends.release() == [second]
+    # Committed already (at or below the leader's commit): a quorum held its bytes.
+    old = append(1, 3, [Range("t", 0, 99, "t")], commit=3)
+    assert core.appends.offer(old) == [old]
+
+
+def test_a_newer_leader_s_append_drops_the_stale_ones_waiting() -> None:
+    core, _, _ = new_core(node_id=1)
+    stale = append(1, 1, [Range("s", 0, 50, "s")])
+    assert core.appends.offer(stale) == []
+    newer = append(2, 1, [Range("s", 0, 50, "s")])
+    assert core.appends.offer(newer) == []
+    assert len(core.appends) == 1  # the term-1 append went: its leader is gone
+    late = append(1, 2, [Range("s", 50, 60, "s")])
+    assert core.appends.offer(late) == [late]  # passes, for Raft to refuse
 
 
 def test_a_new_leader_applies_its_log_before_proposing() -> None:

@@ -11,7 +11,15 @@ import sys
 
 import pytest
 
-from rt_sequencer.core import Checkpoint, Merger, PruneOut, RaftState, Range, SequencerCore
+from rt_sequencer.core import (
+    AppendGate,
+    Checkpoint,
+    Merger,
+    PruneOut,
+    RaftState,
+    Range,
+    SequencerCore,
+)
 from rt_sequencer.nodesim import NodeSimConfig, NodeSimulation, main, run_seeds
 from rt_sequencer.nodesim._storage import MemoryOut
 from rtcommon.log import Codec, encode_message, file_start
@@ -58,7 +66,11 @@ def test_seeds_pass_under_frequent_prunes(nodes: int) -> None:
     catch-up reads collected bytes, and the logs agree where both still hold them."""
     config = NodeSimConfig(nodes=nodes, prune_ticks=(1, 4), out_file_bytes=256)
     applied = collections = skips = newer = 0
-    for seed in range(25):
+    # Installs from a newer snapshot are rare (a few seeds in a hundred, on 3 nodes): the
+    # seeds go on, 25 at least, until one was seen.
+    for seed in range(100):
+        if seed >= 25 and (newer > 0 or nodes != 3):
+            break
         result = NodeSimulation(seed, config).run()
         assert result.ok, (seed, result.violations)
         applied += result.stats.prunes_applied
@@ -230,6 +242,15 @@ class PrunesToWhatItSynced(Merger):
         return super().prune(index, min(before, out.base + out.durable))
 
 
+class TakesAppendsBeforeHoldingTheBytes(SequencerCore):
+    """A follower acknowledges an append whatever it holds: with a leader that proposes
+    what it holds itself, an entry commits on one node's bytes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.appends = AppendGate(lambda append: True)
+
+
 @pytest.mark.parametrize(
     ("core_class", "expected"),
     [
@@ -244,6 +265,7 @@ class PrunesToWhatItSynced(Merger):
             {("merged logs", "other bytes"), ("exactly once", "with a gap")},
         ),
         (ProposesBeforeApplyingItsLog, {("entry refused", "does not continue its merge")}),
+        (TakesAppendsBeforeHoldingTheBytes, {("committed unheld", "held on disk by")}),
         (ArchivesOnAQuorumsWord, {("archived read", "archived before")}),
         (DoneBeforeDurable, {("archived read", "archived before")}),
         (core_with(ForgetsThePrunePoint), {("prune points", "(in a checkpoint)")}),
@@ -254,6 +276,7 @@ class PrunesToWhatItSynced(Merger):
         "no-dedup",
         "applies-early",
         "proposes-too-soon",
+        "acks-before-holding",
         "archives-on-a-quorum",
         "done-before-durable",
         "forgets-the-prune-point",
@@ -309,7 +332,7 @@ class CollectsPastItsSnapshot(SequencerCore):
 def test_collecting_past_the_stored_snapshot_is_caught() -> None:
     config = NodeSimConfig(prune_ticks=(1, 4), out_file_bytes=256)
     found: list[str] = []
-    for seed in range(60):
+    for seed in range(200):  # a rare path: the first seed to take it is 75 as of writing
         result = NodeSimulation(seed, config, core_class=CollectsPastItsSnapshot).run()
         found += [f"{v.kind}: {v.detail}" for v in result.violations]
         if any(

@@ -504,8 +504,10 @@ class Node:
         self._pump()
 
     def step_raft(self, message: Message) -> None:
-        """A Raft message from a peer (the Peer service's Raft)."""
-        self.driver.step(message)
+        """A Raft message from a peer (the Peer service's Raft); an append waits until
+        this node holds the bytes it names (``SequencerCore.appends``)."""
+        for ready in self.core.appends.offer(message):
+            self.driver.step(ready)
 
     def quorum_held(self, stream: str) -> int:
         """Where a quorum of nodes holds ``stream``, as far as this node knows."""
@@ -706,6 +708,8 @@ class Node:
             return
         while core.view.conflicts:
             self._warn_once(f"topic conflict: {core.view.conflicts.popleft()}")
+        for append in core.appends.release():  # held or merged positions may have moved
+            self.driver.step(append)
         publish = False
         while actions := core.take_actions():
             for action in actions:

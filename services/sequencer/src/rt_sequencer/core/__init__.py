@@ -20,6 +20,7 @@ from ._errors import (
     MergeError,
     SequencerError,
 )
+from ._gate import AppendGate
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -49,6 +50,7 @@ from ._view import ClusterView
 __all__ = [
     "NO_LEADER",
     "Action",
+    "AppendGate",
     "ApplyStalled",
     "Archive",
     "CatchUpOut",

@@ -14,9 +14,11 @@ interfaces of ``_merger``; the node gives it files, the simulator memory.
 
 What it decides:
 
-- **Proposals** (leader): for each stream, the range a quorum holds beyond what is
-  proposed, and no further than the leader holds itself (what it proposes it can
-  read: no peer's word alone puts a range in the Raft log). Proposals are pipelined,
+- **Proposals** (leader): for each stream, the range the leader holds itself beyond
+  what is proposed (what it proposes it can read: no peer's word puts a range in the
+  Raft log). A follower takes an append into its Raft log only once it holds the bytes
+  its entries name (:class:`AppendGate`, ``appends``), so an entry commits only when a
+  quorum holds its bytes, with no gossip round on the way. Proposals are pipelined,
   each range starting where the previous one of its stream ended, at most
   ``max_proposals_in_flight`` unapplied and at least ``proposal_spacing`` apart. A new
   leader first applies its whole log, so that its ranges start from the merge state
@@ -64,8 +66,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..raft import Accepted, Entry, Role
+from ..raft import Accepted, Entry, Message, Role
 from ._errors import EntryError, HalfAppliedError, InputError, MergeError
+from ._gate import AppendGate
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -105,7 +108,9 @@ class Timing:
     backup_check_interval: float = 0.1
     push_quiet: float = 0.3
     fetch_retry: float = 0.1
-    gossip_to_leader: float = 0.002
+    #: Not on the commit path (a follower's append waits for its bytes instead): what a
+    #: quorum holds, for push replies, the backup path and archival.
+    gossip_to_leader: float = 0.02
     gossip_to_followers: float = 0.05
     gossip_keepalive: float = 1.0
     #: An entry whose input this node could not read is tried again this often,
@@ -190,6 +195,10 @@ class SequencerCore:
             p: ({}, {}) for p in self._peers
         }
         self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
+        #: Raft appends from the leader go through here before Raft steps them: the
+        #: driver offers each and steps what comes out, and steps what ``release()``
+        #: gives after this node's held positions move.
+        self.appends = AppendGate(self._holds_inputs_of)
         self._prune_out(again=True)  # a crash may have come between the decision and files
 
     # -- queries -------------------------------------------------------------------------
@@ -357,8 +366,9 @@ class SequencerCore:
             self._behind.update(s for s in moved if peer_held.get(s, 0) > written(s))
         if node == self.node_id:
             self._gossip()
+            if moved:
+                self._maybe_propose()  # a leader proposes what it holds itself
         if moved:
-            self._maybe_propose()
             self._maybe_archive(moved)
 
     def input_written(self, stream: str) -> None:
@@ -500,6 +510,25 @@ class SequencerCore:
 
     # -- proposals -----------------------------------------------------------------------
 
+    def _holds_inputs_of(self, append: Message) -> bool:
+        """Whether this node holds on disk (or merged) every range the entries of
+        ``append`` name above the leader's commit index."""
+        held, merged = self._own_held, self.merger.merged
+        for entry in append.entries:
+            if entry.index <= append.commit or not entry.data:
+                continue
+            try:
+                content = decode_entry(entry.data)
+            except EntryError:
+                continue  # refused alike on every node when its turn comes
+            if isinstance(content, Prune):
+                continue
+            for item in content:
+                end = item.end
+                if end > held.get(item.stream, 0) and end > merged.get(item.stream, 0):
+                    return False
+        return True
+
     def _maybe_propose(self) -> None:
         raft = self.raft
         if raft.role is not Role.LEADER or self._proposing is not None:
@@ -516,10 +545,10 @@ class SequencerCore:
         self._outstanding = [index for index in self._outstanding if index > applied]
         if len(self._outstanding) >= self.timing.max_proposals_in_flight:
             return
-        view, proposed, own = self.view, self._proposed, self._own_held
+        proposed, own = self._proposed, self._own_held
         ranges = []
-        for stream in sorted(view.streams()):
-            end = min(view.quorum_held(stream), own.get(stream, 0))
+        for stream in sorted(own):
+            end = own[stream]
             start = proposed.get(stream, 0)
             topic = self._topic_of(stream)
             if end > start and topic is not None:

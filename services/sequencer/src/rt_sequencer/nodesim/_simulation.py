@@ -62,16 +62,19 @@ from ..core import (
     Checkpoint,
     CheckpointError,
     Compact,
+    EntryError,
     EntryRefused,
     Fetch,
     Gossip,
     Propose,
+    Prune,
     PruneOut,
     PublishOut,
     RaftState,
     SaveCheckpoint,
     SequencerCore,
     Timing,
+    decode_entry,
     encode_prune,
     encode_ranges,
     node_of,
@@ -79,6 +82,7 @@ from ..core import (
 )
 from ..raft import (
     Config,
+    Entry,
     MemoryStorage,
     Message,
     ProposalDroppedError,
@@ -274,6 +278,7 @@ class NodeSimulation(SimulationBase):
         self.checker = MergeChecker()
         self.quorum = quorum(self.config.nodes)
         self._hosts = [_Host(i, self) for i in range(self.config.nodes)]
+        self._quorum_checked = 0  # the last committed index checked for a quorum holding it
         self._publishers = self._make_publishers()
         self._cut_publishers: set[tuple[int, int]] = set()  # (publisher, node)
         self._quiet = False
@@ -487,7 +492,9 @@ class NodeSimulation(SimulationBase):
         host = self._hosts[node]
         if host.raft is None or self.network.is_cut(node_of(message.src), node):
             return
-        host.raft.step(message)
+        core = host.core
+        for ready in core.appends.offer(message) if core is not None else [message]:
+            host.raft.step(ready)
         self._after(host)
 
     def _drain_raft(self, host: _Host) -> None:
@@ -530,6 +537,7 @@ class NodeSimulation(SimulationBase):
             self.stats.snapshots_installed += 1
             core.snapshot(ready.snapshot.data)
         if ready.committed_entries:
+            self._check_quorum_held(ready.committed_entries)
             before = core.applied_index
             core.committed(ready.committed_entries)
             if self.trace is not None:
@@ -540,11 +548,41 @@ class NodeSimulation(SimulationBase):
         raft.advance(ready)
         core.raft_changed(self._raft_state(host))
 
+    def _check_quorum_held(self, entries: list[Entry]) -> None:
+        """When an entry is first seen committed, a quorum of nodes must hold on disk
+        every range it names (the leader proposes what it holds; followers take an append
+        only once they hold its bytes): else losing the leader's disk would lose them."""
+        for entry in entries:
+            if entry.index <= self._quorum_checked or not entry.data:
+                continue
+            self._quorum_checked = entry.index
+            try:
+                content = decode_entry(entry.data)
+            except EntryError:
+                continue
+            if isinstance(content, Prune):
+                continue
+            for item in content:
+                holders = [
+                    host.node_id
+                    for host in self._hosts
+                    if (copy := host.inputs.streams.get(item.stream)) is not None
+                    and copy.held >= item.end
+                ]
+                if len(holders) < self.quorum:
+                    self.checker.fail(
+                        "committed unheld",
+                        f"entry {entry.index} names {item.stream} up to {item.end},"
+                        f" held on disk by {holders} only",
+                    )
+
     # -- the core's actions --------------------------------------------------------------
 
     def _after(self, host: _Host) -> None:
         """Carry out everything the node asks for, until it asks for nothing more."""
         while host.core is not None:
+            for append in host.core.appends.release():  # held positions may have moved
+                host.raft.step(append)
             self._drain_raft(host)
             core = host.core
             if core is None:
