@@ -39,6 +39,18 @@ def publish(cluster_file: str, topic: str, log_dir: str, count: int, rate: float
     return {"started": started, "published": published, "count": count}
 
 
+def publish_many(cluster_file: str, topic: str, log_dir: str, count: int, batch: int) -> dict:
+    cluster = rt.Cluster.from_file(cluster_file)
+    payloads = [os.urandom(100)] * batch
+    with rt.Publisher(cluster, topic, log_dir=log_dir, codec="raw") as publisher:
+        started = time.time_ns()
+        for _ in range(count // batch):
+            publisher.publish_many(payloads)
+        published = time.time_ns()
+        publisher.flush()
+    return {"started": started, "published": published, "count": count // batch * batch}
+
+
 def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dict:
     cluster = rt.Cluster.from_file(cluster_file)
     done = threading.Event()
@@ -84,6 +96,9 @@ def main() -> None:
     if role == "pub":
         cluster_file, topic, log_dir, count, rate = args
         result = publish(cluster_file, topic, log_dir, int(count), float(rate))
+    elif role == "pub-many":
+        cluster_file, topic, log_dir, count, batch = args
+        result = publish_many(cluster_file, topic, log_dir, int(count), int(batch))
     else:
         cluster_file, log_dir, count, latency = args
         result = subscribe(cluster_file, log_dir, int(count), latency == "1")

@@ -5,7 +5,8 @@ two publisher processes and one subscriber process, all on this machine:
 
 - throughput: both publishers send ``RT_BENCH_E2E_COUNT`` 100-byte messages
   (raw codec) as fast as they can; the figure is messages delivered to the
-  subscriber's callback per second, from the first publish to the last delivery;
+  subscriber's callback per second, from the first publish to the last delivery; then
+  again with ``publish_many`` of ``RT_BENCH_E2E_BATCH`` (1,000) messages a call;
 - latency: on a fresh cluster, one publisher at a steady ``RT_BENCH_E2E_RATE``
   (10,000) msg/s for ``RT_BENCH_E2E_SECONDS``; each message carries its publish time, and the
   subscriber's callback records now - ts (p50, p99, p99.9, max);
@@ -29,6 +30,7 @@ WORKER = Path(__file__).with_name("_e2e_worker.py")
 COUNT = int(os.environ.get("RT_BENCH_E2E_COUNT", "200000"))
 SECONDS = float(os.environ.get("RT_BENCH_E2E_SECONDS", "13"))
 RATE = int(os.environ.get("RT_BENCH_E2E_RATE", "10000"))
+BATCH = int(os.environ.get("RT_BENCH_E2E_BATCH", "1000"))
 
 
 def describe(pid: int) -> str:
@@ -97,14 +99,16 @@ def cpu_report(pids: list[int], before: dict[int, float], seconds: float) -> lis
     return lines
 
 
-def throughput_phase(root: Path) -> None:
+def throughput_phase(root: Path, batch: int = 0) -> None:
+    """``batch``: the publishers call publish_many with that many messages at a time."""
     cluster = LocalCluster(root)
     try:
         subscriber = worker("sub", cluster.file, root / "sub", 2 * COUNT, 0)
         subscriber.stdout.readline()  # ready
         pids = [cluster.proc.pid, *localhost.descendants(cluster.proc.pid)]
+        role, last = ("pub-many", batch) if batch else ("pub", 0)
         publishers = [
-            worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0) for i in range(2)
+            worker(role, cluster.file, "bench", root / f"pub{i}", COUNT, last) for i in range(2)
         ]
         before = {pid: localhost.cpu_seconds(pid) for pid in pids}
         pub_results = [result(p) for p in publishers]
@@ -114,7 +118,8 @@ def throughput_phase(root: Path) -> None:
         start = min(r["started"] for r in pub_results)
         elapsed = (sub_result["last"] - start) / 1e9
         cluster_lines = cpu_report(pids, before, elapsed)
-        print(f"e2e: 3 nodes, 2 publishers x {COUNT} messages of 100 bytes, 1 subscriber")
+        calls = f"publish_many of {batch:,}" if batch else "publish"
+        print(f"e2e: 3 nodes, 2 publishers x {COUNT} messages of 100 bytes ({calls}), 1 subscriber")
         print(
             f"e2e: throughput published -> merged -> delivered: {2 * COUNT / elapsed:,.0f} msg/s"
             f" ({sub_result['received']} delivered in {elapsed:.2f} s)"
@@ -160,6 +165,7 @@ def latency_phase(root: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("RT_BENCH_DIR")) as tmp:
         throughput_phase(Path(tmp) / "throughput")
+        throughput_phase(Path(tmp) / "throughput-many", batch=BATCH)
         latency_phase(Path(tmp) / "latency")
 
 

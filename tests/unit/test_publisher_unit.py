@@ -136,6 +136,30 @@ def test_ids_count_per_origin_from_one_and_explicit_ids_are_kept(tmp_path: Path)
     ]
 
 
+def test_publish_many_appends_as_publish_does_one_by_one(tmp_path: Path) -> None:
+    with Publisher(None, str(tmp_path / "log"), origin="a") as publisher:
+        publisher.publish("first")
+        end = publisher.publish_many([("upd", "t", i) for i in range(3)], ts=7)
+        assert end == publisher.position
+        publisher.publish_many(["b1", "b2"], origin="b")
+        with pytest.raises(CodecError):
+            publisher.publish_many(["a5", object(), "never"])
+        publisher.publish("last")
+    got = [(r.origin, r.id, r.data) for r in records(tmp_path / "log")]
+    assert got == [
+        ("a", 1, "first"),
+        ("a", 2, ("upd", "t", 0)),
+        ("a", 3, ("upd", "t", 1)),
+        ("a", 4, ("upd", "t", 2)),
+        ("b", 1, "b1"),
+        ("b", 2, "b2"),
+        ("a", 5, "a5"),  # the messages before the one that failed are published
+        ("a", 6, "last"),
+    ]
+    assert [r.ts for r in records(tmp_path / "log")][1:4] == [7, 7, 7]
+    assert [r.tags for r in records(tmp_path / "log")][1] == ("upd", "t")
+
+
 @pytest.mark.parametrize(
     ("ids", "bad"),
     [((1, 2, -2), -2), ((1, 3), 3), ((5, 5), 5), ((0,), 0), ((1, -1), -1), ((1,), True)],

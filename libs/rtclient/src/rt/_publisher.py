@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,36 @@ class Publisher:
                 tags=tags,
             )
             return self._append(record, origin, message_id)
+
+    def publish_many(
+        self,
+        messages: Iterable[Any],
+        *,
+        origin: str | None = None,
+        ts: int | None = None,
+        timeout: int | None = None,
+    ) -> int:
+        """Append every message of ``messages`` in order, as :meth:`publish` would one
+        by one (ids follow on per origin; tags are each message's leading strings); return
+        the position just after the last. One call, one lock: for callers that have many
+        messages at once. ``ts`` defaults to now, the same for all. A message the codec
+        cannot encode raises :class:`rtcommon.log.CodecError`; the ones before it are
+        published, it and the ones after it are not."""
+        if origin is None:
+            origin = self.origin
+        if ts is None:
+            ts = time.time_ns()
+        codec = self.codec
+        with self._lock:
+            self._check_open()
+            position = self._writer.position
+            for message in messages:
+                message_id = self._next_id(origin, None)
+                record = encode_message(
+                    message, origin=origin, ts=ts, id=message_id, timeout=timeout, codec=codec
+                )
+                position = self._append(record, origin, message_id)
+            return position
 
     def publish_payload(
         self,
