@@ -293,6 +293,32 @@ def test_only_a_leader_or_a_granted_vote_restarts_the_election_timer() -> None:
     assert follower._raft.election_elapsed == 0
 
 
+def test_an_abstaining_node_above_the_leader_s_term_tells_it() -> None:
+    """Without pre-vote and check-quorum a node ignores a leader of an older term, since
+    its own campaign will depose it; a node that rejoined above its peers' terms abstains
+    from campaigns, so it answers instead, and the cluster elects a leader of a newer
+    term that it then follows (the Raft simulator found it stuck for good, seed 4325)."""
+    options = {"pre_vote": False, "check_quorum": False}
+    cluster = Cluster(3, **options)
+    leader = cluster.elect(1)
+    leader.propose([b"x"])
+    cluster.stabilize()
+    term = leader.term
+    cluster.storages[2] = MemoryStorage()
+    cluster.storages[2].save(HardState(term=term + 1), [])
+    rejoined = make_node(2, cluster.peers, cluster.storages[2], abstain=True, **options)
+    cluster.nodes[2] = rejoined
+    for _ in range(100):
+        for node in cluster.nodes.values():
+            node.tick()
+        cluster.stabilize()
+        if not rejoined.abstaining:
+            break
+    assert not rejoined.abstaining
+    [new_leader] = [n for n in cluster.nodes.values() if n.role is Role.LEADER]
+    assert new_leader.term > term and rejoined.leader_id == new_leader.node_id
+
+
 def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -> None:
     """Node 2 acknowledged an entry, lost its state and rejoined empty: had it voted, node
     3 (which never got the entry) could win with its vote and lose a committed entry.

@@ -33,9 +33,9 @@ def format_message(message: Message, max_entries: int | None = None) -> str:
     parts = [f"{message.src}->{message.dst} {kind.name}"]
     if kind is not MessageType.PROPOSE:
         parts.append(f"Term:{message.term}")
-    if kind in (MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE):
+    if kind in (MessageType.APPEND, MessageType.COMMIT, MessageType.VOTE, MessageType.PRE_VOTE):
         parts.append(f"Log:{message.log_term}/{message.index}")
-    if kind is MessageType.APPEND or kind is MessageType.HEARTBEAT:
+    if kind in (MessageType.APPEND, MessageType.COMMIT, MessageType.HEARTBEAT):
         parts.append(f"Commit:{message.commit}")
     if kind is MessageType.APPEND_RESPONSE:
         parts.append(f"Index:{message.index}")

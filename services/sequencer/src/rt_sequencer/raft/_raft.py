@@ -25,12 +25,15 @@ from ._types import NO_NODE, Accepted, Entry, Message, MessageType, Role
 _APPEND = MessageType.APPEND
 _APPEND_RESPONSE = MessageType.APPEND_RESPONSE
 _HEARTBEAT = MessageType.HEARTBEAT
+_COMMIT = MessageType.COMMIT
 _HEARTBEAT_RESPONSE = MessageType.HEARTBEAT_RESPONSE
 _VOTE = MessageType.VOTE
 _VOTE_RESPONSE = MessageType.VOTE_RESPONSE
 _PRE_VOTE = MessageType.PRE_VOTE
 _PRE_VOTE_RESPONSE = MessageType.PRE_VOTE_RESPONSE
 _SNAPSHOT = MessageType.SNAPSHOT
+#: What only a leader sends: a newer term in one makes its sender the leader known.
+_FROM_LEADER = frozenset({_APPEND, _HEARTBEAT, _COMMIT, _SNAPSHOT})
 _PROPOSE = MessageType.PROPOSE
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
@@ -156,7 +159,7 @@ class Raft:
             if m.type is _PRE_VOTE or (m.type is _PRE_VOTE_RESPONSE and not m.reject):
                 # A pre-vote (or a grant of one) speaks of a term not yet started.
                 pass
-            elif m.type is _APPEND or m.type is _HEARTBEAT or m.type is _SNAPSHOT:
+            elif m.type in _FROM_LEADER:
                 self._become_follower(m.term, m.src)
             else:
                 # Only a leader's message or a granted vote restarts the election timer
@@ -188,9 +191,14 @@ class Raft:
         )
 
     def _step_stale(self, m: Message) -> None:
-        if (self.check_quorum or self.pre_vote) and (m.type is _APPEND or m.type is _HEARTBEAT):
+        if (self.check_quorum or self.pre_vote or self.abstaining) and m.type in (
+            _APPEND,
+            _HEARTBEAT,
+            _COMMIT,
+        ):
             # A leader of an older term. Our term may have grown while we were cut off
-            # and, with pre-vote/check-quorum, nothing else would tell it: answer with
+            # (or rejoining above our peers' terms) and, with pre-vote/check-quorum or
+            # while we abstain from campaigns, nothing else would tell it: answer with
             # our term so it steps down and the cluster can converge.
             self.msgs.append(Message(_APPEND_RESPONSE, self.id, m.src, self.term))
         elif m.type is _PRE_VOTE:
@@ -309,6 +317,9 @@ class Raft:
         elif kind is _HEARTBEAT:
             self._become_follower(m.term, m.src)
             self._handle_heartbeat(m)
+        elif kind is _COMMIT:
+            self._become_follower(m.term, m.src)
+            self._handle_commit(m)
         elif kind is _SNAPSHOT:
             self._become_follower(m.term, m.src)
             self._handle_snapshot(m)
@@ -337,6 +348,10 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_heartbeat(m)
+        elif kind is _COMMIT:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_commit(m)
         elif kind is _SNAPSHOT:
             self.election_elapsed = 0
             self.lead = m.src
@@ -381,6 +396,13 @@ class Raft:
                 reject_hint=hint_index,
             )
         )
+
+    def _handle_commit(self, m: Message) -> None:
+        """An empty APPEND that wants no answer: the commit index is taken up to the
+        entry it names, if this log holds that entry (so the prefix is the leader's)."""
+        log = self.log
+        if log.match_term(m.index, m.log_term):
+            log.commit_to(min(m.commit, m.index))
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
@@ -476,7 +498,7 @@ class Raft:
             # The follower installed the snapshot (or caught up otherwise).
             progress.become_replicate()
         if self._maybe_commit():
-            self._broadcast_append()
+            self._broadcast_commit()
         elif was_paused:
             self._send_append(m.src, send_empty=True)
         while self._send_append(m.src, send_empty=False):
@@ -502,6 +524,36 @@ class Raft:
     def _broadcast_append(self) -> None:
         for peer in self.others:
             self._send_append(peer, send_empty=True)
+
+    def _broadcast_commit(self) -> None:
+        """Tell every follower the commit index moved: with the entries it lacks, or
+        as a COMMIT naming the last entry sent to it (an empty APPEND it does not answer:
+        the answer would tell the leader nothing new) while replicating to it, or as an
+        empty APPEND while it is probed."""
+        log = self.log
+        for peer in self.others:
+            if self._send_append(peer, send_empty=False):
+                continue
+            progress = self.progress[peer]
+            last_sent = progress.next - 1
+            if (
+                progress.state is _REPLICATE
+                and not progress.is_paused()
+                and last_sent >= log.first_index() - 1
+            ):
+                self.msgs.append(
+                    Message(
+                        _COMMIT,
+                        self.id,
+                        peer,
+                        self.term,
+                        log.term(last_sent),
+                        last_sent,
+                        commit=log.committed,
+                    )
+                )
+            else:
+                self._send_append(peer, send_empty=True)
 
     def _send_append(self, to: int, send_empty: bool) -> bool:
         """Send ``to`` the entries it lacks (or a snapshot) if its flow allows."""

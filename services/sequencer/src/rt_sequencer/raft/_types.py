@@ -35,6 +35,9 @@ class MessageType(enum.IntEnum):
     HEARTBEAT = 8
     HEARTBEAT_RESPONSE = 9
     SNAPSHOT = 10
+    #: The leader's commit index for a follower with no entries to receive: an empty
+    #: APPEND (``index``/``log_term`` name the last entry sent to it) that is not answered.
+    COMMIT = 11
 
 
 @dataclass(slots=True)
