@@ -90,12 +90,19 @@ def result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cpu_report(pids: list[int], before: dict[int, float], seconds: float) -> list[str]:
+def cpu_report(
+    pids: list[int], before: dict[int, float], seconds: float, messages: int
+) -> list[str]:
+    """Each process's CPU seconds since ``before``, as a share of ``seconds`` and per
+    million of the ``messages`` that went through."""
     lines = []
     for pid in pids:
         used = localhost.cpu_seconds(pid) - before.get(pid, 0.0)
         if used > 0.005:
-            lines.append(f"  {describe(pid):<28} {used:6.2f} s CPU ({100 * used / seconds:5.1f}%)")
+            lines.append(
+                f"  {describe(pid):<28} {used:6.2f} s CPU ({100 * used / seconds:5.1f}%;"
+                f" {used / messages * 1e6:6.1f} s per million messages)"
+            )
     return lines
 
 
@@ -117,7 +124,7 @@ def throughput_phase(root: Path, batch: int = 0) -> None:
             sys.exit(f"e2e: the subscriber got {sub_result['received']} of {2 * COUNT} messages")
         start = min(r["started"] for r in pub_results)
         elapsed = (sub_result["last"] - start) / 1e9
-        cluster_lines = cpu_report(pids, before, elapsed)
+        cluster_lines = cpu_report(pids, before, elapsed, 2 * COUNT)
         calls = f"publish_many of {batch:,}" if batch else "publish"
         print(f"e2e: 3 nodes, 2 publishers x {COUNT} messages of 100 bytes ({calls}), 1 subscriber")
         print(
@@ -156,7 +163,7 @@ def latency_phase(root: Path) -> None:
         )
         print(f"e2e: worst latency in each second (ms): {sub_result['worst_per_second_ms']}")
         print(f"e2e: CPU per process over the {SECONDS:.0f} s latency run:")
-        for line in cpu_report(pids, before, SECONDS):
+        for line in cpu_report(pids, before, SECONDS, count):
             print(line)
     finally:
         cluster.stop()
