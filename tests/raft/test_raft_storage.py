@@ -189,6 +189,20 @@ def test_corrupt_last_record_is_discarded(tmp_path: Path) -> None:
     assert FileStorage(tmp_path).last_index() == 2
 
 
+def test_a_bad_record_with_whole_ones_after_it_is_not_a_torn_tail(tmp_path: Path) -> None:
+    """A torn save is the end of the file: a flipped byte in an earlier record is damage,
+    even above the stored commit index (acknowledged entries may follow it)."""
+    storage = FileStorage(tmp_path)
+    storage.save(HardState(1, 1, 0), entries(1, 1, 3))
+    storage.close()
+    log = tmp_path / "log"
+    damaged = bytearray(log.read_bytes())
+    damaged[-60] ^= 0x01  # inside entry 2's record, entry 3 whole after it
+    log.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptStorageError, match="whole records after it"):
+        FileStorage(tmp_path)
+
+
 def test_losing_committed_entries_is_not_a_torn_tail(tmp_path: Path) -> None:
     storage = FileStorage(tmp_path)
     storage.save(HardState(1, 1, 3), entries(1, 1, 3))

@@ -147,16 +147,28 @@ def test_a_follower_takes_an_append_once_it_holds_the_bytes_it_names() -> None:
     first = append(1, 1, [Range("s", 0, end - 10, "s")])
     second = append(1, 2, [Range("s", end - 10, end, "s")])
     heartbeat = Message(MessageType.HEARTBEAT, 1, 2, 1)
+    notice = Message(MessageType.COMMIT, 1, 2, 1, 1, 2)
     assert core.appends.offer(first) == []  # nothing held here yet: it waits
-    assert core.appends.offer(heartbeat) == [heartbeat]  # only appends wait
+    assert core.appends.offer(heartbeat) == [heartbeat]  # heartbeats pass
     assert core.appends.offer(second) == []  # behind the first, in order
+    assert core.appends.offer(notice) == []  # a commit notice too: it names entry 2
     core.held(1, {"s": end - 10}, {"s": "s"})
     assert core.appends.release() == [first]
     core.held(1, {"s": end}, {"s": "s"})
-    assert core.appends.release() == [second]
+    assert core.appends.release() == [second, notice]
     # Committed already (at or below the leader's commit): a quorum held its bytes.
     old = append(1, 3, [Range("t", 0, 99, "t")], commit=3)
     assert core.appends.offer(old) == [old]
+
+
+def test_a_commit_the_leader_sends_later_frees_an_append_waiting_for_bytes() -> None:
+    """Bytes this node may never hold (archived, pruned, a disk that failed): once any
+    message of the leader says the entry committed, a quorum held them."""
+    core, _, _ = new_core(node_id=1)
+    waiting = append(1, 1, [Range("s", 0, 50, "s")])
+    assert core.appends.offer(waiting) == []
+    resent = append(1, 1, [Range("s", 0, 50, "s")], commit=1)
+    assert core.appends.offer(resent) == [waiting, resent]
 
 
 def test_a_newer_leader_s_append_drops_the_stale_ones_waiting() -> None:
@@ -167,7 +179,8 @@ def test_a_newer_leader_s_append_drops_the_stale_ones_waiting() -> None:
     assert core.appends.offer(newer) == []
     assert len(core.appends) == 1  # the term-1 append went: its leader is gone
     late = append(1, 2, [Range("s", 50, 60, "s")])
-    assert core.appends.offer(late) == [late]  # passes, for Raft to refuse
+    (passed,) = core.appends.offer(late)
+    assert passed.entries == () and passed.index == late.index  # without what it names
 
 
 def test_a_new_leader_applies_its_log_before_proposing() -> None:

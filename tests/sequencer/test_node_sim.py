@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from rt_sequencer.core import (
-    AppendGate,
+    AppendHold,
     Checkpoint,
     Merger,
     PruneOut,
@@ -248,7 +248,7 @@ class TakesAppendsBeforeHoldingTheBytes(SequencerCore):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.appends = AppendGate(lambda append: True)
+        self.appends = AppendHold(lambda append: [], lambda stream, end: True)
 
 
 @pytest.mark.parametrize(

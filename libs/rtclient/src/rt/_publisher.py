@@ -77,6 +77,8 @@ COMMIT_INTERVAL = 0.001
 COMMIT_SPACING = 0.016
 #: A buffer this large is written out at once, without waiting for the interval.
 COMMIT_NOW_BYTES = 256 << 10
+#: publish_many takes the lock once for this many messages.
+MANY_PER_LOCK = 1000
 #: How long close() waits for a quorum to hold everything published.
 DEFAULT_CLOSE_TIMEOUT = 60.0
 #: How long close() goes on sending the sealed end of the log to nodes still connected.
@@ -283,25 +285,29 @@ class Publisher:
     ) -> int:
         """Append every message of ``messages`` in order, as :meth:`publish` would one
         by one (ids follow on per origin; tags are each message's leading strings); return
-        the position just after the last. One call, one lock: for callers that have many
-        messages at once. ``ts`` defaults to now, the same for all. A message the codec
-        cannot encode raises :class:`rtcommon.log.CodecError`; the ones before it are
-        published, it and the ones after it are not."""
+        the position just after the last. For callers that have many messages at once:
+        the lock is taken once per ``MANY_PER_LOCK`` of them, not per message. ``ts``
+        defaults to now, the same for all. A message the codec cannot encode raises
+        :class:`rtcommon.log.CodecError`; the ones before it are published, it and the
+        ones after it are not."""
         if origin is None:
             origin = self.origin
         if ts is None:
             ts = time.time_ns()
         codec = self.codec
-        with self._lock:
-            self._check_open()
-            position = self._writer.position
-            for message in messages:
-                message_id = self._next_id(origin, None)
-                record = encode_message(
-                    message, origin=origin, ts=ts, id=message_id, timeout=timeout, codec=codec
-                )
-                position = self._append(record, origin, message_id)
-            return position
+        batch = list(messages)  # read before the lock: an iterable may use this publisher
+        position = self.position
+        for start in range(0, len(batch), MANY_PER_LOCK):
+            # Let go between slices: the committer writes out a large buffer meanwhile.
+            with self._lock:
+                self._check_open()
+                for message in batch[start : start + MANY_PER_LOCK]:
+                    message_id = self._next_id(origin, None)
+                    record = encode_message(
+                        message, origin=origin, ts=ts, id=message_id, timeout=timeout, codec=codec
+                    )
+                    position = self._append(record, origin, message_id)
+        return position
 
     def publish_payload(
         self,

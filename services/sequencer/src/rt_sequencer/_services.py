@@ -84,8 +84,6 @@ IDLE_HEARTBEAT = 1.0
 #: A reader this long behind the log's end with nothing to read is at damaged bytes.
 STALLED_AFTER = 2.0
 REPLY_COALESCE = 0.005
-#: A push reply for which only ``replicated`` moved goes at most this late (seconds).
-REPLICATED_REPLY_DELAY = 0.05
 
 
 class PruneUnavailableError(Exception):
@@ -306,32 +304,20 @@ class PushService(push_pb2_grpc.PushServicer):
         stream.held_changed.notify(wake)
         self.node.view_changed.notify(wake)
         try:
-            loop = asyncio.get_running_loop()
-            last: tuple[int, int, int] | None = None
-            replicated_since: float | None = None
-            wait = 1.0
+            last = None
             while not reader.done():
                 reply = (stream.held, self.node.quorum_held(stream.name), stream.archived)
                 if reply != last:
-                    # What a quorum holds alone waits a little: the publisher works it out
-                    # from every node's held sooner, and gossip moves it at every commit.
-                    own_news = last is None or (reply[0], reply[2]) != (last[0], last[2])
-                    if replicated_since is None:
-                        replicated_since = loop.time()
-                    wait = replicated_since + REPLICATED_REPLY_DELAY - loop.time()
-                    if own_news or wait <= 0:
-                        last, replicated_since, wait = reply, None, 1.0
-                        await context.write(
-                            push_pb2.PushReply(
-                                held=reply[0], replicated=reply[1], archived=reply[2]
-                            )
-                        )
-                        # Positions move with every group sync; a publisher needs them
-                        # promptly, not each one.
-                        await asyncio.sleep(REPLY_COALESCE)
-                        continue
+                    last = reply
+                    await context.write(
+                        push_pb2.PushReply(held=reply[0], replicated=reply[1], archived=reply[2])
+                    )
+                    # Positions move with every group sync and gossip; a publisher needs
+                    # them promptly, not each one.
+                    await asyncio.sleep(REPLY_COALESCE)
+                    continue
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(1.0):
                         await wake.wait()
                 wake.clear()
             error = reader.exception()

@@ -20,7 +20,7 @@ from ._errors import (
     MergeError,
     SequencerError,
 )
-from ._gate import AppendGate
+from ._hold import AppendHold
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -44,13 +44,14 @@ from ._types import (
     encode_ranges,
     node_of,
     raft_id,
+    ranges_named,
 )
 from ._view import ClusterView
 
 __all__ = [
     "NO_LEADER",
     "Action",
-    "AppendGate",
+    "AppendHold",
     "ApplyStalled",
     "Archive",
     "CatchUpOut",
@@ -83,4 +84,5 @@ __all__ = [
     "encode_ranges",
     "node_of",
     "raft_id",
+    "ranges_named",
 ]

@@ -17,7 +17,7 @@ What it decides:
 - **Proposals** (leader): for each stream, the range the leader holds itself beyond
   what is proposed (what it proposes it can read: no peer's word puts a range in the
   Raft log). A follower takes an append into its Raft log only once it holds the bytes
-  its entries name (:class:`AppendGate`, ``appends``), so an entry commits only when a
+  its entries name (:class:`AppendHold`, ``appends``), so an entry commits only when a
   quorum holds its bytes, with no gossip round on the way. Proposals are pipelined,
   each range starting where the previous one of its stream ended, at most
   ``max_proposals_in_flight`` unapplied and at least ``proposal_spacing`` apart. A new
@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 from ..raft import Accepted, Entry, Message, Role
 from ._errors import EntryError, HalfAppliedError, InputError, MergeError
-from ._gate import AppendGate
+from ._hold import AppendHold
 from ._merger import InputSource, MergedSink, Merger
 from ._types import (
     NO_LEADER,
@@ -88,6 +88,7 @@ from ._types import (
     Range,
     SaveCheckpoint,
     decode_entry,
+    ranges_named,
 )
 from ._view import ClusterView
 
@@ -195,10 +196,10 @@ class SequencerCore:
             p: ({}, {}) for p in self._peers
         }
         self._sent_at: dict[int, float] = {p: -NEVER for p in self._peers}
-        #: Raft appends from the leader go through here before Raft steps them: the
-        #: driver offers each and steps what comes out, and steps what ``release()``
-        #: gives after this node's held positions move.
-        self.appends = AppendGate(self._holds_inputs_of)
+        #: The leader's APPEND, COMMIT and HEARTBEAT messages go through here before Raft
+        #: steps them: the driver offers each and steps what comes out, and steps what
+        #: ``release()`` gives after this node's held or merged positions move.
+        self.appends = AppendHold(self._ranges_named, self._holds_input)
         self._prune_out(again=True)  # a crash may have come between the decision and files
 
     # -- queries -------------------------------------------------------------------------
@@ -510,24 +511,13 @@ class SequencerCore:
 
     # -- proposals -----------------------------------------------------------------------
 
-    def _holds_inputs_of(self, append: Message) -> bool:
-        """Whether this node holds on disk (or merged) every range the entries of
-        ``append`` name above the leader's commit index."""
-        held, merged = self._own_held, self.merger.merged
-        for entry in append.entries:
-            if entry.index <= append.commit or not entry.data:
-                continue
-            try:
-                content = decode_entry(entry.data)
-            except EntryError:
-                continue  # refused alike on every node when its turn comes
-            if isinstance(content, Prune):
-                continue
-            for item in content:
-                end = item.end
-                if end > held.get(item.stream, 0) and end > merged.get(item.stream, 0):
-                    return False
-        return True
+    @staticmethod
+    def _ranges_named(append: Message) -> list[tuple[int, str, int]]:
+        return [(index, r.stream, r.end) for index, r in ranges_named(append.entries)]
+
+    def _holds_input(self, stream: str, end: int) -> bool:
+        """Whether this node holds ``stream`` on disk (or merged it) up to ``end``."""
+        return self._own_held.get(stream, 0) >= end or self.merger.merged.get(stream, 0) >= end
 
     def _maybe_propose(self) -> None:
         raft = self.raft

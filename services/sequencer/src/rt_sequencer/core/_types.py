@@ -3,10 +3,12 @@ core asks its driver to carry out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 
+from ..raft import Entry
 from ._errors import CheckpointError, EntryError
 
 __all__ = [
@@ -84,6 +86,19 @@ def decode_entry(data: bytes) -> list[Range] | Prune:
         return _entry_decoder.decode(data) if data else []
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise EntryError(f"not an entry ({len(data)} bytes): {exc}") from exc
+
+
+def ranges_named(entries: Iterable[Entry]) -> Iterator[tuple[int, Range]]:
+    """(index, range) of every range ``entries`` name (prunes, no-ops and entries that
+    are not entries, which every node refuses alike, name none)."""
+    for entry in entries:
+        try:
+            content = decode_entry(entry.data)
+        except EntryError:
+            continue
+        if not isinstance(content, Prune):
+            for item in content:
+                yield entry.index, item
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):

@@ -62,23 +62,21 @@ from ..core import (
     Checkpoint,
     CheckpointError,
     Compact,
-    EntryError,
     EntryRefused,
     Fetch,
     Gossip,
     Propose,
-    Prune,
     PruneOut,
     PublishOut,
     RaftState,
     SaveCheckpoint,
     SequencerCore,
     Timing,
-    decode_entry,
     encode_prune,
     encode_ranges,
     node_of,
     raft_id,
+    ranges_named,
 )
 from ..raft import (
     Config,
@@ -552,29 +550,23 @@ class NodeSimulation(SimulationBase):
         """When an entry is first seen committed, a quorum of nodes must hold on disk
         every range it names (the leader proposes what it holds; followers take an append
         only once they hold its bytes): else losing the leader's disk would lose them."""
-        for entry in entries:
-            if entry.index <= self._quorum_checked or not entry.data:
-                continue
-            self._quorum_checked = entry.index
-            try:
-                content = decode_entry(entry.data)
-            except EntryError:
-                continue
-            if isinstance(content, Prune):
-                continue
-            for item in content:
-                holders = [
-                    host.node_id
-                    for host in self._hosts
-                    if (copy := host.inputs.streams.get(item.stream)) is not None
-                    and copy.held >= item.end
-                ]
-                if len(holders) < self.quorum:
-                    self.checker.fail(
-                        "committed unheld",
-                        f"entry {entry.index} names {item.stream} up to {item.end},"
-                        f" held on disk by {holders} only",
-                    )
+        fresh = [entry for entry in entries if entry.index > self._quorum_checked]
+        if not fresh:
+            return
+        self._quorum_checked = fresh[-1].index
+        for index, item in ranges_named(fresh):
+            holders = [
+                host.node_id
+                for host in self._hosts
+                if (copy := host.inputs.streams.get(item.stream)) is not None
+                and copy.held >= item.end
+            ]
+            if len(holders) < self.quorum:
+                self.checker.fail(
+                    "committed unheld",
+                    f"entry {index} names {item.stream} up to {item.end},"
+                    f" held on disk by {holders} only",
+                )
 
     # -- the core's actions --------------------------------------------------------------
 

@@ -17,10 +17,11 @@ conflicting suffix is truncated without rewriting the file.
 
 On open, records are read until the first one that is incomplete or fails its CRC: that
 is the torn tail of a save() cut short by a crash (nothing in it was acknowledged, since
-acknowledgements follow the fsync), and the file is truncated there. If what survives no
-longer reaches the stored commit index, the damage was not a torn tail and opening
-raises CorruptStorageError. ``save`` writes the snapshot, then the entries, then the hard
-state, so a crash between them leaves a state the core accepts. Entries are also held in
+acknowledgements follow the fsync), and the file is truncated there. If a whole record
+follows the bad one, or what survives no longer reaches the stored commit index, the
+damage was not a torn tail and opening raises CorruptStorageError. ``save`` writes the
+snapshot, then the entries, then the hard state, so a crash between them leaves a state
+the core accepts. Entries are also held in
 memory for reads: the state RT keeps in Raft is small metadata.
 """
 
@@ -67,6 +68,16 @@ def _encode_hard_state(state: HardState) -> bytes:
     return _with_crc(_HARD_STATE_BODY.pack(state.term, state.vote, state.commit))
 
 
+def _record_at(raw: bytes, position: int) -> bool:
+    """Whether a whole record with a good CRC starts at ``position`` of ``raw``."""
+    if position + _RECORD_HEADER.size > len(raw):
+        return False
+    crc, length = _RECORD_HEADER.unpack_from(raw, position)
+    start = position + _RECORD_HEADER.size
+    end = start + length
+    return length >= _RECORD_BODY.size and end <= len(raw) and zlib.crc32(raw[start:end]) == crc
+
+
 def _check_crc(name: str, raw: bytes) -> bytes:
     if len(raw) < _CRC.size or _CRC.unpack_from(raw)[0] != zlib.crc32(raw[_CRC.size :]):
         raise CorruptStorageError(f"{name}: checksum mismatch in an atomically written file")
@@ -85,8 +96,8 @@ class FileStorage:
         self._memory = MemoryStorage()
         self._clock = clock
         hard_state = self._read_hard_state()
-        self._written = hard_state  # what the hardstate file holds
-        self._written_at = clock()
+        self._stored = hard_state  # what the hardstate file holds
+        self._stored_at = clock()
         snapshot = self._read_snapshot()
         self._load_log(hard_state, snapshot)
         if hard_state.commit > self._memory.last_index():
@@ -98,9 +109,11 @@ class FileStorage:
 
     def close(self) -> None:
         """Close the files, writing a commit index ``save`` held back."""
-        if self._memory.initial_state() != self._written:
-            self._replace_file(_HARD_STATE, _encode_hard_state(self._memory.initial_state()))
-        self._log_file.close()
+        try:
+            if self._memory.initial_state() != self._stored:
+                self._replace_file(_HARD_STATE, _encode_hard_state(self._memory.initial_state()))
+        finally:
+            self._log_file.close()
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -136,7 +149,8 @@ class FileStorage:
         index (Ready.must_sync): that hard state is kept in memory and written with a
         later one that must be synced, since a leader tells a restarted node the commit
         index again, and an unsynced rewrite could be torn by a crash. A term or vote is
-        durable when this returns; a commit index within ``COMMIT_WRITE_INTERVAL``."""
+        durable when this returns; a commit index that alone moved is written by a later
+        save at least ``COMMIT_WRITE_INTERVAL`` after the last write, or by ``close``."""
         if not must_sync:
             if snapshot is not None or entries:
                 raise UsageError("only a commit-only hard state may skip the sync")
@@ -155,13 +169,13 @@ class FileStorage:
             os.fsync(self._log_file.fileno())
             self._memory.append(entries)
         if hard_state is not None:
-            written, now = self._written, self._clock()
-            if (hard_state.term, hard_state.vote) != (written.term, written.vote) or (
-                hard_state.commit != written.commit
-                and now - self._written_at >= COMMIT_WRITE_INTERVAL
+            stored, now = self._stored, self._clock()
+            if (hard_state.term, hard_state.vote) != (stored.term, stored.vote) or (
+                hard_state.commit != stored.commit
+                and now - self._stored_at >= COMMIT_WRITE_INTERVAL
             ):
                 self._replace_file(_HARD_STATE, _encode_hard_state(hard_state))
-                self._written, self._written_at = hard_state, now
+                self._stored, self._stored_at = hard_state, now
             self._memory.set_hard_state(hard_state)
 
     def create_snapshot(self, index: int, data: bytes) -> Snapshot:
@@ -282,6 +296,14 @@ class FileStorage:
                 break
             body = view[position + header_size : end]
             if zlib.crc32(body) != crc:
+                if _record_at(raw, end):
+                    # A torn save is the last thing in the file: a bad record with a
+                    # whole one after it is damage, which may have been acknowledged. (A
+                    # save whose pages reached the disk out of order reads so too; the
+                    # node then rejoins from its peers, which is safe.)
+                    raise CorruptStorageError(
+                        f"{name}: a damaged record at offset {position}, whole records after it"
+                    )
                 break
             kind, term, index = _RECORD_BODY.unpack_from(body)
             if base is None:

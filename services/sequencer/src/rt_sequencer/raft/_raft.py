@@ -34,6 +34,8 @@ _PRE_VOTE_RESPONSE = MessageType.PRE_VOTE_RESPONSE
 _SNAPSHOT = MessageType.SNAPSHOT
 #: What only a leader sends: a newer term in one makes its sender the leader known.
 _FROM_LEADER = frozenset({_APPEND, _HEARTBEAT, _COMMIT, _SNAPSHOT})
+#: What a leader sends while it leads (a stale one is answered with the newer term).
+_LEADING = _FROM_LEADER - {_SNAPSHOT}
 _PROPOSE = MessageType.PROPOSE
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
@@ -191,11 +193,7 @@ class Raft:
         )
 
     def _step_stale(self, m: Message) -> None:
-        if (self.check_quorum or self.pre_vote or self.abstaining) and m.type in (
-            _APPEND,
-            _HEARTBEAT,
-            _COMMIT,
-        ):
+        if (self.check_quorum or self.pre_vote or self.abstaining) and m.type in _LEADING:
             # A leader of an older term. Our term may have grown while we were cut off
             # (or rejoining above our peers' terms) and, with pre-vote/check-quorum or
             # while we abstain from campaigns, nothing else would tell it: answer with
