@@ -3,9 +3,13 @@ from a peer runs for real in tests/integration/test_sequencer.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from rt_sequencer._scrub import first_damage
+import pytest
+
+from rt_sequencer import _scrub
+from rt_sequencer._scrub import check_file, first_damage
 from rtcommon.log import Codec, LogWriter, encode_message, list_log_files
 
 
@@ -31,3 +35,18 @@ def test_a_whole_sealed_file_passes_and_any_damage_is_named(tmp_path: Path) -> N
     assert "without its seal" in (first_damage(path) or "")
     path.write_bytes(whole + b"\0")
     assert first_damage(path) == "1 bytes after its seal"
+
+
+def test_a_check_reads_no_faster_than_its_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RT_SCRUB_RATE: a pass over a large merged log leaves the disk to the merge."""
+    path = sealed_file(tmp_path)
+    size = path.stat().st_size
+    monkeypatch.setattr(_scrub, "_READ", 512)
+    started = time.monotonic()
+    unpaced = check_file(path)
+    assert time.monotonic() - started < 0.2
+    started = time.monotonic()
+    assert check_file(path, rate=size / 0.5) == unpaced == (None, unpaced[1])
+    assert time.monotonic() - started >= 0.5 - 512 / (size / 0.5)

@@ -45,6 +45,9 @@ variable                                setting                meaning
                                                                merged log's sealed files,
                                                                mended from a peer when
                                                                damaged (3600)
+``RT_SCRUB_RATE``                       ``scrub_rate``         bytes a second the scrubber
+                                                               reads at most (``32Mi``; bytes
+                                                               or a quantity)
 ``RT_OIDC_ISSUER``                      ``oidc_issuer``        info-service: the identity
                                                                provider's issuer (a Keycloak
                                                                realm URL); "" is the built-in
@@ -136,6 +139,7 @@ class Settings:
     max_streams: int = 1000
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     scrub_interval: float = 3600.0
+    scrub_rate: int = 32 << 20
     oidc_issuer: str = ""
     oidc_audience: str = "rt"
     client_cert_seconds: float = 3600.0
@@ -168,6 +172,7 @@ class Settings:
                 "RT_MAX_MESSAGE_SIZE",
             ),
             scrub_interval=_positive("RT_SCRUB_INTERVAL", environ, 3600.0),
+            scrub_rate=parse_size(environ.get("RT_SCRUB_RATE") or "32Mi", "RT_SCRUB_RATE"),
             oidc_issuer=environ.get("RT_OIDC_ISSUER", "").rstrip("/"),
             oidc_audience=environ.get("RT_OIDC_AUDIENCE") or "rt",
             client_cert_seconds=_positive("RT_CLIENT_CERT_SECONDS", environ, 3600.0),

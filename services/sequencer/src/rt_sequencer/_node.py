@@ -156,6 +156,7 @@ class Node:
         self.max_streams = settings.max_streams
         self._max_message_size = settings.max_message_size
         self._scrub_interval = settings.scrub_interval
+        self._scrub_rate = settings.scrub_rate
         self._server_options = server_options(settings.max_message_size)
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
@@ -268,6 +269,7 @@ class Node:
             self._pruning,
             session=lambda: self.session,
             busy=lambda: self.core.installing,
+            rate=self._scrub_rate,
         )
         server = await self._serve()
         for link in self.links.values():

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,14 +46,20 @@ log = logging.getLogger(__name__)
 _READ = 4 << 20
 
 
-def check_file(path: Path) -> tuple[str | None, int]:
+def check_file(path: Path, rate: float | None = None) -> tuple[str | None, int]:
     """Why the sealed log file at ``path`` is not whole valid records ending in its seal
-    (None: it is), and the CRC32C of its bytes."""
+    (None: it is), and the CRC32C of its bytes; read at ``rate`` bytes a second at most
+    (it sleeps between reads: run it in a worker thread)."""
     decoder = RecordDecoder(0)
     digest = 0
+    read = 0
+    started = time.monotonic()
     with open(path, "rb") as file:
         while True:
+            if rate:
+                time.sleep(max(0.0, started + read / rate - time.monotonic()))
             data = file.read(_READ)
+            read += len(data)
             if data:
                 decoder.feed(data)
                 digest = crc32c(data, digest)
@@ -90,10 +97,14 @@ class Scrubber:
         lock: asyncio.Lock,
         session: Callable[[], int],
         busy: Callable[[], bool] = lambda: False,
+        rate: float | None = None,
     ) -> None:
         """``busy``: the node's merged log is being rebuilt (a snapshot install): no
-        pass then, and no digest served."""
+        pass then, and no digest served. ``rate``: bytes a second the checks read at
+        most (None: as fast as the disk goes), so a pass over a large merged log does not
+        take the disk from the merge."""
         self.directory = directory
+        self.rate = rate
         self._peers = peers
         self.interval = interval
         self._lock = lock
@@ -163,7 +174,7 @@ class Scrubber:
         key = (checked.st_ino, checked.st_dev, checked.st_size, checked.st_mtime_ns)
         known = self._checked.get(path.name)
         if afresh or known is None or known[0] != key:
-            damage, digest = await asyncio.to_thread(check_file, path)
+            damage, digest = await asyncio.to_thread(check_file, path, self.rate)
             known = self._checked[path.name] = (key, damage, digest)
         return known[1], known[2]
 
