@@ -42,7 +42,7 @@ INIT_DOC    := """Generated from protos/, do not edit: run `make protos` to rege
 SEEDS ?= 300
 JOBS ?= 2
 
-.PHONY: help venv run test browser protos check-protos lint format sim bench bench-peers chaos clean
+.PHONY: help venv run test browser protos check-protos lint format sim bench bench-peers bench-profile chaos clean
 
 help:
 	@echo "make run           run the system: a local 3-node cluster in DATA/ (Ctrl-C stops it);"
@@ -55,8 +55,9 @@ help:
 	@echo "make format        ruff format + ruff check --fix"
 	@echo "make sim SEEDS=N   run the Raft and the whole-node simulations over N seeds each"
 	@echo "make bench         run every bench/*.py and print its figures"
-	@echo "make bench-peers   RT and NATS JetStream side by side: one table of both (NATS from"
-	@echo "                   bench/peers/requirements.lock into .peers/, not RT's dependencies)"
+	@echo "make bench-peers   RT and NATS JetStream side by side: one table of both"
+	@echo "make bench-profile where each sequencer's CPU goes at a steady 10,000 msg/s (py-spy)"
+	@echo "                   (both install bench/tools.lock into .bench-tools/, not into .venv)"
 	@echo "make chaos         a seeded fault run against a live 3-node cluster (SEED=N MINUTES=M;"
 	@echo "                   as root its volumes are tmpfs, so the full-disk fault runs too)"
 	@echo "make venv          build .venv from requirements.lock (every target does this itself)"
@@ -169,21 +170,27 @@ bench: $(STAMP)
 	done; \
 	if [ "$$found" = 0 ]; then echo "bench: no bench/*.py scripts yet"; fi
 
-# RT and NATS JetStream side by side (bench/peers/peers_bench.py). NATS's server and client
-# come from their own lock into .peers/, never into .venv: they are not RT's dependencies.
-PEERS := $(CURDIR)/.peers
-PEERS_STAMP := $(PEERS)/.installed
+# Tools of the benches only (bench/tools.lock: NATS JetStream for bench-peers, py-spy for
+# bench-profile), installed into .bench-tools/, never into .venv: not RT's dependencies.
+TOOLS := $(CURDIR)/.bench-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+WITH_TOOLS := PYTHONPATH=$(TOOLS) PATH="$(TOOLS)/bin:$$PATH"
 
-$(PEERS_STAMP): bench/peers/requirements.lock $(STAMP)
-	rm -rf $(PEERS)
-	$(PIP) install --no-deps --target $(PEERS) -r bench/peers/requirements.lock
+$(TOOLS_STAMP): bench/tools.lock $(STAMP)
+	rm -rf $(TOOLS)
+	$(PIP) install --no-deps --target $(TOOLS) -r bench/tools.lock
 	touch $@
 
-bench-peers: $(PEERS_STAMP)
-	PYTHONPATH=$(PEERS) PATH="$(PEERS)/bin:$$PATH" $(PY) bench/peers/peers_bench.py
+# RT and NATS JetStream side by side (bench/peers/peers_bench.py).
+bench-peers: $(TOOLS_STAMP)
+	$(WITH_TOOLS) $(PY) bench/peers/peers_bench.py
+
+# Where each sequencer's CPU goes at a steady 10,000 msg/s (bench/profile/profile_bench.py).
+bench-profile: $(TOOLS_STAMP)
+	$(WITH_TOOLS) $(PY) bench/profile/profile_bench.py
 
 clean:
-	rm -rf $(VENV) $(PEERS) .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .hypothesis .ruff_cache
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
 		-prune -exec rm -rf {} +
 	find libs services -maxdepth 3 -type d \( -name build -o -name dist \) -prune \

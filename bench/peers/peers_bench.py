@@ -16,8 +16,8 @@ It prints one table with both systems, the ratio RT/NATS (for latency NATS/RT, s
 1 means RT leads on every row) and the servers' CPU per million messages. NATS's file
 store syncs to disk every two minutes by default while RT fsyncs every commit;
 ``RT_BENCH_NATS_SYNC=always`` makes NATS sync every write too. The NATS packages come
-from ``bench/peers/requirements.lock``, installed by ``make bench-peers`` into a folder
-of their own: they are never RT's dependencies.
+from ``bench/tools.lock``, installed by ``make bench-peers`` into ``.bench-tools/``: they
+are never RT's dependencies.
 """
 
 from __future__ import annotations

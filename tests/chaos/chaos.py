@@ -322,11 +322,7 @@ class Faults:
         for item in [u for u in self._undo if u[0] <= now]:
             self._undo.remove(item)
             self._carry_out(item[1], item[2])
-        starting = {argument for _, what, argument in self._undo if what == "start"}
-        for i in range(NODES):  # as a supervisor does: a node that stopped starts again
-            if not self.cluster.up(i) and i not in starting:
-                self.cluster.start(i)
-                self.counts["restarted after it stopped"] += 1
+        self.restart_stopped()
         kind = self.rng.choice(
             [
                 "kill",
@@ -341,6 +337,15 @@ class Faults:
             ]
         )
         getattr(self, "_" + kind.replace("-", "_"))()
+
+    def restart_stopped(self) -> None:
+        """As a supervisor does: a node that stopped on its own starts again (one a
+        fault killed starts when the fault says)."""
+        starting = {argument for _, what, argument in self._undo if what == "start"}
+        for i in range(NODES):
+            if not self.cluster.up(i) and i not in starting:
+                self.cluster.start(i)
+                self.counts["restarted after it stopped"] += 1
 
     def heal_all(self) -> None:
         for _, what, argument in sorted(self._undo, key=lambda u: u[0]):
@@ -551,7 +556,13 @@ def run(seed: int, minutes: float, root: Path) -> list[str]:
             faults.step()
             time.sleep(rng.uniform(1.0, 3.0))
         faults.heal_all()
-        wait_for(lambda: all(serving(cluster, i) for i in range(NODES)), 120, "every node to serve")
+        # A node may still stop on its own (a write that failed as the disk filled):
+        # restarted, as its supervisor would.
+        wait_for(
+            lambda: faults.restart_stopped() or all(serving(cluster, i) for i in range(NODES)),
+            120,
+            "every node to serve",
+        )
         publishing.stop_and_flush(180)
         wait_for(lambda: merged_alike(cluster), 180, "the merged logs to be alike")
         merged = [(r.origin, r.id) for r in read_log(cluster.out(0))]
