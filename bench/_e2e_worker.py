@@ -12,28 +12,32 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import rt
 
 WARM_UP_NS = 3_000_000_000
 
 
+def pacing(count: int, rate: float) -> Iterator[float]:
+    """Before each of ``count`` sends at a steady ``rate`` a second (0: as fast as they
+    go), how long to wait first (the benches of RT and of its peers pace alike)."""
+    interval = 1.0 / rate if rate else 0.0
+    next_at = time.perf_counter()
+    for _ in range(count):
+        next_at += interval
+        yield max(0.0, next_at - time.perf_counter()) if interval else 0.0
+
+
 def publish(cluster_file: str, topic: str, log_dir: str, count: int, rate: float) -> dict:
     cluster = rt.Cluster.from_file(cluster_file)
     payload = os.urandom(100)
-    interval = 1.0 / rate if rate else 0.0
     with rt.Publisher(cluster, topic, log_dir=log_dir, codec="raw") as publisher:
         started = time.time_ns()
-        next_at = time.perf_counter()
-        for _i in range(count):
-            if interval:
-                next_at += interval
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                publisher.publish(payload, ts=time.time_ns())
-            else:
-                publisher.publish(payload)
+        for delay in pacing(count, rate):
+            if delay:
+                time.sleep(delay)
+            publisher.publish(payload)  # its ts: now
         published = time.time_ns()
         publisher.flush()
     return {"started": started, "published": published, "count": count}

@@ -16,25 +16,16 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _e2e_worker import pacing
 
 SIZE = 100
 STAMP = struct.Struct("<q")
 #: Latency samples from the first seconds of a run are left out (connections warming up).
 WARM_UP_NS = 2_000_000_000
-
-
-def paced(count: int, rate: float, send: Callable[[int], None]) -> None:
-    """``send(i)`` ``count`` times, at ``rate`` per second (0: as fast as it goes)."""
-    interval = 1.0 / rate if rate else 0.0
-    next_at = time.perf_counter()
-    for i in range(count):
-        if interval:
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        send(i)
 
 
 class Received:
@@ -78,7 +69,10 @@ def rt_pub(cluster_file: str, log_dir: str, count: int, rate: float) -> dict:
     payload = os.urandom(SIZE)
     with rt.Publisher(cluster_file, "bench", log_dir=log_dir, codec="raw") as publisher:
         started = time.time_ns()
-        paced(count, rate, lambda _: publisher.publish(payload, ts=time.time_ns()))
+        for delay in pacing(count, rate):
+            if delay:
+                time.sleep(delay)
+            publisher.publish(payload)  # its ts: now
         publisher.flush()  # a quorum holds every message
         acked = time.time_ns()
     return {"started": started, "acked": acked}
@@ -110,15 +104,10 @@ async def _nats_pub(servers: str, count: int, rate: float) -> dict:
     client = await nats.connect(servers.split(","))
     js = client.jetstream()
     padding = os.urandom(SIZE - STAMP.size)
-    interval = 1.0 / rate if rate else 0.0
     started = time.time_ns()
-    next_at = time.perf_counter()
-    for _ in range(count):
-        if interval:
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+    for delay in pacing(count, rate):
+        if delay:
+            await asyncio.sleep(delay)
         await js.publish_async("bench", STAMP.pack(time.time_ns()) + padding)
     await js.publish_async_completed()  # every publish acknowledged by the stream (R3)
     acked = time.time_ns()

@@ -4,6 +4,7 @@ restarts and the edge cases of the unstable log."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -293,6 +294,28 @@ def test_only_a_leader_or_a_granted_vote_restarts_the_election_timer() -> None:
     assert follower._raft.election_elapsed == 0
 
 
+def rejoin_empty(cluster: Cluster, node_id: int, term: int, **options) -> RaftNode:
+    """``node_id`` lost its Raft state and rejoins above ``term``, abstaining, as a node
+    does (``raft.Config.abstain``)."""
+    storage = cluster.storages[node_id] = MemoryStorage()
+    storage.save(HardState(term=term + 1), [])
+    node = cluster.nodes[node_id] = make_node(
+        node_id, cluster.peers, storage, abstain=True, **options
+    )
+    return node
+
+
+def tick_until(cluster: Cluster, done: Callable[[], bool], rounds: int) -> None:
+    """Tick every node and deliver everything, until ``done()`` (within ``rounds``)."""
+    for _ in range(rounds):
+        for node in cluster.nodes.values():
+            node.tick()
+        cluster.stabilize()
+        if done():
+            return
+    raise AssertionError(f"not done within {rounds} rounds")
+
+
 def test_an_abstaining_node_above_the_leader_s_term_tells_it() -> None:
     """Without pre-vote and check-quorum a node ignores a leader of an older term, since
     its own campaign will depose it; a node that rejoined above its peers' terms abstains
@@ -304,17 +327,8 @@ def test_an_abstaining_node_above_the_leader_s_term_tells_it() -> None:
     leader.propose([b"x"])
     cluster.stabilize()
     term = leader.term
-    cluster.storages[2] = MemoryStorage()
-    cluster.storages[2].save(HardState(term=term + 1), [])
-    rejoined = make_node(2, cluster.peers, cluster.storages[2], abstain=True, **options)
-    cluster.nodes[2] = rejoined
-    for _ in range(100):
-        for node in cluster.nodes.values():
-            node.tick()
-        cluster.stabilize()
-        if not rejoined.abstaining:
-            break
-    assert not rejoined.abstaining
+    rejoined = rejoin_empty(cluster, 2, term, **options)
+    tick_until(cluster, lambda: not rejoined.abstaining, 100)
     [new_leader] = [n for n in cluster.nodes.values() if n.role is Role.LEADER]
     assert new_leader.term > term and rejoined.leader_id == new_leader.node_id
 
@@ -328,11 +342,7 @@ def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -
     leader = cluster.elect(1)
     leader.propose([b"acknowledged by 1 and 2"])
     cluster.stabilize()
-    term = leader.term
-    cluster.storages[2] = MemoryStorage()
-    cluster.storages[2].save(HardState(term=term + 1), [])
-    rejoined = make_node(2, cluster.peers, cluster.storages[2], abstain=True)
-    cluster.nodes[2] = rejoined
+    rejoined = rejoin_empty(cluster, 2, leader.term)
     cluster.storages[3] = MemoryStorage()  # as if node 3 never got the entry
     cluster.nodes[3] = make_node(3, cluster.peers, cluster.storages[3])
     for _ in range(40):  # node 1 is down: neither of the others may win
@@ -344,12 +354,6 @@ def test_a_node_that_lost_its_state_abstains_until_it_holds_the_leaders_term() -
     # Node 1 comes back: it wins (with node 3's vote, whose log is behind), and once
     # it commits an entry of its term node 2 holds everything and votes again.
     cluster.nodes[1] = make_node(1, cluster.peers, cluster.storages[1])
-    for _ in range(60):
-        for node in cluster.nodes.values():
-            node.tick()
-        cluster.stabilize()
-        if not rejoined.abstaining:
-            break
-    assert not rejoined.abstaining
+    tick_until(cluster, lambda: not rejoined.abstaining, 60)
     assert cluster.nodes[1].role is Role.LEADER
     assert [b"acknowledged by 1 and 2"] in cluster.applied[2]
