@@ -29,30 +29,27 @@ def pacing(count: int, rate: float) -> Iterator[float]:
         yield max(0.0, next_at - time.perf_counter()) if interval else 0.0
 
 
-def publish(cluster_file: str, topic: str, log_dir: str, count: int, rate: float) -> dict:
+def publish(
+    cluster_file: str, topic: str, log_dir: str, count: int, rate: float, batch: int = 0
+) -> dict:
+    """``count`` messages at ``rate`` a second (0: as fast as they go), one ``publish``
+    each, or ``publish_many`` of ``batch`` at a time as fast as they go."""
     cluster = rt.Cluster.from_file(cluster_file)
     payload = os.urandom(100)
     with rt.Publisher(cluster, topic, log_dir=log_dir, codec="raw") as publisher:
         started = time.time_ns()
-        for delay in pacing(count, rate):
-            if delay:
-                time.sleep(delay)
-            publisher.publish(payload)  # its ts: now
+        if batch:
+            count = count // batch * batch
+            for _ in range(count // batch):
+                publisher.publish_many([payload] * batch)
+        else:
+            for delay in pacing(count, rate):
+                if delay:
+                    time.sleep(delay)
+                publisher.publish(payload)  # its ts: now
         published = time.time_ns()
         publisher.flush()
     return {"started": started, "published": published, "count": count}
-
-
-def publish_many(cluster_file: str, topic: str, log_dir: str, count: int, batch: int) -> dict:
-    cluster = rt.Cluster.from_file(cluster_file)
-    payloads = [os.urandom(100)] * batch
-    with rt.Publisher(cluster, topic, log_dir=log_dir, codec="raw") as publisher:
-        started = time.time_ns()
-        for _ in range(count // batch):
-            publisher.publish_many(payloads)
-        published = time.time_ns()
-        publisher.flush()
-    return {"started": started, "published": published, "count": count // batch * batch}
 
 
 def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dict:
@@ -98,11 +95,8 @@ def subscribe(cluster_file: str, log_dir: str, count: int, latency: bool) -> dic
 def main() -> None:
     role, args = sys.argv[1], sys.argv[2:]
     if role == "pub":
-        cluster_file, topic, log_dir, count, rate = args
-        result = publish(cluster_file, topic, log_dir, int(count), float(rate))
-    elif role == "pub-many":
-        cluster_file, topic, log_dir, count, batch = args
-        result = publish_many(cluster_file, topic, log_dir, int(count), int(batch))
+        cluster_file, topic, log_dir, count, rate, batch = args
+        result = publish(cluster_file, topic, log_dir, int(count), float(rate), int(batch))
     else:
         cluster_file, log_dir, count, latency = args
         result = subscribe(cluster_file, log_dir, int(count), latency == "1")

@@ -113,9 +113,9 @@ def throughput_phase(root: Path, batch: int = 0) -> None:
         subscriber = worker("sub", cluster.file, root / "sub", 2 * COUNT, 0)
         subscriber.stdout.readline()  # ready
         pids = [cluster.proc.pid, *localhost.descendants(cluster.proc.pid)]
-        role, last = ("pub-many", batch) if batch else ("pub", 0)
         publishers = [
-            worker(role, cluster.file, "bench", root / f"pub{i}", COUNT, last) for i in range(2)
+            worker("pub", cluster.file, "bench", root / f"pub{i}", COUNT, 0, batch)
+            for i in range(2)
         ]
         before = {pid: localhost.cpu_seconds(pid) for pid in pids}
         pub_results = [result(p) for p in publishers]
@@ -152,7 +152,7 @@ def latency_phase(root: Path) -> None:
         subscriber.stdout.readline()
         pids = [cluster.proc.pid, *localhost.descendants(cluster.proc.pid)]
         before = {pid: localhost.cpu_seconds(pid) for pid in pids}
-        publisher = worker("pub", cluster.file, "latency", root / "pub", count, RATE)
+        publisher = worker("pub", cluster.file, "latency", root / "pub", count, RATE, 0)
         result(publisher)
         sub_result = result(subscriber)
         print(

@@ -88,7 +88,7 @@ def main() -> None:
             count = int(RATE * (WARM_UP + SECONDS + 2))
             subscriber = worker("sub", cluster.file, root / "sub", count, 1)
             subscriber.stdout.readline()  # ready
-            publisher = worker("pub", cluster.file, "profile", root / "pub", count, RATE)
+            publisher = worker("pub", cluster.file, "profile", root / "pub", count, RATE, 0)
             time.sleep(WARM_UP)
             sequencers = [
                 pid

@@ -248,7 +248,7 @@ class TakesAppendsBeforeHoldingTheBytes(SequencerCore):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.appends = AppendHold(lambda append: [], lambda stream, end: True)
+        self.appends = AppendHold(lambda entries: [], lambda stream, end: True)
 
 
 @pytest.mark.parametrize(

@@ -63,10 +63,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..raft import Accepted, Entry, Message, Role
+from ..raft import Accepted, Entry, Role
 from ._errors import EntryError, HalfAppliedError, InputError, MergeError
 from ._hold import AppendHold
 from ._merger import InputSource, MergedSink, Merger
@@ -512,8 +512,8 @@ class SequencerCore:
     # -- proposals -----------------------------------------------------------------------
 
     @staticmethod
-    def _ranges_named(append: Message) -> list[tuple[int, str, int]]:
-        return [(index, r.stream, r.end) for index, r in ranges_named(append.entries)]
+    def _ranges_named(entries: Sequence[Entry]) -> list[tuple[int, str, int]]:
+        return [(index, r.stream, r.end) for index, r in ranges_named(entries)]
 
     def _holds_input(self, stream: str, end: int) -> bool:
         """Whether this node holds ``stream`` on disk (or merged it) up to ``end``."""

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from ..raft import Message, MessageType
+from ..raft import Entry, Message, MessageType
 
 __all__ = ["AppendHold"]
 
@@ -44,11 +44,11 @@ Needs = list[tuple[int, str, int]]
 class AppendHold:
     def __init__(
         self,
-        needs: Callable[[Message], Needs],
+        needs: Callable[[Sequence[Entry]], Needs],
         holds: Callable[[str, int], bool],
         capacity: int = 1024,
     ) -> None:
-        """``needs(append)``: the ranges its entries name; ``holds(stream, end)``:
+        """``needs(entries)``: the ranges they name; ``holds(stream, end)``:
         whether this node holds ``stream`` up to ``end`` on disk (or merged it)."""
         self._needs = needs
         self._holds = holds
@@ -75,7 +75,8 @@ class AppendHold:
         self._commit = max(self._commit, message.commit)
         if kind is _HEARTBEAT:
             return [*self.release(), message]
-        needs = self._needs(message) if kind is _APPEND else []
+        commit = self._commit  # entries at or below it need nothing: not even decoded
+        needs = self._needs([e for e in message.entries if e.index > commit])
         if not self._waiting and self._held(needs):
             return [message]
         if len(self._waiting) >= self._capacity:

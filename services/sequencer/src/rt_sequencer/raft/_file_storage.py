@@ -68,14 +68,18 @@ def _encode_hard_state(state: HardState) -> bytes:
     return _with_crc(_HARD_STATE_BODY.pack(state.term, state.vote, state.commit))
 
 
-def _record_at(raw: bytes, position: int) -> bool:
-    """Whether a whole record with a good CRC starts at ``position`` of ``raw``."""
-    if position + _RECORD_HEADER.size > len(raw):
-        return False
-    crc, length = _RECORD_HEADER.unpack_from(raw, position)
+def _record(view: memoryview, position: int) -> tuple[int, memoryview | None] | None:
+    """The record at ``position``: (its end, its body, or None when the body fails its
+    CRC); None when no whole record fits there (a torn tail, or a length that is not one)."""
+    if position + _RECORD_HEADER.size > len(view):
+        return None
+    crc, length = _RECORD_HEADER.unpack_from(view, position)
     start = position + _RECORD_HEADER.size
     end = start + length
-    return length >= _RECORD_BODY.size and end <= len(raw) and zlib.crc32(raw[start:end]) == crc
+    if length < _RECORD_BODY.size or end > len(view):
+        return None
+    body = view[start:end]
+    return end, (body if zlib.crc32(body) == crc else None)
 
 
 def _check_crc(name: str, raw: bytes) -> bytes:
@@ -284,19 +288,14 @@ class FileStorage:
     def _parse_log(name: str, raw: bytes) -> tuple[tuple[int, int], list[Entry], int]:
         """(base, entries after it, end of the valid prefix) of a log file's bytes."""
         view = memoryview(raw)
-        size = len(raw)
         position = 0
         base: tuple[int, int] | None = None
         entries: list[Entry] = []
-        header_size = _RECORD_HEADER.size
-        while position + header_size <= size:
-            crc, length = _RECORD_HEADER.unpack_from(raw, position)
-            end = position + header_size + length
-            if length < _RECORD_BODY.size or end > size:
-                break
-            body = view[position + header_size : end]
-            if zlib.crc32(body) != crc:
-                if _record_at(raw, end):
+        while (found := _record(view, position)) is not None:
+            end, body = found
+            if body is None:
+                after = _record(view, end)
+                if after is not None and after[1] is not None:
                     # A torn save is the last thing in the file: a bad record with a
                     # whole one after it is damage, which may have been acknowledged. (A
                     # save whose pages reached the disk out of order reads so too; the
