@@ -41,6 +41,16 @@ def test_a_node_reads_the_rest_of_its_description() -> None:
     )
     assert spec.internal_tls and spec.session_configmap == "rt-feed-session"
     assert spec.id == "abc" and spec.name == "feed"
+    assert not spec.publisher_tls
+
+
+def test_a_publisher_pod_pushes_by_certificate_when_the_nodes_ask_for_it() -> None:
+    spec = ClusterSpec.from_env(
+        "feed", {"RT_TOPIC_PREFIX": "rt-", "RT_PUBLISHER_TLS": "1", "RT_PUBLISHER_PAIR": "/p"}
+    )
+    # No CA store of its own: its pair (RT_PUBLISHER_PAIR) and the nodes' external ports.
+    assert spec.publisher_tls and not spec.has_tls
+    assert [node.external for node in spec.nodes] == [f"rt-feed-{n}:5000" for n in range(3)]
 
 
 def test_bad_environments_are_refused_clearly() -> None:

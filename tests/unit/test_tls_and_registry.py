@@ -14,12 +14,15 @@ import pytest
 from k8s_standin import configuration, running
 
 from rtcommon.registry import ClientNameError, ClientRegistry, RegistryError
+from rtcommon.streams import folder_publisher_id, publishes_into
 from rtcommon.tls import (
     CertificateAuthority,
     FileCAStore,
     KubernetesCAStore,
     TLSError,
     client_identity,
+    read_publisher_pair,
+    save_publisher_pair,
 )
 
 
@@ -37,6 +40,40 @@ def test_a_client_certificate_names_the_client_and_its_topics() -> None:
         client_identity(server.cert)
     with pytest.raises(TLSError):
         client_identity(b"not a certificate")
+
+
+def test_a_publisher_certificate_names_the_publisher_and_covers_its_streams(
+    tmp_path: Path,
+) -> None:
+    authority = CertificateAuthority.create("test")
+    pair = authority.issue_publisher("web-7")
+    identity = client_identity(pair.cert)
+    assert (identity.name, identity.publisher, identity.topics) == ("web-7", True, frozenset())
+    assert abs(identity.not_after - (time.time() + 90 * 86400)) < 5
+    client = authority.issue_client("web-7", ["feed"], datetime.timedelta(hours=1))
+    assert not client_identity(client.cert).publisher
+    save_publisher_pair(tmp_path, authority.cert_pem, pair)
+    assert read_publisher_pair(tmp_path) == (authority.cert_pem, pair.cert, pair.key)
+    assert (tmp_path / "publisher.key").stat().st_mode & 0o077 == 0
+    with pytest.raises(TLSError, match="no publisher pair"):
+        read_publisher_pair(tmp_path / "none")
+
+    # Its streams: <id>.<topic>, and <id>-<8 hex>.<topic> for publishers with folders.
+    assert publishes_into("web-7", "web-7.feed", "feed")
+    assert publishes_into("web-7", "web-7.a.b.dedup", "a.b.dedup")
+    own_folder = folder_publisher_id("web-7", tmp_path)
+    assert publishes_into("web-7", f"{own_folder}.feed", "feed")
+    for stream, topic in [
+        ("web-8.feed", "feed"),
+        ("web-70.feed", "feed"),
+        ("web.feed", "feed"),
+        ("web-7-0123abcg.feed", "feed"),
+        ("web-7-0123abcd0.feed", "feed"),
+        ("web-7.feed", "other"),
+        ("web-7feed", "feed"),
+        ("_web-7.feed", "feed"),
+    ]:
+        assert not publishes_into("web-7", stream, topic), stream
 
 
 def test_the_file_store_keeps_one_ca_and_fresh_server_pairs(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from rtcommon.log import (
     RecordTooLargeError,
 )
 from rtcommon.streams import StreamNameError
+from rtcommon.tls import TLSError
 
 from ._cluster import Cluster
 from ._external import EnrolmentError
@@ -44,5 +45,6 @@ __all__ = [
     "StreamNameError",
     "Subscriber",
     "SubscriberError",
+    "TLSError",
     "prune",
 ]

@@ -5,7 +5,10 @@ built from a list of node addresses (each node serves every gRPC service on
 both its push and pull ports, so one address per node is enough); clients inside
 the cluster's network reach those ports in plain text. An external publisher's
 cluster comes from the info-service (:meth:`Cluster.from_info_service`): the nodes'
-external endpoints, reached with mutual TLS (``_external``).
+external endpoints, reached with mutual TLS (``_external``). A cluster with
+``publisher_tls`` takes pushes from its own publishers there too, with the publisher
+pair kept on their host (``rt cert publisher``; ``$RT_PUBLISHER_PAIR`` or the cluster's
+``publisher_pair`` names its folder), whose certificate names their publisher id.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import grpc
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
-from rtcommon.replication import plain_channel
+from rtcommon.replication import LINK_OPTIONS, plain_channel
+from rtcommon.tls import TLSError, channel_credentials, client_identity, read_publisher_pair
 
 from ._external import Enrolment
 
@@ -78,10 +82,40 @@ class Cluster:
 
     def connect(self, node: NodeSpec) -> grpc.aio.Channel:
         """A channel to ``node``'s push port: its external endpoint with mutual TLS for an
-        enrolled client, else its internal port."""
+        enrolled client or (``publisher_tls``) with this host's publisher pair, read
+        afresh for each channel so a renewed pair is used from the next; else its
+        internal port."""
         if self.enrolment is not None:
             return self.enrolment.connect(node)
+        if self.spec.publisher_tls:
+            credentials = channel_credentials(*self._publisher_pair())
+            return grpc.aio.secure_channel(node.external, credentials, options=LINK_OPTIONS)
         return plain_channel(node)
+
+    def certified_publisher(self, asked: str | None) -> str | None:
+        """Under ``publisher_tls``, the publisher id this host's certificate names (which
+        ``asked``, a publisher id a caller gave, must be, if given); else None. Raises
+        ``TLSError`` when the pair is missing or is not a publisher's."""
+        if self.enrolment is not None or not self.spec.publisher_tls:
+            return None
+        identity = client_identity(self._publisher_pair()[1])
+        if not identity.publisher:
+            raise TLSError(f"the publisher pair names client {identity.name!r}, not a publisher")
+        if asked not in (None, identity.name):
+            raise ValueError(
+                f"this host's publisher certificate is for {identity.name!r}, not {asked!r}"
+            )
+        return identity.name
+
+    def _publisher_pair(self) -> tuple[bytes, bytes, bytes]:
+        folder = env.settings().publisher_pair or self.spec.publisher_pair
+        if not folder:
+            raise TLSError(
+                "this cluster takes pushes only with a publisher certificate of its CA:"
+                " name the folder of this host's pair with $RT_PUBLISHER_PAIR"
+                " (rt cert publisher makes one)"
+            )
+        return read_publisher_pair(folder)
 
     def close(self) -> None:
         """Stop reading an enrolment's details (nothing to do for other clusters)."""

@@ -16,7 +16,11 @@ REST           B + 1000 + 10n    6000
 info-service   B + 1100          6100 (one per cluster)
 =============  ================  ====================
 
-The nodes talk to each other on their peer ports with mutual TLS (``internal_tls``). It
+The nodes talk to each other on their peer ports with mutual TLS (``internal_tls``).
+With ``--publisher-tls`` they take pushes only with a certificate of the cluster's CA, on
+their external ports (``publisher_tls``): the launcher issues this host's publisher pair
+into ``DATA/tls/publisher`` (the cluster's ``publisher_pair``), so publishers here push
+over mutual TLS as this host's publisher id. It
 also plays the parts Kubernetes and an identity provider play: it keeps the cluster's
 CA and each node's pair in ``DATA/tls`` (``rtcommon.tls.FileCAStore``, outside
 the nodes' volumes) and runs one ``rt-info-service`` (its folder ``DATA/info-service``,
@@ -66,6 +70,8 @@ from rtcommon.logs import log_formatter
 from rtcommon.processes import Backoff, describe_exit
 from rtcommon.rest import RestError, rest_get
 from rtcommon.tls import FileCAStore, TLSError
+
+from ._cmd_cert import PUBLISHER_FOLDER, ensure_publisher_pair
 
 __all__ = [
     "DEFAULT_BASE_PORT",
@@ -120,9 +126,11 @@ def build_spec(
     pids: Sequence[int | None] | None = None,
     *,
     cluster_id: str | None = None,
+    publisher_tls: bool = False,
 ) -> ClusterSpec:
     """The cluster description for ``nodes`` nodes kept under ``data`` (an absolute path),
-    with identity ``cluster_id`` (a new one if None; "" for none)."""
+    with identity ``cluster_id`` (a new one if None; "" for none); ``publisher_tls``:
+    pushes only with a certificate, this host's publisher pair in ``data/tls/publisher``."""
     pids = list(pids) if pids is not None else [None] * nodes
     specs = []
     for n in range(nodes):
@@ -150,12 +158,15 @@ def build_spec(
         tls_dir=str(data / TLS_FOLDER),
         clients_file=str(data / INFO_FOLDER / CLIENTS_FILE),
         internal_tls=True,
+        publisher_tls=publisher_tls,
+        publisher_pair=str(data / TLS_FOLDER / PUBLISHER_FOLDER) if publisher_tls else "",
     )
 
 
-def prepare_data(data: Path, nodes: int) -> None:
+def prepare_data(data: Path, nodes: int, publisher_tls: bool = False) -> None:
     """Create ``data/node-<n>/s/{in,out,state}``, ``data/session`` ("0"), the cluster's CA
-    and the nodes' server pairs in ``data/tls``, if missing."""
+    and the nodes' server pairs in ``data/tls``, if missing; with ``publisher_tls``, this
+    host's publisher pair too (renewed when past half its life)."""
     for n in range(nodes):
         for part in ("in", "out", "state"):
             (data / f"node-{n}" / "s" / part).mkdir(parents=True, exist_ok=True)
@@ -166,6 +177,8 @@ def prepare_data(data: Path, nodes: int) -> None:
     store.ensure_ca(data.name)
     for n in range(nodes):
         store.ensure_server_pair(f"node-{n}", [HOST, "localhost"], node_id=n)
+    if publisher_tls:
+        ensure_publisher_pair(store, data / TLS_FOLDER / PUBLISHER_FOLDER, env.hostname())
 
 
 _FORMAT = log_formatter("launcher")
@@ -235,8 +248,10 @@ class Launcher:
         out: IO[str] | None = None,
         err: IO[str] | None = None,
         log_level: str | None = None,
+        publisher_tls: bool = False,
     ) -> None:
         self.data = data.absolute()
+        self.publisher_tls = publisher_tls
         self.path = self.data / CLUSTER_FILE
         self.shown_path = shown_path or str(self.path)
         self.base_port = base_port
@@ -338,7 +353,7 @@ class Launcher:
         self._take_lock()
         self._check_previous()
         try:
-            prepare_data(self.data, len(self.nodes))
+            prepare_data(self.data, len(self.nodes), self.publisher_tls)
         except (OSError, TLSError) as exc:
             raise LaunchError(f"cannot prepare the nodes' folders in {self.data}: {exc}") from None
         self._check_ports()
@@ -399,6 +414,7 @@ class Launcher:
             self.roll_size,
             [node.pid for node in self.nodes],
             cluster_id=self.cluster_id,
+            publisher_tls=self.publisher_tls,
         )
         try:
             spec.to_file(self.path)
@@ -548,6 +564,7 @@ def cluster_up(
     base_port: int = DEFAULT_BASE_PORT,
     timeout: float = DEFAULT_TIMEOUT,
     log_level: str | None = None,
+    publisher_tls: bool = False,
 ) -> int:
     """``rt cluster up``: run a local cluster in the foreground until a signal."""
     shown = str(Path(data) / CLUSTER_FILE)
@@ -558,6 +575,7 @@ def cluster_up(
         timeout=timeout,
         shown_path=shown,
         log_level=log_level,
+        publisher_tls=publisher_tls,
     )
     return launcher.run()
 

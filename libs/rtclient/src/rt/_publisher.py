@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -51,7 +50,12 @@ from rtcommon.log import (
     message_tags,
 )
 from rtcommon.replication import Replicator
-from rtcommon.streams import EXTERNAL_PREFIX, check_stream_name, write_topic
+from rtcommon.streams import (
+    EXTERNAL_PREFIX,
+    check_stream_name,
+    folder_publisher_id,
+    write_topic,
+)
 
 from ._cluster import Cluster, ClusterLike
 from ._external import Enrolment, EnrolmentError
@@ -110,9 +114,12 @@ def publisher_directory(
     log_dir: str | os.PathLike[str] | None = None,
     publisher_id: str | None = None,
     cluster: ClusterSpec | None = None,
+    *,
+    host: str | None = None,
 ) -> tuple[Path, bool]:
     """The log directory of a publisher on ``topic`` to ``cluster``, and whether it is
-    replicated."""
+    replicated. ``host``: the id of this host's publishers (default its host name; a
+    publisher certificate's under ``publisher_tls``), for those given no ``publisher_id``."""
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"a topic is a non-empty string, not {topic!r}")
     if os.path.isabs(topic):
@@ -123,11 +130,9 @@ def publisher_directory(
         log_path = env.settings().log_path
         parent = cluster.client_folder(log_path) if cluster is not None else log_path
     if publisher_id is None:
-        publisher_id = env.hostname()
+        publisher_id = host or env.hostname()
         if log_dir is not None:
-            # Publishers on one host with their own log folders must not feed one stream.
-            folder = os.path.abspath(parent).encode()
-            publisher_id += "-" + hashlib.blake2s(folder, digest_size=4).hexdigest()
+            publisher_id = folder_publisher_id(publisher_id, parent)
     return parent / check_stream_name(f"{publisher_id}.{topic}"), True
 
 
@@ -178,7 +183,10 @@ class Publisher:
             if origin not in (None, self._only_origin):
                 raise ValueError(f"an external publisher's origin is {self._only_origin!r}")
             origin = self._only_origin
-        self.directory, replicate = publisher_directory(topic, log_dir, publisher_id, spec)
+        host = reached.certified_publisher(publisher_id) if reached is not None else None
+        self.directory, replicate = publisher_directory(
+            topic, log_dir, publisher_id, spec, host=host
+        )
         self.stream = self.directory.name if replicate else None
         self.codec = Codec.named(codec)
         self.origin = env.hostname() if origin is None else origin

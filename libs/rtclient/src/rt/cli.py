@@ -3,9 +3,10 @@
 Every subcommand is declared here with its public options and runs from its own module:
 `rt cluster up` and `rt cluster down` (the local launcher, `rt._launcher`), `rt pub`
 (`rt._cmd_pub`), `rt sub` (`rt._cmd_sub`), `rt reset` (`rt._cmd_reset`), `rt status`
-(`rt._status`), `rt streams` (`rt._cmd_streams`), `rt export` (`rt._cmd_export`) and
-`rt client add` (`rt._cmd_client`) and `rt completion` (`rt._completion`). Exit codes are
-one table for all (`rt._exits`).
+(`rt._status`), `rt streams` (`rt._cmd_streams`), `rt export` (`rt._cmd_export`),
+`rt client add` (`rt._cmd_client`), `rt cert publisher` and `rt cert revoke`
+(`rt._cmd_cert`) and `rt completion` (`rt._completion`). Exit codes are one table for all
+(`rt._exits`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         timeout=args.timeout,
         log_level=args.log_level,
+        publisher_tls=args.publisher_tls,
     )
 
 
@@ -78,6 +80,18 @@ def _client_add(args: argparse.Namespace) -> int:
     from rt._cmd_client import add
 
     return add(args.cluster, args.name, args.topic)
+
+
+def _cert_publisher(args: argparse.Namespace) -> int:
+    from rt._cmd_cert import publisher
+
+    return publisher(args.cluster, args.publisher_id, args.out, args.days)
+
+
+def _cert_revoke(args: argparse.Namespace) -> int:
+    from rt._cmd_cert import revoke
+
+    return revoke(args.cluster, args.certificate)
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -164,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"),
         help="the nodes' logging level (default $RT_LOG_LEVEL, else INFO)",
+    )
+    up.add_argument(
+        "--publisher-tls",
+        action="store_true",
+        help="take pushes only over mutual TLS with a certificate of the cluster's CA (this"
+        " host's publisher pair is issued into DIR/tls/publisher)",
     )
     up.set_defaults(func=_cluster_up)
     down = cluster_commands.add_parser(
@@ -305,6 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cluster(add)
     add.set_defaults(func=_client_add)
+
+    cert = commands.add_parser("cert", help="internal publishers' certificates")
+    cert_commands = cert.add_subparsers(dest="cert_command", metavar="COMMAND")
+    cert_commands.required = True
+    issue = cert_commands.add_parser(
+        "publisher",
+        help="issue a publisher pair for a host (a cluster with publisher_tls)",
+        description="Issue, from the cluster's CA, a certificate and key for publisher id"
+        " ID (a host name) and keep them with the CA's certificate in a folder; copy it to"
+        " that host and name it with $RT_PUBLISHER_PAIR. Prints the serial and end as JSON.",
+    )
+    issue.add_argument("publisher_id", metavar="ID", help="the publisher id (a host name)")
+    issue.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the pair's folder (default $RT_PUBLISHER_PAIR, else the cluster's publisher_pair)",
+    )
+    issue.add_argument(
+        "--days", type=float, metavar="N", help="issue anew, valid N days (default 90)"
+    )
+    _add_cluster(issue)
+    issue.set_defaults(func=_cert_publisher)
+    withdraw = cert_commands.add_parser(
+        "revoke",
+        help="revoke a publisher's certificate: the nodes refuse its pushes",
+        description="Put a certificate (a PEM file, or a pair's folder) on the cluster's"
+        " revocation list; the nodes refuse its pushes, running ones included, within a second.",
+    )
+    withdraw.add_argument("certificate", metavar="CERT", help="the certificate or pair folder")
+    _add_cluster(withdraw)
+    withdraw.set_defaults(func=_cert_revoke)
 
     completion = commands.add_parser(
         "completion",

@@ -106,6 +106,13 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: nodes talk to each other with mutual TLS on their peer listeners (``tls_dir``'s
     #: CA and each node's pair), and accept there only the cluster's nodes
     internal_tls: bool = False
+    #: the nodes take a push only with a certificate of the cluster's CA, on their
+    #: external ports: an internal publisher's (``rt cert publisher``, its own streams)
+    #: or an enrolled client's; their internal push ports refuse every push
+    publisher_tls: bool = False
+    #: where a publisher on this cluster's host keeps its pair (``rtcommon.tls.
+    #: save_publisher_pair``); ``$RT_PUBLISHER_PAIR`` names another
+    publisher_pair: str = ""
 
     def __post_init__(self) -> None:
         if len(self.nodes) not in (1, 3, 5):
@@ -151,8 +158,8 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
         Service of its own) for n below ``$RT_REPLICAS``, with the deployment's ports
         (:data:`DEPLOYMENT_PORTS`). A node reads the rest from the environment too:
         ``RT_CLUSTER_ID``, ``RT_TLS_SECRET`` or ``RT_TLS_DIR`` (the TLS material: external
-        port and internal TLS), ``RT_SESSION_CONFIGMAP``, ``RT_INFO_SERVICE``, ``RT_DATA`` (the
-        folder holding the volume ``s``; "/")."""
+        port and internal TLS), ``RT_PUBLISHER_TLS``, ``RT_SESSION_CONFIGMAP``,
+        ``RT_INFO_SERVICE``, ``RT_DATA`` (the folder holding the volume ``s``; "/")."""
         environ = os.environ if environ is None else environ
         settings = Settings.from_env(environ)
         try:
@@ -174,7 +181,9 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
                     rest=ports["rest"],
                     control=ports["control"],
                     peer=ports["peer"],
-                    external=ports["external"] if tls_dir or tls_secret else "",
+                    external=ports["external"]
+                    if tls_dir or tls_secret or settings.publisher_tls
+                    else "",
                     data=environ.get("RT_DATA", "/"),
                 )
             )
@@ -188,6 +197,7 @@ class ClusterSpec(msgspec.Struct, frozen=True, kw_only=True):
             tls_dir=tls_dir,
             tls_secret=tls_secret,
             internal_tls=bool(tls_dir or tls_secret),
+            publisher_tls=settings.publisher_tls,
         )
 
     def client_folder(self, log_path: Path) -> Path:

@@ -71,6 +71,14 @@ variable                                setting                meaning
                                                                ("0.0.0.0" in a pod)
 ``RT_CA_SECRET``                        ``ca_secret``          info-service in Kubernetes: the
                                                                Secret holding the CA's key
+``RT_PUBLISHER_PAIR``                   ``publisher_pair``     the folder of this host's
+                                                               publisher pair (``rt cert
+                                                               publisher``); "" takes the
+                                                               cluster's ``publisher_pair``
+``RT_PUBLISHER_TLS``                    ``publisher_tls``      Kubernetes: set, the nodes take
+                                                               pushes only with a publisher's
+                                                               or client's certificate, on
+                                                               their external ports
 ``RT_CLUSTER_ID``, ``RT_TLS_DIR``,      (``ClusterSpec.``      Kubernetes: the rest of the
 ``RT_TLS_SECRET``,                      ``from_env``)          cluster description a node
 ``RT_SESSION_CONFIGMAP``,                                      builds from the environment
@@ -148,6 +156,8 @@ class Settings:
     replicas: int = 3
     listen_host: str = ""
     ca_secret: str = ""
+    publisher_pair: str = ""
+    publisher_tls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -185,6 +195,8 @@ class Settings:
             replicas=_replicas(environ.get("RT_REPLICAS")),
             listen_host=environ.get("RT_LISTEN_HOST", ""),
             ca_secret=environ.get("RT_CA_SECRET", ""),
+            publisher_pair=environ.get("RT_PUBLISHER_PAIR", ""),
+            publisher_tls=_flag(environ.get("RT_PUBLISHER_TLS"), default=False),
         )
 
 

@@ -8,6 +8,8 @@ they resemble (ValueError, OSError)::
      ├── LogError            the log format and its files (rtcommon.log)
      ├── ClusterError        a cluster description that cannot be used
      ├── StreamNameError     a stream name or topic the nodes would refuse
+     ├── TLSError            TLS material missing or unreadable (rtcommon.tls)
+     ├── EnrolmentError      the info-service refused or did not answer (rt)
      ├── SubscriberError     a subscriber that cannot go on (rt)
      └── IdSequenceError     a message id that breaks RT's id rule (rt)
 """

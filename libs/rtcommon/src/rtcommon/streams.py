@@ -2,7 +2,10 @@
 
 Publishers and nodes check names with the same rules, here.
 
-A stream is named after the publisher's log directory, ``<host or publisher id>.<topic>``.
+A stream is named after the publisher's log directory, ``<host or publisher id>.<topic>``,
+or ``<id>-<8 hex digits>.<topic>`` for a publisher given a log folder of its own
+(:func:`folder_publisher_id`); :func:`publishes_into` is how a node tells whether a
+publisher's certificate covers a stream.
 The topic is never parsed back out of that name (host names contain dots): a publisher
 records it in its directory's ``.topic`` file and sends it when it opens a push, and a
 node keeps it beside the stream's input copy. A topic ending in ``.dedup`` asks the
@@ -11,6 +14,7 @@ cluster to deduplicate it, per topic and origin, across every stream of the topi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -61,6 +65,25 @@ def is_stream_name(name: str) -> bool:
     except StreamNameError:
         return False
     return True
+
+
+def folder_publisher_id(publisher_id: str, folder: str | os.PathLike[str]) -> str:
+    """The id of ``publisher_id``'s publishers with their log folders under ``folder``:
+    publishers on one host with their own folders must not feed one stream."""
+    digest = hashlib.blake2s(os.path.abspath(folder).encode(), digest_size=4).hexdigest()
+    return f"{publisher_id}-{digest}"
+
+
+def publishes_into(publisher_id: str, stream: str, topic: str) -> bool:
+    """Whether ``stream`` of ``topic`` is one that publisher ``publisher_id`` writes:
+    ``<id>.<topic>``, or ``<id>-<8 hex digits>.<topic>`` (:func:`folder_publisher_id`)."""
+    if not stream.endswith(f".{topic}"):
+        return False
+    writer = stream[: -len(topic) - 1]
+    if writer == publisher_id:
+        return True
+    head, dash, digest = writer.rpartition("-")
+    return bool(dash) and head == publisher_id and re.fullmatch(r"[0-9a-f]{8}", digest) is not None
 
 
 def is_dedup_topic(topic: str) -> bool:

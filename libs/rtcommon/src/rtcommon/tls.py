@@ -5,9 +5,13 @@ and the gRPC credentials made from it (DESIGN sections 5 and 9).
   its hosts, and its identity towards its peers: ``urn:rt:node:<id>``, read back with
   :func:`node_identity`) and *client* certificates: one per enrolled external
   client, short-lived, with the client's name as common name and, as SAN URIs,
-  ``urn:rt:client:<name>`` and one ``urn:rt:topic:<topic>`` per topic it may insert. The
-  node reads the name and topics back with :func:`client_identity`, so what a client may
-  push is bound into the certificate the CA signed.
+  ``urn:rt:client:<name>`` and one ``urn:rt:topic:<topic>`` per topic it may insert; and
+  *publisher* certificates for the cluster's own (internal) publishers: one per
+  publisher id (a host name), SAN ``urn:rt:publisher:<id>``, good for any topic but only
+  that id's streams. The node reads either back with :func:`client_identity`, so what a
+  client or publisher may push is bound into the certificate the CA signed. A
+  publisher's pair is kept on its host in a folder of its own
+  (:func:`save_publisher_pair`, :func:`publisher_credentials`).
 - :class:`FileCAStore` (a :class:`CAStore`) keeps the CA, the nodes' pairs and the
   revocation list in one folder, outside the nodes' volumes (``DATA/tls`` locally). The
   CA's key is read only by whoever issues (the launcher, the info-service); a node reads
@@ -47,6 +51,8 @@ from .log import DirectoryLock, write_file_atomically
 
 __all__ = [
     "CA_CERT_FILE",
+    "PUBLISHER_CERT_FILE",
+    "PUBLISHER_KEY_FILE",
     "CAStore",
     "CertificateAuthority",
     "ClientIdentity",
@@ -58,6 +64,8 @@ __all__ = [
     "channel_credentials",
     "client_identity",
     "node_identity",
+    "read_publisher_pair",
+    "save_publisher_pair",
     "server_credentials",
 ]
 
@@ -65,10 +73,16 @@ CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
 REVOKED_FILE = "revoked.json"
 CLIENT_URI = "urn:rt:client:"
+PUBLISHER_URI = "urn:rt:publisher:"
 TOPIC_URI = "urn:rt:topic:"
 NODE_URI = "urn:rt:node:"
 CA_LIFETIME = datetime.timedelta(days=3650)
 SERVER_LIFETIME = datetime.timedelta(days=365)
+#: An internal publisher's certificate, unless its issuer says otherwise.
+PUBLISHER_LIFETIME = datetime.timedelta(days=90)
+#: The files of a publisher's pair folder (with the CA's certificate, ``ca.pem``).
+PUBLISHER_CERT_FILE = "publisher.pem"
+PUBLISHER_KEY_FILE = "publisher.key"
 #: A server pair this close to its end is issued again when the store is asked for it.
 SERVER_RENEW_BEFORE = datetime.timedelta(days=30)
 #: Issued certificates start this far in the past: clocks of two machines differ.
@@ -93,12 +107,15 @@ class IssuedPair(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClientIdentity(msgspec.Struct, frozen=True, kw_only=True):
-    """Who a client certificate names and what it may insert."""
+    """Who a client certificate names and what it may insert: an external client's
+    name and topics, or (``publisher``) an internal publisher's id, which may insert any
+    topic into the streams of that id (``rtcommon.streams.publishes_into``)."""
 
     name: str
     topics: frozenset[str]
     serial: int
     not_after: float
+    publisher: bool = False
 
 
 def _now() -> datetime.datetime:
@@ -231,6 +248,14 @@ class CertificateAuthority:
         uris += [x509.UniformResourceIdentifier(TOPIC_URI + topic) for topic in sorted(topics)]
         return self._issue(name, uris, [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime)
 
+    def issue_publisher(
+        self, publisher_id: str, lifetime: datetime.timedelta = PUBLISHER_LIFETIME
+    ) -> IssuedPair:
+        """An internal publisher's certificate: it may push the streams of
+        ``publisher_id`` (a host name, or the id its publishers are given), any topic."""
+        uri = x509.UniformResourceIdentifier(PUBLISHER_URI + publisher_id)
+        return self._issue(publisher_id, [uri], [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime)
+
     def _issue(
         self,
         name: str,
@@ -265,10 +290,11 @@ class CertificateAuthority:
 
 @functools.lru_cache(maxsize=1024)
 def client_identity(cert_pem: bytes) -> ClientIdentity:
-    """The identity a client certificate (PEM, as gRPC's auth context gives it) names.
+    """The identity a client or publisher certificate (PEM, as gRPC's auth context gives
+    it) names.
 
-    Raises :class:`TLSError` for a certificate that names no RT client: the handshake
-    checked the signature; this reads what the CA put in it."""
+    Raises :class:`TLSError` for a certificate that names neither one RT client nor one
+    publisher: the handshake checked the signature; this reads what the CA put in it."""
     try:
         certificate = x509.load_pem_x509_certificate(cert_pem)
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -276,13 +302,15 @@ def client_identity(cert_pem: bytes) -> ClientIdentity:
         raise TLSError(f"the client certificate names no RT client: {exc}") from exc
     uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
     clients = [uri.removeprefix(CLIENT_URI) for uri in uris if uri.startswith(CLIENT_URI)]
-    if len(clients) != 1:
-        raise TLSError("the client certificate names no RT client")
+    publishers = [uri.removeprefix(PUBLISHER_URI) for uri in uris if uri.startswith(PUBLISHER_URI)]
+    if len(clients) + len(publishers) != 1:
+        raise TLSError("the client certificate names no RT client or publisher")
     return ClientIdentity(
-        name=clients[0],
+        name=(clients or publishers)[0],
         topics=frozenset(uri.removeprefix(TOPIC_URI) for uri in uris if uri.startswith(TOPIC_URI)),
         serial=certificate.serial_number,
         not_after=certificate.not_valid_after_utc.timestamp(),
+        publisher=bool(publishers),
     )
 
 
@@ -545,3 +573,25 @@ def channel_credentials(ca_cert: bytes, cert: bytes, key: bytes) -> grpc.Channel
     return grpc.ssl_channel_credentials(
         root_certificates=ca_cert, private_key=key, certificate_chain=cert
     )
+
+
+def save_publisher_pair(folder: str | os.PathLike[str], ca_cert: bytes, pair: IssuedPair) -> None:
+    """Keep a publisher's pair, and the CA it trusts, in ``folder`` (its key mode 0600)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_file_atomically(folder / PUBLISHER_KEY_FILE, pair.key, mode=0o600)
+    write_file_atomically(folder / PUBLISHER_CERT_FILE, pair.cert)
+    write_file_atomically(folder / CA_CERT_FILE, ca_cert)
+
+
+def read_publisher_pair(folder: str | os.PathLike[str]) -> tuple[bytes, bytes, bytes]:
+    """(CA certificate, certificate, key) of the publisher's pair kept in ``folder``;
+    :class:`TLSError` if any is missing or unreadable."""
+    files = (CA_CERT_FILE, PUBLISHER_CERT_FILE, PUBLISHER_KEY_FILE)
+    try:
+        return tuple(Path(folder, name).read_bytes() for name in files)  # type: ignore[return-value]
+    except OSError as exc:
+        raise TLSError(
+            f"no publisher pair in {folder} ({exc.strerror}): this cluster takes pushes only"
+            " with a publisher certificate of its CA (rt cert publisher)"
+        ) from None

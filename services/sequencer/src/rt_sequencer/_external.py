@@ -2,8 +2,12 @@
 
 The external push port serves Push alone, over mutual TLS: the handshake admits only
 clients whose certificate the cluster CA signed and that is within its validity. Then
-:class:`ExternalAccess` reads the client's name and topics from the certificate
-(``rtcommon.tls.client_identity``) and admits a push only
+:class:`ExternalAccess` reads the certificate (``rtcommon.tls.client_identity``). An
+internal publisher's (``urn:rt:publisher:<id>``, a cluster with ``publisher_tls``, whose
+internal push ports take no push at all) may push any topic into the streams of its id
+alone (``rtcommon.streams.publishes_into``), with records of any origin (HA pairs on
+two hosts publish for one origin). An external client's names its name and topics,
+and a push is admitted only
 
 - of a topic the certificate names (the topics the client enrolled for), and
 - into the stream ``_<client name>.<topic>``, so a client can never write into another
@@ -23,7 +27,7 @@ import time
 import grpc
 
 from rtcommon.log import RecordDecoder
-from rtcommon.streams import EXTERNAL_PREFIX
+from rtcommon.streams import EXTERNAL_PREFIX, publishes_into
 from rtcommon.tls import CAStore, ClientIdentity, TLSError, client_identity
 from rtproto.v1 import push_pb2
 
@@ -48,13 +52,25 @@ class ExternalAccess:
         """The identity pushing ``opening``, if it may; else raise :class:`AccessRefused`."""
         certificates = context.auth_context().get("x509_pem_cert")
         if not certificates:
-            raise AccessRefused(grpc.StatusCode.UNAUTHENTICATED, "no client certificate")
+            raise AccessRefused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no client certificate: this cluster takes a push only over mutual TLS with"
+                " a certificate of its CA, on a node's external port",
+            )
         try:
             identity = client_identity(certificates[0])
         except TLSError as exc:
             raise AccessRefused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
         self.check(identity)
         topic = opening.topic or opening.stream
+        if identity.publisher:
+            if not publishes_into(identity.name, opening.stream, topic):
+                raise AccessRefused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"publisher {identity.name!r} pushes only its own streams"
+                    f" ({identity.name}.<topic>), not {opening.stream!r}",
+                )
+            return identity
         if topic not in identity.topics:
             raise AccessRefused(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -72,8 +88,11 @@ class ExternalAccess:
 
     def check_records(self, identity: ClientIdentity, position: int, data: bytes) -> None:
         """Raise :class:`AccessRefused` unless every whole record in ``data`` (a push
-        chunk at ``position``) names the client as its origin. Bytes that are not whole
-        records are left to the input copy, which refuses them."""
+        chunk at ``position``) names the client as its origin (an internal publisher's
+        may name any). Bytes that are not whole records are left to the input copy,
+        which refuses them."""
+        if identity.publisher:
+            return
         decoder = RecordDecoder(position, verify=False)
         decoder.feed(data)
         records, _ = decoder.next_records()

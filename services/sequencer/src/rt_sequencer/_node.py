@@ -35,7 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rtcommon import env
 from rtcommon.admin import node_status
-from rtcommon.cluster import ClusterSpec, claim_for_cluster, quorum
+from rtcommon.cluster import ClusterError, ClusterSpec, claim_for_cluster, quorum
 from rtcommon.follow import SILENT_AFTER, FailoverPolicy, cancelling, follow
 from rtcommon.log import (
     SEAL_SIZE,
@@ -309,7 +309,16 @@ class Node:
 
     async def _serve(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=self._server_options)
-        push_pb2_grpc.add_PushServicer_to_server(PushService(self), server)
+        access = None
+        if self.cluster.publisher_tls:
+            if not (self.spec.external and self.cluster.has_tls):
+                raise ClusterError(
+                    "publisher_tls needs the cluster's TLS material and external ports"
+                )
+            # no certificate reaches this port, so the access check refuses every push,
+            # saying where to push instead
+            access = ExternalAccess(self._ca_store())
+        push_pb2_grpc.add_PushServicer_to_server(PushService(self, access), server)
         pull_pb2_grpc.add_PullServicer_to_server(PullService(self), server)
         publisher_pb2_grpc.add_SubscriberServicer_to_server(SubscriberService(self), server)
         if not self.spec.peer:  # no listener of their own: peers come to the push port
