@@ -10,6 +10,7 @@ One 3-node cluster serves the module.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import pytest
 
 import rt
 from rtcommon import env
-from rtcommon.log import Codec, encode_message
+from rtcommon.log import Codec, LogWriter, encode_message
 from rtcommon.tls import channel_credentials, client_identity, read_publisher_pair
 from rtproto.v1 import admin_pb2, admin_pb2_grpc, common_pb2, push_pb2, push_pb2_grpc
 
@@ -175,3 +176,32 @@ def test_a_publisher_without_its_pair_is_told_so(
     with pytest.raises(rt.TLSError, match="no publisher pair"):
         rt.Publisher(running.spec, "feed", log_dir=tmp_path / "pub")
     assert not (tmp_path / "pub").exists()
+
+
+def test_the_agent_ships_a_directory_with_this_host_s_pair(
+    running: RunningCluster, tmp_path: Path
+) -> None:
+    spec = running.spec
+    command = [str(BIN / "rt-publisher-agent"), "--cluster", str(running.path), "--log-dir"]
+    # A directory named for another publisher id is refused before anything is sent.
+    refused = subprocess.run(
+        [*command, str(tmp_path / "elsewhere.feed")], capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2 and "publisher certificate" in refused.stderr, refused
+
+    stream = f"{env.hostname()}.agentfeed"
+    with LogWriter(tmp_path / stream) as writer:
+        for i in range(1, 501):
+            end = writer.append(encode_message(b"r", origin="w", ts=i, id=i, codec=Codec.RAW))
+    agent = subprocess.Popen(
+        [*command, str(tmp_path / stream), "--topic", "agentfeed"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for node in spec.nodes:
+            wait_held(node, stream, end)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, errors = agent.communicate(timeout=30)
+    assert agent.returncode == 0, errors

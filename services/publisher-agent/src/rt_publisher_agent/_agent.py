@@ -22,10 +22,12 @@ from pathlib import Path
 
 import grpc
 
+from rt import Cluster
 from rtcommon.cluster import ClusterError, ClusterSpec
 from rtcommon.logs import setup_logging
 from rtcommon.replication import DEFAULT_DRAIN_TIMEOUT, Replicator
-from rtcommon.streams import StreamNameError
+from rtcommon.streams import StreamNameError, publishes_into
+from rtcommon.tls import TLSError
 from rtproto.v1 import publisher_pb2_grpc
 
 from ._publish import MAX_BATCH_BYTES, PublishService
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     try:
         spec = ClusterSpec.from_file(args.cluster)
+        cluster = Cluster(spec)  # how it reaches the nodes: with this host's pair, if asked
         replicator = Replicator(
             args.log_dir,
             args.stream,
@@ -91,8 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             topic=args.topic,
             single_ingress=args.single_ingress,
             watch=True,
+            connect=cluster.connect,
         )
-    except (ClusterError, StreamNameError, OSError) as exc:
+        certified = cluster.certified_publisher(None)
+        if certified is not None and not publishes_into(
+            certified, replicator.stream, replicator.topic
+        ):
+            raise ClusterError(
+                f"this host's publisher certificate is for {certified!r}: the nodes take"
+                f" no stream {replicator.stream!r} of topic {replicator.topic!r} from it"
+                f" (its streams are {certified}.<topic>; --topic names the topic)"
+            )
+    except (ClusterError, StreamNameError, TLSError, OSError) as exc:
         print(f"rt-publisher-agent: {exc}", file=sys.stderr)
         return USAGE_ERROR
     stop = threading.Event()
