@@ -29,11 +29,14 @@ from rtproto.v1 import admin_pb2, admin_pb2_grpc, common_pb2, push_pb2, push_pb2
 
 RunningCluster = Any  # conftest's
 BIN = Path(sys.executable).parent
+PER_PUBLISHER = 4
 
 
 @pytest.fixture(scope="module")
 def running(module_cluster: Any) -> Any:
-    return module_cluster(nodes=3, args=["--publisher-tls"])
+    return module_cluster(
+        nodes=3, args=["--publisher-tls"], env={"RT_MAX_STREAMS_PER_PUBLISHER": str(PER_PUBLISHER)}
+    )
 
 
 def rt_cert(*words: str) -> dict[str, str]:
@@ -147,6 +150,26 @@ def test_a_publisher_pair_covers_its_own_streams_alone(
     monkeypatch.setenv("RT_PUBLISHER_PAIR", str(tmp_path))
     with pytest.raises(ValueError, match="web-7"):
         rt.Publisher(spec, "feed", log_dir=tmp_path / "pub", publisher_id="web-8")
+
+
+def test_a_publisher_opens_so_many_streams_on_a_node(
+    running: RunningCluster, tmp_path: Path
+) -> None:
+    spec = running.spec
+    rt_cert("publisher", "busy", "--cluster", str(running.path), "--out", str(tmp_path))
+    mine = channel_credentials(*read_publisher_pair(tmp_path))
+    address = spec.nodes[0].external
+    for n in range(PER_PUBLISHER):
+        push(address, mine, f"busy.t{n}", f"t{n}")
+    with pytest.raises(grpc.RpcError) as refused:
+        push(address, mine, "busy-0123abcd.more", "more")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "RT_MAX_STREAMS_PER_PUBLISHER" in refused.value.details()
+    assert in_copies(spec, "busy-0123abcd.more") == []
+    push(address, mine, "busy.t0", "t0")  # its streams go on
+    rt_cert("publisher", "other", "--cluster", str(running.path), "--out", str(tmp_path / "o"))
+    other = channel_credentials(*read_publisher_pair(tmp_path / "o"))
+    push(address, other, "other.more", "more")  # another publisher's count is its own
 
 
 def test_a_revoked_pair_is_shut_out(running: RunningCluster, tmp_path: Path) -> None:

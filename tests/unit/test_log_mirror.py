@@ -121,6 +121,36 @@ def test_one_mirror_per_directory(tmp_path):
         LogMirror(tmp_path)
 
 
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_suspended_mirror_holds_no_descriptor_and_goes_on_at_the_next_write(tmp_path):
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    write_source(source)
+    items = flatten(all_chunks(source, chunk_size=100))
+    idle = open_descriptors()
+    with LogMirror(copy, sync="none") as mirror:
+        for n, chunk in enumerate(items):
+            mirror.write(chunk)
+            if n % 3 == 0:
+                end = mirror.end
+                mirror.suspend()
+                assert mirror.suspended and open_descriptors() == idle
+                assert mirror.end == mirror.durable == end  # forced to disk first
+                with LogMirror(copy, sync="none"):  # the lock is free meanwhile
+                    pass
+                mirror.write(chunk)  # taken again; the same bytes compare equal
+                assert not mirror.suspended
+        mirror.suspend()
+        with LogMirror(copy):  # another writer holds it: the next write says so
+            with pytest.raises(LogLockedError):
+                mirror.write(items[-1])
+            assert mirror.suspended
+    assert open_descriptors() == idle
+    assert [r.raw for r in read_log(copy)] == [r.raw for r in read_log(source)]
+
+
 def test_reopen_cuts_a_torn_tail_and_resumes(tmp_path):
     with LogMirror(tmp_path) as mirror:
         mirror.write(Chunk(0, record(1) + record(2)))

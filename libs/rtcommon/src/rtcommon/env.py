@@ -37,6 +37,9 @@ variable                                setting                meaning
 ``RT_MAX_STREAMS``                      ``max_streams``        input streams a node holds at
                                                                most; a push that would open
                                                                another is refused (1000)
+``RT_MAX_STREAMS_PER_PUBLISHER``        ``max_streams_per_``   streams one publisher
+                                        ``publisher``          certificate may open on a
+                                                               node (100)
 ``RT_MAX_MESSAGE_SIZE``                 ``max_message_size``   the largest message a publisher
                                                                writes and a node takes in
                                                                (``64Mi``; bytes or a quantity):
@@ -145,6 +148,7 @@ class Settings:
     max_disk_usage_percent: float = 90.0
     archiver_interval: float = 10.0
     max_streams: int = 1000
+    max_streams_per_publisher: int = 100
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     scrub_interval: float = 3600.0
     scrub_rate: int = 32 << 20
@@ -177,6 +181,7 @@ class Settings:
             max_disk_usage_percent=_percent("RT_MAX_DISK_USAGE_PERCENT", environ, 90.0),
             archiver_interval=_positive("RT_ARCHIVER_INTERVAL", environ, 10.0),
             max_streams=_whole_number("RT_MAX_STREAMS", environ) or 1000,
+            max_streams_per_publisher=_whole_number("RT_MAX_STREAMS_PER_PUBLISHER", environ) or 100,
             max_message_size=parse_size(
                 environ.get("RT_MAX_MESSAGE_SIZE") or str(DEFAULT_MAX_MESSAGE_SIZE),
                 "RT_MAX_MESSAGE_SIZE",

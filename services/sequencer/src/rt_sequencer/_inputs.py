@@ -13,6 +13,10 @@ the publisher first declared it: deduplication is per topic, and a stream never
 changes topic; and the id of the publisher's log it belongs to (``.owner``): a push of
 the same name from another log is refused.
 
+A copy no push or fetch wrote for ``IDLE_SECONDS`` lets go of its file and its folder's
+lock (``LogMirror.suspend``) until the next write: a node with many idle streams holds
+no descriptor for them.
+
 Once every node is done with a stream's bytes before a position (the merge core's
 ``Archive``), the copy's whole files before it are deleted
 (:meth:`InputStream.drop_files_before`, in a worker thread)
@@ -80,6 +84,7 @@ class InputStream:
         if topic is not None:
             self.claim_topic(topic)
         self._store = store
+        self.written_at = time.monotonic()  #: when a push or fetch last wrote here
         self.held_changed = Signal()  #: fires when ``held`` or ``archived`` moves
         #: every node is done with this stream before this position (0: not known yet)
         self.archived = 0
@@ -122,6 +127,7 @@ class InputStream:
     def write(self, chunk: Chunk) -> None:
         """Add a chunk (from a push or a fetch); it becomes held at the next group sync."""
         before = self.mirror.end
+        self.written_at = time.monotonic()
         self.mirror.write(chunk)
         if self.mirror.end != before or chunk.sealed:
             self._store.mark_dirty(self)
@@ -152,6 +158,9 @@ class InputStream:
 class InputStore:
     """Every stream's input copy under ``s/in``, and the group syncer."""
 
+    #: A copy not written for this long holds no descriptor until its next write.
+    IDLE_SECONDS = 30.0
+
     def __init__(
         self,
         root: Path,
@@ -166,6 +175,7 @@ class InputStore:
         root.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, InputStream] = {}
         self._dirty: set[InputStream] = set()
+        self._syncing: set[InputStream] = set()  # in the syncer's worker thread now
         self._dirty_event = asyncio.Event()
         self.written = Signal()  #: fires when any stream is written (the fetch server follows)
         self.changed = Signal()  #: fires when any held position moves
@@ -216,13 +226,37 @@ class InputStore:
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, set()
             pending = [(stream, stream.mirror.detach_sync()) for stream in batch]
+            self._syncing = batch
             started = time.perf_counter()
-            await asyncio.to_thread(_run_all, [p for _, p in pending])
+            try:
+                await asyncio.to_thread(_run_all, [p for _, p in pending])
+            finally:
+                self._syncing = set()
             FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "inputs"})
             for stream, sync in pending:
                 stream.mirror.synced(sync)
                 stream.held_changed.fire()
             self.changed.fire()
+
+    async def run_idle_sweeper(self) -> None:
+        """Suspend the copies not written for ``IDLE_SECONDS`` (and not being synced)."""
+        while True:
+            await asyncio.sleep(self.IDLE_SECONDS / 3)
+            self.suspend_idle(time.monotonic())
+
+    def suspend_idle(self, now: float) -> int:
+        """Suspend the copies idle at ``now``; how many were."""
+        busy = self._dirty | self._syncing
+        idle = [
+            stream
+            for stream in self.streams.values()
+            if not stream.mirror.suspended
+            and stream not in busy
+            and now - stream.written_at >= self.IDLE_SECONDS
+        ]
+        for stream in idle:
+            stream.mirror.suspend()
+        return len(idle)
 
     def close(self) -> None:
         for stream in self.streams.values():

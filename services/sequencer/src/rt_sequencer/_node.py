@@ -154,6 +154,7 @@ class Node:
         self.cluster_id = spec.id
         settings = env.settings()
         self.max_streams = settings.max_streams
+        self.max_streams_per_publisher = settings.max_streams_per_publisher
         self._max_message_size = settings.max_message_size
         self._scrub_interval = settings.scrub_interval
         self._scrub_rate = settings.scrub_rate
@@ -279,6 +280,7 @@ class Node:
             for name, coroutine in [
                 ("raft", self.driver.run()),
                 ("syncer", self.inputs.run_syncer()),
+                ("idle inputs", self.inputs.run_idle_sweeper()),
                 ("own-held", self._follow_own_held()),
                 ("timer", self._run_timer()),
                 ("storage", self._run_storage()),

@@ -34,7 +34,7 @@ from rtcommon.log import (
     split_position,
     starts_a_record,
 )
-from rtcommon.streams import StreamNameError, is_stream_name
+from rtcommon.streams import StreamNameError, is_stream_name, publishes_into
 from rtcommon.telemetry import prometheus_text
 from rtcommon.tls import ClientIdentity, node_identity
 from rtproto.v1 import (
@@ -197,6 +197,8 @@ class PushHost(Protocol):
     clients: Clients
     cluster_id: str  #: the cluster's identity ("" if it has none)
     max_streams: int  #: input streams this node holds at most (RT_MAX_STREAMS)
+    #: streams one publisher certificate may open here (RT_MAX_STREAMS_PER_PUBLISHER)
+    max_streams_per_publisher: int
     traced: TracedBatches  #: publishers' batches this node traces
 
     def quorum_held(self, stream: str) -> int: ...
@@ -277,6 +279,14 @@ class PushService(push_pb2_grpc.PushServicer):
                 f"this node holds {len(self.node.inputs.streams)} input streams, its limit"
                 f" (RT_MAX_STREAMS): stream {first.open.stream!r} is refused",
             )
+        if new and identity is not None and identity.publisher:
+            held = self._streams_of(identity.name)
+            if held >= self.node.max_streams_per_publisher:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"publisher {identity.name!r} has {held} streams on this node, its limit"
+                    f" (RT_MAX_STREAMS_PER_PUBLISHER): stream {first.open.stream!r} is refused",
+                )
         try:
             stream = self.node.inputs.open(first.open.stream, first.open.topic or first.open.stream)
             stream.claim_owner(first.open.owner)
@@ -294,6 +304,14 @@ class PushService(push_pb2_grpc.PushServicer):
             "publisher", stream.name, context.peer(), first.open.publisher
         ) as client:
             await self._push(stream, client, context, new, identity)
+
+    def _streams_of(self, publisher: str) -> int:
+        """How many streams publisher id ``publisher`` writes on this node."""
+        return sum(
+            1
+            for name, stream in self.node.inputs.streams.items()
+            if stream.topic is not None and publishes_into(publisher, name, stream.topic)
+        )
 
     async def _push(
         self, stream, client: Client, context, new: bool, identity: ClientIdentity | None

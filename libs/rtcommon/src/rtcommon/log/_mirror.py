@@ -18,6 +18,10 @@ A copy starts at the start of a file, unless made with ``start_mid_file=True``
 
 On open, the last file is checked and cut back to its last whole record, so a
 crash mid-write leaves no torn record; the source sends the rest again.
+
+An idle copy can be :meth:`~LogMirror.suspend`-ed: it lets go of its file and its
+folder's lock (no descriptor held) and takes them again at the next write, trusting
+what it knew rather than reading the file again.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class LogMirror:
         self.records_written = 0
         self._unsynced: list[int] = []  # descriptors written since the last sync
         self._new_files = False
+        self.suspended = False  #: holds no descriptor until the next write (suspend)
         try:
             self._recover()
         except BaseException:
@@ -96,6 +101,8 @@ class LogMirror:
 
     def write(self, chunk: Chunk) -> int | None:
         """Add ``chunk`` to the copy (trimmed to what is new); return the new end."""
+        if self.suspended:
+            self._resume()
         session, roll, offset = split_position(chunk.position)
         file = (session, roll)
         data = chunk.data
@@ -174,6 +181,30 @@ class LogMirror:
         if pending.end is not None and (self.durable is None or pending.end > self.durable):
             self.durable = pending.end
         return self.durable
+
+    def suspend(self) -> None:
+        """Force what was written to disk, then let go of the current file and the
+        folder's lock until the next write takes them again (without reading the copy:
+        this process wrote it). For a copy idle for a while: it then holds no
+        descriptor."""
+        if self.suspended:
+            return
+        self.sync()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._lock.release()
+        self.suspended = True
+
+    def _resume(self) -> None:
+        self._lock = DirectoryLock(self.directory)
+        if self._file is not None:
+            try:
+                self._fd = os.open(self.directory / file_name(*self._file), os.O_RDWR)
+            except BaseException:
+                self._lock.release()
+                raise
+        self.suspended = False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -1,0 +1,60 @@
+"""A node's input copies (``rt_sequencer._inputs``) on real files: idle copies hold no
+descriptor (issue 14 #7), and go on where they were at the next write."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from rt_sequencer._inputs import InputStore
+from rtcommon.log import Chunk, Codec, encode_message, read_log
+
+
+def record(i: int) -> bytes:
+    return encode_message(b"r%d" % i, origin="pub", ts=i, id=i, codec=Codec.RAW)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def synced(store: InputStore) -> None:
+    """Run the group syncer until every written copy is held."""
+    syncer = asyncio.create_task(store.run_syncer())
+    try:
+        while store._dirty or store._syncing:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+    finally:
+        syncer.cancel()
+
+
+def test_idle_copies_hold_no_descriptor_and_go_on_at_the_next_write(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        before = open_descriptors()
+        store = InputStore(tmp_path)
+        streams = [store.open(f"host-{n}.feed", "feed") for n in range(50)]
+        for stream in streams:
+            stream.write(Chunk(0, record(1)))
+        await synced(store)
+        assert open_descriptors() >= before + 100  # a file and a lock each
+        now = time.monotonic()
+        assert store.suspend_idle(now) == 0  # written just now
+        streams[0].write(Chunk(len(record(1)), record(2)))  # unsynced: busy, kept open
+        assert store.suspend_idle(now + store.IDLE_SECONDS) == 49
+        await synced(store)
+        assert store.suspend_idle(time.monotonic() + store.IDLE_SECONDS) == 1
+        assert open_descriptors() == before
+        assert [s.held for s in streams] == [2 * len(record(1))] + [len(record(1))] * 49
+
+        # The next write takes the copy's file again and goes on where it was.
+        streams[7].write(Chunk(len(record(1)), record(2)))
+        await synced(store)
+        assert streams[7].held == 2 * len(record(1)) and not streams[7].mirror.suspended
+        store.close()
+        assert open_descriptors() == before
+        assert [r.id for r in read_log(tmp_path / "host-7.feed")] == [1, 2]
+
+    asyncio.run(scenario())
