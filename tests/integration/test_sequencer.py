@@ -12,6 +12,7 @@ import asyncio
 import filecmp
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ class Nodes:
         """Until node ``i`` serves: it knows a leader, so a quorum of nodes is up."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.procs[i].poll() is None, (self.root / f"node-{i}.log").read_text()
+            assert self.procs[i].poll() is None, self.log(i)
             try:
                 with grpc.insecure_channel(self.spec.nodes[i].push) as channel:
                     reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -102,6 +103,10 @@ class Nodes:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"node {i} did not start")
+
+    def log(self, i: int) -> str:
+        """What node ``i``'s processes logged (each of its lives)."""
+        return (self.root / f"node-{i}.log").read_text(errors="replace")
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         self.procs[i].send_signal(sig)
@@ -410,7 +415,7 @@ def test_a_node_far_behind_installs_a_snapshot(nodes, tmp_path, monkeypatch):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert_identical(cluster, [1, 2])
-    assert "installing a snapshot" in (tmp_path / "node-2.log").read_text()
+    assert "installing a snapshot" in cluster.log(2)
     # A restart right after the install resumes from its checkpoint.
     cluster.kill(2)
     cluster.start(2)
@@ -698,6 +703,37 @@ def test_a_sealed_merged_file_that_rots_or_differs_is_mended_from_a_peer(
         time.sleep(0.2)
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
+
+
+def test_a_damaged_input_copy_is_mended_from_a_peer_and_the_merge_goes_on(nodes, tmp_path):
+    """A byte that rots in a sealed file of a node's input copy, in bytes it has not
+    merged yet, stopped its merge at that entry: it stalled, stopped after the stall
+    limit and stalled again after every restart while the others went on. The merge
+    reads its input checking each record's CRC, and the stream's copy is checked at once
+    against the peers' (whose copies agree) and mended from one; the entry goes on."""
+    cluster = nodes(3)
+    victim = 2
+    cluster.kill(victim, signal.SIGTERM)
+    directory = tmp_path / "pub/a.feed"
+    write_publisher_log(directory, "a", range(1, 2001))
+    push_to(cluster, [0, 1], "a.feed", directory)
+    cluster.wait_merged(2000, nodes=[0, 1])
+    # The victim holds the stream (a copy of a peer's input copy) but merged none of it.
+    ins = [Path(node.data, "s", "in", "a.feed") for node in cluster.spec.nodes]
+    shutil.copytree(ins[0], ins[victim])
+    sealed = sorted(ins[victim].glob("log.*"))[:-1]
+    assert len(sealed) >= 2
+    damaged = bytearray(sealed[1].read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    sealed[1].write_bytes(bytes(damaged))
+    cluster.start(victim)
+    cluster.wait_merged(2000, nodes=[victim], timeout=30)
+    assert sealed[1].read_bytes() == (ins[0] / sealed[1].name).read_bytes()
+    cluster.wait_alike()
+    assert_identical(cluster, [0, 1, 2])
+    assert [r.id for r in read_log(cluster.out(victim))] == list(range(1, 2001))
+    assert cluster.procs[victim].poll() is None  # merged on, never stopped
+    assert f"input file {sealed[1].name} of a.feed mended from" in cluster.log(victim)
 
 
 def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp_path):

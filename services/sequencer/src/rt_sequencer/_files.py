@@ -69,8 +69,10 @@ class InputFiles:
         if reader is None or reader.position != start:
             if reader is not None:
                 reader.close()
-            # The input copy checked every record's CRC as it arrived.
-            reader = LogReader(self.store.open(stream).directory, start, verify=False)
+            # Each record's CRC again: the input copy checked it as it arrived, but a
+            # byte may rot at rest, and a damaged record must stop the entry here (the
+            # scrubber then mends the file from a peer) rather than reach the merged log.
+            reader = LogReader(self.store.open(stream).directory, start)
         self._readers[stream] = reader  # now the most recently read
         now = time.monotonic()
         self._read_at[stream] = now

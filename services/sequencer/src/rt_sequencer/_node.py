@@ -16,7 +16,8 @@ this module feeds them events and carries out what they ask:
 - at start, damaged storage is set aside: a merged log that no longer reaches its
   checkpoint drops the checkpoint, and damaged Raft state moves to ``raft.damaged`` and
   the node rejoins abstaining (``s/state/rejoining``) until it holds its leader's log;
-  the scrubber (``_scrub``) checks the merged log's sealed files while it runs.
+  the scrubber (``_scrub``) checks the sealed files of the merged log and of the input
+  copies while it runs.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class Node:
         self._disk_use_cache = (0, 0, 0, 0)
         self._disk_use_due = 0.0
         self._pruning = asyncio.Lock()  # one collection of s/out at a time
+        self._archiving = asyncio.Lock()  # input files dropped, or one mended, at a time
         self._external: grpc.aio.Server | None = None
         self._peers: grpc.aio.Server | None = None
         self._tls: CAStore | None = None
@@ -271,6 +273,8 @@ class Node:
             session=lambda: self.session,
             busy=lambda: self.core.installing,
             rate=self._scrub_rate,
+            inputs=lambda: {name: stream.directory for name, stream in self.inputs.streams.items()},
+            input_lock=self._archiving,
         )
         server = await self._serve()
         for link in self.links.values():
@@ -593,7 +597,8 @@ class Node:
 
     async def _drop_input(self, stream: InputStream, action: Archive) -> None:
         try:
-            freed = await asyncio.to_thread(stream.drop_files_before, action.position)
+            async with self._archiving:
+                freed = await asyncio.to_thread(stream.drop_files_before, action.position)
         except OSError as exc:
             log.warning("archiving %s before %d: %s", action.stream, action.position, exc)
             self.core.archive_failed(action.stream)
@@ -767,6 +772,8 @@ class Node:
                 self.timing.apply_retry,
                 self.timing.apply_stall_limit,
             )
+            if action.stream:  # damaged bytes there are mended from a peer's copy
+                self.scrubber.check_input_soon(action.stream)
         else:
             raise TypeError(f"unknown action {action!r}")
 
@@ -863,9 +870,10 @@ class Node:
         await asyncio.sleep(1.0)
         self._storage_queue.put_nowait(action)
 
-    async def file_digest(self, position: int) -> peer_pb2.FileDigestReply:
-        """The digest of a sealed merged-log file, for a peer's scrubber (Peer.FileDigest)."""
-        return await self.scrubber.digest(position)
+    async def file_digest(self, position: int, stream: str = "") -> peer_pb2.FileDigestReply:
+        """The digest of a sealed file of the merged log (or of ``stream``'s input copy),
+        for a peer's scrubber (Peer.FileDigest)."""
+        return await self.scrubber.digest(position, stream)
 
     def stored_snapshot(self) -> tuple[int, bytes]:
         """Raft's stored snapshot (the Peer service's Snapshot): its index and data."""

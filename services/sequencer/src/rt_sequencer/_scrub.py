@@ -1,16 +1,20 @@
-"""The scrubber: the merged log's sealed files checked again, and mended from a peer.
+"""The scrubber: sealed log files checked again, and mended from a peer.
 
 A byte that rots in a sealed file of ``s/out`` is not noticed by the writer, which
-never reads it back, and subscribers reading it only fail over (issue 14 #10). Every
+never reads it back, and subscribers reading it only fail over (issue 14 #10); one that
+rots in an input copy under ``s/in`` stops the merge at that entry on this node. Every
 ``RT_SCRUB_INTERVAL`` seconds (an hour) the node reads each sealed file not collected
-(files of no size are collected or emptied by a hard reset) and checks
-it is whole records, each with its CRC32C, ending in its seal, and asks its peers for
-their digest of the same file (``Peer.FileDigest``: CRC32C of the file's bytes, worked
-out once per file): merged logs are byte-identical on every node, so a file that fails
-its check, or differs from the copies two peers agree on, is replaced by a peer's copy
-of the same file (pulled from its start, checked the same way before it takes the
-file's place). Readers holding the damaged file open go on
-reading it, and fail over as they did; the next ones read the mended file.
+(files of no size are collected or emptied by a hard reset) of its merged log and of
+every input copy, and checks it is whole records, each with its CRC32C, ending in its
+seal, and asks its peers for their digest of the same file (``Peer.FileDigest``: CRC32C
+of the file's bytes, worked out once per file): merged logs are byte-identical on every
+node, and so are the input copies of a stream, so a file that fails its check, or
+differs from the copies two peers agree on, is replaced by a peer's copy of the same
+file (pulled, or for an input copy fetched, from its start, checked the same way before
+it takes the file's place). An input copy the merge found damaged is checked at once
+(:meth:`Scrubber.check_input_soon`), so the entry waiting on it goes on. Readers
+holding the damaged file open go on reading it (subscribers fail over as they did; the
+merge opens the file again); the next ones read the mended file.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -39,7 +44,7 @@ from rtcommon.log import (
 )
 from rtproto.v1 import peer_pb2, peer_pb2_grpc, pull_pb2, pull_pb2_grpc
 
-__all__ = ["Scrubber", "check_file", "first_damage"]
+__all__ = ["ScrubbedLog", "Scrubber", "check_file", "first_damage"]
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +87,30 @@ def first_damage(path: Path) -> str | None:
     return check_file(path)[0]
 
 
+@dataclass(frozen=True, slots=True)
+class ScrubbedLog:
+    """A log whose sealed files are checked: the merged log (``stream`` ""), or the input
+    copy of ``stream``."""
+
+    directory: Path
+    stream: str = ""
+
+    def describe(self, path: Path) -> str:
+        return (
+            f"input file {path.name} of {self.stream}"
+            if self.stream
+            else f"merged-log file {path.name}"
+        )
+
+
 class Scrubber:
-    """Checks ``directory``'s sealed files every ``interval`` seconds, and compares each
+    """Checks the sealed files of the merged log in ``directory`` and of every input copy
+    (``inputs``: stream name -> its folder) every ``interval`` seconds, and compares each
     one's digest with the peers'; mends a damaged file, or one that differs from what
     its peers agree on, from a peer's copy. ``peers`` gives ``(name, channel)`` of each
     peer (its Pull and Peer services), ``session`` the merged log's session. ``lock`` is
-    held while a file is replaced (the node's collection of files takes it too)."""
+    held while a merged-log file is replaced (the node's collection of files takes it
+    too), ``input_lock`` while an input file is (the archival of input files takes it)."""
 
     def __init__(
         self,
@@ -98,6 +121,8 @@ class Scrubber:
         session: Callable[[], int],
         busy: Callable[[], bool] = lambda: False,
         rate: float | None = None,
+        inputs: Callable[[], dict[str, Path]] = dict,
+        input_lock: asyncio.Lock | None = None,
     ) -> None:
         """``busy``: the node's merged log is being rebuilt (a snapshot install): no
         pass then, and no digest served. ``rate``: bytes a second the checks read at
@@ -108,15 +133,19 @@ class Scrubber:
         self._peers = peers
         self.interval = interval
         self._lock = lock
+        self._input_lock = input_lock or asyncio.Lock()
+        self._inputs = inputs
         self._session = session
         self._busy = busy
-        # file name -> (what identified the file when checked, its damage, its digest)
-        self._checked: dict[str, tuple[tuple[int, ...], str | None, int]] = {}
-        self._warned: set[str] = set()
+        # file path -> (what identified the file when checked, its damage, its digest)
+        self._checked: dict[Path, tuple[tuple[int, ...], str | None, int]] = {}
+        self._warned: set[Path] = set()
+        self._soon: dict[str, asyncio.Task[None]] = {}  # input copies checked out of turn
 
     async def run(self) -> None:
-        for leftover in self.directory.glob("log.*.mend"):  # a mend cut short by a crash
-            leftover.unlink(missing_ok=True)
+        for log_ in self._logs():  # a mend cut short by a crash
+            for leftover in log_.directory.glob("log.*.mend"):
+                leftover.unlink(missing_ok=True)
         while True:
             await asyncio.sleep(self.interval)
             if self._busy():
@@ -124,13 +153,40 @@ class Scrubber:
             try:
                 await self.scrub_once()
             except OSError as exc:  # this node's disk: said, and tried again next pass
-                log.error("checking the merged log's files: %s", exc)
+                log.error("checking the merged log's and input copies' files: %s", exc)
+
+    def _logs(self) -> list[ScrubbedLog]:
+        inputs = sorted(self._inputs().items())
+        return [ScrubbedLog(self.directory)] + [ScrubbedLog(d, s) for s, d in inputs]
 
     async def scrub_once(self) -> None:
-        """Check every sealed file (the newest is being written: not that one), read
-        afresh, then against the peers' digests."""
-        for file in list_log_files(self.directory)[:-1]:
-            path = self.directory / file_name(*file)
+        """Check every sealed file (the newest is being written: not that one) of the
+        merged log and of every input copy, read afresh, then against the peers' digests."""
+        for log_ in self._logs():
+            await self.scrub_log(log_)
+
+    def check_input_soon(self, stream: str) -> None:
+        """Check the input copy of ``stream`` now (the merge found it damaged), unless a
+        check of it is under way."""
+        directory = self._inputs().get(stream)
+        running = self._soon.get(stream)
+        if directory is None or (running is not None and not running.done()):
+            return
+        self._soon[stream] = asyncio.create_task(
+            self._scrub_soon(ScrubbedLog(directory, stream)), name=f"scrub {stream}"
+        )
+
+    async def _scrub_soon(self, log_: ScrubbedLog) -> None:
+        try:
+            await self.scrub_log(log_)
+        except OSError as exc:
+            log.error("checking the input copy of %s: %s", log_.stream, exc)
+
+    async def scrub_log(self, log_: ScrubbedLog) -> None:
+        """Check ``log_``'s sealed files, read afresh, then against the peers' digests;
+        mend what is damaged or differs."""
+        for file in list_log_files(log_.directory)[:-1]:
+            path = log_.directory / file_name(*file)
             try:
                 checked = path.stat()
                 if checked.st_size == 0:
@@ -139,24 +195,26 @@ class Scrubber:
             except FileNotFoundError:
                 continue
             if damage is not None:
-                log.error("merged-log file %s is damaged (%s): mending it", path.name, damage)
-                await self._mend(file, path, checked, None)
+                log.error("%s is damaged (%s): mending it", log_.describe(path), damage)
+                await self._mend(log_, file, path, checked, None)
                 continue
-            agreed = await self._peers_digest(file)
+            agreed = await self._peers_digest(log_, file)
             if agreed is not None and agreed != (checked.st_size, digest):
-                log.error(
-                    "merged-log file %s differs from its peers' copies: mending it", path.name
-                )
-                await self._mend(file, path, checked, agreed)
+                log.error("%s differs from its peers' copies: mending it", log_.describe(path))
+                await self._mend(log_, file, path, checked, agreed)
 
-    async def digest(self, position: int) -> peer_pb2.FileDigestReply:
-        """The digest of the sealed file starting at ``position``, for a peer (computed
-        once per file, unless the file changed)."""
+    async def digest(self, position: int, stream: str = "") -> peer_pb2.FileDigestReply:
+        """The digest of the sealed file starting at ``position`` of the merged log (or
+        of ``stream``'s input copy), for a peer (computed once per file, unless the file
+        changed)."""
+        directory = self._inputs().get(stream) if stream else self.directory
+        if directory is None:
+            return peer_pb2.FileDigestReply(held=False)
         file = split_position(position)[:2]
-        files = list_log_files(self.directory)
+        files = list_log_files(directory)
         if self._busy() or file not in files[:-1]:
             return peer_pb2.FileDigestReply(held=False)
-        path = self.directory / file_name(*file)
+        path = directory / file_name(*file)
         try:
             checked = path.stat()
             if checked.st_size == 0:
@@ -172,16 +230,20 @@ class Scrubber:
         self, path: Path, checked: os.stat_result, *, afresh: bool
     ) -> tuple[str | None, int]:
         key = (checked.st_ino, checked.st_dev, checked.st_size, checked.st_mtime_ns)
-        known = self._checked.get(path.name)
+        known = self._checked.get(path)
         if afresh or known is None or known[0] != key:
             damage, digest = await asyncio.to_thread(check_file, path, self.rate)
-            known = self._checked[path.name] = (key, damage, digest)
+            known = self._checked[path] = (key, damage, digest)
         return known[1], known[2]
 
-    async def _peers_digest(self, file: tuple[int, int]) -> tuple[int, int] | None:
+    async def _peers_digest(
+        self, log_: ScrubbedLog, file: tuple[int, int]
+    ) -> tuple[int, int] | None:
         """``(size, digest)`` of ``file`` that every peer holding it agrees on, if at
         least two do (one peer against this node cannot tell which is right)."""
-        request = peer_pb2.FileDigestRequest(session=self._session(), position=file_start(*file))
+        request = peer_pb2.FileDigestRequest(
+            session=self._session(), position=file_start(*file), stream=log_.stream
+        )
         seen = []
         for name, channel in self._peers():
             try:
@@ -193,14 +255,19 @@ class Scrubber:
                 seen.append((reply.size, reply.crc32c))
         if len(seen) >= 2 and len(set(seen)) == 1:
             return seen[0]
-        if len(set(seen)) > 1 and file_name(*file) not in self._warned:
-            self._warned.add(file_name(*file))
-            log.warning("the peers' copies of %s differ from each other", file_name(*file))
+        path = log_.directory / file_name(*file)
+        if len(set(seen)) > 1 and path not in self._warned:
+            self._warned.add(path)
+            log.warning("the peers' copies of %s differ from each other", log_.describe(path))
         return None
 
-    def _still_the_one(self, file: tuple[int, int], path: Path, checked: os.stat_result) -> bool:
-        """Whether ``path`` is still the sealed file found wrong: not collected, not
-        replaced, not become the file being written (a catch-up may rewrite the log)."""
+    @staticmethod
+    def _still_the_one(
+        log_: ScrubbedLog, file: tuple[int, int], path: Path, checked: os.stat_result
+    ) -> bool:
+        """Whether ``path`` is still the sealed file found wrong: not collected or
+        archived, not replaced, not become the file being written (a catch-up may
+        rewrite the log)."""
         try:
             now = path.stat()
         except FileNotFoundError:
@@ -210,10 +277,11 @@ class Scrubber:
             checked.st_dev,
             checked.st_size,
         )
-        return same and list_log_files(self.directory)[-1] != file
+        return same and list_log_files(log_.directory)[-1] != file
 
     async def _mend(
         self,
+        log_: ScrubbedLog,
         file: tuple[int, int],
         path: Path,
         checked: os.stat_result,
@@ -222,35 +290,44 @@ class Scrubber:
         """Replace ``path`` by a peer's copy that is whole (and, with ``agreed``, has
         that size and digest)."""
         start = file_start(*file)
+        what = log_.describe(path)
         for name, channel in self._peers():
             spare = path.with_name(path.name + ".mend")
             try:
-                await self._copy_from(channel, start, spare)
+                await self._copy_from(log_, channel, start, spare)
                 damage, digest = await asyncio.to_thread(check_file, spare)
                 if damage is not None:
                     raise ValueError(f"its copy is not whole either: {damage}")
                 if agreed is not None and (spare.stat().st_size, digest) != agreed:
                     raise ValueError("its copy is not the one the peers agree on")
-                async with self._lock:
-                    if self._busy() or not self._still_the_one(file, path, checked):
+                async with self._input_lock if log_.stream else self._lock:
+                    if self._busy() or not self._still_the_one(log_, file, path, checked):
                         return  # collected or rewritten meanwhile: nothing to mend
                     os.chmod(spare, checked.st_mode)
                     os.replace(spare, path)
-                    fsync_directory(self.directory)
-                self._checked.pop(path.name, None)
-                log.warning("merged-log file %s mended from %s", path.name, name)
+                    fsync_directory(log_.directory)
+                self._checked.pop(path, None)
+                log.warning("%s mended from %s", what, name)
                 return
             except (grpc.aio.AioRpcError, ValueError, OSError) as exc:
-                log.warning("mending %s from %s: %s", path.name, name, exc)
+                log.warning("mending %s from %s: %s", what, name, exc)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     spare.unlink()
-        log.error("no peer could mend %s: tried again at the next pass", path.name)
+        log.error("no peer could mend %s: tried again at the next pass", what)
 
-    @staticmethod
-    async def _copy_from(channel: grpc.aio.Channel, start: int, spare: Path) -> None:
-        """Write the peer's file that begins at ``start`` to ``spare``, synced."""
-        call = pull_pb2_grpc.PullStub(channel).Pull(pull_pb2.PullRequest(position=start))
+    async def _copy_from(
+        self, log_: ScrubbedLog, channel: grpc.aio.Channel, start: int, spare: Path
+    ) -> None:
+        """Write the peer's file that begins at ``start`` to ``spare``, synced: pulled
+        from its merged log, or fetched from its input copy of ``log_.stream``."""
+        if log_.stream:
+            request = peer_pb2.FetchRequest(
+                stream=log_.stream, position=start, session=self._session()
+            )
+            call = peer_pb2_grpc.PeerStub(channel).Fetch(request)
+        else:
+            call = pull_pb2_grpc.PullStub(channel).Pull(pull_pb2.PullRequest(position=start))
         try:
             with open(spare, "wb") as out:
                 expected = start

@@ -232,7 +232,7 @@ class PeerHost(Protocol):
 
     def stored_snapshot(self) -> tuple[int, bytes]: ...
 
-    async def file_digest(self, position: int) -> peer_pb2.FileDigestReply: ...
+    async def file_digest(self, position: int, stream: str = "") -> peer_pb2.FileDigestReply: ...
 
 
 class AdminHost(Protocol):
@@ -629,7 +629,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def FileDigest(self, request, context):
         await self._sender(context)
         await self._check_session(request.session, context)
-        return await self.node.file_digest(request.position)
+        if request.stream and not is_stream_name(request.stream):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a stream name")
+        return await self.node.file_digest(request.position, request.stream)
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):

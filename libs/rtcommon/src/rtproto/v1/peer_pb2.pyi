@@ -24,18 +24,22 @@ class FileDigestRequest(_message.Message):
 
     SESSION_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     session: _builtins.int
     position: _builtins.int
     """The position of the file's first byte."""
+    stream: _builtins.str
+    """"": the merged log's file; else the file of this stream's input copy."""
     def __init__(
         self,
         *,
         session: _builtins.int = ...,
         position: _builtins.int = ...,
+        stream: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "session", b"session", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -104,9 +104,9 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FileDigest(self, request, context):
-        """The digest of one sealed file of the serving node's merged log: merged logs are
-        byte-identical, so a node whose file differs from its peers' (which agree) mends
-        it from them.
+        """The digest of one sealed file of the serving node's merged log, or of a stream's
+        input copy: merged logs and input copies are byte-identical, so a node whose file
+        differs from its peers' (which agree) mends it from them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,9 +53,9 @@ class PeerStub:
     installs this newer one instead, which this node can serve.
     """
     FileDigest: _grpc.UnaryUnaryMultiCallable[_peer_pb2.FileDigestRequest, _peer_pb2.FileDigestReply]
-    """The digest of one sealed file of the serving node's merged log: merged logs are
-    byte-identical, so a node whose file differs from its peers' (which agree) mends
-    it from them.
+    """The digest of one sealed file of the serving node's merged log, or of a stream's
+    input copy: merged logs and input copies are byte-identical, so a node whose file
+    differs from its peers' (which agree) mends it from them.
     """
 
 @_typing.type_check_only
@@ -82,9 +82,9 @@ class PeerAsyncStub(PeerStub):
     installs this newer one instead, which this node can serve.
     """
     FileDigest: _aio.UnaryUnaryMultiCallable[_peer_pb2.FileDigestRequest, _peer_pb2.FileDigestReply]  # type: ignore[assignment]
-    """The digest of one sealed file of the serving node's merged log: merged logs are
-    byte-identical, so a node whose file differs from its peers' (which agree) mends
-    it from them.
+    """The digest of one sealed file of the serving node's merged log, or of a stream's
+    input copy: merged logs and input copies are byte-identical, so a node whose file
+    differs from its peers' (which agree) mends it from them.
     """
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
@@ -138,9 +138,9 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
         request: _peer_pb2.FileDigestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.FileDigestReply, _abc.Awaitable[_peer_pb2.FileDigestReply]]:
-        """The digest of one sealed file of the serving node's merged log: merged logs are
-        byte-identical, so a node whose file differs from its peers' (which agree) mends
-        it from them.
+        """The digest of one sealed file of the serving node's merged log, or of a stream's
+        input copy: merged logs and input copies are byte-identical, so a node whose file
+        differs from its peers' (which agree) mends it from them.
         """
 
 def add_PeerServicer_to_server(servicer: PeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

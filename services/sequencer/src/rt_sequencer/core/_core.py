@@ -468,7 +468,7 @@ class SequencerCore:
                     self.fatal = exc
                 if str(exc) != self._stalled:
                     self._stalled = str(exc)
-                    self._emit(ApplyStalled(index, str(exc)))
+                    self._emit(ApplyStalled(index, str(exc), exc.stream))
                 break
             pending.popleft()
             applied = True

@@ -44,7 +44,12 @@ class InputError(MergeError):
     """This node cannot apply an entry now, with nothing of it applied: its input copy
     cannot be read there (a file it cannot open now, damaged bytes) or its merged log
     took none of it. The entry waits here; a node that stays stuck stops, so that a
-    restart opens its files afresh and leadership moves to a node that can merge."""
+    restart opens its files afresh and leadership moves to a node that can merge.
+    ``stream``: the input copy that could not be read ("" for the merged log)."""
+
+    def __init__(self, message: str, stream: str = "") -> None:
+        super().__init__(message)
+        self.stream = stream
 
 
 class HalfAppliedError(MergeError):

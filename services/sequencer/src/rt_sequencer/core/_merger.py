@@ -158,7 +158,8 @@ class Merger:
             except (MergeError, OSError, LogError) as exc:
                 raise InputError(
                     f"entry {index}: the input copy of {stream} cannot be read"
-                    f" in [{item.start}, {item.end}): {exc}"
+                    f" in [{item.start}, {item.end}): {exc}",
+                    stream,
                 ) from exc
             if is_dedup_topic(topic):
                 if topic not in marks:

@@ -224,11 +224,13 @@ class EntryRefused:
 
 @dataclass(slots=True, frozen=True)
 class ApplyStalled:
-    """Entry ``index`` cannot be applied here for now (this node's input copy could not
-    be read); it is tried again every ``Timing.apply_retry``. Said once per reason."""
+    """Entry ``index`` cannot be applied here for now (this node's input copy of
+    ``stream`` could not be read; "": its merged log took none of it); it is tried again
+    every ``Timing.apply_retry``. Said once per reason."""
 
     index: int
     reason: str
+    stream: str = ""
 
 
 Action = (
