@@ -151,6 +151,31 @@ def test_a_suspended_mirror_holds_no_descriptor_and_goes_on_at_the_next_write(tm
     assert [r.raw for r in read_log(copy)] == [r.raw for r in read_log(source)]
 
 
+def test_a_file_that_cannot_be_started_leaves_the_copy_as_it_was(tmp_path):
+    """A new file the copy cannot create (here a folder in its way; a full disk alike):
+    the write fails, the copy still holds its last file (an old chunk is still compared
+    with it, not with whatever took its descriptor), and the same chunk goes in later."""
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    write_source(source, sessions=1)
+    items = flatten(all_chunks(source))
+    first_file = [c for c in items if c.position < file_start(0, 1)]
+    second = next(c for c in items if c.position == file_start(0, 1))
+    (tmp_path / "other").write_bytes(bytes(1 << 16))
+    with LogMirror(copy) as mirror:
+        for chunk in first_file:
+            mirror.write(chunk)
+        end = mirror.end
+        (copy / "log.0.1").mkdir()
+        with pytest.raises(IsADirectoryError):
+            mirror.write(second)
+        with open(tmp_path / "other", "rb"):  # takes the lowest free descriptor
+            assert mirror.write(first_file[0]) == end
+        (copy / "log.0.1").rmdir()
+        for chunk in items[len(first_file) :]:
+            mirror.write(chunk)
+    assert [r.raw for r in read_log(copy)] == [r.raw for r in read_log(source)]
+
+
 def test_reopen_cuts_a_torn_tail_and_resumes(tmp_path):
     with LogMirror(tmp_path) as mirror:
         mirror.write(Chunk(0, record(1) + record(2)))

@@ -264,10 +264,13 @@ class LogMirror:
             os.fdatasync(self._fd)
 
     def _start_file(self, file: tuple[int, int], offset: int) -> None:
+        path = self.directory / file_name(*file)
+        # Opened before the current file is let go: if it cannot be (a full disk), the
+        # copy stays as it was, whole, and the same chunk may come again.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         if self._fd >= 0 and self._fd not in self._unsynced:
             os.close(self._fd)
-        path = self.directory / file_name(*file)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = fd
         self._file = file
         self._size = offset
         self.sealed = False
