@@ -1,5 +1,6 @@
-"""A node's input copies (``rt_sequencer._inputs``) on real files: idle copies hold no
-descriptor (issue 14 #7), and go on where they were at the next write."""
+"""A node's input copies (``rt_sequencer._inputs``) and the merge's readers of them
+(``rt_sequencer._files.InputFiles``) on real files: idle ones hold no descriptor (issue
+14 #7), and go on where they were at the next write or read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from rt_sequencer._files import InputFiles
 from rt_sequencer._inputs import InputStore
 from rtcommon.log import Chunk, Codec, encode_message, read_log
 
@@ -53,6 +55,19 @@ def test_idle_copies_hold_no_descriptor_and_go_on_at_the_next_write(tmp_path: Pa
         streams[7].write(Chunk(len(record(1)), record(2)))
         await synced(store)
         assert streams[7].held == 2 * len(record(1)) and not streams[7].mirror.suspended
+
+        # The merge's readers of idle streams let go of their files too.
+        store.suspend_idle(time.monotonic() + store.IDLE_SECONDS)
+        files = InputFiles(store)
+        for stream in streams:
+            assert [n for _, n in files.read(stream.name, 0, len(record(1)))] == [1]
+        assert open_descriptors() >= before + 50
+        files.close_idle(time.monotonic())  # read just now: kept
+        assert open_descriptors() >= before + 50
+        files.close_idle(time.monotonic() + files.IDLE_READER_SECONDS + 1)
+        assert open_descriptors() == before
+        assert [n for _, n in files.read("host-7.feed", len(record(1)), 2 * len(record(1)))] == [1]
+        files.close()
         store.close()
         assert open_descriptors() == before
         assert [r.id for r in read_log(tmp_path / "host-7.feed")] == [1, 2]

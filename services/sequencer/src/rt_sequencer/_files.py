@@ -58,7 +58,6 @@ class InputFiles:
         self.store = store
         self._readers: dict[str, LogReader] = {}  # least recently read first
         self._read_at: dict[str, float] = {}
-        self._next_sweep = 0.0
 
     def written(self, stream: str) -> int:
         copy = self.store.streams.get(stream)
@@ -74,14 +73,7 @@ class InputFiles:
             # scrubber then mends the file from a peer) rather than reach the merged log.
             reader = LogReader(self.store.open(stream).directory, start)
         self._readers[stream] = reader  # now the most recently read
-        now = time.monotonic()
-        self._read_at[stream] = now
-        if now >= self._next_sweep:
-            self._next_sweep = now + 1.0
-            for idle in [
-                s for s in self._readers if now - self._read_at[s] > self.IDLE_READER_SECONDS
-            ]:
-                self._readers.pop(idle).close()
+        self._read_at[stream] = time.monotonic()
         try:
             while reader.position is None or reader.position < end:
                 items = reader.read_chunks(end)
@@ -96,6 +88,12 @@ class InputFiles:
             self._readers.pop(stream, None)
             reader.close()
             raise
+
+    def close_idle(self, now: float) -> None:
+        """Close the readers not read in the last ``IDLE_READER_SECONDS`` before ``now``
+        (the node calls this every few seconds, reads or none)."""
+        for idle in [s for s in self._readers if now - self._read_at[s] > self.IDLE_READER_SECONDS]:
+            self._readers.pop(idle).close()
 
     def close(self) -> None:
         for reader in self._readers.values():

@@ -238,14 +238,9 @@ class InputStore:
                 stream.held_changed.fire()
             self.changed.fire()
 
-    async def run_idle_sweeper(self) -> None:
-        """Suspend the copies not written for ``IDLE_SECONDS`` (and not being synced)."""
-        while True:
-            await asyncio.sleep(self.IDLE_SECONDS / 3)
-            self.suspend_idle(time.monotonic())
-
     def suspend_idle(self, now: float) -> int:
-        """Suspend the copies idle at ``now``; how many were."""
+        """Suspend the copies idle at ``now`` (not written for ``IDLE_SECONDS``, not
+        being synced); how many were. The node calls this every few seconds."""
         busy = self._dirty | self._syncing
         idle = [
             stream

@@ -135,6 +135,8 @@ MIN_TIMER_SLEEP = 0.0005
 DISK_USE_EVERY = 2.0
 #: How long Admin.Prune waits for its entry to be applied here.
 PRUNE_TIMEOUT = 10.0
+#: Idle input copies and merge readers are looked for this often (seconds).
+IDLE_SWEEP_SECONDS = 5.0
 
 
 def node_timing() -> Timing:
@@ -284,7 +286,7 @@ class Node:
             for name, coroutine in [
                 ("raft", self.driver.run()),
                 ("syncer", self.inputs.run_syncer()),
-                ("idle inputs", self.inputs.run_idle_sweeper()),
+                ("idle files", self._close_idle_files()),
                 ("own-held", self._follow_own_held()),
                 ("timer", self._run_timer()),
                 ("storage", self._run_storage()),
@@ -300,6 +302,15 @@ class Node:
             task.result()  # a part that stopped on its own is fatal: raise its error
         if self._fatal is not None:
             raise self._fatal
+
+    async def _close_idle_files(self) -> None:
+        """Idle input copies and the merge's idle readers let go of their files, so idle
+        streams hold no file descriptors."""
+        while True:
+            await asyncio.sleep(IDLE_SWEEP_SECONDS)
+            now = time.monotonic()
+            self.inputs.suspend_idle(now)
+            self.input_files.close_idle(now)
 
     async def _serving_once_led(self) -> None:
         """Health turns SERVING once this node knows a leader: only then can the cluster
