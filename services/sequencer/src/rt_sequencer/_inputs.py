@@ -174,6 +174,11 @@ class InputStore:
         self._on_write = on_write  #: told the name of each stream written
         root.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, InputStream] = {}
+        # Every stream's held position and every known topic, kept as they move: the
+        # node reports them after every group sync, and with many streams a walk over
+        # them all each time would cost more than the sync.
+        self._held: dict[str, int] = {}
+        self._topics: dict[str, str] = {}
         self._dirty: set[InputStream] = set()
         self._syncing: set[InputStream] = set()  # in the syncer's worker thread now
         self._dirty_event = asyncio.Event()
@@ -181,17 +186,25 @@ class InputStore:
         self.changed = Signal()  #: fires when any held position moves
         for path in sorted(root.iterdir()):
             if path.is_dir() and is_stream_name(path.name):
-                self.streams[path.name] = InputStream(self, path.name)
+                self._track(InputStream(self, path.name))
 
     def open(self, name: str, topic: str | None = None) -> InputStream:
         """The input copy of stream ``name``, created if new; ``topic`` is claimed for it
         (TopicConflictError if it has another)."""
         stream = self.streams.get(check_stream_name(name))
         if stream is None:
-            stream = self.streams[name] = InputStream(self, name, topic)
+            stream = self._track(InputStream(self, name, topic))
             log.info("new input stream %s on topic %s", name, stream.topic)
         elif topic is not None:
             stream.claim_topic(topic)
+            self._topics[name] = topic
+        return stream
+
+    def _track(self, stream: InputStream) -> InputStream:
+        self.streams[stream.name] = stream
+        self._held[stream.name] = stream.held
+        if stream.topic is not None:
+            self._topics[stream.name] = stream.topic
         return stream
 
     def discard(self, name: str) -> None:
@@ -200,17 +213,20 @@ class InputStore:
         stream = self.streams.pop(name, None)
         if stream is None:
             return
+        self._held.pop(name, None)
+        self._topics.pop(name, None)
         self._dirty.discard(stream)
         stream.close()
         shutil.rmtree(stream.directory, ignore_errors=True)
         log.info("dropped new input stream %s: its first push was refused", name)
 
     def held(self) -> dict[str, int]:
-        return {name: stream.held for name, stream in self.streams.items()}
+        """Every stream's held position (a copy)."""
+        return dict(self._held)
 
     def topics(self) -> dict[str, str]:
-        """The topic of every stream whose topic is known."""
-        return {n: s.topic for n, s in self.streams.items() if s.topic is not None}
+        """The topic of every stream whose topic is known (a copy)."""
+        return dict(self._topics)
 
     def mark_dirty(self, stream: InputStream) -> None:
         self._dirty.add(stream)
@@ -235,6 +251,8 @@ class InputStore:
             FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "inputs"})
             for stream, sync in pending:
                 stream.mirror.synced(sync)
+                if stream.name in self._held:  # not discarded meanwhile
+                    self._held[stream.name] = stream.held
                 stream.held_changed.fire()
             self.changed.fire()
 

@@ -80,4 +80,4 @@ def _replace(per_node: list[dict[str, int]], node: int, positions: dict[str, int
     if before == positions:
         return set()
     per_node[node] = dict(positions)
-    return {s for s in positions.keys() | before.keys() if positions.get(s) != before.get(s)}
+    return {stream for stream, _ in positions.items() ^ before.items()}
