@@ -770,6 +770,38 @@ def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp
     assert [r.id for r in read_log(cluster.out(leader))] == list(range(1, 101))
 
 
+def test_partial_gossip_moves_only_the_streams_it_names(nodes, tmp_path):
+    """With many streams, a node's gossip after the first whole state names only those
+    whose positions moved (``NodeState.partial``): the receiver keeps the others, and a
+    whole state replaces them all. Seen through what node 0 tells a pusher a quorum holds,
+    with nodes 1 and 2 down and their gossip written here."""
+    cluster = nodes(3)
+    session = cluster.status(0).session
+    cluster.kill(1)
+    cluster.kill(2)
+    topics = {"x.feed": "feed", "y.feed": "feed"}
+
+    def gossip(*states: dict) -> None:
+        for node in (1, 2):
+            with grpc.insecure_channel(cluster.spec.nodes[0].push) as channel:
+                messages = [peer_pb2.NodeState(node=node, session=session, **s) for s in states]
+                peer_pb2_grpc.PeerStub(channel).Gossip(iter(messages), timeout=10)
+
+    def replicated(stream: str) -> int:
+        opening = push_pb2.PushRequest(open=push_pb2.PushOpen(stream=stream, topic="feed"))
+        with grpc.insecure_channel(cluster.spec.nodes[0].push) as channel:
+            replies = push_pb2_grpc.PushStub(channel).Push(iter([opening]), timeout=10)
+            return next(iter(replies)).replicated
+
+    gossip(
+        {"held": {"x.feed": 100, "y.feed": 10}, "topics": topics},
+        {"held": {"y.feed": 20}, "partial": True},
+    )
+    assert (replicated("x.feed"), replicated("y.feed")) == (100, 20)
+    gossip({"held": {"y.feed": 30}, "topics": topics})  # whole: x is no longer held there
+    assert (replicated("x.feed"), replicated("y.feed")) == (0, 30)
+
+
 def test_a_raft_message_with_a_term_out_of_bounds_is_refused(nodes, tmp_path):
     """A forged HEARTBEAT with term 2**64 - 1 was stored, and the next campaign crashed
     every node serialising term 2**64."""

@@ -3,7 +3,8 @@
 Each peer gets one gRPC channel and two long-lived client streams: Raft
 batches (every message queued since the last send goes in one batch) and
 gossip (the states the merge core asks to send; when several wait, the latest
-goes, with the topics of all). A link that breaks drops what was queued (Raft
+goes, with the topics of all; after the first whole state on a stream, only the
+streams whose positions moved). A link that breaks drops what was queued (Raft
 resends, the core's gossip keepalive repeats) and reconnects with a capped
 backoff.
 """
@@ -196,14 +197,27 @@ class PeerLink:
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:
+            told: tuple[dict[str, int], dict[str, int]] | None = None  # on this stream
             while True:
                 await self._gossip_wake.wait()
                 self._gossip_wake.clear()
                 if self._gossip is not None:
                     (held, topics, done), self._gossip = self._gossip, None
-                    yield peer_pb2.NodeState(
-                        node=self.me, held=held, topics=topics, session=self.session, done=done
-                    )
+                    state = peer_pb2.NodeState(node=self.me, topics=topics, session=self.session)
+                    # With many streams, most stand still: only what moved is sent.
+                    if (
+                        told is None
+                        or not (told[0].keys() <= held.keys())
+                        or not (told[1].keys() <= done.keys())
+                    ):
+                        state.held.update(held)
+                        state.done.update(done)
+                    else:
+                        state.held.update(held.items() - told[0].items())
+                        state.done.update(done.items() - told[1].items())
+                        state.partial = True
+                    told = held, done
+                    yield state
 
         await self.stub.Gossip(states())
 

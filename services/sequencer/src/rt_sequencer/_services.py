@@ -559,6 +559,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Gossip(self, request_iterator, context):
         sender = await self._sender(context)
         nodes = self.node.node_count
+        held: dict[str, int] = {}  # the sender's whole state, as its partial ones build it
+        done: dict[str, int] = {}
         async for state in request_iterator:
             await self._check_session(state.session, context)
             if sender is not None and state.node != sender:
@@ -569,10 +571,13 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "gossip names what is not a stream"
                 )
+            if not state.partial:
+                held.clear()
+                done.clear()
+            held.update(state.held)
+            done.update(state.done)
             if 0 <= state.node < nodes and state.node != self.node.id:
-                self.node.on_gossip(
-                    state.node, dict(state.held), dict(state.topics), dict(state.done)
-                )
+                self.node.on_gossip(state.node, dict(held), dict(state.topics), dict(done))
         return common_pb2.Empty()
 
     def _names_streams(self, state: peer_pb2.NodeState) -> bool:

@@ -211,8 +211,14 @@ class NodeState(_message.Message):
     TOPICS_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
     node: _builtins.int
     session: _builtins.int
+    partial: _builtins.bool
+    """True: `held` and `done` name only the streams whose positions moved since the last
+    state on this stream (the receiver keeps the others as they were); the first state
+    on a stream, and any that drops a stream, is whole.
+    """
     @_builtins.property
     def held(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Every stream this node holds bytes of: the position before which it holds all."""
@@ -238,10 +244,11 @@ class NodeState(_message.Message):
         topics: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         session: _builtins.int = ...,
         done: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        partial: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "held", b"held", "node", b"node", "session", b"session", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "held", b"held", "node", b"node", "partial", b"partial", "session", b"session", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

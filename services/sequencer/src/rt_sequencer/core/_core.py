@@ -176,6 +176,9 @@ class SequencerCore:
         self._next_checkpoint = now + self.timing.checkpoint_interval
         # proposer
         self._proposed: dict[str, int] | None = None  # stream -> end of its last range
+        #: streams whose own held end may be past ``_proposed`` (those whose held moved
+        #: since they were last looked at): a proposal walks these, not every stream
+        self._unproposed: set[str] = set()
         self._proposed_term = 0
         self._proposing: list[Range] | None = None  # asked for, not yet reported
         self._outstanding: list[int] = []  # last indexes of accepted, unapplied proposals
@@ -363,6 +366,8 @@ class SequencerCore:
             self._own_held = held
             self.view.claim_topics(topics)  # this node's own word wins over gossip
         moved = self.view.update(node, held, topics)
+        if node == self.node_id:
+            self._unproposed |= moved
         if node != self.node_id and moved:
             written, peer_held = self.merger.inputs.written, self.view.held[node]
             self._behind.update(s for s in moved if peer_held.get(s, 0) > written(s))
@@ -530,6 +535,7 @@ class SequencerCore:
                 return  # entries of earlier terms still to apply
             self._proposed = dict(merger.merged)
             self._proposed_term = raft.term
+            self._unproposed = set(self._own_held)
         if self.now < self._next_proposal:
             return
         applied = merger.applied_index
@@ -538,13 +544,13 @@ class SequencerCore:
             return
         proposed, own = self._proposed, self._own_held
         ranges = []
-        # Only streams whose held end is not what was proposed (compared in C: with many
-        # idle streams a walk over all of them at every proposal was the larger cost).
-        for stream in sorted(stream for stream, _ in own.items() - proposed.items()):
-            end = own[stream]
+        for stream in sorted(self._unproposed):
+            end = own.get(stream, 0)
             start = proposed.get(stream, 0)
             topic = self._topic_of(stream)
-            if end > start and topic is not None:
+            if end <= start:
+                self._unproposed.discard(stream)  # proposed up to its end
+            elif topic is not None:
                 ranges.append(Range(stream, start, end, topic))
         if ranges:
             self._proposing = ranges
