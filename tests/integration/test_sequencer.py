@@ -25,7 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import rt
 from rt_sequencer._peers import encode_message as encode_raft_message
-from rt_sequencer.raft import Message, MessageType
+from rt_sequencer.core import Range, encode_ranges, raft_id
+from rt_sequencer.raft import Entry, Message, MessageType
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.log import (
     Chunk,
@@ -768,6 +769,39 @@ def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp
     cluster.wait_merged(100)
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(leader))] == list(range(1, 101))
+
+
+def test_a_forged_proposal_never_reaches_the_raft_log(nodes, tmp_path):
+    """Issue 14 #2: a PROPOSE sent to the leader (nodes never forward proposals) put a
+    range past what any node held into the Raft log, and merging stopped for good. The
+    leader drops it: only its own core, which proposes what it holds, proposes."""
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    write_publisher_log(directory, "a", range(1, 11))
+    push_to(cluster, [0, 1, 2], "a.feed", directory, topic="feed")
+    cluster.wait_merged(10)
+    leader = next(i for i in range(3) if cluster.status(i).role == "leader")
+    status = cluster.status(leader)
+    merged = next(s.merged for s in status.streams if s.stream == "a.feed")
+    forged = encode_ranges([Range("a.feed", merged, merged + 10**9, "feed")])
+    follower = (leader + 1) % 3
+    message = Message(
+        MessageType.PROPOSE,
+        src=raft_id(follower),
+        dst=raft_id(leader),
+        term=0,
+        entries=[Entry(0, 0, forged)],
+    )
+    batch = peer_pb2.RaftBatch(
+        from_node=follower, messages=[encode_raft_message(message)], session=status.session
+    )
+    with grpc.insecure_channel(cluster.spec.nodes[leader].push) as channel:
+        peer_pb2_grpc.PeerStub(channel).Raft(iter([batch]), timeout=10)
+    write_publisher_log(directory, "a", range(11, 101))
+    push_to(cluster, [0, 1, 2], "a.feed", directory, topic="feed")
+    cluster.wait_merged(100, timeout=30)
+    assert_identical(cluster, [0, 1, 2])
+    assert "dropped 1 proposal(s)" in cluster.log(leader)
 
 
 def test_partial_gossip_moves_only_the_streams_it_names(nodes, tmp_path):

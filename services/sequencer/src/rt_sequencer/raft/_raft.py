@@ -426,7 +426,11 @@ class Raft:
     # -- leader --------------------------------------------------------------------------
 
     def _step_forwarded_proposal(self, m: Message) -> None:
-        if self.role is _LEADER:
+        if not self.forward_proposals:
+            # No node of this cluster forwards any: whatever sent it, the leader's own
+            # checks never saw its entries.
+            self._note(f"dropped {len(m.entries)} proposal(s) from {self._name(m.src)}")
+        elif self.role is _LEADER:
             if m.entries:
                 self._append_proposals(entry.data for entry in m.entries)
         else:
