@@ -706,6 +706,66 @@ def test_a_sealed_merged_file_that_rots_or_differs_is_mended_from_a_peer(
     assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
 
 
+def test_a_subscriber_leaves_a_node_that_stopped_answering(nodes, tmp_path):
+    """Issue 14: a subscriber on a node that stops (SIGSTOP: its connections stay open,
+    nothing comes) waited for good. Nodes send a heartbeat every idle second; from a
+    node silent for five (SILENT_AFTER) the subscriber goes to another."""
+    cluster = nodes(3)
+    directory = tmp_path / "pub/a.feed"
+    write_publisher_log(directory, "a", range(1, 101))
+    push_to(cluster, [0, 1, 2], "a.feed", directory)
+    got: list[int] = []
+    subscriber = rt.Subscriber(
+        cluster.spec, log_dir=tmp_path / "sub", node=0, on_message=lambda m, p: got.append(m.id)
+    )
+    with subscriber:
+        deadline = time.monotonic() + 30
+        while len(got) < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        cluster.procs[0].send_signal(signal.SIGSTOP)
+        try:
+            write_publisher_log(directory, "a", range(101, 201))
+            push_to(cluster, [1, 2], "a.feed", directory)
+            stopped = time.monotonic()
+            while len(got) < 200:
+                assert time.monotonic() - stopped < 10, f"{len(got)} delivered"
+                time.sleep(0.1)
+        finally:
+            cluster.procs[0].send_signal(signal.SIGCONT)
+    assert got == list(range(1, 201))
+
+
+def test_a_stream_belongs_to_the_log_that_first_pushed_it(nodes, tmp_path):
+    """Issue 14 #5 for internal publishers: a second publisher's log pushing under the
+    same stream name (two hosts of one name, a folder copied by hand) is refused with
+    PERMISSION_DENIED before any of its bytes is taken; the first goes on."""
+    cluster = nodes(1)
+    with rt.Publisher(cluster.spec, "feed", log_dir=tmp_path / "a", publisher_id="dup") as first:
+        first.publish(b"one")
+        first.flush(30)
+        owner = (first.directory / ".owner").read_text().strip()
+        stream = first.stream
+
+        async def impostor() -> None:
+            async with grpc.aio.insecure_channel(cluster.spec.nodes[0].push) as channel:
+                call = push_pb2_grpc.PushStub(channel).Push()
+                opening = push_pb2.PushOpen(stream=stream, topic="feed", owner="f" * 32)
+                await call.write(push_pb2.PushRequest(open=opening))
+                await call.read()
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            asyncio.run(asyncio.wait_for(impostor(), 30))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "another publisher's log" in refused.value.details()
+        assert str(tmp_path) not in refused.value.details()
+        first.publish(b"two")
+        first.flush(30)
+    copy = Path(cluster.spec.nodes[0].data) / "s/in" / stream
+    assert (copy / ".owner").read_text().strip() == owner
+    cluster.wait_merged(2)
+
+
 def test_a_damaged_input_copy_is_mended_from_a_peer_and_the_merge_goes_on(nodes, tmp_path):
     """A byte that rots in a sealed file of a node's input copy, in bytes it has not
     merged yet, stopped its merge at that entry: it stalled, stopped after the stall
