@@ -9,6 +9,7 @@ backup path, dedup, restarts and leader loss, and clear errors for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import filecmp
 import itertools
 import os
@@ -253,6 +254,17 @@ def test_three_nodes_merge_two_streams_into_identical_logs(nodes, tmp_path):
     assert len({s.out_position for s in status}) == 1
 
 
+def open_files(pid: int, folder: Path) -> list[str]:
+    """The log files in ``folder`` that process ``pid`` holds open."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(f"{folder}/log."):
+                found.append(target)
+    return found
+
+
 def test_backup_path_brings_bytes_to_nodes_the_publisher_cannot_reach(nodes, tmp_path):
     cluster = nodes(3)
     write_publisher_log(tmp_path / "pub/a.feed", "a", range(1, 2001))
@@ -269,6 +281,14 @@ def test_backup_path_brings_bytes_to_nodes_the_publisher_cannot_reach(nodes, tmp
     for i in (1, 2):
         folder = Path(cluster.spec.nodes[i].data) / "s/in/a.feed"
         assert [name for name in names if not file_is_sealed(folder / name)] == []
+    # Each fetch's call ends once it brought what was asked (issue 14 #8: calls left
+    # open kept readers, and their files, open on the serving node for good): node 0
+    # keeps open only its own copy's file and the merge's reader of it.
+    served = Path(cluster.spec.nodes[0].data) / "s/in/a.feed"
+    deadline = time.monotonic() + 10
+    while len(open_files(cluster.procs[0].pid, served)) > 2:
+        assert time.monotonic() < deadline, open_files(cluster.procs[0].pid, served)
+        time.sleep(0.2)
 
 
 def test_dedup_streams_merge_each_origin_id_once_per_topic(nodes, tmp_path):
@@ -829,6 +849,36 @@ def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp
     cluster.wait_merged(100)
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(leader))] == list(range(1, 101))
+
+
+def test_a_node_serves_only_once_it_knows_a_leader(nodes, tmp_path):
+    """Issue 14 #13: gRPC health (and so ``ready`` and ``/health``) said SERVING before
+    any leader existed. A node alone of three has no leader: NOT_SERVING; once a second
+    node is up and a leader is elected, SERVING."""
+    cluster = nodes(3)
+    cluster.stop_all()
+    cluster.start(0, wait=False)
+
+    def health() -> int | None:
+        try:
+            with grpc.insecure_channel(cluster.spec.nodes[0].push) as channel:
+                return (
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
+                )
+        except grpc.RpcError:
+            return None  # not listening yet
+
+    deadline = time.monotonic() + 10
+    while health() is None:
+        assert time.monotonic() < deadline, cluster.log(0)
+        time.sleep(0.1)
+    for _ in range(20):  # two seconds: elections time out within one
+        assert health() == health_pb2.HealthCheckResponse.NOT_SERVING
+        time.sleep(0.1)
+    cluster.start(1)
+    cluster.wait_serving(0)
 
 
 def test_a_forged_proposal_never_reaches_the_raft_log(nodes, tmp_path):
