@@ -45,8 +45,12 @@ async def push_one(channel: grpc.aio.Channel, stream: str, record: bytes = RECOR
     call = push_pb2_grpc.PushStub(channel).Push()
     for request in requests:
         await call.write(request)
-    while (await call.read()).held < len(record):
-        pass
+    while True:
+        reply = await call.read()
+        if reply is grpc.aio.EOF:
+            raise RuntimeError(f"the node ended the push of {stream} early")
+        if reply.held >= len(record):
+            break
     await call.done_writing()
     call.cancel()
 

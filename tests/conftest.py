@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Callable
 
 import pytest
+
+
+@pytest.fixture
+def open_descriptors() -> Callable[[], int]:
+    """How many file descriptors this process holds open, now."""
+    return lambda: len(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture

@@ -48,11 +48,17 @@ def rt_cert(*words: str) -> dict[str, str]:
 
 
 def push(
-    address: str, credentials: grpc.ChannelCredentials, stream: str, topic: str, *records: bytes
+    address: str,
+    credentials: grpc.ChannelCredentials,
+    stream: str,
+    topic: str,
+    *records: bytes,
+    owner: str = "0123456789abcdef",
 ) -> push_pb2.PushReply:
-    """A push of ``records`` (at offset 0) opened as ``stream`` of ``topic``; the node's
-    last answer."""
-    requests = [push_pb2.PushRequest(open=push_pb2.PushOpen(stream=stream, topic=topic))]
+    """A push of ``records`` (at offset 0) opened as ``stream`` of ``topic`` from the log
+    ``owner``; the node's last answer."""
+    opening = push_pb2.PushOpen(stream=stream, topic=topic, owner=owner)
+    requests = [push_pb2.PushRequest(open=opening)]
     if records:
         data = b"".join(records)
         requests.append(push_pb2.PushRequest(chunk=common_pb2.LogChunk(position=0, data=data)))
@@ -146,6 +152,21 @@ def test_a_publisher_pair_covers_its_own_streams_alone(
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, stream
         assert in_copies(spec, stream) == []
 
+    # A push that names no log could reach into a stream another log of the id began.
+    with pytest.raises(grpc.RpcError) as refused:
+        push(address, mine, "web-7.feed", "feed", owner="")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as refused:
+        push(address, mine, "web-7.feed", "feed", owner="another log")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Ids that would read as another's streams are never issued.
+    for bad in ("_edge", "web-0123abcd"):
+        command = [str(BIN / "rt"), "cert", "publisher", bad, "--cluster", str(running.path)]
+        result = subprocess.run(
+            [*command, "--out", str(tmp_path / bad)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 2 and "publisher id" in result.stderr, result
+
     # A publisher asking for another id than its certificate's is stopped before writing.
     monkeypatch.setenv("RT_PUBLISHER_PAIR", str(tmp_path))
     with pytest.raises(ValueError, match="web-7"):
@@ -174,12 +195,16 @@ def test_a_publisher_opens_so_many_streams_on_a_node(
 
 def test_a_revoked_pair_is_shut_out(running: RunningCluster, tmp_path: Path) -> None:
     spec = running.spec
-    rt_cert("publisher", "leaver", "--cluster", str(running.path), "--out", str(tmp_path))
+    issued = rt_cert("publisher", "leaver", "--cluster", str(running.path), "--out", str(tmp_path))
     mine = channel_credentials(*read_publisher_pair(tmp_path))
     address = spec.nodes[2].external
     assert push(address, mine, "leaver.feed", "feed").held == 0
+    # Asked again while it is good, the folder keeps its pair.
+    kept = rt_cert("publisher", "leaver", "--cluster", str(running.path), "--out", str(tmp_path))
+    assert kept["serial"] == issued["serial"]
     printed = rt_cert("revoke", str(tmp_path), "--cluster", str(running.path))
     assert printed["revoked"].endswith("publisher.pem")
+    assert printed["serial"] == issued["serial"]
     deadline = time.monotonic() + 10
     while True:  # the nodes read the list again within a second
         try:
@@ -190,6 +215,10 @@ def test_a_revoked_pair_is_shut_out(running: RunningCluster, tmp_path: Path) -> 
             break
         assert time.monotonic() < deadline, "a revoked pair still pushes"
         time.sleep(0.2)
+    # Asked again, the folder gets a new pair, not the revoked one back.
+    again = rt_cert("publisher", "leaver", "--cluster", str(running.path), "--out", str(tmp_path))
+    assert again["serial"] != issued["serial"]
+    push(address, channel_credentials(*read_publisher_pair(tmp_path)), "leaver.feed", "feed")
 
 
 def test_a_publisher_without_its_pair_is_told_so(

@@ -36,6 +36,7 @@ from rtcommon.log import (
     LogWriter,
     encode_message,
     file_is_sealed,
+    file_name,
     file_start,
     list_log_files,
     read_log,
@@ -724,6 +725,17 @@ def test_a_sealed_merged_file_that_rots_or_differs_is_mended_from_a_peer(
         time.sleep(0.2)
     assert_identical(cluster, [0, 1, 2])
     assert [r.id for r in read_log(cluster.out(1))] == list(range(1, 2001))
+    # An input copy's newest file, sealed (its publisher closed it), is checked too: it
+    # stays when the others are archived, and the copy's writer may hold it open.
+    copies = [Path(node.data, "s", "in", "a.feed") for node in cluster.spec.nodes]
+    newest = file_name(*list_log_files(copies[1])[-1])
+    assert file_is_sealed(copies[1] / newest)
+    data = bytearray((copies[1] / newest).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (copies[1] / newest).write_bytes(bytes(data))
+    while (copies[1] / newest).read_bytes() != (copies[0] / newest).read_bytes():
+        assert time.monotonic() < deadline + 30, "the input file was not mended"
+        time.sleep(0.2)
 
 
 def test_a_subscriber_leaves_a_node_that_stopped_answering(nodes, tmp_path):

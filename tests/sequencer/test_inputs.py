@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -16,10 +15,6 @@ from rtcommon.log import Chunk, Codec, encode_message, read_log
 
 def record(i: int) -> bytes:
     return encode_message(b"r%d" % i, origin="pub", ts=i, id=i, codec=Codec.RAW)
-
-
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def synced(store: InputStore) -> None:
@@ -33,7 +28,9 @@ async def synced(store: InputStore) -> None:
         syncer.cancel()
 
 
-def test_idle_copies_hold_no_descriptor_and_go_on_at_the_next_write(tmp_path: Path) -> None:
+def test_idle_copies_hold_no_descriptor_and_go_on_at_the_next_write(
+    tmp_path: Path, open_descriptors
+) -> None:
     async def scenario() -> None:
         before = open_descriptors()
         store = InputStore(tmp_path)

@@ -121,11 +121,9 @@ def test_one_mirror_per_directory(tmp_path):
         LogMirror(tmp_path)
 
 
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def test_a_suspended_mirror_holds_no_descriptor_and_goes_on_at_the_next_write(tmp_path):
+def test_a_suspended_mirror_holds_no_descriptor_and_goes_on_at_the_next_write(
+    tmp_path, open_descriptors
+):
     source, copy = tmp_path / "source", tmp_path / "copy"
     write_source(source)
     items = flatten(all_chunks(source, chunk_size=100))

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from rtcommon import env
 from rtcommon.cluster import ClusterError, ClusterSpec
-from rtcommon.streams import StreamNameError, check_stream_name
+from rtcommon.streams import StreamNameError, check_publisher_id
 from rtcommon.tls import (
     PUBLISHER_CERT_FILE,
     CAStore,
@@ -47,9 +47,11 @@ def ensure_publisher_pair(
     store: CAStore, folder: Path, publisher_id: str, days: float | None = None
 ) -> x509.Certificate:
     """The certificate of ``publisher_id``'s pair in ``folder``, issued now unless one for
-    that id is kept there with more than half its life left."""
+    that id, of this CA and not revoked, is kept there with more than half its life left
+    (``days``: issued now, valid that long; the pair it replaces is not revoked)."""
+    authority = store.ca()
     try:
-        _, cert, _ = read_publisher_pair(folder)
+        ca, cert, _ = read_publisher_pair(folder)
         identity = client_identity(cert)
         certificate = x509.load_pem_x509_certificate(cert)
     except (TLSError, ValueError):
@@ -59,12 +61,12 @@ def ensure_publisher_pair(
         left = certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
         if (
             days is None
-            and identity.publisher
-            and identity.name == publisher_id
+            and (identity.publisher, identity.name) == (True, publisher_id)
+            and ca == authority.cert_pem
+            and not store.is_revoked(identity.serial)
             and left > life / 2
         ):
             return certificate
-    authority = store.ca()
     lifetime = {} if days is None else {"lifetime": datetime.timedelta(days=days)}
     pair = authority.issue_publisher(publisher_id, **lifetime)
     save_publisher_pair(folder, authority.cert_pem, pair)
@@ -103,7 +105,7 @@ def publisher(cluster: str, publisher_id: str, out: str | None, days: float | No
         print("rt cert publisher: give the pair's folder with --out", file=sys.stderr)
         return USAGE
     try:
-        check_stream_name(publisher_id, "publisher id")
+        check_publisher_id(publisher_id)
     except StreamNameError as exc:
         print(f"rt cert publisher: {exc}", file=sys.stderr)
         return USAGE

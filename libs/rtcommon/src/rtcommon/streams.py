@@ -74,16 +74,43 @@ def folder_publisher_id(publisher_id: str, folder: str | os.PathLike[str]) -> st
     return f"{publisher_id}-{digest}"
 
 
+_FOLDER_SUFFIX = re.compile(r"-[0-9a-f]{8}")
+
+
+def check_publisher_id(publisher_id: str) -> str:
+    """Return ``publisher_id`` if a publisher certificate may name it, else raise
+    StreamNameError: a stream name's first part, neither an external client's (``_``)
+    nor one that reads as another id's publishers with folders (``<id>-<8 hex>``), so
+    that :func:`publishes_into` never gives one id another's streams."""
+    check_stream_name(publisher_id, "publisher id")
+    if publisher_id.startswith(EXTERNAL_PREFIX):
+        raise StreamNameError(
+            f"publisher id {publisher_id!r} starts with {EXTERNAL_PREFIX!r}, as external"
+            " clients' streams do"
+        )
+    if _FOLDER_SUFFIX.fullmatch(publisher_id[-9:]):
+        raise StreamNameError(
+            f"publisher id {publisher_id!r} ends in '-' and 8 hex digits, as the streams of"
+            " another id's publishers with log folders of their own do"
+        )
+    return publisher_id
+
+
 def publishes_into(publisher_id: str, stream: str, topic: str) -> bool:
     """Whether ``stream`` of ``topic`` is one that publisher ``publisher_id`` writes:
-    ``<id>.<topic>``, or ``<id>-<8 hex digits>.<topic>`` (:func:`folder_publisher_id`)."""
+    ``<id>.<topic>``, or ``<id>-<8 hex digits>.<topic>`` (:func:`folder_publisher_id`).
+
+    Ids and topics may hold dots, so ``web1`` on topic ``prod.orders`` and
+    ``web1.prod`` on topic ``orders`` name one stream: give no publisher an id that is
+    another's up to a dot. (Nodes bind a stream to the log that first pushed it, so the
+    later one is refused, not mixed in.)"""
     if not stream.endswith(f".{topic}"):
         return False
     writer = stream[: -len(topic) - 1]
-    if writer == publisher_id:
-        return True
-    head, dash, digest = writer.rpartition("-")
-    return bool(dash) and head == publisher_id and re.fullmatch(r"[0-9a-f]{8}", digest) is not None
+    return writer == publisher_id or (
+        writer.startswith(publisher_id)
+        and _FOLDER_SUFFIX.fullmatch(writer, len(publisher_id)) is not None
+    )
 
 
 def is_dedup_topic(topic: str) -> bool:

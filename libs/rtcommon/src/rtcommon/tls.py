@@ -48,6 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .errors import RTError
 from .kube import core_api, namespaced
 from .log import DirectoryLock, write_file_atomically
+from .streams import check_publisher_id
 
 __all__ = [
     "CA_CERT_FILE",
@@ -252,7 +253,9 @@ class CertificateAuthority:
         self, publisher_id: str, lifetime: datetime.timedelta = PUBLISHER_LIFETIME
     ) -> IssuedPair:
         """An internal publisher's certificate: it may push the streams of
-        ``publisher_id`` (a host name, or the id its publishers are given), any topic."""
+        ``publisher_id`` (a host name, or the id its publishers are given), any topic.
+        StreamNameError for an id no publisher may have (``check_publisher_id``)."""
+        check_publisher_id(publisher_id)
         uri = x509.UniformResourceIdentifier(PUBLISHER_URI + publisher_id)
         return self._issue(publisher_id, [uri], [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime)
 

@@ -27,7 +27,7 @@ import time
 import grpc
 
 from rtcommon.log import RecordDecoder
-from rtcommon.streams import EXTERNAL_PREFIX, publishes_into
+from rtcommon.streams import EXTERNAL_PREFIX, StreamNameError, check_publisher_id, publishes_into
 from rtcommon.tls import CAStore, ClientIdentity, TLSError, client_identity
 from rtproto.v1 import push_pb2
 
@@ -64,11 +64,21 @@ class ExternalAccess:
         self.check(identity)
         topic = opening.topic or opening.stream
         if identity.publisher:
+            try:
+                check_publisher_id(identity.name)
+            except StreamNameError as exc:
+                raise AccessRefused(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
             if not publishes_into(identity.name, opening.stream, topic):
                 raise AccessRefused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"publisher {identity.name!r} pushes only its own streams"
                     f" ({identity.name}.<topic>), not {opening.stream!r}",
+                )
+            if not opening.owner:  # a stream is bound to the log that first pushed it
+                raise AccessRefused(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"publisher {identity.name!r} pushes {opening.stream!r} naming no log"
+                    " (PushOpen.owner)",
                 )
             return identity
         if topic not in identity.topics:
@@ -107,18 +117,20 @@ class ExternalAccess:
     def check(self, identity: ClientIdentity) -> None:
         """Raise :class:`AccessRefused` once ``identity``'s certificate is revoked or
         past its end."""
+        who = f"publisher {identity.name!r}" if identity.publisher else f"client {identity.name!r}"
         if time.time() >= identity.not_after:
+            renew = "rt cert publisher" if identity.publisher else "the info-service"
             raise AccessRefused(
                 grpc.StatusCode.UNAUTHENTICATED,
-                f"the certificate of client {identity.name!r} expired: ask the"
-                " info-service for a new one",
+                f"the certificate of {who} expired: get a new one from {renew}",
             )
         try:
             revoked = self.store.is_revoked(identity.serial)
         except TLSError as exc:  # no push while it cannot be told: fail closed
             raise AccessRefused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         if revoked:
+            why = "rt cert revoke" if identity.publisher else "unenrolled"
             raise AccessRefused(
                 grpc.StatusCode.UNAUTHENTICATED,
-                f"the certificate of client {identity.name!r} was revoked (unenrolled)",
+                f"the certificate of {who} was revoked ({why})",
             )

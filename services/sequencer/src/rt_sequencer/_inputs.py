@@ -251,7 +251,7 @@ class InputStore:
             FSYNC_SECONDS.record(time.perf_counter() - started, {"what": "inputs"})
             for stream, sync in pending:
                 stream.mirror.synced(sync)
-                if stream.name in self._held:  # not discarded meanwhile
+                if self.streams.get(stream.name) is stream:  # not discarded meanwhile
                     self._held[stream.name] = stream.held
                 stream.held_changed.fire()
             self.changed.fire()
@@ -268,7 +268,10 @@ class InputStore:
             and now - stream.written_at >= self.IDLE_SECONDS
         ]
         for stream in idle:
-            stream.mirror.suspend()
+            try:
+                stream.mirror.suspend()
+            except OSError as exc:  # its sync: said; the copy stays open, tried again later
+                log.warning("letting go of the idle input copy of %s: %s", stream.name, exc)
         return len(idle)
 
     def close(self) -> None:

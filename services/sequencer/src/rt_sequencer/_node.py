@@ -275,8 +275,9 @@ class Node:
             session=lambda: self.session,
             busy=lambda: self.core.installing,
             rate=self._scrub_rate,
-            inputs=lambda: {name: stream.directory for name, stream in self.inputs.streams.items()},
+            inputs=self.inputs.streams,
             input_lock=self._archiving,
+            input_mended=self._input_mended,
         )
         server = await self._serve()
         for link in self.links.values():
@@ -302,6 +303,16 @@ class Node:
             task.result()  # a part that stopped on its own is fatal: raise its error
         if self._fatal is not None:
             raise self._fatal
+
+    def _input_mended(self, name: str) -> None:
+        """A file of ``name``'s input copy was replaced by a peer's: its writer, which may
+        hold the old one open (the copy's newest file, sealed), lets go of it."""
+        stream = self.inputs.streams.get(name)
+        if stream is not None:
+            try:
+                stream.mirror.suspend()
+            except OSError as exc:
+                log.warning("letting go of a mended input file of %s: %s", name, exc)
 
     async def _close_idle_files(self) -> None:
         """Idle input copies and the merge's idle readers let go of their files, so idle
@@ -419,6 +430,7 @@ class Node:
         for task in [*tasks, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.scrubber.stop()
         for link in self.links.values():
             await link.close()
         if self._saving is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "PeerLink",
     "decode_message",
     "encode_message",
+    "gossip_state",
     "server_options",
 ]
 
@@ -197,29 +198,42 @@ class PeerLink:
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:
-            told: tuple[dict[str, int], dict[str, int]] | None = None  # on this stream
+            told: Told = None  # what this stream has told the peer
             while True:
                 await self._gossip_wake.wait()
                 self._gossip_wake.clear()
                 if self._gossip is not None:
                     (held, topics, done), self._gossip = self._gossip, None
-                    state = peer_pb2.NodeState(node=self.me, topics=topics, session=self.session)
-                    # With many streams, most stand still: only what moved is sent.
-                    if (
-                        told is None
-                        or not (told[0].keys() <= held.keys())
-                        or not (told[1].keys() <= done.keys())
-                    ):
-                        state.held.update(held)
-                        state.done.update(done)
-                    else:
-                        state.held.update(held.items() - told[0].items())
-                        state.done.update(done.items() - told[1].items())
-                        state.partial = True
-                    told = held, done
+                    state, told = gossip_state(self.me, self.session, held, topics, done, told)
                     yield state
 
         await self.stub.Gossip(states())
+
+
+#: The held and done positions a gossip stream last told its peer (None: nothing yet).
+Told = tuple[dict[str, int], dict[str, int]] | None
+
+
+def gossip_state(
+    node: int,
+    session: int,
+    held: dict[str, int],
+    topics: dict[str, str],
+    done: dict[str, int],
+    told: Told,
+) -> tuple[peer_pb2.NodeState, Told]:
+    """The state to send after ``told`` on a gossip stream, and what the peer then knows:
+    with many streams most stand still, so only those whose positions moved are named
+    (``partial``); the first state, and one that drops a stream, is whole."""
+    state = peer_pb2.NodeState(node=node, topics=topics, session=session)
+    if told is None or not (told[0].keys() <= held.keys() and told[1].keys() <= done.keys()):
+        state.held.update(held)
+        state.done.update(done)
+    else:
+        state.held.update(held.items() - told[0].items())
+        state.done.update(done.items() - told[1].items())
+        state.partial = True
+    return state, (held, done)
 
 
 def empty() -> common_pb2.Empty:

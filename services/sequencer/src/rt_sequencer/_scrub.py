@@ -24,9 +24,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from crc32c import crc32c
@@ -36,6 +37,7 @@ from rtcommon.log import (
     SEAL_TRAILER,
     SEALED,
     RecordDecoder,
+    file_is_sealed,
     file_name,
     file_start,
     fsync_directory,
@@ -87,6 +89,12 @@ def first_damage(path: Path) -> str | None:
     return check_file(path)[0]
 
 
+class InputCopy(Protocol):
+    """What the scrubber needs of an input copy: its folder."""
+
+    directory: Path
+
+
 @dataclass(frozen=True, slots=True)
 class ScrubbedLog:
     """A log whose sealed files are checked: the merged log (``stream`` ""), or the input
@@ -94,6 +102,15 @@ class ScrubbedLog:
 
     directory: Path
     stream: str = ""
+
+    def sealed_files(self) -> list[tuple[int, int]]:
+        """Its files no writer adds to: all but the newest, which the merged log's writer
+        is writing, and an input copy's newest too once it is sealed (its publisher
+        rolled, and an idle stream's copy stays so)."""
+        files = list_log_files(self.directory)
+        if self.stream and files and file_is_sealed(self.directory / file_name(*files[-1])):
+            return files
+        return files[:-1]
 
     def describe(self, path: Path) -> str:
         return (
@@ -105,12 +122,13 @@ class ScrubbedLog:
 
 class Scrubber:
     """Checks the sealed files of the merged log in ``directory`` and of every input copy
-    (``inputs``: stream name -> its folder) every ``interval`` seconds, and compares each
-    one's digest with the peers'; mends a damaged file, or one that differs from what
-    its peers agree on, from a peer's copy. ``peers`` gives ``(name, channel)`` of each
-    peer (its Pull and Peer services), ``session`` the merged log's session. ``lock`` is
-    held while a merged-log file is replaced (the node's collection of files takes it
-    too), ``input_lock`` while an input file is (the archival of input files takes it)."""
+    (``inputs``: stream name -> its copy, read as it changes) every ``interval`` seconds,
+    and compares each one's digest with the peers'; mends a damaged file, or one that
+    differs from what its peers agree on, from a peer's copy. ``peers`` gives ``(name,
+    channel)`` of each peer (its Pull and Peer services), ``session`` the merged log's
+    session. ``lock`` is held while a merged-log file is replaced (the node's collection
+    of files takes it too), ``input_lock`` while an input file is (the archival of input
+    files takes it)."""
 
     def __init__(
         self,
@@ -121,20 +139,23 @@ class Scrubber:
         session: Callable[[], int],
         busy: Callable[[], bool] = lambda: False,
         rate: float | None = None,
-        inputs: Callable[[], dict[str, Path]] = dict,
+        inputs: Mapping[str, InputCopy] | None = None,
         input_lock: asyncio.Lock | None = None,
+        input_mended: Callable[[str], None] = lambda stream: None,
     ) -> None:
         """``busy``: the node's merged log is being rebuilt (a snapshot install): no
         pass then, and no digest served. ``rate``: bytes a second the checks read at
         most (None: as fast as the disk goes), so a pass over a large merged log does not
-        take the disk from the merge."""
+        take the disk from the merge. ``input_mended`` is told the stream whose input
+        file was replaced (its writer lets go of the old file)."""
         self.directory = directory
         self.rate = rate
         self._peers = peers
         self.interval = interval
         self._lock = lock
         self._input_lock = input_lock or asyncio.Lock()
-        self._inputs = inputs
+        self._inputs: Mapping[str, InputCopy] = inputs if inputs is not None else {}
+        self._input_mended = input_mended
         self._session = session
         self._busy = busy
         # file path -> (what identified the file when checked, its damage, its digest)
@@ -156,8 +177,17 @@ class Scrubber:
                 log.error("checking the merged log's and input copies' files: %s", exc)
 
     def _logs(self) -> list[ScrubbedLog]:
-        inputs = sorted(self._inputs().items())
-        return [ScrubbedLog(self.directory)] + [ScrubbedLog(d, s) for s, d in inputs]
+        inputs = [ScrubbedLog(copy.directory, name) for name, copy in list(self._inputs.items())]
+        return [ScrubbedLog(self.directory), *sorted(inputs, key=lambda log_: log_.stream)]
+
+    async def stop(self) -> None:
+        """Cancel the checks out of turn still running."""
+        for task in self._soon.values():
+            task.cancel()
+        for task in self._soon.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._soon.clear()
 
     async def scrub_once(self) -> None:
         """Check every sealed file (the newest is being written: not that one) of the
@@ -168,24 +198,28 @@ class Scrubber:
     def check_input_soon(self, stream: str) -> None:
         """Check the input copy of ``stream`` now (the merge found it damaged), unless a
         check of it is under way."""
-        directory = self._inputs().get(stream)
+        copy = self._inputs.get(stream)
         running = self._soon.get(stream)
-        if directory is None or (running is not None and not running.done()):
+        if copy is None or (running is not None and not running.done()):
             return
-        self._soon[stream] = asyncio.create_task(
-            self._scrub_soon(ScrubbedLog(directory, stream)), name=f"scrub {stream}"
+        task = asyncio.create_task(
+            self._scrub_soon(ScrubbedLog(copy.directory, stream)), name=f"scrub {stream}"
         )
+        self._soon[stream] = task
+        task.add_done_callback(lambda _: self._soon.pop(stream, None))
 
     async def _scrub_soon(self, log_: ScrubbedLog) -> None:
         try:
             await self.scrub_log(log_)
         except OSError as exc:
             log.error("checking the input copy of %s: %s", log_.stream, exc)
+        except Exception:  # a check out of turn must not go unreported
+            log.exception("checking the input copy of %s", log_.stream)
 
     async def scrub_log(self, log_: ScrubbedLog) -> None:
         """Check ``log_``'s sealed files, read afresh, then against the peers' digests;
         mend what is damaged or differs."""
-        for file in list_log_files(log_.directory)[:-1]:
+        for file in log_.sealed_files():
             path = log_.directory / file_name(*file)
             try:
                 checked = path.stat()
@@ -207,12 +241,15 @@ class Scrubber:
         """The digest of the sealed file starting at ``position`` of the merged log (or
         of ``stream``'s input copy), for a peer (computed once per file, unless the file
         changed)."""
-        directory = self._inputs().get(stream) if stream else self.directory
-        if directory is None:
+        copy = self._inputs.get(stream) if stream else None
+        if stream and copy is None:
             return peer_pb2.FileDigestReply(held=False)
+        log_ = (
+            ScrubbedLog(copy.directory, stream) if copy is not None else ScrubbedLog(self.directory)
+        )
+        directory = log_.directory
         file = split_position(position)[:2]
-        files = list_log_files(directory)
-        if self._busy() or file not in files[:-1]:
+        if self._busy() or file not in log_.sealed_files():
             return peer_pb2.FileDigestReply(held=False)
         path = directory / file_name(*file)
         try:
@@ -277,7 +314,7 @@ class Scrubber:
             checked.st_dev,
             checked.st_size,
         )
-        return same and list_log_files(log_.directory)[-1] != file
+        return same and file in log_.sealed_files()
 
     async def _mend(
         self,
@@ -306,6 +343,8 @@ class Scrubber:
                     os.chmod(spare, checked.st_mode)
                     os.replace(spare, path)
                     fsync_directory(log_.directory)
+                    if log_.stream:
+                        self._input_mended(log_.stream)
                 self._checked.pop(path, None)
                 log.warning("%s mended from %s", what, name)
                 return

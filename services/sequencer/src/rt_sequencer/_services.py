@@ -559,8 +559,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Gossip(self, request_iterator, context):
         sender = await self._sender(context)
         nodes = self.node.node_count
-        held: dict[str, int] = {}  # the sender's whole state, as its partial ones build it
-        done: dict[str, int] = {}
+        # Each node's whole state, as its partial ones on this call build it.
+        wholes: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
         async for state in request_iterator:
             await self._check_session(state.session, context)
             if sender is not None and state.node != sender:
@@ -571,12 +571,13 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, "gossip names what is not a stream"
                 )
-            if not state.partial:
-                held.clear()
-                done.clear()
-            held.update(state.held)
-            done.update(state.done)
             if 0 <= state.node < nodes and state.node != self.node.id:
+                held, done = wholes.setdefault(state.node, ({}, {}))
+                if not state.partial:
+                    held.clear()
+                    done.clear()
+                held.update(state.held)
+                done.update(state.done)
                 self.node.on_gossip(state.node, dict(held), dict(state.topics), dict(done))
         return common_pb2.Empty()
 

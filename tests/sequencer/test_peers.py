@@ -1,0 +1,36 @@
+"""What a node's gossip stream sends a peer (``rt_sequencer._peers.gossip_state``): whole
+states first and whenever a stream drops out, else only the streams that moved."""
+
+from __future__ import annotations
+
+from rt_sequencer._peers import gossip_state
+
+
+def whole(state) -> tuple[dict, dict, bool]:
+    return dict(state.held), dict(state.done), state.partial
+
+
+def test_after_a_whole_state_only_what_moved_is_sent() -> None:
+    held = {f"h{n}.feed": n for n in range(100)}
+    done = {"h1.feed": 1}
+    state, told = gossip_state(2, 7, held, {"h1.feed": "feed"}, done, None)
+    assert whole(state) == (held, done, False) and (state.node, state.session) == (2, 7)
+    assert dict(state.topics) == {"h1.feed": "feed"}
+
+    # The core hands over whole maps; states it replaced before they went are not lost:
+    # each is compared with what the stream last told.
+    moved = {**held, "h3.feed": 30, "h4.feed": 40}
+    moved_again = {**moved, "h4.feed": 41, "new.feed": 5}
+    state, told = gossip_state(2, 7, moved_again, {"new.feed": "feed"}, done, told)
+    assert whole(state) == ({"h3.feed": 30, "h4.feed": 41, "new.feed": 5}, {}, True)
+    assert dict(state.topics) == {"new.feed": "feed"}
+
+    state, told = gossip_state(2, 7, moved_again, {}, {"h1.feed": 2}, told)
+    assert whole(state) == ({}, {"h1.feed": 2}, True)
+
+    # A stream gone from the held (or done) positions: a whole state replaces them all.
+    fewer = {k: v for k, v in moved_again.items() if k != "h0.feed"}
+    state, told = gossip_state(2, 7, fewer, {}, {"h1.feed": 2}, told)
+    assert whole(state) == (fewer, {"h1.feed": 2}, False)
+    state, told = gossip_state(2, 7, fewer, {}, {}, told)
+    assert whole(state) == (fewer, {}, False)
