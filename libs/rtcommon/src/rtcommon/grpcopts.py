@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import grpc
 
-#: Records can be as large as a log file (1 GiB), so messages are not size-limited.
 CHANNEL_OPTIONS = [
+    # Records can be as large as a log file (1 GiB), so messages are not size-limited.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
+    # Every RT channel has a retry loop of its own: gRPC's reconnect backoff would
+    # otherwise grow to two minutes behind it, so that a node back after a minute down
+    # was reached only some forty seconds later by its peers (and publishers).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 

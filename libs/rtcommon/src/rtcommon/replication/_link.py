@@ -38,13 +38,7 @@ from ..streams import log_owner
 
 log = logging.getLogger("rtcommon.replication")
 
-LINK_OPTIONS = (
-    *CHANNEL_OPTIONS,
-    # gRPC's own reconnect backoff would otherwise grow to two minutes behind ours.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-)
+LINK_OPTIONS = tuple(CHANNEL_OPTIONS)
 #: Coalesce whole records of one file into messages of about this size (DESIGN 12: a gRPC
 #: stream moves a few thousand messages a second whatever their size).
 MAX_MESSAGE_BYTES = 1 << 20
