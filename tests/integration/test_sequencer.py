@@ -25,6 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import rt
+from rt_sequencer._peers import PEER_PROTOCOL
 from rt_sequencer._peers import encode_message as encode_raft_message
 from rt_sequencer.core import Range, encode_ranges, raft_id
 from rt_sequencer.raft import Entry, Message, MessageType
@@ -253,6 +254,13 @@ def test_three_nodes_merge_two_streams_into_identical_logs(nodes, tmp_path):
     status = [cluster.status(i) for i in range(3)]
     assert sorted(s.role for s in status) == ["follower", "follower", "leader"]
     assert len({s.out_position for s in status}) == 1
+    # Each node hears what its peers speak (until then it speaks the oldest form to them).
+    deadline = time.monotonic() + 10
+    for i in range(3):
+        for peer in (p for p in range(3) if p != i):
+            while f"node {peer} speaks peer protocol {PEER_PROTOCOL}" not in cluster.log(i):
+                assert time.monotonic() < deadline, cluster.log(i)
+                time.sleep(0.1)
 
 
 def open_files(pid: int, folder: Path) -> list[str]:

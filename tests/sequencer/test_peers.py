@@ -1,9 +1,11 @@
-"""What a node's gossip stream sends a peer (``rt_sequencer._peers.gossip_state``): whole
-states first and whenever a stream drops out, else only the streams that moved."""
+"""What a node sends a peer (``rt_sequencer._peers``): gossip states whole first and
+whenever a stream drops out, else only the streams that moved; and only what the peer
+said it understands (its peer protocol)."""
 
 from __future__ import annotations
 
-from rt_sequencer._peers import gossip_state
+from rt_sequencer._peers import PEER_PROTOCOL, for_peer, gossip_state
+from rt_sequencer.raft import Message, MessageType
 
 
 def whole(state) -> tuple[dict, dict, bool]:
@@ -34,3 +36,19 @@ def test_after_a_whole_state_only_what_moved_is_sent() -> None:
     assert whole(state) == (fewer, {"h1.feed": 2}, False)
     state, told = gossip_state(2, 7, fewer, {}, {}, told)
     assert whole(state) == (fewer, {}, False)
+
+
+def test_a_peer_is_spoken_to_in_the_protocol_it_said_it_speaks() -> None:
+    commit = Message(MessageType.COMMIT, src=1, dst=2, term=3, log_term=3, index=9, commit=9)
+    # A peer that said nothing (an older node, or one not heard yet) gets no COMMIT: the
+    # same as an empty APPEND, which it answers.
+    older = for_peer(commit, 0)
+    assert older.type is MessageType.APPEND
+    assert (older.term, older.log_term, older.index, older.commit) == (3, 3, 9, 9)
+    assert not older.entries
+    assert for_peer(commit, PEER_PROTOCOL) is commit
+    heartbeat = Message(MessageType.HEARTBEAT, src=1, dst=2, term=3)
+    assert for_peer(heartbeat, 0) is heartbeat
+    # Every state names the protocol its sender speaks.
+    state, _ = gossip_state(2, 7, {}, {}, {}, None)
+    assert state.protocol == PEER_PROTOCOL

@@ -708,6 +708,14 @@ class Node:
         self.view_changed.fire()
         self._pump()
 
+    def heard_protocol(self, node: int, protocol: int) -> None:
+        """Peer ``node`` speaks peer protocol ``protocol`` (its gossip says): what this
+        node sends it from now on is in that form."""
+        link = self.links.get(node)
+        if link is not None and link.protocol != protocol:
+            log.info("node %d speaks peer protocol %d", node, protocol)
+            link.protocol = protocol
+
     async def _follow_own_held(self) -> None:
         while True:
             self._now()

@@ -7,12 +7,19 @@ goes, with the topics of all; after the first whole state on a stream, only the
 streams whose positions moved). A link that breaks drops what was queued (Raft
 resends, the core's gossip keepalive repeats) and reconnects with a capped
 backoff.
+
+Versions: every state a node gossips names the peer protocol it speaks
+(:data:`PEER_PROTOCOL`), and a node speaks to each peer in the newest form that peer
+has said it understands, so a cluster upgrades one node at a time. To a peer that has
+said nothing (an older version, or one not heard from yet) a node sends no COMMIT
+(an empty APPEND says the same) and whole gossip states only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -26,14 +33,16 @@ from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
 from rtproto.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 
-from .raft import Message
+from .raft import Message, MessageType
 
 __all__ = [
     "GRPC_OPTIONS",
+    "PEER_PROTOCOL",
     "SERVER_OPTIONS",
     "PeerLink",
     "decode_message",
     "encode_message",
+    "for_peer",
     "gossip_state",
     "server_options",
 ]
@@ -64,6 +73,20 @@ _message_decoder = msgspec.msgpack.Decoder(Message)
 
 def encode_message(message: Message) -> bytes:
     return _message_encoder.encode(message)
+
+
+#: The peer protocol this node speaks: 2, Raft's COMMIT message and partial gossip
+#: states; 0, what nodes spoke before they named it (neither).
+PEER_PROTOCOL = 2
+
+
+def for_peer(message: Message, protocol: int) -> Message:
+    """``message`` as a peer speaking ``protocol`` understands it: a COMMIT (the commit
+    index moved, nothing to append) is an empty APPEND for an older one, which answers
+    it as it would a heartbeat."""
+    if message.type is MessageType.COMMIT and protocol < 2:
+        return dataclasses.replace(message, type=MessageType.APPEND)
+    return message
 
 
 #: Terms, indexes and ids on the wire stay below this: a forged term near 2**64 would be
@@ -118,6 +141,8 @@ class PeerLink:
         self._gossip_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_warning = ""
+        #: the peer protocol the peer said it speaks (its gossip); 0 until it says
+        self.protocol = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -126,7 +151,7 @@ class PeerLink:
         ]
 
     def send_raft(self, message: Message) -> None:
-        self._raft_queue.append(encode_message(message))
+        self._raft_queue.append(encode_message(for_peer(message, self.protocol)))
         self._raft_wake.set()
 
     def send_gossip(
@@ -204,6 +229,8 @@ class PeerLink:
                 self._gossip_wake.clear()
                 if self._gossip is not None:
                     (held, topics, done), self._gossip = self._gossip, None
+                    if self.protocol < 2:
+                        told = None  # whole states only
                     state, told = gossip_state(self.me, self.session, held, topics, done, told)
                     yield state
 
@@ -225,7 +252,7 @@ def gossip_state(
     """The state to send after ``told`` on a gossip stream, and what the peer then knows:
     with many streams most stand still, so only those whose positions moved are named
     (``partial``); the first state, and one that drops a stream, is whole."""
-    state = peer_pb2.NodeState(node=node, topics=topics, session=session)
+    state = peer_pb2.NodeState(node=node, topics=topics, session=session, protocol=PEER_PROTOCOL)
     if told is None or not (told[0].keys() <= held.keys() and told[1].keys() <= done.keys()):
         state.held.update(held)
         state.done.update(done)

@@ -230,6 +230,8 @@ class PeerHost(Protocol):
         self, node: int, held: dict[str, int], topics: dict[str, str], done: dict[str, int]
     ) -> None: ...
 
+    def heard_protocol(self, node: int, protocol: int) -> None: ...
+
     def stored_snapshot(self) -> tuple[int, bytes]: ...
 
     async def file_digest(self, position: int, stream: str = "") -> peer_pb2.FileDigestReply: ...
@@ -572,6 +574,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                     grpc.StatusCode.INVALID_ARGUMENT, "gossip names what is not a stream"
                 )
             if 0 <= state.node < nodes and state.node != self.node.id:
+                self.node.heard_protocol(state.node, state.protocol)
                 held, done = wholes.setdefault(state.node, ({}, {}))
                 if not state.partial:
                     held.clear()

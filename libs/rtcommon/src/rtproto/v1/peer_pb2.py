@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rtproto.v1 import common_pb2 as rtproto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/peer.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"F\n\x11\x46ileDigestRequest\x12\x0f\n\x07session\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0e\n\x06stream\x18\x03 \x01(\t\"=\n\x0f\x46ileDigestReply\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\"\"\n\x0fSnapshotRequest\x12\x0f\n\x07session\x18\x01 \x01(\x04\",\n\rSnapshotReply\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"A\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x0f\n\x07session\x18\x03 \x01(\x04\"\xd5\x02\n\tNodeState\x12\x0c\n\x04node\x18\x01 \x01(\r\x12-\n\x04held\x18\x02 \x03(\x0b\x32\x1f.rtproto.v1.NodeState.HeldEntry\x12\x31\n\x06topics\x18\x03 \x03(\x0b\x32!.rtproto.v1.NodeState.TopicsEntry\x12\x0f\n\x07session\x18\x04 \x01(\x04\x12-\n\x04\x64one\x18\x05 \x03(\x0b\x32\x1f.rtproto.v1.NodeState.DoneEntry\x12\x0f\n\x07partial\x18\x06 \x01(\x08\x1a+\n\tHeldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a-\n\x0bTopicsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a+\n\tDoneEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"A\n\x0c\x46\x65tchRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0f\n\x07session\x18\x03 \x01(\x04\x32\xb9\x02\n\x04Peer\x12\x32\n\x04Raft\x12\x15.rtproto.v1.RaftBatch\x1a\x11.rtproto.v1.Empty(\x01\x12\x34\n\x06Gossip\x12\x15.rtproto.v1.NodeState\x1a\x11.rtproto.v1.Empty(\x01\x12\x39\n\x05\x46\x65tch\x12\x18.rtproto.v1.FetchRequest\x1a\x14.rtproto.v1.LogChunk0\x01\x12\x42\n\x08Snapshot\x12\x1b.rtproto.v1.SnapshotRequest\x1a\x19.rtproto.v1.SnapshotReply\x12H\n\nFileDigest\x12\x1d.rtproto.v1.FileDigestRequest\x1a\x1b.rtproto.v1.FileDigestReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/peer.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"F\n\x11\x46ileDigestRequest\x12\x0f\n\x07session\x18\x01 \x01(\x04\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0e\n\x06stream\x18\x03 \x01(\t\"=\n\x0f\x46ileDigestReply\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\"\"\n\x0fSnapshotRequest\x12\x0f\n\x07session\x18\x01 \x01(\x04\",\n\rSnapshotReply\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"A\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\r\x12\x10\n\x08messages\x18\x02 \x03(\x0c\x12\x0f\n\x07session\x18\x03 \x01(\x04\"\xe7\x02\n\tNodeState\x12\x0c\n\x04node\x18\x01 \x01(\r\x12-\n\x04held\x18\x02 \x03(\x0b\x32\x1f.rtproto.v1.NodeState.HeldEntry\x12\x31\n\x06topics\x18\x03 \x03(\x0b\x32!.rtproto.v1.NodeState.TopicsEntry\x12\x0f\n\x07session\x18\x04 \x01(\x04\x12-\n\x04\x64one\x18\x05 \x03(\x0b\x32\x1f.rtproto.v1.NodeState.DoneEntry\x12\x0f\n\x07partial\x18\x06 \x01(\x08\x12\x10\n\x08protocol\x18\x07 \x01(\r\x1a+\n\tHeldEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a-\n\x0bTopicsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a+\n\tDoneEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"A\n\x0c\x46\x65tchRequest\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x0f\n\x07session\x18\x03 \x01(\x04\x32\xb9\x02\n\x04Peer\x12\x32\n\x04Raft\x12\x15.rtproto.v1.RaftBatch\x1a\x11.rtproto.v1.Empty(\x01\x12\x34\n\x06Gossip\x12\x15.rtproto.v1.NodeState\x1a\x11.rtproto.v1.Empty(\x01\x12\x39\n\x05\x46\x65tch\x12\x18.rtproto.v1.FetchRequest\x1a\x14.rtproto.v1.LogChunk0\x01\x12\x42\n\x08Snapshot\x12\x1b.rtproto.v1.SnapshotRequest\x1a\x19.rtproto.v1.SnapshotReply\x12H\n\nFileDigest\x12\x1d.rtproto.v1.FileDigestRequest\x1a\x1b.rtproto.v1.FileDigestReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,15 +49,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAFTBATCH']._serialized_start=279
   _globals['_RAFTBATCH']._serialized_end=344
   _globals['_NODESTATE']._serialized_start=347
-  _globals['_NODESTATE']._serialized_end=688
-  _globals['_NODESTATE_HELDENTRY']._serialized_start=553
-  _globals['_NODESTATE_HELDENTRY']._serialized_end=596
-  _globals['_NODESTATE_TOPICSENTRY']._serialized_start=598
-  _globals['_NODESTATE_TOPICSENTRY']._serialized_end=643
-  _globals['_NODESTATE_DONEENTRY']._serialized_start=645
-  _globals['_NODESTATE_DONEENTRY']._serialized_end=688
-  _globals['_FETCHREQUEST']._serialized_start=690
-  _globals['_FETCHREQUEST']._serialized_end=755
-  _globals['_PEER']._serialized_start=758
-  _globals['_PEER']._serialized_end=1071
+  _globals['_NODESTATE']._serialized_end=706
+  _globals['_NODESTATE_HELDENTRY']._serialized_start=571
+  _globals['_NODESTATE_HELDENTRY']._serialized_end=614
+  _globals['_NODESTATE_TOPICSENTRY']._serialized_start=616
+  _globals['_NODESTATE_TOPICSENTRY']._serialized_end=661
+  _globals['_NODESTATE_DONEENTRY']._serialized_start=663
+  _globals['_NODESTATE_DONEENTRY']._serialized_end=706
+  _globals['_FETCHREQUEST']._serialized_start=708
+  _globals['_FETCHREQUEST']._serialized_end=773
+  _globals['_PEER']._serialized_start=776
+  _globals['_PEER']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

@@ -212,12 +212,17 @@ class NodeState(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     PARTIAL_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
     node: _builtins.int
     session: _builtins.int
     partial: _builtins.bool
     """True: `held` and `done` name only the streams whose positions moved since the last
     state on this stream (the receiver keeps the others as they were); the first state
     on a stream, and any that drops a stream, is whole.
+    """
+    protocol: _builtins.int
+    """The peer protocol the sender speaks (0: a node from before it was named; 2: Raft's
+    COMMIT message and partial states). Each node speaks to a peer only what it said.
     """
     @_builtins.property
     def held(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
@@ -245,10 +250,11 @@ class NodeState(_message.Message):
         session: _builtins.int = ...,
         done: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         partial: _builtins.bool = ...,
+        protocol: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "held", b"held", "node", b"node", "partial", b"partial", "session", b"session", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "held", b"held", "node", b"node", "partial", b"partial", "protocol", b"protocol", "session", b"session", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
