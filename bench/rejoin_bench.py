@@ -1,6 +1,7 @@
 """How soon a node that was down a while merges again once it is back.
 
-Three bare ``rt-sequencer`` processes (no supervisor restarts them); a follower is
+Three bare ``rt-sequencer`` processes (no supervisor restarts them; the local launcher's
+layout, peers over mutual TLS); a follower is
 killed (SIGKILL), stays down ``RT_BENCH_DOWN_SECONDS`` (45) while the others go on, and
 is started again; a publisher then sends 100 messages, and the bench prints how long
 after the restart the node's merged log ends where the others' do. Its peers reach it
@@ -20,8 +21,9 @@ from pathlib import Path
 import grpc
 
 import rt
+from rt._launcher import build_spec, prepare_data
 from rtcommon import localhost
-from rtcommon.cluster import ClusterSpec, NodeSpec
+from rtcommon.cluster import NodeSpec
 from rtproto.v1 import admin_pb2, admin_pb2_grpc
 
 BIN = Path(sys.executable).parent
@@ -38,20 +40,10 @@ def status(node: NodeSpec) -> admin_pb2.NodeStatus | None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("RT_BENCH_DIR")) as tmp:
-        root, base = Path(tmp), localhost.find_free_base_port()
-        spec = ClusterSpec(
-            nodes=tuple(
-                NodeSpec(
-                    id=i,
-                    name=f"node-{i}",
-                    push=f"127.0.0.1:{base + 2 + 10 * i}",
-                    pull=f"127.0.0.1:{base + 1 + 10 * i}",
-                    rest="",
-                    data=str(root / f"node-{i}"),
-                )
-                for i in range(3)
-            ),
-        )
+        root = Path(tmp)
+        # The local launcher's layout and TLS material, without its supervisors.
+        prepare_data(root, 3)
+        spec = build_spec(root, 3, localhost.find_free_base_port(), 64 << 20)
         spec.to_file(root / "cluster.json")
 
         def start(i: int) -> subprocess.Popen:

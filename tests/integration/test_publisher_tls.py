@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from test_external import in_copies
 
 import rt
 from rtcommon import env
@@ -77,14 +78,6 @@ def wait_held(node: Any, stream: str, size: int) -> None:
             return
         assert time.monotonic() < deadline, held
         time.sleep(0.1)
-
-
-def in_copies(spec: Any, stream: str) -> list[Path]:
-    return [
-        Path(n.data, "s", "in", stream)
-        for n in spec.nodes
-        if Path(n.data, "s", "in", stream).exists()
-    ]
 
 
 def test_this_host_publishes_with_its_pair_and_plain_pushes_are_refused(

@@ -837,17 +837,23 @@ def test_a_damaged_input_copy_is_mended_from_a_peer_and_the_merge_goes_on(nodes,
     assert f"input file {sealed[1].name} of a.feed mended from" in cluster.log(victim)
 
 
-def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp_path):
-    """Issue 14 #1 and #2 on a cluster without TLS between nodes: gossip naming ``..``
-    is refused, and gossip in both followers' names claiming 10**18 bytes of a real
-    stream puts no range past what the leader holds into the Raft log, so merging goes
-    on (it stopped for good before)."""
+def ten_merged(nodes, tmp_path) -> tuple[Nodes, Path, int]:
+    """Three nodes that merged ten records of ``a.feed`` (topic ``feed``): the cluster,
+    the publisher's log and the leader."""
     cluster = nodes(3)
     directory = tmp_path / "pub/a.feed"
     write_publisher_log(directory, "a", range(1, 11))
     push_to(cluster, [0, 1, 2], "a.feed", directory, topic="feed")
     cluster.wait_merged(10)
-    leader = next(i for i in range(3) if cluster.status(i).role == "leader")
+    return cluster, directory, next(i for i in range(3) if cluster.status(i).role == "leader")
+
+
+def test_forged_gossip_neither_names_a_bad_stream_nor_stops_the_merge(nodes, tmp_path):
+    """Issue 14 #1 and #2 on a cluster without TLS between nodes: gossip naming ``..``
+    is refused, and gossip in both followers' names claiming 10**18 bytes of a real
+    stream puts no range past what the leader holds into the Raft log, so merging goes
+    on (it stopped for good before)."""
+    cluster, directory, leader = ten_merged(nodes, tmp_path)
     session = cluster.status(leader).session
 
     def gossip(state: peer_pb2.NodeState) -> None:
@@ -905,12 +911,7 @@ def test_a_forged_proposal_never_reaches_the_raft_log(nodes, tmp_path):
     """Issue 14 #2: a PROPOSE sent to the leader (nodes never forward proposals) put a
     range past what any node held into the Raft log, and merging stopped for good. The
     leader drops it: only its own core, which proposes what it holds, proposes."""
-    cluster = nodes(3)
-    directory = tmp_path / "pub/a.feed"
-    write_publisher_log(directory, "a", range(1, 11))
-    push_to(cluster, [0, 1, 2], "a.feed", directory, topic="feed")
-    cluster.wait_merged(10)
-    leader = next(i for i in range(3) if cluster.status(i).role == "leader")
+    cluster, directory, leader = ten_merged(nodes, tmp_path)
     status = cluster.status(leader)
     merged = next(s.merged for s in status.streams if s.stream == "a.feed")
     forged = encode_ranges([Range("a.feed", merged, merged + 10**9, "feed")])
