@@ -11,8 +11,9 @@ seconds for MINUTES minutes:
 - ``pause``: SIGSTOP, then SIGCONT;
 - ``cut`` / ``isolate``: the proxies drop a link, or every link of a node, for a while;
 - ``damage``: a node stopped, one of its files damaged (a byte flipped in a sealed
-  merged-log file, the newest merged-log file cut short, a garbage Raft hard state, a
-  byte flipped in the Raft log), and restarted: it must mend itself;
+  merged-log file or in an input copy's file, the newest merged-log file cut short, a
+  garbage Raft hard state, a byte flipped in the Raft log), and restarted: it must mend
+  itself;
 - ``full-disk``: a node's volume (a tmpfs, when run as root) filled for a few seconds;
 - ``forged``: Raft messages with impossible terms, gossip naming ``..`` or claiming
   10**18 bytes, straight to a node's peer listener;
@@ -411,7 +412,7 @@ class Faults:
             for j in range(NODES)
             if j != i
         )
-        how = self.rng.choice(["flip-sealed", "cut-newest", "hardstate", "raft-log"])
+        how = self.rng.choice(["flip-sealed", "flip-input", "cut-newest", "hardstate", "raft-log"])
         if how in ("hardstate", "raft-log") and not others_whole:
             self.skipped["damage (a peer is down or rejoining)"] += 1
             return  # losing Raft state is safe one node at a time, with the others up
@@ -419,8 +420,17 @@ class Faults:
         files = [cluster.out(i) / f"log.{s}.{r}" for s, r in list_log_files(cluster.out(i))]
         files = [f for f in files if f.stat().st_size > 64]
         raft = cluster.state(i) / "raft"
+        # Input copies' files: a sealed one is mended from a peer (by the scrubber, or at
+        # once when the merge meets the damage), the newest cut back at the restart.
+        inputs = [
+            f
+            for f in sorted(Path(cluster.spec.nodes[i].data).glob("s/in/*/log.*"))
+            if f.stat().st_size > 64
+        ]
         if how == "flip-sealed" and len(files) > 1:
             flip(self.rng, files[self.rng.randrange(len(files) - 1)])
+        elif how == "flip-input" and inputs:
+            flip(self.rng, self.rng.choice(inputs))
         elif how == "cut-newest" and files:
             with open(files[-1], "r+b") as file:
                 file.truncate(file.seek(0, os.SEEK_END) // 2)
