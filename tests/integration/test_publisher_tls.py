@@ -25,6 +25,7 @@ from test_external import in_copies
 import rt
 from rtcommon import env
 from rtcommon.log import Codec, LogWriter, encode_message
+from rtcommon.replication import Replicator
 from rtcommon.tls import channel_credentials, client_identity, read_publisher_pair
 from rtproto.v1 import admin_pb2, admin_pb2_grpc, common_pb2, push_pb2, push_pb2_grpc
 
@@ -250,3 +251,26 @@ def test_the_agent_ships_a_directory_with_this_host_s_pair(
         agent.send_signal(signal.SIGTERM)
         _, errors = agent.communicate(timeout=30)
     assert agent.returncode == 0, errors
+
+
+def test_a_push_whose_channel_cannot_be_opened_is_tried_again(
+    running: RunningCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a node's channel can fail (here the pair's folder is missing at first, as
+    while a renewal is put in place): the link says so and tries again, rather than end
+    for good and leave the node without the stream."""
+    rt_cert("publisher", "web-9", "--cluster", str(running.path), "--out", str(tmp_path / "p"))
+    monkeypatch.setenv("RT_PUBLISHER_PAIR", str(tmp_path / "pair"))
+    cluster = rt.Cluster(running.spec)
+    with LogWriter(tmp_path / "web-9.feed") as writer:
+        for i in range(1, 101):
+            end = writer.append(encode_message(b"r", origin="w", ts=i, id=i, codec=Codec.RAW))
+    replicator = Replicator(
+        tmp_path / "web-9.feed", None, running.spec, topic="feed", connect=cluster.connect
+    ).start()
+    try:
+        time.sleep(1.0)  # links fail to open their channels meanwhile
+        (tmp_path / "p").rename(tmp_path / "pair")
+        assert replicator.wait_replicated(end, 30), replicator.held
+    finally:
+        replicator.stop()

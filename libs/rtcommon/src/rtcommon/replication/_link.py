@@ -211,7 +211,10 @@ class PushLink:
     async def _session(self) -> None:
         node = self.node
         started = time.monotonic()
-        channel = self._connect(node)
+        try:
+            channel = self._connect(node)
+        except Exception as exc:  # e.g. the TLS pair it needs is missing: said, retried
+            raise LinkFault(f"cannot open a channel: {exc}") from exc
         call = None
         session: _Session | None = None
         try:
