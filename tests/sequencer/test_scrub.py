@@ -3,6 +3,7 @@ from a peer runs for real in tests/integration/test_sequencer.py."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -50,3 +51,37 @@ def test_a_check_reads_no_faster_than_its_rate(
     started = time.monotonic()
     assert check_file(path, rate=size / 0.5) == unpaced == (None, unpaced[1])
     assert time.monotonic() - started >= 0.5 - 512 / (size / 0.5)
+
+
+def test_checks_out_of_turn_still_running_are_stopped_with_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node shutting down stops the checks of input copies it began out of turn (for
+    an entry stalled on a damaged copy), and goes on with its shutdown."""
+
+    class Copy:
+        def __init__(self, directory: Path) -> None:
+            self.directory = directory
+
+    async def scenario() -> None:
+        copies = {name: Copy(tmp_path / name) for name in ("a.feed", "b.feed")}
+        size = max(sealed_file(copy.directory).stat().st_size for copy in copies.values())
+        monkeypatch.setattr(_scrub, "_READ", 512)
+        scrubber = _scrub.Scrubber(
+            tmp_path / "out",
+            peers=list,
+            interval=3600,
+            lock=asyncio.Lock(),
+            session=lambda: 0,
+            rate=size,  # a check of one file takes a second
+            inputs=copies,
+        )
+        for name in copies:
+            scrubber.check_input_soon(name)
+        running = list(scrubber._soon.values())
+        await asyncio.sleep(0.1)
+        assert len(running) == 2 and not any(task.done() for task in running)
+        await scrubber.stop()
+        assert all(task.cancelled() for task in running)
+
+    asyncio.run(scenario())

@@ -182,16 +182,16 @@ class Scrubber:
 
     async def stop(self) -> None:
         """Cancel the checks out of turn still running."""
-        for task in self._soon.values():
+        running = list(self._soon.values())  # each leaves ``_soon`` as it ends
+        for task in running:
             task.cancel()
-        for task in self._soon.values():
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._soon.clear()
 
     async def scrub_once(self) -> None:
-        """Check every sealed file (the newest is being written: not that one) of the
-        merged log and of every input copy, read afresh, then against the peers' digests."""
+        """Check every sealed file (``ScrubbedLog.sealed_files``) of the merged log and of
+        every input copy, read afresh, then against the peers' digests."""
         for log_ in self._logs():
             await self.scrub_log(log_)
 
