@@ -254,11 +254,15 @@ def test_the_agent_ships_a_directory_with_this_host_s_pair(
 
 
 def test_a_push_whose_channel_cannot_be_opened_is_tried_again(
-    running: RunningCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    running: RunningCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Opening a node's channel can fail (here the pair's folder is missing at first, as
-    while a renewal is put in place): the link says so and tries again, rather than end
-    for good and leave the node without the stream."""
+    while a renewal is put in place): the link says why in a line and tries again as for
+    any fault of a push (not left to the replicator's restart of a link that failed
+    unexpectedly), and the stream gets through once the pair is there."""
     rt_cert("publisher", "web-9", "--cluster", str(running.path), "--out", str(tmp_path / "p"))
     monkeypatch.setenv("RT_PUBLISHER_PAIR", str(tmp_path / "pair"))
     cluster = rt.Cluster(running.spec)
@@ -274,3 +278,6 @@ def test_a_push_whose_channel_cannot_be_opened_is_tried_again(
         assert replicator.wait_replicated(end, 30), replicator.held
     finally:
         replicator.stop()
+    said = [record.getMessage() for record in caplog.records]
+    assert any("cannot open a channel" in line and "no publisher pair" in line for line in said)
+    assert not any("restarting it" in line for line in said), said
