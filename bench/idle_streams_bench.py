@@ -22,6 +22,7 @@ import grpc
 from e2e_bench import LocalCluster, describe, result, worker
 
 from rt_sequencer._inputs import InputStore
+from rt_sequencer._node import IDLE_SWEEP_SECONDS
 from rtcommon import localhost
 from rtcommon.cluster import ClusterSpec
 from rtcommon.log import Codec, encode_message
@@ -80,7 +81,7 @@ def main() -> None:
                 f"idle-streams: {STREAMS} streams opened on 3 nodes, one record each,"
                 f" in {time.perf_counter() - started:.1f} s"
             )
-            time.sleep(InputStore.IDLE_SECONDS + 5)  # every copy idle long enough
+            time.sleep(InputStore.IDLE_SECONDS + IDLE_SWEEP_SECONDS)  # every copy let go
             sequencers = [
                 pid
                 for pid in localhost.descendants(cluster.proc.pid)

@@ -19,7 +19,8 @@ import grpc
 
 from rtcommon import env
 from rtcommon.cluster import ClusterSpec, NodeSpec, quorum
-from rtcommon.replication import LINK_OPTIONS, plain_channel
+from rtcommon.grpcopts import CHANNEL_OPTIONS
+from rtcommon.replication import plain_channel
 from rtcommon.tls import TLSError, channel_credentials, client_identity, read_publisher_pair
 
 from ._external import Enrolment
@@ -89,7 +90,7 @@ class Cluster:
             return self.enrolment.connect(node)
         if self.spec.publisher_tls:
             credentials = channel_credentials(*self._publisher_pair())
-            return grpc.aio.secure_channel(node.external, credentials, options=LINK_OPTIONS)
+            return grpc.aio.secure_channel(node.external, credentials, options=CHANNEL_OPTIONS)
         return plain_channel(node)
 
     def certified_publisher(self, asked: str | None) -> str | None:

@@ -73,7 +73,8 @@ def ensure_publisher_pair(
     return x509.load_pem_x509_certificate(pair.cert)
 
 
-def _store(cluster: str, command: str) -> CAStore | None:
+def _store(cluster: str, command: str) -> tuple[ClusterSpec, CAStore] | None:
+    """The cluster and its CA store; None (said why) if it keeps no TLS material."""
     try:
         spec = ClusterSpec.from_file(cluster)
     except ClusterError as exc:
@@ -82,7 +83,7 @@ def _store(cluster: str, command: str) -> CAStore | None:
     if not spec.has_tls:
         print(f"rt cert {command}: {cluster} keeps no TLS material (tls_dir)", file=sys.stderr)
         return None
-    return ca_store(spec.tls_dir, spec.tls_secret, env.settings().ca_secret)
+    return spec, ca_store(spec.tls_dir, spec.tls_secret, env.settings().ca_secret)
 
 
 def _described(certificate: x509.Certificate, **more: str) -> str:
@@ -96,10 +97,10 @@ def _described(certificate: x509.Certificate, **more: str) -> str:
 
 
 def publisher(cluster: str, publisher_id: str, out: str | None, days: float | None) -> int:
-    store = _store(cluster, "publisher")
-    if store is None:
+    found = _store(cluster, "publisher")
+    if found is None:
         return USAGE
-    spec = ClusterSpec.from_file(cluster)
+    spec, store = found
     folder = out or env.settings().publisher_pair or spec.publisher_pair
     if not folder:
         print("rt cert publisher: give the pair's folder with --out", file=sys.stderr)
@@ -122,9 +123,10 @@ def publisher(cluster: str, publisher_id: str, out: str | None, days: float | No
 
 
 def revoke(cluster: str, cert_file: str) -> int:
-    store = _store(cluster, "revoke")
-    if store is None:
+    found = _store(cluster, "revoke")
+    if found is None:
         return USAGE
+    _, store = found
     path = Path(cert_file)
     if path.is_dir():
         path = path / PUBLISHER_CERT_FILE

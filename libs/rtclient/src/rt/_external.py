@@ -30,7 +30,7 @@ import msgspec
 
 from rtcommon.cluster import ClusterSpec, NodeSpec
 from rtcommon.errors import RTError
-from rtcommon.replication import LINK_OPTIONS
+from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.rest import RestError, rest_call
 from rtcommon.tls import channel_credentials
 
@@ -119,7 +119,7 @@ class Enrolment:
                 )
         endpoints = details.endpoints
         address = endpoints[node.id] if node.id < len(endpoints) else node.push
-        return grpc.aio.secure_channel(address, credentials, options=LINK_OPTIONS)
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
     def close(self) -> None:
         self._stop.set()

@@ -75,16 +75,18 @@ def encode_message(message: Message) -> bytes:
     return _message_encoder.encode(message)
 
 
-#: The peer protocol this node speaks: 2, Raft's COMMIT message and partial gossip
-#: states; 0, what nodes spoke before they named it (neither).
-PEER_PROTOCOL = 2
+#: The peer protocol that brought Raft's COMMIT message and partial gossip states; 0 is
+#: what nodes spoke before they named it (neither).
+COMMIT_AND_PARTIAL = 2
+#: The peer protocol this node speaks.
+PEER_PROTOCOL = COMMIT_AND_PARTIAL
 
 
 def for_peer(message: Message, protocol: int) -> Message:
     """``message`` as a peer speaking ``protocol`` understands it: a COMMIT (the commit
     index moved, nothing to append) is an empty APPEND for an older one, which answers
     it as it would a heartbeat."""
-    if message.type is MessageType.COMMIT and protocol < 2:
+    if message.type is MessageType.COMMIT and protocol < COMMIT_AND_PARTIAL:
         return dataclasses.replace(message, type=MessageType.APPEND)
     return message
 
@@ -229,7 +231,7 @@ class PeerLink:
                 self._gossip_wake.clear()
                 if self._gossip is not None:
                     (held, topics, done), self._gossip = self._gossip, None
-                    if self.protocol < 2:
+                    if self.protocol < COMMIT_AND_PARTIAL:
                         told = None  # whole states only
                     state, told = gossip_state(self.me, self.session, held, topics, done, told)
                     yield state

@@ -7,13 +7,12 @@ links (``_link``: one push stream to a node, its sessions, reads and retries). U
 process writes.
 """
 
-from ._link import LINK_OPTIONS, MAX_MESSAGE_BYTES, Connect, plain_channel
+from ._link import MAX_MESSAGE_BYTES, Connect, plain_channel
 from ._replicator import DEFAULT_DRAIN_TIMEOUT, DEFAULT_REPLY_TIMEOUT, Replicator
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_REPLY_TIMEOUT",
-    "LINK_OPTIONS",
     "MAX_MESSAGE_BYTES",
     "Connect",
     "Replicator",

@@ -38,7 +38,6 @@ from ..streams import log_owner
 
 log = logging.getLogger("rtcommon.replication")
 
-LINK_OPTIONS = tuple(CHANNEL_OPTIONS)
 #: Coalesce whole records of one file into messages of about this size (DESIGN 12: a gRPC
 #: stream moves a few thousand messages a second whatever their size).
 MAX_MESSAGE_BYTES = 1 << 20
@@ -71,7 +70,7 @@ TraceContext = Callable[[int, int], str]
 
 def plain_channel(node: NodeSpec) -> grpc.aio.Channel:
     """A channel to a node's internal push port (inside the cluster's network)."""
-    return grpc.aio.insecure_channel(node.push, options=LINK_OPTIONS)
+    return grpc.aio.insecure_channel(node.push, options=CHANNEL_OPTIONS)
 
 
 class LinkFault(Exception):
