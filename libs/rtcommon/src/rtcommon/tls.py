@@ -11,7 +11,7 @@ and the gRPC credentials made from it (DESIGN sections 5 and 9).
   that id's streams. The node reads either back with :func:`client_identity`, so what a
   client or publisher may push is bound into the certificate the CA signed. A
   publisher's pair is kept on its host in a folder of its own
-  (:func:`save_publisher_pair`, :func:`publisher_credentials`).
+  (:func:`save_publisher_pair`, :func:`read_publisher_pair`).
 - :class:`FileCAStore` (a :class:`CAStore`) keeps the CA, the nodes' pairs and the
   revocation list in one folder, outside the nodes' volumes (``DATA/tls`` locally). The
   CA's key is read only by whoever issues (the launcher, the info-service); a node reads
