@@ -236,3 +236,93 @@ def test_reading_up_to_a_limit_stops_exactly_there(tmp_path):
                 c for c in flatten(iter(lambda stop=stop: chunks.read_chunks(stop), [])) if c.data
             ]
             assert copied[-1].end == stop and chunks.position == stop
+
+
+def pieces(raw: bytes, position: int, size: int) -> list[Chunk]:
+    return [Chunk(position + i, raw[i : i + size]) for i in range(0, len(raw), size)]
+
+
+def test_a_record_in_pieces_counts_only_once_whole_and_checked(tmp_path):
+    small, big = record(1), encode_message(b"b" * 50_000, origin="pub", ts=2, id=2)
+    with LogMirror(tmp_path / "copy") as mirror:
+        mirror.write(Chunk(0, small))
+        first, *rest = pieces(big, len(small), 4096)
+        assert mirror.write(Chunk(0, small + first.data)) == len(small)  # overlap, then a piece
+        for chunk in rest[:-1]:
+            assert mirror.write(chunk) == len(small)
+        broken = Chunk(rest[-1].position, rest[-1].data[:-1] + b"\0")
+        with pytest.raises(MirrorError, match="fails its CRC32C check"):
+            mirror.write(broken)
+        assert mirror.end == len(small)
+        assert mirror.write(rest[-1]) == len(small) + len(big)
+        assert mirror.records_written == 2
+    assert [r.raw for r in read_log(tmp_path / "copy")] == [small, big]
+
+
+def test_a_record_cut_short_is_cut_at_reopen_and_sent_again(tmp_path):
+    big = encode_message(b"b" * 50_000, origin="pub", ts=1, id=1)
+    chunks = pieces(big, 0, 8192)
+    with LogMirror(tmp_path / "copy") as mirror:
+        for chunk in chunks[:3]:
+            mirror.write(chunk)
+        assert mirror.end == 0
+    assert (tmp_path / "copy/log.0.0").stat().st_size == 3 * 8192
+    with LogMirror(tmp_path / "copy") as mirror:  # reopened: the part is not held
+        assert mirror.end == 0
+        assert (tmp_path / "copy/log.0.0").stat().st_size == 0
+        for chunk in chunks:
+            mirror.write(chunk)
+        assert mirror.end == len(big)
+
+
+def test_a_part_of_a_record_that_differs_is_replaced_not_refused(tmp_path):
+    """Bytes of a record not whole yet are held by no one: a source that sends other
+    bytes there (its log lost an unsynced tail and was written again) takes their place;
+    whole records that differ are still refused."""
+    old = encode_message(b"o" * 20_000, origin="pub", ts=1, id=1)
+    new = encode_message(b"n" * 30_000, origin="pub", ts=1, id=1)
+    with LogMirror(tmp_path / "copy") as mirror:
+        mirror.write(pieces(old, 0, 8192)[0])
+        for chunk in pieces(new, 0, 8192):
+            mirror.write(chunk)
+        assert mirror.end == len(new)
+        with pytest.raises(MirrorError, match="another log"):
+            mirror.write(Chunk(0, old))
+    assert [r.raw for r in read_log(tmp_path / "copy")] == [new]
+
+
+def test_pieces_that_cannot_be_a_record_are_refused(tmp_path):
+    big = encode_message(b"b" * 20_000, origin="pub", ts=1, id=1)
+    with LogMirror(tmp_path / "copy") as mirror:
+        with pytest.raises(MirrorError, match="partial record"):
+            mirror.write(Chunk(0, big[:100]))  # a first piece without the record's head
+        with pytest.raises(MirrorError, match="inside a record"):
+            mirror.write(Chunk(0, big[:4096], sealed=True))
+        mirror.write(Chunk(0, big[:4096]))
+        with pytest.raises(MirrorError, match="gap"):
+            mirror.write(Chunk(5000, big[5000:8000]))
+        assert mirror.end == 0
+
+
+def test_admit_sees_every_new_record_once_a_long_one_by_its_first_piece(tmp_path):
+    seen = []
+    small = encode_message(b"s", origin="alice", ts=1, id=1)
+    big = encode_message(b"b" * 20_000, origin="bob", ts=2, id=2)
+
+    def admit(origin: str, position: int) -> None:
+        seen.append((origin, position))
+        if origin == "mallory":
+            raise PermissionError(origin)
+
+    with LogMirror(tmp_path / "copy") as mirror:
+        head, *rest = pieces(small + big, 0, 4096)
+        mirror.write(head, admit=admit)
+        mirror.write(head, admit=admit)  # nothing new
+        for chunk in rest:
+            mirror.write(chunk, admit=admit)
+        assert seen == [("alice", 0), ("bob", len(small))]
+        end = mirror.end
+        forged = encode_message(b"f" * 20_000, origin="mallory", ts=3, id=3)
+        with pytest.raises(PermissionError):
+            mirror.write(Chunk(end, forged[:4096]), admit=admit)
+        assert (tmp_path / "copy/log.0.0").stat().st_size == end  # nothing of it written

@@ -12,6 +12,13 @@ complete::
 :data:`SEALED` (the file's seal trailer: nothing follows), or a :class:`Corrupt`
 naming the position of the first byte that is not a valid record. Once sealed
 or corrupt the decoder stays so: bytes after either are never records.
+
+Made with ``piece_size``, :meth:`RecordDecoder.next_chunk` hands a record longer than
+that out in pieces as its bytes are fed, rather than hold it whole: what a copy sent
+over the wire needs, where memory per connection must not grow with the message. A
+record's first piece holds at least its head (``RECORD_HEAD_MAX`` bytes); its CRC32C
+is checked incrementally, and a record that fails it at its end withholds its last
+piece and is reported corrupt at its start, so a receiver never has it whole.
 """
 
 from __future__ import annotations
@@ -20,11 +27,23 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from ._record import CORRUPT, NEED_DATA, SEALED, Record, TagFilter, scan
+from crc32c import crc32c
+
+from ._record import (
+    CORRUPT,
+    MAGIC,
+    NEED_DATA,
+    RECORD_HEAD_MAX,
+    SEALED,
+    Record,
+    TagFilter,
+    scan,
+)
 
 __all__ = ["NEED_DATA", "SEALED", "Corrupt", "RecordDecoder"]
 
 _LENGTH = struct.Struct("<I")
+_PREFIX = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +58,12 @@ class RecordDecoder:
     """Frames and checks the records of one log file, fed in order."""
 
     def __init__(
-        self, position: int, tag_filter: TagFilter | None = None, *, verify: bool = True
+        self,
+        position: int,
+        tag_filter: TagFilter | None = None,
+        *,
+        verify: bool = True,
+        piece_size: int | None = None,
     ) -> None:
         self._buffer = b""
         self._offset = 0  # in _buffer, of the first byte not yet decoded
@@ -48,14 +72,35 @@ class RecordDecoder:
         self._verify = verify  # check each record's CRC32C (see scan)
         self._outcome: str | Corrupt = NEED_DATA
         self._pending: deque[Record] = deque()  # decoded but not yet taken one by one
+        # next_chunk hands out records longer than this in pieces (None: never).
+        self._piece_size = None if piece_size is None else max(piece_size, RECORD_HEAD_MAX)
+        self._piece_start: int | None = None  # where the record handed out in pieces begins
+        self._piece_left = 0  # its bytes not handed out yet
+        self._piece_crc = 0  # CRC32C of its bytes handed out so far (from offset 8)
+        self._piece_stored = 0  # the CRC32C its header gives
 
     @property
     def position(self) -> int:
-        """Where decoding resumes: after the last record taken (or skipped by the filter)."""
+        """Where decoding resumes: after the last record taken (or skipped by the filter);
+        while a record is handed out in pieces, its start."""
         if self._pending:
             first = self._pending[0]
             return first.position - len(first.raw)
+        if self._piece_start is not None:
+            return self._piece_start
         return self._base + self._offset
+
+    @property
+    def taken_to(self) -> int:
+        """The position after the last byte taken: :attr:`position`, but inside the
+        record while one is handed out in pieces."""
+        return self.position if self._piece_start is None else self._base + self._offset
+
+    @property
+    def inside_record(self) -> bool:
+        """Whether the bytes fed end inside a record (one not whole yet, or handed out
+        in pieces so far)."""
+        return self._piece_start is not None or self.buffered > 0
 
     @property
     def buffered(self) -> int:
@@ -64,8 +109,9 @@ class RecordDecoder:
 
     @property
     def wanted(self) -> int:
-        """How many more bytes would complete the record that is waiting, if known."""
-        if self.buffered < _LENGTH.size:
+        """How many more bytes would complete the record that is waiting, if known (0
+        with ``piece_size``: a long record is not waited for whole)."""
+        if self.buffered < _LENGTH.size or self._piece_size is not None:
             return 0
         (length,) = _LENGTH.unpack_from(self._buffer, self._offset)
         return max(0, length - self.buffered)
@@ -105,20 +151,75 @@ class RecordDecoder:
     def next_chunk(self, limit: int | None = None) -> tuple[int, bytes, str | Corrupt, int]:
         """``(position, bytes, outcome, records)``: every complete, checked record fed so
         far (ending at or before position ``limit``, if given), as the bytes they are,
-        with no record objects made, and how many they are."""
+        with no record objects made, and how many they are (a record handed out in
+        pieces counts with its last). With ``piece_size``, the bytes may also begin or
+        end inside a record longer than that."""
         start = self._offset
         records = 0
-        if self._outcome is NEED_DATA:
-            _, self._offset, outcome, reason, records = scan(
+        while self._outcome is NEED_DATA:
+            if self._piece_start is not None:
+                if not self._take_piece():
+                    break
+                records += 1
+                continue
+            end = self._end(limit)
+            _, self._offset, outcome, reason, count = scan(
                 self._buffer,
                 self._offset,
                 self._base,
                 keep=False,
-                end=self._end(limit),
+                end=end,
                 verify=self._verify,
             )
+            records += count
             self._set_outcome(outcome, reason)
+            if not self._start_piece(len(self._buffer) if end is None else end):
+                break
         return self._base + start, self._buffer[start : self._offset], self._outcome, records
+
+    def _start_piece(self, end: int) -> bool:
+        """At a record not whole in the buffer: start handing it out in pieces if it is
+        longer than ``piece_size`` and its head is here; whether it was started."""
+        available = end - self._offset
+        if self._outcome is not NEED_DATA or self._piece_size is None:
+            return False
+        if available < RECORD_HEAD_MAX:
+            return False
+        length, stored = _PREFIX.unpack_from(self._buffer, self._offset)
+        if length <= self._piece_size:
+            return False  # short enough to wait for whole
+        if self._buffer[self._offset + 8] != MAGIC:  # the scan checks this once it is whole
+            self._set_outcome(
+                CORRUPT, f"unknown record format 0x{self._buffer[self._offset + 8]:02x}"
+            )
+            return False
+        self._piece_start = self._base + self._offset
+        self._piece_left = length - 8
+        self._piece_crc = 0
+        self._piece_stored = stored
+        self._offset += 8  # the length and CRC fields: not covered by the CRC
+        return True
+
+    def _take_piece(self) -> bool:
+        """Take the buffered bytes of the record handed out in pieces; whether it ended
+        (whole and checked). One that fails its CRC32C is corrupt, its last piece kept."""
+        assert self._piece_start is not None
+        before = self._offset
+        size = min(self._piece_left, len(self._buffer) - before)
+        if self._verify:
+            self._piece_crc = crc32c(
+                memoryview(self._buffer)[before : before + size], self._piece_crc
+            )
+        self._offset += size
+        self._piece_left -= size
+        if self._piece_left:
+            return False
+        if self._verify and self._piece_crc != self._piece_stored:
+            self._offset = before  # never whole: position stays at its start
+            self._outcome = Corrupt(self._piece_start, "CRC32C mismatch")
+            return False
+        self._piece_start = None
+        return True
 
     def _set_outcome(self, outcome: str, reason: str) -> None:
         if outcome == CORRUPT:

@@ -3,15 +3,22 @@
 A node's input copy of a publisher's log (``/s/in/<stream>``) and a subscriber's
 local copy of the merged log are mirrors: their files have the source's names
 and their records sit at the source's positions, so a position means the same
-in the copy as in the source. Chunks arrive as :class:`Chunk` (whole records of
-one file, and whether the file ends after them); the mirror checks that a chunk
-continues the copy and holds whole valid records before writing a byte.
+in the copy as in the source. Chunks arrive as :class:`Chunk` (records of one
+file, and whether the file ends after them); the mirror checks that a chunk
+continues the copy and holds valid records before writing a byte.
+
+A record too long to travel whole comes in pieces (a chunk may begin or end inside
+it; its first piece holds at least its head, ``RECORD_HEAD_MAX`` bytes): the pieces
+are written to the file as they come and their CRC32C is kept running, but the
+record counts in the copy (:attr:`LogMirror.end`) only once it is whole and its
+CRC matches. So memory does not grow with a record's size.
 
 A chunk that overlaps what the copy already holds in its current file is compared
 with it and trimmed, and one wholly behind that file is ignored, so two sources (a
 publisher's push and a peer's backup fetch) can race without harm: both copy the
 same log. Overlapping bytes that differ are refused (:class:`MirrorError`): two
-different logs claim the same positions, and the copy keeps the first.
+different logs claim the same positions, and the copy keeps the first. Bytes of a
+record not yet whole are not held yet: a chunk that differs there takes their place.
 
 A copy starts at the start of a file, unless made with ``start_mid_file=True``
 (a subscriber that begins at a position: the bytes before it are a hole).
@@ -28,7 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from crc32c import crc32c
 
 from ._decoder import NEED_DATA, SEALED, RecordDecoder
 from ._errors import LogError
@@ -40,12 +52,17 @@ from ._files import (
 )
 from ._position import file_name, file_start, split_position
 from ._reader import Chunk
-from ._record import MAX_RECORD_SIZE, SEAL_TRAILER, scan
+from ._record import MAGIC, MAX_RECORD_SIZE, RECORD_HEAD_MAX, SEAL_TRAILER, Record, scan
 from ._writer import SyncPolicy
 
 #: Names the position a copy began at, when it began mid-file (the bytes before are a hole).
 MIRROR_START_FILE = ".mirror-start"
 _RECOVER_CHUNK = 4 << 20
+_PREFIX = struct.Struct("<II")
+
+#: Called with the origin and start position of each record new to a copy, before any of
+#: its bytes are written; it raises to refuse the chunk.
+Admit = Callable[[str, int], None]
 
 
 def read_mirror_start(directory: Path) -> int | None:
@@ -57,6 +74,16 @@ def read_mirror_start(directory: Path) -> int | None:
 
 class MirrorError(LogError, ValueError):
     """A chunk that does not continue the copy, or is not whole valid records."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    """The record the copy's current file ends inside: come so far in pieces."""
+
+    length: int  # its length field: bytes of the whole record
+    stored_crc: int  # the CRC32C its header gives
+    crc: int  # the CRC32C of its bytes [8, have) so far
+    have: int  # its bytes written
 
 
 class LogMirror:
@@ -80,7 +107,8 @@ class LogMirror:
         self._lock = DirectoryLock(self.directory)
         self._file: tuple[int, int] | None = None
         self._fd = -1
-        self._size = 0  # bytes of records in the current file (its seal excluded)
+        self._size = 0  # bytes of whole records in the current file (its seal excluded)
+        self._partial: _Partial | None = None  # a record after them, come in part so far
         self.sealed = False
         #: records this mirror wrote since it was opened (not those it found on disk)
         self.records_written = 0
@@ -99,8 +127,10 @@ class LogMirror:
         """The position just after the last record held, or None for an empty copy."""
         return None if self._file is None else file_start(*self._file) + self._size
 
-    def write(self, chunk: Chunk) -> int | None:
-        """Add ``chunk`` to the copy (trimmed to what is new); return the new end."""
+    def write(self, chunk: Chunk, *, admit: Admit | None = None) -> int | None:
+        """Add ``chunk`` to the copy (trimmed to what is new); return the new end (which
+        moves only as records become whole). ``admit`` is shown every record new to
+        the copy first."""
         if self.suspended:
             self._resume()
         session, roll, offset = split_position(chunk.position)
@@ -109,20 +139,12 @@ class LogMirror:
         if self._file is not None and file < self._file:
             return self.end  # an old file: held already
         if self._file == file:
-            if offset < self._size:  # overlap: the same bytes, then what is new
-                overlap = min(self._size - offset, len(data))
-                if os.pread(self._fd, overlap, offset) != data[:overlap]:
-                    raise MirrorError(
-                        f"chunk at {chunk.position} differs from the {overlap} bytes the copy"
-                        f" of {file_name(*file)} in {self.directory} already holds there:"
-                        " another log claims these positions"
-                    )
-                data = data[overlap:]
-                offset = self._size
-            if offset != self._size:
+            data, offset = self._trim(chunk.position, data, offset)
+            written = self._written
+            if offset != written:
                 raise MirrorError(
                     f"chunk at {chunk.position} leaves a gap: the copy of {file_name(*file)}"
-                    f" in {self.directory} ends at offset {self._size}"
+                    f" in {self.directory} ends at offset {written}"
                 )
             if self.sealed:
                 if data:
@@ -138,14 +160,20 @@ class LogMirror:
                 f"chunk at {chunk.position} starts {file_name(*file)} in {self.directory}"
                 " mid-file; a new file is copied from its start"
             )
-        records = self._check_records(chunk.position + len(chunk.data) - len(data), data)
+        partial = self._partial if self._file == file else None
+        base = file_start(*file) + offset
+        whole, partial, records = self._frame(base, data, partial, admit)
+        if chunk.sealed and partial is not None:
+            raise MirrorError(f"chunk at {chunk.position} seals {file_name(*file)} inside a record")
         if self._file != file:
             if self._file is None and offset:
                 write_file_atomically(self.directory / MIRROR_START_FILE, b"%d\n" % chunk.position)
             self._start_file(file, offset)
         if data:
-            self._write_at(data, self._size)
-            self._size += len(data)
+            self._write_at(data, offset)
+            if whole:
+                self._size = offset + whole
+            self._partial = partial
             self.records_written += records
         if chunk.sealed:
             self._write_at(SEAL_TRAILER, self._size)
@@ -153,6 +181,75 @@ class LogMirror:
         if self.sync_policy is SyncPolicy.BATCH:
             self.sync()
         return self.end
+
+    @property
+    def _written(self) -> int:
+        """Bytes written to the current file: its whole records and any part after them."""
+        return self._size + (self._partial.have if self._partial is not None else 0)
+
+    def _trim(self, position: int, data: bytes, offset: int) -> tuple[bytes, int]:
+        """``data`` at ``offset`` of the current file less what the copy holds already
+        (compared), and the offset where the rest goes."""
+        written = self._written
+        if offset >= written:
+            return data, offset
+        overlap = min(written - offset, len(data))
+        if os.pread(self._fd, overlap, offset) == data[:overlap]:
+            return data[overlap:], written
+        whole = max(0, min(self._size - offset, len(data)))
+        if os.pread(self._fd, whole, offset) != data[:whole]:
+            raise MirrorError(
+                f"chunk at {position} differs from the {whole} bytes the copy in"
+                f" {self.directory} already holds there: another log claims these positions"
+            )
+        # It differs only in a record not whole yet, which nothing counts: the chunk's
+        # bytes take its place (one starting inside it then leaves a gap).
+        self._partial = None
+        os.ftruncate(self._fd, self._size)
+        return data[whole:], offset + whole
+
+    def _frame(
+        self, position: int, data: bytes, partial: _Partial | None, admit: Admit | None
+    ) -> tuple[int, _Partial | None, int]:
+        """Check ``data`` (at ``position``, continuing ``partial`` if not None) before a
+        byte is written: ``(whole, partial, records)``, the bytes of it up to the end of
+        its last whole record (0: none ends in it), the record it ends inside, and how
+        many records end in it. MirrorError unless it is valid records."""
+        records = start = 0
+        if partial is not None:
+            start = min(partial.length - partial.have, len(data))
+            crc = crc32c(memoryview(data)[:start], partial.crc)
+            if start < partial.length - partial.have:
+                return 0, _Partial(partial.length, partial.stored_crc, crc, partial.have + start), 0
+            if crc != partial.stored_crc:
+                raise MirrorError(f"the record ending at {position + start} fails its CRC32C check")
+            records = 1
+        found, stop, outcome, reason, count = scan(
+            data, start, position, keep=admit is not None, max_length=self.max_record_size
+        )
+        records += count
+        if admit is not None:
+            for record in found:
+                admit(_origin(record, position), record.position - len(record.raw))
+        if stop == len(data):
+            return stop, None, records
+        if outcome != NEED_DATA or len(data) - stop < 8:
+            why = reason or ("a seal trailer" if outcome == SEALED else "a partial record")
+            raise MirrorError(
+                f"chunk at {position} is not valid records: {why} at {position + stop}"
+            )
+        length, stored_crc = _PREFIX.unpack_from(data, stop)
+        head = data[stop : stop + RECORD_HEAD_MAX]
+        if len(head) < min(length, RECORD_HEAD_MAX) or head[8] != MAGIC:
+            raise MirrorError(
+                f"chunk at {position} ends in a partial record at {position + stop}: a record"
+                f" sent in pieces begins with its first {RECORD_HEAD_MAX} bytes, of a valid"
+                " record, and a shorter one comes whole"
+            )
+        if admit is not None:
+            admit(_origin(Record(head, position + stop + length), position), position + stop)
+        crc = crc32c(memoryview(data)[stop + 8 :])
+        return stop, _Partial(length, stored_crc, crc, len(data) - stop), records
 
     def sync(self) -> int | None:
         """Force what was written to disk; return the durable end."""
@@ -224,18 +321,6 @@ class LogMirror:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _check_records(self, position: int, data: bytes) -> int:
-        """How many records ``data`` holds; MirrorError unless it is whole valid ones."""
-        _, stop, outcome, reason, count = scan(
-            data, 0, position, keep=False, max_length=self.max_record_size
-        )
-        if stop != len(data) or outcome != NEED_DATA:
-            why = reason or ("a seal trailer" if outcome == SEALED else "a partial record")
-            raise MirrorError(
-                f"chunk at {position} is not whole valid records: {why} at {position + stop}"
-            )
-        return count
-
     def _recover(self) -> None:
         files = list_log_files(self.directory)
         if not files:
@@ -247,7 +332,7 @@ class LogMirror:
         offset = 0
         if start is not None and split_position(start)[:2] == self._file:
             offset = split_position(start)[2]  # the copy began mid-file: a hole before
-        decoder = RecordDecoder(file_start(*self._file) + offset)
+        decoder = RecordDecoder(file_start(*self._file) + offset, piece_size=_RECOVER_CHUNK)
         outcome = NEED_DATA
         while outcome is NEED_DATA:
             data = os.pread(self._fd, _RECOVER_CHUNK, offset)
@@ -273,6 +358,7 @@ class LogMirror:
         self._fd = fd
         self._file = file
         self._size = offset
+        self._partial = None
         self.sealed = False
         self._new_files = True
 
@@ -283,3 +369,13 @@ class LogMirror:
             view, offset = view[written:], offset + written
         if self._fd not in self._unsynced:
             self._unsynced.append(self._fd)
+
+
+def _origin(record: Record, position: int) -> str:
+    """A record's origin (of its head, for one come in part), for an admission check."""
+    try:
+        return record.origin
+    except (UnicodeDecodeError, IndexError):
+        raise MirrorError(
+            f"chunk at {position}: the record ending at {record.position} names no readable origin"
+        ) from None

@@ -78,6 +78,8 @@ class LogEvent:
 class Chunk:
     """Whole records of one file as bytes, from ``position``; ``sealed``: the file ends
     after them. What a replicator ships; the seal trailer itself is never in ``data``.
+    From a reader with ``pieces=True``, ``data`` may also begin or end inside a record
+    too long to travel whole (a piece of it).
     ``records``: how many records ``data`` holds, as the reader that framed them counted
     (0 in a chunk made from bytes received, which nobody counted; not compared: two
     chunks are equal when they hold the same bytes at the same place)."""
@@ -143,8 +145,12 @@ class LogReader:
         watcher: DirectoryWatcher | None = None,
         verify: bool = True,
         merged: bool = False,
+        pieces: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        # read_chunks hands a record longer than chunk_size out in pieces (see
+        # RecordDecoder), so a copy over the wire never holds a long record whole.
+        self._pieces = pieces
         self._merged = merged  # sessions change only by a hard reset (module docstring)
         self._verify = verify  # False: the log was checked as it was written (see scan)
         if tag_filter is not None and not isinstance(tag_filter, TagFilter):
@@ -164,8 +170,20 @@ class LogReader:
 
     @property
     def position(self) -> int | None:
-        """Where reading resumes: after the last record returned or skipped."""
+        """Where reading resumes: after the last record returned or skipped (a new reader
+        may start here)."""
         return self._start if self._decoder is None else self._decoder.position
+
+    @property
+    def taken_to(self) -> int | None:
+        """The position after the last byte returned: :attr:`position`, but inside the
+        record while one is returned in pieces (``pieces=True``)."""
+        return self._start if self._decoder is None else self._decoder.taken_to
+
+    @property
+    def mid_record(self) -> bool:
+        """Whether the bytes returned end inside a record (returned in pieces)."""
+        return self._decoder is not None and self._decoder.taken_to != self._decoder.position
 
     def read(self, limit: int | None = None) -> list[Record | LogEvent]:
         """Records and events available now, in order; ``[]`` if there are none yet.
@@ -174,7 +192,9 @@ class LogReader:
         return self._read(self._take_records, limit, seal_marks=False)
 
     def read_chunks(self, limit: int | None = None) -> list[Chunk | LogEvent]:
-        """Like :meth:`read`, but whole records as :class:`Chunk` bytes, never decoded.
+        """Like :meth:`read`, but whole records as :class:`Chunk` bytes, never decoded
+        (with ``pieces=True``, a record longer than ``chunk_size`` in pieces of about
+        that size: a chunk's bytes may then begin or end inside it).
 
         The chunk that ends a sealed file is marked ``sealed``; leaving a file whose end
         was not so marked yields an empty sealed chunk at the file's last good position
@@ -208,7 +228,7 @@ class LogReader:
                     # The chunk that ends a sealed file says so itself: a copy that stops
                     # on reaching its end still seals its own.
                     last = taken[-1]
-                    taken[-1] = Chunk(last.position, last.data, sealed=True)
+                    taken[-1] = Chunk(last.position, last.data, sealed=True, records=last.records)
                     self._seal_marked = True
                 items.extend(taken)
                 continue
@@ -308,7 +328,12 @@ class LogReader:
         self._file = file
         self._fd = os.open(self.directory / file_name(*file), os.O_RDONLY)
         self._read_offset = offset
-        self._decoder = RecordDecoder(file_start(*file) + offset, self._filter, verify=self._verify)
+        self._decoder = RecordDecoder(
+            file_start(*file) + offset,
+            self._filter,
+            verify=self._verify,
+            piece_size=self._chunk_size if self._pieces else None,
+        )
         self._seal_marked = False
 
     def _close_file(self) -> None:
@@ -348,7 +373,7 @@ class LogReader:
         next_start = file_start(*later[0])
         if isinstance(outcome, Corrupt):
             event = LogEvent(BADTAIL, (outcome.position, next_start))
-        elif outcome is not SEALED and self._decoder.buffered:
+        elif outcome is not SEALED and self._decoder.inside_record:
             event = LogEvent(BADTAIL, (self._decoder.position, next_start))
         else:
             event = None

@@ -44,6 +44,10 @@ SEAL_SIZE: Final = len(SEAL_TRAILER)
 #: The largest record any file can hold: a whole 1 GiB file less its seal.
 MAX_RECORD_SIZE: Final = MAX_FILE_SIZE - SEAL_SIZE
 MAX_NAME_BYTES: Final = 255
+#: A record's fixed header, tags and origin lie within its first this many bytes, so the
+#: first piece of a record sent in pieces carries at least these: who a record is from
+#: and its format can be told from that piece alone.
+RECORD_HEAD_MAX: Final = HEADER_SIZE + MAX_TAGS * (1 + MAX_NAME_BYTES) + MAX_NAME_BYTES
 
 _PREFIX = struct.Struct("<II")
 _FIELDS = struct.Struct("<BBBBqqiB")

@@ -20,9 +20,12 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class LogChunk(_message.Message):
-    """A run of whole encoded log records, copied as bytes, starting at a log position.
-    A chunk never holds the seal trailer itself: `sealed` says the file ends after `data`,
-    and the receiver seals its own copy of the file.
+    """A run of encoded log records, copied as bytes, starting at a log position. A record
+    longer than a chunk (about a mebibyte) travels in pieces over several chunks: `data`
+    may then begin or end inside it, and a piece that begins a record holds at least its
+    first 800 bytes (header, tags and origin). The receiver counts a record held only once
+    it is whole and its CRC32C matches. A chunk never holds the seal trailer itself:
+    `sealed` says the file ends after `data`, and the receiver seals its own copy.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -36,7 +39,7 @@ class LogChunk(_message.Message):
     position: _builtins.int
     """Log position of the first byte of `data`."""
     data: _builtins.bytes
-    """Whole encoded log records, byte for byte as they are in the log file (may be empty)."""
+    """Encoded log records, byte for byte as they are in the log file (may be empty)."""
     sealed: _builtins.bool
     """True when the file ends after `data` (it has rolled or its writer moved on)."""
     reset: _builtins.bool

@@ -48,7 +48,7 @@ class PushServicer:
         """The first request is `open`; then chunks, in log order, with no gaps. The node
         answers `open` with what it holds, and each durable step with a new reply.
         Errors: INVALID_ARGUMENT for a malformed stream name, a chunk that does not start
-        where the node's copy ends, or bytes that are not whole valid records.
+        where the node's copy ends, or bytes that are not valid records (see LogChunk).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

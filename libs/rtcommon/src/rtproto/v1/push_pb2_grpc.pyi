@@ -37,7 +37,7 @@ class PushStub:
     """The first request is `open`; then chunks, in log order, with no gaps. The node
     answers `open` with what it holds, and each durable step with a new reply.
     Errors: INVALID_ARGUMENT for a malformed stream name, a chunk that does not start
-    where the node's copy ends, or bytes that are not whole valid records.
+    where the node's copy ends, or bytes that are not valid records (see LogChunk).
     """
 
 @_typing.type_check_only
@@ -47,7 +47,7 @@ class PushAsyncStub(PushStub):
     """The first request is `open`; then chunks, in log order, with no gaps. The node
     answers `open` with what it holds, and each durable step with a new reply.
     Errors: INVALID_ARGUMENT for a malformed stream name, a chunk that does not start
-    where the node's copy ends, or bytes that are not whole valid records.
+    where the node's copy ends, or bytes that are not valid records (see LogChunk).
     """
 
 class PushServicer(metaclass=_abc_1.ABCMeta):
@@ -60,7 +60,7 @@ class PushServicer(metaclass=_abc_1.ABCMeta):
         """The first request is `open`; then chunks, in log order, with no gaps. The node
         answers `open` with what it holds, and each durable step with a new reply.
         Errors: INVALID_ARGUMENT for a malformed stream name, a chunk that does not start
-        where the node's copy ends, or bytes that are not whole valid records.
+        where the node's copy ends, or bytes that are not valid records (see LogChunk).
         """
 
 def add_PushServicer_to_server(servicer: PushServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
