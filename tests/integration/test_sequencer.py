@@ -63,7 +63,7 @@ OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_leng
 class Nodes:
     """rt-sequencer processes of one cluster, started and stopped by hand."""
 
-    def __init__(self, root: Path, count: int, base: int) -> None:
+    def __init__(self, root: Path, count: int, base: int, roll_size: int = ROLL) -> None:
         self.root = root
         self.spec = ClusterSpec(
             nodes=tuple(
@@ -77,7 +77,7 @@ class Nodes:
                 )
                 for i in range(count)
             ),
-            roll_size=ROLL,
+            roll_size=roll_size,
         )
         self.path = root / "cluster.json"
         self.spec.to_file(self.path)
@@ -153,8 +153,8 @@ class Nodes:
 def nodes(tmp_path, free_base_port):
     started = []
 
-    def make(count: int) -> Nodes:
-        cluster = Nodes(tmp_path, count, free_base_port())
+    def make(count: int, roll_size: int = ROLL) -> Nodes:
+        cluster = Nodes(tmp_path, count, free_base_port(), roll_size)
         for i in range(count):
             cluster.start(i, wait=False)
         for i in range(count):
@@ -194,7 +194,8 @@ async def push(
         call = push_pb2_grpc.PushStub(channel).Push(requests())
         held = (await call.read()).held
         end = held
-        with LogReader(directory, start_at if start_at is not None else held) as reader:
+        start = start_at if start_at is not None else held
+        with LogReader(directory, start, chunk_size=1 << 20, pieces=True) as reader:
             while items := reader.read_chunks():
                 for chunk in items:
                     if isinstance(chunk, Chunk):
@@ -527,9 +528,10 @@ def resident_bytes(pid: int) -> int:
 
 def test_a_message_over_the_size_limit_is_refused_before_it_is_read(nodes, tmp_path, monkeypatch):
     """Issue 14 #6: one 512 MiB chunk took a sequencer to 1.6 GB. A gRPC message larger
-    than RT_MAX_MESSAGE_SIZE (and a chunk's headroom) is refused with
+    than a node takes (16 MiB: log bytes travel in pieces) is refused with
     RESOURCE_EXHAUSTED before it is read in; the node's memory stays where it was, and
-    it goes on merging. The publisher refuses such a message itself, writing nothing."""
+    it goes on merging. A message over RT_MAX_MESSAGE_SIZE is refused by the publisher
+    itself, writing nothing, and by the node in pieces."""
     monkeypatch.setenv("RT_MAX_MESSAGE_SIZE", "1Mi")
     cluster = nodes(1)
     write_publisher_log(tmp_path / "a", "a", range(1, 11))
@@ -562,6 +564,13 @@ def test_a_message_over_the_size_limit_is_refused_before_it_is_read(nodes, tmp_p
         push_to(cluster, [0], "c.feed", tmp_path / "c")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "over the limit" in refused.value.details()
+    # Likewise one that comes in pieces, by its first piece.
+    with LogWriter(tmp_path / "d", roll_size=4 << 20) as writer:
+        writer.append(encode_message(bytes(2 << 20), origin="d", ts=1, id=1, codec=Codec.RAW))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        push_to(cluster, [0], "d.feed", tmp_path / "d")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the limit" in refused.value.details()
 
     with rt.Publisher(cluster.spec, "feed", log_dir=tmp_path / "pub", codec="raw") as publisher:
         for size in (2 << 20, ROLL):  # over RT_MAX_MESSAGE_SIZE, over the roll size
@@ -570,6 +579,58 @@ def test_a_message_over_the_size_limit_is_refused_before_it_is_read(nodes, tmp_p
         end = publisher.publish(bytes(ROLL // 2))  # within both
         assert end == publisher.position
         publisher.flush(30)
+
+
+def test_a_record_longer_than_a_grpc_message_is_pushed_fetched_and_pulled_in_pieces(
+    nodes, tmp_path, monkeypatch
+):
+    """Issue 14 (limits: message size near the roll size, chunked): a node takes no gRPC
+    message over 16 MiB, yet a 20 MiB record goes through: pushed in pieces to one node,
+    fetched in pieces by the two others from it (the backup path), merged alike, and
+    pulled in pieces, none over a few MiB, that make the merged log's bytes."""
+    monkeypatch.setenv("RT_MAX_MESSAGE_SIZE", "32Mi")
+    cluster = nodes(3, roll_size=64 << 20)
+    big = encode_message(os.urandom(20 << 20), origin="a", ts=2, id=2, codec=Codec.RAW)
+    directory = tmp_path / "pub/a.feed"
+    with LogWriter(directory, roll_size=64 << 20) as writer:
+        writer.append(encode_message(b"before", origin="a", ts=1, id=1, codec=Codec.RAW))
+        writer.append(big)
+        writer.append(encode_message(b"after", origin="a", ts=3, id=3, codec=Codec.RAW))
+    push_to(cluster, [0], "a.feed", directory)  # single ingress: 1 and 2 fetch from 0
+    cluster.wait_merged(3)
+    assert_identical(cluster, [0, 1, 2])
+    merged = read_log(cluster.out(2))
+    assert [r.id for r in merged] == [1, 2, 3] and merged[1].payload == big[-(20 << 20) :]
+
+    largest = 0
+    pulled = b""
+    with grpc.insecure_channel(cluster.spec.nodes[2].pull, options=OPTIONS) as channel:
+        stub = pull_pb2_grpc.PullStub(channel)
+        request = pull_pb2.PullRequest(**{"from": pull_pb2.PullRequest.START})
+        for chunk in stub.Pull(request, timeout=60):
+            largest = max(largest, len(chunk.data))
+            pulled += chunk.data
+            if chunk.position + len(chunk.data) >= merged[-1].position:
+                break
+    assert largest <= 4 << 20
+    assert pulled == b"".join(r.raw for r in merged)
+
+    # A publisher not sending pieces is refused before its message is read in.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(asyncio.wait_for(push_whole(cluster.spec.nodes[0].push, big), 60))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def push_whole(address: str, record: bytes) -> None:
+    """One record pushed whole, as one gRPC message, into a new stream."""
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+        call = push_pb2_grpc.PushStub(channel).Push()
+        await call.write(push_pb2.PushRequest(open=push_pb2.PushOpen(stream="b.feed")))
+        held = (await call.read()).held
+        await call.write(
+            push_pb2.PushRequest(chunk=common_pb2.LogChunk(position=held, data=record))
+        )
+        await call.read()
 
 
 def test_a_pull_from_inside_a_record_is_refused(nodes, tmp_path):

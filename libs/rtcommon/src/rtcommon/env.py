@@ -42,8 +42,9 @@ variable                                setting                meaning
                                                                node (100)
 ``RT_MAX_MESSAGE_SIZE``                 ``max_message_size``   the largest message a publisher
                                                                writes and a node takes in
-                                                               (``64Mi``; bytes or a quantity):
-                                                               larger ones are refused
+                                                               (``64Mi``; bytes or a quantity;
+                                                               up to the roll size): larger
+                                                               ones are refused
 ``RT_SCRUB_INTERVAL``                   ``scrub_interval``     seconds between checks of the
                                                                merged log's sealed files,
                                                                mended from a peer when
@@ -105,7 +106,6 @@ from .log import DEFAULT_ROLL_SIZE, MAX_FILE_SIZE, MIN_ROLL_SIZE
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
-    "MESSAGE_HEADROOM",
     "Settings",
     "hostname",
     "listen_address",
@@ -113,12 +113,11 @@ __all__ = [
     "settings",
 ]
 
-#: The largest message by default: what one gRPC message carries whole, with room to
-#: spare for a node's memory (a larger one was a 1.6 GB sequencer, issue 14 #6).
+#: The largest message by default. Larger ones, up to the roll size, may be allowed: a
+#: message longer than a mebibyte travels between processes in pieces, so it costs no
+#: process more memory than itself (the publisher that writes it, the merge that copies
+#: it, the subscriber that delivers it), and a connection's cost does not grow with it.
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
-#: What a node takes in one gRPC message beyond the largest message: the other records
-#: of the chunk it travels in (chunks gather about a mebibyte) and framing.
-MESSAGE_HEADROOM = 4 << 20
 
 _SIZE_UNITS = {
     "": 1,

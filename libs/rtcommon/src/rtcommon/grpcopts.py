@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 
 CHANNEL_OPTIONS = [
-    # Records can be as large as a log file (1 GiB), so messages are not size-limited.
+    # A client takes messages of any size: a Subscribe reply carries a message whole (up
+    # to a log file, 1 GiB). What a node takes in is bounded by its servers' options.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     # Every RT channel has a retry loop of its own: gRPC's reconnect backoff would

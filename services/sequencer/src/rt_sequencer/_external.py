@@ -26,7 +26,7 @@ import time
 
 import grpc
 
-from rtcommon.log import RecordDecoder
+from rtcommon.log import Admit
 from rtcommon.streams import EXTERNAL_PREFIX, StreamNameError, check_publisher_id, publishes_into
 from rtcommon.tls import CAStore, ClientIdentity, TLSError, client_identity
 from rtproto.v1 import push_pb2
@@ -96,23 +96,23 @@ class ExternalAccess:
             )
         return identity
 
-    def check_records(self, identity: ClientIdentity, position: int, data: bytes) -> None:
-        """Raise :class:`AccessRefused` unless every whole record in ``data`` (a push
-        chunk at ``position``) names the client as its origin (an internal publisher's
-        may name any). Bytes that are not whole records are left to the input copy,
-        which refuses them."""
+    def admission(self, identity: ClientIdentity) -> Admit | None:
+        """What ``identity``'s input copy shows each record new to it: a record whose
+        origin is not the client is refused with :class:`AccessRefused` (a long one by
+        its first piece, before any of it is written). None for an internal publisher,
+        whose records may name any origin."""
         if identity.publisher:
-            return
-        decoder = RecordDecoder(position, verify=False)
-        decoder.feed(data)
-        records, _ = decoder.next_records()
-        for record in records:
-            if record.origin != identity.name:
+            return None
+
+        def admit(origin: str, position: int) -> None:
+            if origin != identity.name:
                 raise AccessRefused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"client {identity.name!r} published a record with origin"
-                    f" {record.origin!r} at {record.position}: its records name it",
+                    f" {origin!r} at {position}: its records name it",
                 )
+
+        return admit
 
     def check(self, identity: ClientIdentity) -> None:
         """Raise :class:`AccessRefused` once ``identity``'s certificate is revoked or

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from rtcommon.log import (
     MAX_RECORD_SIZE,
+    Admit,
     Chunk,
     LogMirror,
     SyncPolicy,
@@ -124,11 +125,12 @@ class InputStream:
         write_owner(self.directory, owner)
         self.owner = owner
 
-    def write(self, chunk: Chunk) -> None:
-        """Add a chunk (from a push or a fetch); it becomes held at the next group sync."""
+    def write(self, chunk: Chunk, *, admit: Admit | None = None) -> None:
+        """Add a chunk (from a push or a fetch; ``admit``: see LogMirror.write); it
+        becomes held at the next group sync."""
         before = self.mirror.end
         self.written_at = time.monotonic()
-        self.mirror.write(chunk)
+        self.mirror.write(chunk, admit=admit)
         if self.mirror.end != before or chunk.sealed:
             self._store.mark_dirty(self)
 

@@ -77,7 +77,7 @@ from ._files import (
 )
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
-from ._peers import PeerLink, server_options
+from ._peers import SERVER_OPTIONS, PeerLink
 from ._scrub import Scrubber
 from ._services import (
     AdminService,
@@ -161,7 +161,6 @@ class Node:
         self._max_message_size = settings.max_message_size
         self._scrub_interval = settings.scrub_interval
         self._scrub_rate = settings.scrub_rate
-        self._server_options = server_options(settings.max_message_size)
         self.session = session_store(spec).read()
         stale = missed_reset(data, self.session)
         if stale is not None:
@@ -336,7 +335,7 @@ class Node:
         self._stopping.set()
 
     async def _serve(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=self._server_options)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         access = None
         if self.cluster.publisher_tls:
             if not (self.spec.external and self.cluster.has_tls):
@@ -370,7 +369,7 @@ class Node:
         cluster's CA when it has ``internal_tls``, where only the other nodes get in."""
         if not self.spec.peer:
             return None
-        server = grpc.aio.server(options=self._server_options)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         authenticate = self.cluster.internal_tls
         gate = PeersOnly(self.id, len(self.cluster.nodes)) if authenticate else None
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self, gate), server)
@@ -409,7 +408,7 @@ class Node:
             return None
         store = self._ca_store()
         cert, key = store.server_pair(self.spec.name)
-        server = grpc.aio.server(options=self._server_options)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
         credentials = server_credentials(store.ca_cert(), cert, key)
         if server.add_secure_port(env.listen_address(self.spec.external), credentials) == 0:

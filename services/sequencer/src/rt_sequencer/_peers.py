@@ -27,7 +27,6 @@ import grpc
 import msgspec
 
 from rtcommon.cluster import NodeSpec
-from rtcommon.env import MESSAGE_HEADROOM
 from rtcommon.follow import cancelling
 from rtcommon.grpcopts import CHANNEL_OPTIONS
 from rtcommon.log import Chunk
@@ -44,7 +43,6 @@ __all__ = [
     "encode_message",
     "for_peer",
     "gossip_state",
-    "server_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,15 +52,20 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
+#: The largest gRPC message a node takes in; a larger one is refused with
+#: RESOURCE_EXHAUSTED before it is read. Log bytes travel in chunks of a mebibyte or two
+#: (a longer record in pieces) and Raft in batches of about as much, so what one call can
+#: make a node hold does not grow with the message size (issue 14 #6). The margin is for
+#: a Raft SNAPSHOT message, which carries the merge's checkpoint whole.
+MAX_RECEIVED_MESSAGE = 16 << 20
+#: A batch of Raft messages closes once it holds this many bytes.
+RAFT_BATCH_BYTES = 1 << 20
 #: A server refuses a port another process holds (gRPC shares ports by default).
-SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-
-
-def server_options(max_message_size: int) -> list[tuple[str, int]]:
-    """A node's server options: a gRPC message larger than ``max_message_size`` (and its
-    chunk's headroom) is refused with RESOURCE_EXHAUSTED before it is read in."""
-    limit = ("grpc.max_receive_message_length", max_message_size + MESSAGE_HEADROOM)
-    return [*(o for o in SERVER_OPTIONS if o[0] != limit[0]), limit]
+SERVER_OPTIONS = [
+    *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+    ("grpc.max_receive_message_length", MAX_RECEIVED_MESSAGE),
+    ("grpc.so_reuseport", 0),
+]
 
 
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0
@@ -215,13 +218,24 @@ class PeerLink:
             while True:
                 await self._raft_wake.wait()
                 self._raft_wake.clear()
-                if self._raft_queue:
-                    messages, self._raft_queue = self._raft_queue, []
+                while self._raft_queue:
                     yield peer_pb2.RaftBatch(
-                        from_node=self.me, messages=messages, session=self.session
+                        from_node=self.me, messages=self._take_raft_batch(), session=self.session
                     )
 
         await self.stub.Raft(batches())
+
+    def _take_raft_batch(self) -> list[bytes]:
+        """The queued Raft messages up to RAFT_BATCH_BYTES (one at least), taken off the
+        queue: a batch stays far below what a node takes in one gRPC message."""
+        size = taken = 0
+        for message in self._raft_queue:
+            if taken and size + len(message) > RAFT_BATCH_BYTES:
+                break
+            size += len(message)
+            taken += 1
+        batch, self._raft_queue = self._raft_queue[:taken], self._raft_queue[taken:]
+        return batch
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:

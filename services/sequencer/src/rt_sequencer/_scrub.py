@@ -57,7 +57,7 @@ def check_file(path: Path, rate: float | None = None) -> tuple[str | None, int]:
     """Why the sealed log file at ``path`` is not whole valid records ending in its seal
     (None: it is), and the CRC32C of its bytes; read at ``rate`` bytes a second at most
     (it sleeps between reads: run it in a worker thread)."""
-    decoder = RecordDecoder(0)
+    decoder = RecordDecoder(0, piece_size=_READ)  # a long record is not held whole
     digest = 0
     read = 0
     started = time.monotonic()

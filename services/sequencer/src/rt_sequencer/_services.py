@@ -166,7 +166,7 @@ async def _follow(reader: LogReader, wait, *, merged: bool, end: Callable[[], in
                 last_read = now
             if now - last_sent >= IDLE_HEARTBEAT and position is not None:
                 last_sent = now
-                yield Chunk(position, b"")
+                yield Chunk(reader.taken_to, b"")  # inside a record sent in pieces, maybe
             await wait()
             continue
         last_sent = last_read = loop.time()
@@ -360,6 +360,7 @@ class PushService(push_pb2_grpc.PushServicer):
     async def _receive(
         self, stream, client: Client, context, identity: ClientIdentity | None
     ) -> None:
+        admit = None if identity is None else self.access.admission(identity)
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
@@ -367,8 +368,7 @@ class PushService(push_pb2_grpc.PushServicer):
             chunk = request.chunk
             if identity is not None:
                 self.access.check(identity)
-                self.access.check_records(identity, chunk.position, chunk.data)
-            stream.write(Chunk(chunk.position, chunk.data, chunk.sealed))
+            stream.write(Chunk(chunk.position, chunk.data, chunk.sealed), admit=admit)
             if request.traceparent:
                 end = chunk.position + len(chunk.data)
                 self.node.traced.received(stream.name, end, request.traceparent)
@@ -429,6 +429,7 @@ class PullService(pull_pb2_grpc.PullServicer):
             request.max_chunk_bytes or PULL_CHUNK_BYTES,
             context,
             verify=False,
+            pieces=True,
         )
         with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
             async for chunk in _serve(
@@ -443,19 +444,31 @@ class PullService(pull_pb2_grpc.PullServicer):
 
 
 async def _open_merged(
-    out: MergedLog, start: int, position: int, chunk_size: int, context, *, verify: bool
+    out: MergedLog,
+    start: int,
+    position: int,
+    chunk_size: int,
+    context,
+    *,
+    verify: bool,
+    pieces: bool = False,
 ) -> LogReader:
     """A reader of the merged log from where a Pull or Subscribe request says (``start``
     is their ``From``: a position, the first held, or the end now); the call is aborted
     with OUT_OF_RANGE past the end and INVALID_ARGUMENT inside a record. A position among
-    collected records gives a ``collected`` event first."""
+    collected records gives a ``collected`` event first. ``pieces``: see LogReader."""
     if start == pull_pb2.PullRequest.END:
         position = out.written_position
     elif start == pull_pb2.PullRequest.START:
         position = out.first_position
     try:
         reader = LogReader(
-            out.directory, position, chunk_size=chunk_size, verify=verify, merged=True
+            out.directory,
+            position,
+            chunk_size=chunk_size,
+            verify=verify,
+            merged=True,
+            pieces=pieces,
         )
     except PositionPastEndError as exc:
         what = _without(str(exc), out.directory, "s/out")
@@ -613,7 +626,11 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no stream {request.stream!r} here")
         try:
             reader = LogReader(
-                stream.directory, request.position, chunk_size=PULL_CHUNK_BYTES, verify=False
+                stream.directory,
+                request.position,
+                chunk_size=PULL_CHUNK_BYTES,
+                verify=False,
+                pieces=True,
             )
         except PositionError as exc:
             await context.abort(

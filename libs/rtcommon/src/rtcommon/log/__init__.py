@@ -34,7 +34,7 @@ from ._files import (
     read_session,
     write_file_atomically,
 )
-from ._mirror import LogMirror, MirrorError, PendingSync, read_mirror_start
+from ._mirror import Admit, LogMirror, MirrorError, PendingSync, read_mirror_start
 from ._position import (
     MAX_FILE_SIZE,
     MAX_OFFSET,
@@ -91,6 +91,7 @@ __all__ = [
     "SEALED",
     "SEAL_SIZE",
     "SEAL_TRAILER",
+    "Admit",
     "Chunk",
     "Codec",
     "CodecError",

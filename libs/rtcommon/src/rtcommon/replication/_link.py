@@ -3,7 +3,8 @@
 A link runs inside the replicator's asyncio loop. Each *session* opens a Push call,
 learns from the node's first reply the position before which the node already holds
 everything (``held``), and sends the log from there: whole records of one file per
-message, coalesced up to about 1 MiB, never one message per record. Replies raise
+message, coalesced up to about 1 MiB, never one message per record (a record longer
+than that goes in pieces over several messages). Replies raise
 ``held`` (and ``replicated``, what a quorum holds) as the node makes the bytes durable.
 
 Any fault (the node down, an error status, no reply for ``reply_timeout`` seconds while
@@ -234,7 +235,7 @@ class PushLink:
             if reply is grpc.aio.EOF:
                 raise LinkFault("the node ended the stream without answering its opening")
             try:
-                reader = LogReader(self._log_dir, reply.held, chunk_size=READ_BYTES)
+                reader = self._reader(reply.held)
             except PositionError as exc:
                 # Not counted as held: the node's copy is of another log of this name.
                 raise LinkFault(
@@ -349,18 +350,28 @@ class PushLink:
             # Other links' reads moved this session on: read on from where they ended. (A
             # new reader at the end of a sealed file sends its seal again; nodes ignore it.)
             session.reader.close()
-            session.reader = LogReader(self._log_dir, state[0], chunk_size=READ_BYTES)
+            session.reader = self._reader(state[0])
             session.reader_state = (state[0], False)
         before = session.reader_state
+        began_mid_record = session.reader.mid_record
         requests, end, size, sealed_last = self._read_requests(session.reader)
         if requests:
-            after = session.reader.position
+            after = session.reader.taken_to
             assert after is not None
             session.reader_state = (after, sealed_last and after == end)
-            if self._reads is not None:
+            # A read that begins or ends inside a record sent in pieces is not shared: a
+            # reader can only be opened at a record's start, so no other link could go on
+            # from where it ends (and the next read is this session's own).
+            shared = not (began_mid_record or session.reader.mid_record)
+            if self._reads is not None and shared:
                 self._reads.put(before, (requests, end, session.reader_state, size))
         session.next_read = session.reader_state
         return requests, end
+
+    def _reader(self, position: int) -> LogReader:
+        """A reader of the log from ``position``; a record longer than a read travels in
+        pieces of about READ_BYTES, so a push never holds one whole in memory."""
+        return LogReader(self._log_dir, position, chunk_size=READ_BYTES, pieces=True)
 
     def _read_requests(
         self, reader: LogReader
