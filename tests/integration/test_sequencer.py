@@ -602,18 +602,26 @@ def test_a_record_longer_than_a_grpc_message_is_pushed_fetched_and_pulled_in_pie
     merged = read_log(cluster.out(2))
     assert [r.id for r in merged] == [1, 2, 3] and merged[1].payload == big[-(20 << 20) :]
 
-    largest = 0
-    pulled = b""
-    with grpc.insecure_channel(cluster.spec.nodes[2].pull, options=OPTIONS) as channel:
-        stub = pull_pb2_grpc.PullStub(channel)
-        request = pull_pb2.PullRequest(**{"from": pull_pb2.PullRequest.START})
-        for chunk in stub.Pull(request, timeout=60):
-            largest = max(largest, len(chunk.data))
-            pulled += chunk.data
-            if chunk.position + len(chunk.data) >= merged[-1].position:
-                break
-    assert largest <= 4 << 20
-    assert pulled == b"".join(r.raw for r in merged)
+    def pull(pieces: bool, max_chunk_bytes: int = 0) -> list[int]:
+        """The sizes of the chunks that bring the merged log, checked against it."""
+        sizes, pulled = [], b""
+        with grpc.insecure_channel(cluster.spec.nodes[2].pull, options=OPTIONS) as channel:
+            stub = pull_pb2_grpc.PullStub(channel)
+            request = pull_pb2.PullRequest(
+                position=file_start(0, 0), pieces=pieces, max_chunk_bytes=max_chunk_bytes
+            )
+            for chunk in stub.Pull(request, timeout=60):
+                sizes.append(len(chunk.data))
+                pulled += chunk.data
+                if chunk.position + len(chunk.data) >= merged[-1].position:
+                    break
+        assert pulled == b"".join(r.raw for r in merged)
+        return sizes
+
+    assert max(pull(pieces=True)) <= 4 << 20
+    assert max(pull(pieces=True, max_chunk_bytes=2**32 - 1)) <= 8 << 20  # 4 MiB at most
+    # A subscriber from before pieces asks for none, and is sent the record whole.
+    assert max(pull(pieces=False)) >= 20 << 20
 
     # A publisher not sending pieces is refused before its message is read in.
     with pytest.raises(grpc.aio.AioRpcError) as refused:

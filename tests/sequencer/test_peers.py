@@ -4,7 +4,7 @@ said it understands (its peer protocol)."""
 
 from __future__ import annotations
 
-from rt_sequencer._peers import PEER_PROTOCOL, for_peer, gossip_state
+from rt_sequencer._peers import PEER_PROTOCOL, for_peer, gossip_state, raft_batches
 from rt_sequencer.raft import Message, MessageType
 
 
@@ -52,3 +52,13 @@ def test_a_peer_is_spoken_to_in_the_protocol_it_said_it_speaks() -> None:
     # Every state names the protocol its sender speaks.
     state, _ = gossip_state(2, 7, {}, {}, {}, None)
     assert state.protocol == PEER_PROTOCOL
+
+
+def test_raft_messages_go_in_batches_of_a_bounded_size_in_order() -> None:
+    """A lagging follower's queue of appends is not one gRPC message over what a node
+    takes: batches close at the limit (a longer message goes alone)."""
+    messages = [bytes([n]) * size for n, size in enumerate([300, 300, 500, 1200, 10, 10, 990])]
+    batches = list(raft_batches(messages, limit=1000))
+    assert [sum(map(len, batch)) for batch in batches] == [600, 500, 1200, 20, 990]
+    assert [m for batch in batches for m in batch] == messages
+    assert list(raft_batches([])) == []

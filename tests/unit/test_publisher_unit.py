@@ -345,12 +345,20 @@ def test_rt_pub_with_a_bad_topic_is_a_usage_error(tmp_path: Path, capsys, monkey
 # -- links sharing reads -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize("long_records", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_links_sharing_reads_each_make_an_exact_copy(
+    tmp_path: Path, seed: int, long_records: bool, monkeypatch
+) -> None:
     """Three fan-out links read one growing log through a shared read cache, each into its
     own copy (as a node would), reconnecting at random from what their copy holds: every
-    copy ends byte for byte the log, seals included."""
+    copy ends byte for byte the log, seals included. With ``long_records``, records
+    longer than a read go in pieces to the nodes that take them (most sessions) and whole
+    to the others (nodes from before pieces)."""
     rng = random.Random(seed)
+    read_bytes = 1000
+    monkeypatch.setattr("rtcommon.replication._link.READ_BYTES", read_bytes)
+    monkeypatch.setattr("rtcommon.replication._link.MAX_MESSAGE_BYTES", read_bytes)
     source = tmp_path / "h.feed"
     node = NodeSpec(id=0, name="node-0", push="127.0.0.1:9", pull="", rest="")
     reads = ReadCache(max_bytes=rng.choice([1, 2_000, 1 << 20]))
@@ -371,11 +379,14 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
 
     def connect(mirror: LogMirror) -> _Session:
         held = mirror.end or 0
-        return _Session(node, None, LogReader(source, held), held)
+        pieces = long_records and rng.random() < 0.8
+        reader = LogReader(source, held, chunk_size=read_bytes, pieces=pieces)
+        return _Session(node, None, reader, held, pieces)
 
     links = [new_link() for _ in range(3)]
     mirrors = [LogMirror(tmp_path / f"copy{i}") for i in range(3)]
-    writer = LogWriter(source, roll_size=rng.choice([200, 400, 4096]))
+    rolls = [8192, 20_000] if long_records else [200, 400, 4096]
+    writer = LogWriter(source, roll_size=rng.choice(rolls))
     sessions = [connect(mirror) for mirror in mirrors]
     count = 0
 
@@ -383,6 +394,7 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
         requests, _ = links[i]._read(sessions[i])
         for request in requests:
             chunk = request.chunk
+            assert not sessions[i].pieces or len(chunk.data) <= 2 * read_bytes
             mirrors[i].write(Chunk(chunk.position, chunk.data, chunk.sealed))
         return bool(requests)
 
@@ -390,8 +402,13 @@ def test_links_sharing_reads_each_make_an_exact_copy(tmp_path: Path, seed: int) 
         action = rng.random()
         if action < 0.3:
             for _ in range(rng.randrange(1, 6)):
+                size = rng.choice([0, 0, 0, 3000, 7000]) if long_records else 0
                 record = encode_message(
-                    b"m%d" % count, origin="o", ts=count, id=count + 1, codec=Codec.RAW
+                    b"m%d" % count + bytes(size),
+                    origin="o",
+                    ts=count,
+                    id=count + 1,
+                    codec=Codec.RAW,
                 )
                 writer.append(record)
                 count += 1

@@ -88,7 +88,7 @@ class Start:
         else:
             start, position = pull_pb2.PullRequest.START, 0
         return pull_pb2.PullRequest(
-            **{"from": start}, position=position, max_chunk_bytes=max_chunk_bytes
+            **{"from": start}, position=position, max_chunk_bytes=max_chunk_bytes, pieces=True
         )
 
 
@@ -115,7 +115,7 @@ def _local_end(directory: Path, files: list[tuple[int, int]]) -> int:
     last = files[-1]
     start = read_mirror_start(directory)
     begin = start if start is not None and split_position(start)[:2] == last else file_start(*last)
-    with LogReader(directory, begin) as reader:
+    with LogReader(directory, begin, pieces=True) as reader:  # a long record not held whole
         while reader.read_chunks():
             pass
         end = reader.position

@@ -923,7 +923,9 @@ class Node:
 
             def pull_from(index: int) -> AsyncIterator[common_pb2.LogChunk]:
                 stub = pull_pb2_grpc.PullStub(peers[index].channel)
-                return cancelling(stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0)))
+                return cancelling(
+                    stub.Pull(pull_pb2.PullRequest(position=mirror.end or 0, pieces=True))
+                )
 
             def write(chunk: common_pb2.LogChunk) -> bool:
                 nonlocal mirror

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import msgspec
@@ -43,6 +43,7 @@ __all__ = [
     "encode_message",
     "for_peer",
     "gossip_state",
+    "raft_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,21 @@ def decode_message(data: bytes) -> Message:
     return message
 
 
+def raft_batches(messages: list[bytes], limit: int = RAFT_BATCH_BYTES) -> Iterator[list[bytes]]:
+    """``messages`` in order, in batches of at most ``limit`` bytes (a longer message
+    alone): a batch stays far below what a node takes in one gRPC message."""
+    batch: list[bytes] = []
+    size = 0
+    for message in messages:
+        if batch and size + len(message) > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += len(message)
+    if batch:
+        yield batch
+
+
 async def backoff_sleep(attempt: int) -> None:
     await asyncio.sleep(min(_RECONNECT_MAX, _RECONNECT_MIN * 2**attempt))
 
@@ -172,7 +188,9 @@ class PeerLink:
         (use it under ``contextlib.aclosing``: leaving early cancels the call, so the
         peer stops serving it)."""
         call = self.stub.Fetch(
-            peer_pb2.FetchRequest(stream=stream, position=position, session=self.session)
+            peer_pb2.FetchRequest(
+                stream=stream, position=position, session=self.session, pieces=True
+            )
         )
         async with contextlib.aclosing(cancelling(call)) as chunks:
             async for chunk in chunks:
@@ -218,24 +236,13 @@ class PeerLink:
             while True:
                 await self._raft_wake.wait()
                 self._raft_wake.clear()
-                while self._raft_queue:
+                queued, self._raft_queue = self._raft_queue, []
+                for messages in raft_batches(queued):
                     yield peer_pb2.RaftBatch(
-                        from_node=self.me, messages=self._take_raft_batch(), session=self.session
+                        from_node=self.me, messages=messages, session=self.session
                     )
 
         await self.stub.Raft(batches())
-
-    def _take_raft_batch(self) -> list[bytes]:
-        """The queued Raft messages up to RAFT_BATCH_BYTES (one at least), taken off the
-        queue: a batch stays far below what a node takes in one gRPC message."""
-        size = taken = 0
-        for message in self._raft_queue:
-            if taken and size + len(message) > RAFT_BATCH_BYTES:
-                break
-            size += len(message)
-            taken += 1
-        batch, self._raft_queue = self._raft_queue[:taken], self._raft_queue[taken:]
-        return batch
 
     async def _gossip_stream(self) -> None:
         async def states() -> AsyncIterator[peer_pb2.NodeState]:

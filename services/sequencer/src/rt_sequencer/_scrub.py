@@ -362,11 +362,12 @@ class Scrubber:
         from its merged log, or fetched from its input copy of ``log_.stream``."""
         if log_.stream:
             request = peer_pb2.FetchRequest(
-                stream=log_.stream, position=start, session=self._session()
+                stream=log_.stream, position=start, session=self._session(), pieces=True
             )
             call = peer_pb2_grpc.PeerStub(channel).Fetch(request)
         else:
-            call = pull_pb2_grpc.PullStub(channel).Pull(pull_pb2.PullRequest(position=start))
+            pull = pull_pb2.PullRequest(position=start, pieces=True)
+            call = pull_pb2_grpc.PullStub(channel).Pull(pull)
         try:
             with open(spare, "wb") as out:
                 expected = start

@@ -78,6 +78,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PULL_CHUNK_BYTES = 1 << 20
+#: What a Pull's ``max_chunk_bytes`` may ask for at most: a chunk is read whole into memory.
+MAX_PULL_CHUNK_BYTES = 4 << 20
 #: Stream names gossip carried that are remembered as checked (then forgotten at once).
 MAX_KNOWN_NAMES = 100_000
 IDLE_HEARTBEAT = 1.0
@@ -330,7 +332,12 @@ class PushService(push_pb2_grpc.PushServicer):
                 if reply != last:
                     last = reply
                     await context.write(
-                        push_pb2.PushReply(held=reply[0], replicated=reply[1], archived=reply[2])
+                        push_pb2.PushReply(
+                            held=reply[0],
+                            replicated=reply[1],
+                            archived=reply[2],
+                            takes_pieces=True,
+                        )
                     )
                     # Positions move with every group sync and gossip; a publisher needs
                     # them promptly, not each one.
@@ -426,10 +433,10 @@ class PullService(pull_pb2_grpc.PullServicer):
             out,
             getattr(request, "from"),
             request.position,
-            request.max_chunk_bytes or PULL_CHUNK_BYTES,
+            min(request.max_chunk_bytes or PULL_CHUNK_BYTES, MAX_PULL_CHUNK_BYTES),
             context,
             verify=False,
-            pieces=True,
+            pieces=request.pieces,
         )
         with self.node.clients.connected("subscriber", "merged", context.peer()) as client:
             async for chunk in _serve(
@@ -630,7 +637,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 request.position,
                 chunk_size=PULL_CHUNK_BYTES,
                 verify=False,
-                pieces=True,
+                pieces=request.pieces,
             )
         except PositionError as exc:
             await context.abort(

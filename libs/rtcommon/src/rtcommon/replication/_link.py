@@ -4,7 +4,7 @@ A link runs inside the replicator's asyncio loop. Each *session* opens a Push ca
 learns from the node's first reply the position before which the node already holds
 everything (``held``), and sends the log from there: whole records of one file per
 message, coalesced up to about 1 MiB, never one message per record (a record longer
-than that goes in pieces over several messages). Replies raise
+than that goes in pieces over several messages, to a node that says it takes them). Replies raise
 ``held`` (and ``replicated``, what a quorum holds) as the node makes the bytes durable.
 
 Any fault (the node down, an error status, no reply for ``reply_timeout`` seconds while
@@ -128,14 +128,16 @@ class _Session:
         "next_read",
         "node",
         "outstanding_since",
+        "pieces",
         "reader",
         "reader_state",
         "sent_end",
     )
 
-    def __init__(self, node: NodeSpec, call, reader: LogReader, held: int) -> None:
+    def __init__(self, node: NodeSpec, call, reader: LogReader, held: int, pieces: bool) -> None:
         self.node = node
         self.call = call
+        self.pieces = pieces  # the node takes a long record in pieces
         self.reader = reader
         self.reader_state: ReadState = (held, False)  # where the reader stands
         self.next_read: ReadState = (held, False)  # where the next read starts
@@ -235,7 +237,7 @@ class PushLink:
             if reply is grpc.aio.EOF:
                 raise LinkFault("the node ended the stream without answering its opening")
             try:
-                reader = self._reader(reply.held)
+                reader = self._reader(reply.held, pieces=reply.takes_pieces)
             except PositionError as exc:
                 # Not counted as held: the node's copy is of another log of this name.
                 raise LinkFault(
@@ -245,7 +247,7 @@ class PushLink:
                     " publisher id"
                 ) from exc
             self._on_reply(node, reply)
-            session = _Session(node, call, reader, reply.held)
+            session = _Session(node, call, reader, reply.held, reply.takes_pieces)
             if self._reported_down:
                 log.info(
                     "push %s to %s: connected again at position %d",
@@ -342,7 +344,9 @@ class PushLink:
         """The next requests for this session: another link's read from the same state
         if there is one, else a read of the log (shared with the other links)."""
         state = session.next_read
-        cached = None if self._reads is None else self._reads.get(state)
+        # A node from before pieces takes each record whole: its reads are its own.
+        reads = self._reads if session.pieces else None
+        cached = None if reads is None else reads.get(state)
         if cached is not None:
             requests, end, session.next_read, _ = cached
             return requests, end
@@ -350,7 +354,7 @@ class PushLink:
             # Other links' reads moved this session on: read on from where they ended. (A
             # new reader at the end of a sealed file sends its seal again; nodes ignore it.)
             session.reader.close()
-            session.reader = self._reader(state[0])
+            session.reader = self._reader(state[0], pieces=session.pieces)
             session.reader_state = (state[0], False)
         before = session.reader_state
         began_mid_record = session.reader.mid_record
@@ -363,15 +367,15 @@ class PushLink:
             # reader can only be opened at a record's start, so no other link could go on
             # from where it ends (and the next read is this session's own).
             shared = not (began_mid_record or session.reader.mid_record)
-            if self._reads is not None and shared:
-                self._reads.put(before, (requests, end, session.reader_state, size))
+            if reads is not None and shared:
+                reads.put(before, (requests, end, session.reader_state, size))
         session.next_read = session.reader_state
         return requests, end
 
-    def _reader(self, position: int) -> LogReader:
-        """A reader of the log from ``position``; a record longer than a read travels in
-        pieces of about READ_BYTES, so a push never holds one whole in memory."""
-        return LogReader(self._log_dir, position, chunk_size=READ_BYTES, pieces=True)
+    def _reader(self, position: int, *, pieces: bool) -> LogReader:
+        """A reader of the log from ``position``; with ``pieces``, a record longer than a
+        read travels in pieces of about READ_BYTES, so a push never holds one whole."""
+        return LogReader(self._log_dir, position, chunk_size=READ_BYTES, pieces=pieces)
 
     def _read_requests(
         self, reader: LogReader

@@ -267,19 +267,25 @@ class FetchRequest(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
     stream: _builtins.str
     position: _builtins.int
     session: _builtins.int
+    pieces: _builtins.bool
+    """The fetcher takes a record longer than a chunk in pieces (see LogChunk); without it
+    (nodes from before pieces) each record comes whole.
+    """
     def __init__(
         self,
         *,
         stream: _builtins.str = ...,
         position: _builtins.int = ...,
         session: _builtins.int = ...,
+        pieces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "session", b"session", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pieces", b"pieces", "position", b"position", "session", b"session", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rtproto.v1 import common_pb2 as rtproto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/pull.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"\x8e\x01\n\x0bPullRequest\x12*\n\x04\x66rom\x18\x01 \x01(\x0e\x32\x1c.rtproto.v1.PullRequest.From\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\r\"(\n\x04\x46rom\x12\x0c\n\x08POSITION\x10\x00\x12\t\n\x05START\x10\x01\x12\x07\n\x03\x45ND\x10\x02\x32?\n\x04Pull\x12\x37\n\x04Pull\x12\x17.rtproto.v1.PullRequest\x1a\x14.rtproto.v1.LogChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/pull.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"\x9e\x01\n\x0bPullRequest\x12*\n\x04\x66rom\x18\x01 \x01(\x0e\x32\x1c.rtproto.v1.PullRequest.From\x12\x10\n\x08position\x18\x02 \x01(\x04\x12\x17\n\x0fmax_chunk_bytes\x18\x03 \x01(\r\x12\x0e\n\x06pieces\x18\x04 \x01(\x08\"(\n\x04\x46rom\x12\x0c\n\x08POSITION\x10\x00\x12\t\n\x05START\x10\x01\x12\x07\n\x03\x45ND\x10\x02\x32?\n\x04Pull\x12\x37\n\x04Pull\x12\x17.rtproto.v1.PullRequest\x1a\x14.rtproto.v1.LogChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rtproto.v1.pull_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PULLREQUEST']._serialized_start=63
-  _globals['_PULLREQUEST']._serialized_end=205
-  _globals['_PULLREQUEST_FROM']._serialized_start=165
-  _globals['_PULLREQUEST_FROM']._serialized_end=205
-  _globals['_PULL']._serialized_start=207
-  _globals['_PULL']._serialized_end=270
+  _globals['_PULLREQUEST']._serialized_end=221
+  _globals['_PULLREQUEST_FROM']._serialized_start=181
+  _globals['_PULLREQUEST_FROM']._serialized_end=221
+  _globals['_PULL']._serialized_start=223
+  _globals['_PULL']._serialized_end=286
 # @@protoc_insertion_point(module_scope)

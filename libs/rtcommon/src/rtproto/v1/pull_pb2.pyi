@@ -45,18 +45,26 @@ class PullRequest(_message.Message):
     FROM_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
     MAX_CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     max_chunk_bytes: _builtins.int
-    """Upper bound on one chunk's data; 0 means the server's default."""
+    """Upper bound on one chunk's data; 0 means the server's default (1 MiB), and more
+    than 4 MiB counts as 4 MiB.
+    """
+    pieces: _builtins.bool
+    """The receiver takes a record longer than a chunk in pieces (see LogChunk). Without
+    it (receivers from before pieces) each record comes whole, whatever its size.
+    """
     def __init__(
         self,
         *,
         position: _builtins.int = ...,
         max_chunk_bytes: _builtins.int = ...,
+        pieces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "max_chunk_bytes", b"max_chunk_bytes", "position", b"position"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "max_chunk_bytes", b"max_chunk_bytes", "pieces", b"pieces", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

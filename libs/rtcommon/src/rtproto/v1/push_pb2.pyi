@@ -110,6 +110,7 @@ class PushReply(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     REPLICATED_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
+    TAKES_PIECES_FIELD_NUMBER: _builtins.int
     held: _builtins.int
     """The node holds every record of the stream before this position, fsynced.
     A new stream answers 0. The replicator sends on from here.
@@ -124,16 +125,21 @@ class PushReply(_message.Message):
     durable checkpoint and its Raft snapshot) and dropped its copy's whole files there:
     the publisher may garbage-collect its own whole files before it.
     """
+    takes_pieces: _builtins.bool
+    """The node takes a record longer than a chunk in pieces (see LogChunk). A node that
+    does not say so (from before pieces) is sent each record whole.
+    """
     def __init__(
         self,
         *,
         held: _builtins.int = ...,
         replicated: _builtins.int = ...,
         archived: _builtins.int = ...,
+        takes_pieces: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "held", b"held", "replicated", b"replicated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "held", b"held", "replicated", b"replicated", "takes_pieces", b"takes_pieces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
