@@ -628,6 +628,25 @@ def test_a_record_longer_than_a_grpc_message_is_pushed_fetched_and_pulled_in_pie
         asyncio.run(asyncio.wait_for(push_whole(cluster.spec.nodes[0].push, big), 60))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
+    # While a long record comes, the node's replies say what it received (held moves
+    # only once it is whole), so a publisher does not take a slow push for a hang.
+    first = asyncio.run(asyncio.wait_for(push_first_piece(cluster.spec.nodes[0].push, big), 10))
+    assert (first.held, first.received, first.takes_pieces) == (0, 1 << 20, True)
+
+
+async def push_first_piece(address: str, record: bytes) -> push_pb2.PushReply:
+    """The node's first reply that tells of the first mebibyte of ``record``, pushed as
+    a piece into a new stream (nothing more is sent)."""
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+        call = push_pb2_grpc.PushStub(channel).Push()
+        await call.write(push_pb2.PushRequest(open=push_pb2.PushOpen(stream="c.feed")))
+        await call.read()
+        piece = common_pb2.LogChunk(position=0, data=record[: 1 << 20])
+        await call.write(push_pb2.PushRequest(chunk=piece))
+        while (reply := await call.read()).received < len(piece.data):
+            pass
+        return reply
+
 
 async def push_whole(address: str, record: bytes) -> None:
     """One record pushed whole, as one gRPC message, into a new stream."""

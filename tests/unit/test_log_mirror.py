@@ -15,6 +15,7 @@ from rtcommon.log import (
     LogReader,
     LogWriter,
     MirrorError,
+    RecordDecoder,
     encode_message,
     file_start,
     list_log_files,
@@ -326,3 +327,25 @@ def test_admit_sees_every_new_record_once_a_long_one_by_its_first_piece(tmp_path
         with pytest.raises(PermissionError):
             mirror.write(Chunk(end, forged[:4096]), admit=admit)
         assert (tmp_path / "copy/log.0.0").stat().st_size == end  # nothing of it written
+
+
+def test_a_reader_reads_a_long_record_once_it_is_all_there(tmp_path, monkeypatch):
+    """A reader following a copy whose long record arrives in pieces (a subscriber's
+    copy) does not feed its decoder the record bit by bit: each feed would copy again
+    all it holds of it (a 256 MiB message took 23 s to deliver so)."""
+    copied = []
+
+    class Counting(RecordDecoder):
+        def feed(self, data: bytes) -> None:
+            super().feed(data)
+            copied.append(self.buffered)
+
+    monkeypatch.setattr("rtcommon.log._reader.RecordDecoder", Counting)
+    big = encode_message(bytes(4 << 20), origin="pub", ts=1, id=1)
+    read = []
+    with LogMirror(tmp_path / "copy") as mirror, LogReader(tmp_path / "copy", 0) as reader:
+        for chunk in pieces(big, 0, 64 << 10):
+            mirror.write(chunk)
+            read += reader.read()
+    assert [r.raw for r in read] == [big]
+    assert sum(copied) <= 2 * len(big)

@@ -100,6 +100,12 @@ class InputStream:
         """Every record before this position is written here (maybe not yet durable)."""
         return self.mirror.end or 0
 
+    @property
+    def received(self) -> int:
+        """Bytes before this position are written here, a record still coming in pieces
+        included."""
+        return self.mirror.received or 0
+
     def claim_topic(self, topic: str) -> None:
         """Record ``topic`` as this stream's; refuse another topic than the recorded one."""
         if self.topic is None:  # read from the directory when the stream was opened

@@ -328,7 +328,14 @@ class PushService(push_pb2_grpc.PushServicer):
         try:
             last = None
             while not reader.done():
-                reply = (stream.held, self.node.quorum_held(stream.name), stream.archived)
+                # received moves while a long record comes in pieces (held does not):
+                # replies go on at least every second, and the publisher sees life.
+                reply = (
+                    stream.held,
+                    self.node.quorum_held(stream.name),
+                    stream.archived,
+                    stream.received,
+                )
                 if reply != last:
                     last = reply
                     await context.write(
@@ -337,6 +344,7 @@ class PushService(push_pb2_grpc.PushServicer):
                             replicated=reply[1],
                             archived=reply[2],
                             takes_pieces=True,
+                            received=reply[3],
                         )
                     )
                     # Positions move with every group sync and gossip; a publisher needs

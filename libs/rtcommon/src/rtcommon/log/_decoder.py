@@ -32,6 +32,7 @@ from crc32c import crc32c
 from ._record import (
     CORRUPT,
     MAGIC,
+    MAX_RECORD_SIZE,
     NEED_DATA,
     RECORD_HEAD_MAX,
     SEALED,
@@ -110,11 +111,12 @@ class RecordDecoder:
     @property
     def wanted(self) -> int:
         """How many more bytes would complete the record that is waiting, if known (0
-        with ``piece_size``: a long record is not waited for whole)."""
+        with ``piece_size``: a long record is not waited for whole; 0 for a length no
+        record has, such as a seal trailer's)."""
         if self.buffered < _LENGTH.size or self._piece_size is not None:
             return 0
         (length,) = _LENGTH.unpack_from(self._buffer, self._offset)
-        return max(0, length - self.buffered)
+        return max(0, length - self.buffered) if length <= MAX_RECORD_SIZE else 0
 
     def feed(self, data: bytes) -> None:
         if self._outcome is not NEED_DATA or not data:

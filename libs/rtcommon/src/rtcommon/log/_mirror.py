@@ -127,6 +127,12 @@ class LogMirror:
         """The position just after the last record held, or None for an empty copy."""
         return None if self._file is None else file_start(*self._file) + self._size
 
+    @property
+    def received(self) -> int | None:
+        """The position just after the last byte written: :attr:`end`, or further inside
+        a record come in part so far."""
+        return None if self._file is None else file_start(*self._file) + self._written
+
     def write(self, chunk: Chunk, *, admit: Admit | None = None) -> int | None:
         """Add ``chunk`` to the copy (trimmed to what is new); return the new end (which
         moves only as records become whole). ``admit`` is shown every record new to

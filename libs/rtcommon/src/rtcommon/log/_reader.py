@@ -343,7 +343,14 @@ class LogReader:
 
     def _read_chunk(self) -> bool:
         assert self._decoder is not None
-        size = max(self._chunk_size, self._decoder.wanted)
+        size = self._chunk_size
+        wanted = self._decoder.wanted  # 0 with pieces
+        if wanted:
+            # The rest of a record begun is read once it is all there, not bit by bit as
+            # it grows: each read would copy again what the decoder holds of it.
+            if os.fstat(self._fd).st_size - self._read_offset < wanted:
+                return False
+            size = max(size, wanted)
         data = os.pread(self._fd, size, self._read_offset)
         if not data:
             return False

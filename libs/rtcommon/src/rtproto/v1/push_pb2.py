@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rtproto.v1 import common_pb2 as rtproto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/push.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"w\n\x0bPushRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.rtproto.v1.PushOpenH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.rtproto.v1.LogChunkH\x00\x12\x13\n\x0btraceparent\x18\x03 \x01(\tB\x06\n\x04kind\"\\\n\x08PushOpen\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\"U\n\tPushReply\x12\x0c\n\x04held\x18\x01 \x01(\x04\x12\x12\n\nreplicated\x18\x02 \x01(\x04\x12\x10\n\x08\x61rchived\x18\x03 \x01(\x04\x12\x14\n\x0ctakes_pieces\x18\x04 \x01(\x08\x32\x42\n\x04Push\x12:\n\x04Push\x12\x17.rtproto.v1.PushRequest\x1a\x15.rtproto.v1.PushReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15rtproto/v1/push.proto\x12\nrtproto.v1\x1a\x17rtproto/v1/common.proto\"w\n\x0bPushRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.rtproto.v1.PushOpenH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.rtproto.v1.LogChunkH\x00\x12\x13\n\x0btraceparent\x18\x03 \x01(\tB\x06\n\x04kind\"\\\n\x08PushOpen\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\"g\n\tPushReply\x12\x0c\n\x04held\x18\x01 \x01(\x04\x12\x12\n\nreplicated\x18\x02 \x01(\x04\x12\x10\n\x08\x61rchived\x18\x03 \x01(\x04\x12\x14\n\x0ctakes_pieces\x18\x04 \x01(\x08\x12\x10\n\x08received\x18\x05 \x01(\x04\x32\x42\n\x04Push\x12:\n\x04Push\x12\x17.rtproto.v1.PushRequest\x1a\x15.rtproto.v1.PushReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHOPEN']._serialized_start=183
   _globals['_PUSHOPEN']._serialized_end=275
   _globals['_PUSHREPLY']._serialized_start=277
-  _globals['_PUSHREPLY']._serialized_end=362
-  _globals['_PUSH']._serialized_start=364
-  _globals['_PUSH']._serialized_end=430
+  _globals['_PUSHREPLY']._serialized_end=380
+  _globals['_PUSH']._serialized_start=382
+  _globals['_PUSH']._serialized_end=448
 # @@protoc_insertion_point(module_scope)

@@ -111,6 +111,7 @@ class PushReply(_message.Message):
     REPLICATED_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
     TAKES_PIECES_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
     held: _builtins.int
     """The node holds every record of the stream before this position, fsynced.
     A new stream answers 0. The replicator sends on from here.
@@ -129,6 +130,11 @@ class PushReply(_message.Message):
     """The node takes a record longer than a chunk in pieces (see LogChunk). A node that
     does not say so (from before pieces) is sent each record whole.
     """
+    received: _builtins.int
+    """The node has written the stream's bytes up to this position, a record still coming
+    in pieces included: it moves while a long record comes (held moves only once it is
+    whole), so a publisher can tell a node taking its pieces from one that hangs.
+    """
     def __init__(
         self,
         *,
@@ -136,10 +142,11 @@ class PushReply(_message.Message):
         replicated: _builtins.int = ...,
         archived: _builtins.int = ...,
         takes_pieces: _builtins.bool = ...,
+        received: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "held", b"held", "replicated", b"replicated", "takes_pieces", b"takes_pieces"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "held", b"held", "received", b"received", "replicated", b"replicated", "takes_pieces", b"takes_pieces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
