@@ -4,9 +4,11 @@ import filecmp
 import os
 
 import pytest
+from crc32c import crc32c
 
 from rtcommon.log import (
     BADTAIL,
+    SEAL_TRAILER,
     Chunk,
     Codec,
     LogEvent,
@@ -15,6 +17,7 @@ from rtcommon.log import (
     LogReader,
     LogWriter,
     MirrorError,
+    Record,
     RecordDecoder,
     encode_message,
     file_start,
@@ -35,8 +38,8 @@ def write_source(directory, sessions=2, per_session=25, roll_size=300):
                 writer.append(record(s * per_session + i))
 
 
-def all_chunks(directory, position=None, chunk_size=4 << 20):
-    with LogReader(directory, position, chunk_size=chunk_size) as reader:
+def all_chunks(directory, position=None, chunk_size=4 << 20, pieces=False):
+    with LogReader(directory, position, chunk_size=chunk_size, pieces=pieces) as reader:
         return list(iter(reader.read_chunks, []))
 
 
@@ -254,8 +257,11 @@ def test_a_record_in_pieces_counts_only_once_whole_and_checked(tmp_path):
         broken = Chunk(rest[-1].position, rest[-1].data[:-1] + b"\0")
         with pytest.raises(MirrorError, match="fails its CRC32C check"):
             mirror.write(broken)
-        assert mirror.end == len(small)
-        assert mirror.write(rest[-1]) == len(small) + len(big)
+        assert mirror.end == mirror.received == len(small)  # the part went: sent again
+        assert (tmp_path / "copy/log.0.0").stat().st_size == len(small)
+        for chunk in [first, *rest]:
+            mirror.write(chunk)
+        assert mirror.end == len(small) + len(big)
         assert mirror.records_written == 2
     assert [r.raw for r in read_log(tmp_path / "copy")] == [small, big]
 
@@ -276,20 +282,55 @@ def test_a_record_cut_short_is_cut_at_reopen_and_sent_again(tmp_path):
         assert mirror.end == len(big)
 
 
-def test_a_part_of_a_record_that_differs_is_replaced_not_refused(tmp_path):
-    """Bytes of a record not whole yet are held by no one: a source that sends other
-    bytes there (its log lost an unsynced tail and was written again) takes their place;
-    whole records that differ are still refused."""
+def test_a_part_of_a_record_that_differs_is_refused(tmp_path):
+    """Two sources of one copy send the same bytes: other bytes where a record has come
+    in part are another log's, refused as for whole records."""
     old = encode_message(b"o" * 20_000, origin="pub", ts=1, id=1)
     new = encode_message(b"n" * 30_000, origin="pub", ts=1, id=1)
     with LogMirror(tmp_path / "copy") as mirror:
         mirror.write(pieces(old, 0, 8192)[0])
-        for chunk in pieces(new, 0, 8192):
-            mirror.write(chunk)
-        assert mirror.end == len(new)
         with pytest.raises(MirrorError, match="another log"):
-            mirror.write(Chunk(0, old))
-    assert [r.raw for r in read_log(tmp_path / "copy")] == [new]
+            mirror.write(pieces(new, 0, 8192)[0])
+        for chunk in pieces(old, 0, 8192):
+            mirror.write(chunk)
+        assert mirror.end == len(old)
+
+
+def test_a_long_record_its_writer_stopped_inside_is_let_go_when_the_source_moves_on(tmp_path):
+    """A publisher killed while writing a long record leaves it torn, and its next
+    session writes a new file. The pieces already sent are let go where the source
+    seals the torn file, and the copy goes on with the next file, as the log reads."""
+    source = tmp_path / "source"
+    small, big = record(1), encode_message(b"b" * 50_000, origin="pub", ts=2, id=2)
+    source.mkdir()
+    (source / "log.0.0").write_bytes(small + big[:30_000])  # no seal: its writer died
+    with LogWriter(source, roll_size=1 << 20) as writer:  # the next session: log.1.0
+        writer.append(record(3))
+    chunks = flatten(all_chunks(source, chunk_size=4096, pieces=True))
+    assert any(isinstance(item, LogEvent) and item.kind == BADTAIL for item in chunks)
+    with LogMirror(tmp_path / "copy") as mirror:
+        for chunk in (c for c in chunks if isinstance(c, Chunk)):
+            mirror.write(chunk)
+    assert (tmp_path / "copy/log.0.0").read_bytes() == small + SEAL_TRAILER
+    assert [r.raw for r in read_log(tmp_path / "copy") if isinstance(r, Record)] == [
+        small,
+        record(3),
+    ]
+
+
+def test_a_first_piece_is_refused_unless_its_head_names_its_origin(tmp_path):
+    """A record's origin is read from its first piece (admission of an external
+    client's records): a head with more than two tags could put the origin past what
+    the piece holds, so that the piece read as 'alice' and the record as 'alice-admin'."""
+    raw = bytearray(
+        encode_message(b"x" * 20_000, origin="alice-admin", ts=1, id=1, tags=("a" * 255, "b" * 255))
+    )
+    raw[32] = 3  # a third "tag": the origin then starts where the piece ends
+    raw[4:8] = crc32c(bytes(raw[8:])).to_bytes(4, "little")
+    admitted = []
+    with LogMirror(tmp_path / "copy") as mirror, pytest.raises(MirrorError, match="3 tags"):
+        mirror.write(Chunk(0, bytes(raw[:4096])), admit=lambda *a: admitted.append(a))
+    assert admitted == []
 
 
 def test_pieces_that_cannot_be_a_record_are_refused(tmp_path):

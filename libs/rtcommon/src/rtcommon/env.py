@@ -43,8 +43,8 @@ variable                                setting                meaning
 ``RT_MAX_MESSAGE_SIZE``                 ``max_message_size``   the largest message a publisher
                                                                writes and a node takes in
                                                                (``64Mi``; bytes or a quantity;
-                                                               up to the roll size): larger
-                                                               ones are refused
+                                                               above the roll size counts as
+                                                               it): larger ones are refused
 ``RT_SCRUB_INTERVAL``                   ``scrub_interval``     seconds between checks of the
                                                                merged log's sealed files,
                                                                mended from a peer when
@@ -114,9 +114,10 @@ __all__ = [
 ]
 
 #: The largest message by default. Larger ones, up to the roll size, may be allowed: a
-#: message longer than a mebibyte travels between processes in pieces, so it costs no
-#: process more memory than itself (the publisher that writes it, the merge that copies
-#: it, the subscriber that delivers it), and a connection's cost does not grow with it.
+#: message longer than a mebibyte travels between processes in pieces, so what a
+#: connection costs does not grow with it; it is whole only in the publisher that writes
+#: it, each node's merge that copies it (about twice its size there, bench/
+#: large_message_bench.py) and the subscriber that delivers it.
 DEFAULT_MAX_MESSAGE_SIZE = 64 << 20
 
 _SIZE_UNITS = {

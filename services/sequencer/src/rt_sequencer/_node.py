@@ -77,7 +77,7 @@ from ._files import (
 )
 from ._inputs import InputStore, InputStream
 from ._metrics import NodeMetrics
-from ._peers import SERVER_OPTIONS, PeerLink
+from ._peers import MAX_PEER_MESSAGE, MAX_RECEIVED_MESSAGE, PeerLink, server_options
 from ._scrub import Scrubber
 from ._services import (
     AdminService,
@@ -335,7 +335,9 @@ class Node:
         self._stopping.set()
 
     async def _serve(self) -> grpc.aio.Server:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        # Peers with no listener of their own come to this port, snapshots and all.
+        most = MAX_RECEIVED_MESSAGE if self.spec.peer else MAX_PEER_MESSAGE
+        server = grpc.aio.server(options=server_options(most))
         access = None
         if self.cluster.publisher_tls:
             if not (self.spec.external and self.cluster.has_tls):
@@ -369,7 +371,7 @@ class Node:
         cluster's CA when it has ``internal_tls``, where only the other nodes get in."""
         if not self.spec.peer:
             return None
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=server_options(MAX_PEER_MESSAGE))
         authenticate = self.cluster.internal_tls
         gate = PeersOnly(self.id, len(self.cluster.nodes)) if authenticate else None
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self, gate), server)
@@ -408,7 +410,7 @@ class Node:
             return None
         store = self._ca_store()
         cert, key = store.server_pair(self.spec.name)
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=server_options(MAX_RECEIVED_MESSAGE))
         push_pb2_grpc.add_PushServicer_to_server(PushService(self, ExternalAccess(store)), server)
         credentials = server_credentials(store.ca_cert(), cert, key)
         if server.add_secure_port(env.listen_address(self.spec.external), credentials) == 0:

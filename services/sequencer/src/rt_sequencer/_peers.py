@@ -37,13 +37,13 @@ from .raft import Message, MessageType
 __all__ = [
     "GRPC_OPTIONS",
     "PEER_PROTOCOL",
-    "SERVER_OPTIONS",
     "PeerLink",
     "decode_message",
     "encode_message",
     "for_peer",
     "gossip_state",
     "raft_batches",
+    "server_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,27 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
-#: The largest gRPC message a node takes in; a larger one is refused with
-#: RESOURCE_EXHAUSTED before it is read. Log bytes travel in chunks of a mebibyte or two
-#: (a longer record in pieces) and Raft in batches of about as much, so what one call can
-#: make a node hold does not grow with the message size (issue 14 #6). The margin is for
-#: a Raft SNAPSHOT message, which carries the merge's checkpoint whole.
+#: The largest gRPC message a node's client-facing ports take in; a larger one is refused
+#: with RESOURCE_EXHAUSTED before it is read. Log bytes travel in chunks of a mebibyte or
+#: two (a longer record in pieces), so what one call can make a node hold does not grow
+#: with the message size (issue 14 #6).
 MAX_RECEIVED_MESSAGE = 16 << 20
+#: The largest message the peers' listener takes (and the push port, when peers come to
+#: it): a Raft SNAPSHOT message carries the merge's checkpoint whole, some 20 bytes for
+#: each stream and each dedup origin the cluster merged.
+MAX_PEER_MESSAGE = 128 << 20
 #: A batch of Raft messages closes once it holds this many bytes.
 RAFT_BATCH_BYTES = 1 << 20
-#: A server refuses a port another process holds (gRPC shares ports by default).
-SERVER_OPTIONS = [
-    *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
-    ("grpc.max_receive_message_length", MAX_RECEIVED_MESSAGE),
-    ("grpc.so_reuseport", 0),
-]
+
+
+def server_options(max_received: int) -> list[tuple[str, int]]:
+    """A node's server options, taking gRPC messages of ``max_received`` bytes at most;
+    a port another process holds is refused (gRPC shares ports by default)."""
+    return [
+        *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+        ("grpc.max_receive_message_length", max_received),
+        ("grpc.so_reuseport", 0),
+    ]
 
 
 _RECONNECT_MIN, _RECONNECT_MAX = 0.05, 1.0

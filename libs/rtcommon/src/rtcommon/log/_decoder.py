@@ -27,16 +27,15 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from crc32c import crc32c
-
+from ._errors import RecordError
 from ._record import (
     CORRUPT,
-    MAGIC,
     MAX_RECORD_SIZE,
     NEED_DATA,
     RECORD_HEAD_MAX,
     SEALED,
     Record,
+    RecordInPieces,
     TagFilter,
     scan,
 )
@@ -44,7 +43,6 @@ from ._record import (
 __all__ = ["NEED_DATA", "SEALED", "Corrupt", "RecordDecoder"]
 
 _LENGTH = struct.Struct("<I")
-_PREFIX = struct.Struct("<II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +73,7 @@ class RecordDecoder:
         self._pending: deque[Record] = deque()  # decoded but not yet taken one by one
         # next_chunk hands out records longer than this in pieces (None: never).
         self._piece_size = None if piece_size is None else max(piece_size, RECORD_HEAD_MAX)
-        self._piece_start: int | None = None  # where the record handed out in pieces begins
-        self._piece_left = 0  # its bytes not handed out yet
-        self._piece_crc = 0  # CRC32C of its bytes handed out so far (from offset 8)
-        self._piece_stored = 0  # the CRC32C its header gives
+        self._piece: RecordInPieces | None = None  # the record handed out in pieces
 
     @property
     def position(self) -> int:
@@ -87,21 +82,21 @@ class RecordDecoder:
         if self._pending:
             first = self._pending[0]
             return first.position - len(first.raw)
-        if self._piece_start is not None:
-            return self._piece_start
+        if self._piece is not None:
+            return self._piece.start
         return self._base + self._offset
 
     @property
     def taken_to(self) -> int:
         """The position after the last byte taken: :attr:`position`, but inside the
         record while one is handed out in pieces."""
-        return self.position if self._piece_start is None else self._base + self._offset
+        return self.position if self._piece is None else self._base + self._offset
 
     @property
     def inside_record(self) -> bool:
         """Whether the bytes fed end inside a record (one not whole yet, or handed out
         in pieces so far)."""
-        return self._piece_start is not None or self.buffered > 0
+        return self._piece is not None or self.buffered > 0
 
     @property
     def buffered(self) -> int:
@@ -159,7 +154,7 @@ class RecordDecoder:
         start = self._offset
         records = 0
         while self._outcome is NEED_DATA:
-            if self._piece_start is not None:
+            if self._piece is not None:
                 if not self._take_piece():
                     break
                 records += 1
@@ -182,45 +177,37 @@ class RecordDecoder:
     def _start_piece(self, end: int) -> bool:
         """At a record not whole in the buffer: start handing it out in pieces if it is
         longer than ``piece_size`` and its head is here; whether it was started."""
-        available = end - self._offset
         if self._outcome is not NEED_DATA or self._piece_size is None:
             return False
-        if available < RECORD_HEAD_MAX:
+        end = min(end, len(self._buffer))
+        if end - self._offset < RECORD_HEAD_MAX:
             return False
-        length, stored = _PREFIX.unpack_from(self._buffer, self._offset)
+        (length,) = _LENGTH.unpack_from(self._buffer, self._offset)
         if length <= self._piece_size:
             return False  # short enough to wait for whole
-        if self._buffer[self._offset + 8] != MAGIC:  # the scan checks this once it is whole
-            self._set_outcome(
-                CORRUPT, f"unknown record format 0x{self._buffer[self._offset + 8]:02x}"
-            )
+        head = self._buffer[self._offset : self._offset + RECORD_HEAD_MAX]
+        try:
+            self._piece = RecordInPieces.begin(head, self._base + self._offset)
+        except RecordError as exc:
+            self._set_outcome(CORRUPT, str(exc))
             return False
-        self._piece_start = self._base + self._offset
-        self._piece_left = length - 8
-        self._piece_crc = 0
-        self._piece_stored = stored
-        self._offset += 8  # the length and CRC fields: not covered by the CRC
         return True
 
     def _take_piece(self) -> bool:
         """Take the buffered bytes of the record handed out in pieces; whether it ended
         (whole and checked). One that fails its CRC32C is corrupt, its last piece kept."""
-        assert self._piece_start is not None
+        assert self._piece is not None
         before = self._offset
-        size = min(self._piece_left, len(self._buffer) - before)
-        if self._verify:
-            self._piece_crc = crc32c(
-                memoryview(self._buffer)[before : before + size], self._piece_crc
-            )
+        size = min(self._piece.missing, len(self._buffer) - before)
+        self._piece = self._piece.add(memoryview(self._buffer)[before : before + size])
         self._offset += size
-        self._piece_left -= size
-        if self._piece_left:
+        if self._piece.missing:
             return False
-        if self._verify and self._piece_crc != self._piece_stored:
+        if self._verify and not self._piece.intact:
             self._offset = before  # never whole: position stays at its start
-            self._outcome = Corrupt(self._piece_start, "CRC32C mismatch")
+            self._outcome = Corrupt(self._piece.start, "CRC32C mismatch")
             return False
-        self._piece_start = None
+        self._piece = None
         return True
 
     def _set_outcome(self, outcome: str, reason: str) -> None:

@@ -17,8 +17,9 @@ A chunk that overlaps what the copy already holds in its current file is compare
 with it and trimmed, and one wholly behind that file is ignored, so two sources (a
 publisher's push and a peer's backup fetch) can race without harm: both copy the
 same log. Overlapping bytes that differ are refused (:class:`MirrorError`): two
-different logs claim the same positions, and the copy keeps the first. Bytes of a
-record not yet whole are not held yet: a chunk that differs there takes their place.
+different logs claim the same positions, and the copy keeps the first. The part of a
+record come so far goes when it fails its CRC (it is sent again from its start) and when
+the source seals the file where it begins (its writer stopped inside it).
 
 A copy starts at the start of a file, unless made with ``start_mid_file=True``
 (a subscriber that begins at a position: the bytes before it are a hole).
@@ -35,15 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from crc32c import crc32c
-
 from ._decoder import NEED_DATA, SEALED, RecordDecoder
-from ._errors import LogError
+from ._errors import LogError, RecordError
 from ._files import (
     DirectoryLock,
     PendingSync,
@@ -52,13 +49,19 @@ from ._files import (
 )
 from ._position import file_name, file_start, split_position
 from ._reader import Chunk
-from ._record import MAGIC, MAX_RECORD_SIZE, RECORD_HEAD_MAX, SEAL_TRAILER, Record, scan
+from ._record import (
+    MAX_RECORD_SIZE,
+    RECORD_HEAD_MAX,
+    SEAL_TRAILER,
+    Record,
+    RecordInPieces,
+    scan,
+)
 from ._writer import SyncPolicy
 
 #: Names the position a copy began at, when it began mid-file (the bytes before are a hole).
 MIRROR_START_FILE = ".mirror-start"
 _RECOVER_CHUNK = 4 << 20
-_PREFIX = struct.Struct("<II")
 
 #: Called with the origin and start position of each record new to a copy, before any of
 #: its bytes are written; it raises to refuse the chunk.
@@ -74,16 +77,6 @@ def read_mirror_start(directory: Path) -> int | None:
 
 class MirrorError(LogError, ValueError):
     """A chunk that does not continue the copy, or is not whole valid records."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Partial:
-    """The record the copy's current file ends inside: come so far in pieces."""
-
-    length: int  # its length field: bytes of the whole record
-    stored_crc: int  # the CRC32C its header gives
-    crc: int  # the CRC32C of its bytes [8, have) so far
-    have: int  # its bytes written
 
 
 class LogMirror:
@@ -108,7 +101,7 @@ class LogMirror:
         self._file: tuple[int, int] | None = None
         self._fd = -1
         self._size = 0  # bytes of whole records in the current file (its seal excluded)
-        self._partial: _Partial | None = None  # a record after them, come in part so far
+        self._partial: RecordInPieces | None = None  # a record after them, come in part
         self.sealed = False
         #: records this mirror wrote since it was opened (not those it found on disk)
         self.records_written = 0
@@ -145,6 +138,10 @@ class LogMirror:
         if self._file is not None and file < self._file:
             return self.end  # an old file: held already
         if self._file == file:
+            if chunk.sealed and self._partial is not None and offset + len(data) == self._size:
+                # The source's file ends where the part of a record begins: it never
+                # became whole there (its writer stopped inside it), so it goes.
+                self._drop_partial()
             data, offset = self._trim(chunk.position, data, offset)
             written = self._written
             if offset != written:
@@ -195,40 +192,43 @@ class LogMirror:
 
     def _trim(self, position: int, data: bytes, offset: int) -> tuple[bytes, int]:
         """``data`` at ``offset`` of the current file less what the copy holds already
-        (compared), and the offset where the rest goes."""
+        (compared: bytes that differ are another log's), and the offset of the rest."""
         written = self._written
         if offset >= written:
             return data, offset
         overlap = min(written - offset, len(data))
-        if os.pread(self._fd, overlap, offset) == data[:overlap]:
-            return data[overlap:], written
-        whole = max(0, min(self._size - offset, len(data)))
-        if os.pread(self._fd, whole, offset) != data[:whole]:
+        if os.pread(self._fd, overlap, offset) != data[:overlap]:
             raise MirrorError(
-                f"chunk at {position} differs from the {whole} bytes the copy in"
+                f"chunk at {position} differs from the {overlap} bytes the copy in"
                 f" {self.directory} already holds there: another log claims these positions"
             )
-        # It differs only in a record not whole yet, which nothing counts: the chunk's
-        # bytes take its place (one starting inside it then leaves a gap).
+        return data[overlap:], written
+
+    def _drop_partial(self) -> None:
+        """Let go of the record come in part so far: its source sends it again whole, or
+        never (it stopped inside it)."""
         self._partial = None
         os.ftruncate(self._fd, self._size)
-        return data[whole:], offset + whole
 
     def _frame(
-        self, position: int, data: bytes, partial: _Partial | None, admit: Admit | None
-    ) -> tuple[int, _Partial | None, int]:
+        self, position: int, data: bytes, partial: RecordInPieces | None, admit: Admit | None
+    ) -> tuple[int, RecordInPieces | None, int]:
         """Check ``data`` (at ``position``, continuing ``partial`` if not None) before a
         byte is written: ``(whole, partial, records)``, the bytes of it up to the end of
         its last whole record (0: none ends in it), the record it ends inside, and how
         many records end in it. MirrorError unless it is valid records."""
         records = start = 0
         if partial is not None:
-            start = min(partial.length - partial.have, len(data))
-            crc = crc32c(memoryview(data)[:start], partial.crc)
-            if start < partial.length - partial.have:
-                return 0, _Partial(partial.length, partial.stored_crc, crc, partial.have + start), 0
-            if crc != partial.stored_crc:
-                raise MirrorError(f"the record ending at {position + start} fails its CRC32C check")
+            start = min(partial.missing, len(data))
+            partial = partial.add(memoryview(data)[:start])
+            if partial.missing:
+                return 0, partial, 0
+            if not partial.intact:
+                self._drop_partial()
+                raise MirrorError(
+                    f"the record at {partial.start} fails its CRC32C check: the copy lets go"
+                    " of it, to be sent again from its start"
+                )
             records = 1
         found, stop, outcome, reason, count = scan(
             data, start, position, keep=admit is not None, max_length=self.max_record_size
@@ -244,18 +244,18 @@ class LogMirror:
             raise MirrorError(
                 f"chunk at {position} is not valid records: {why} at {position + stop}"
             )
-        length, stored_crc = _PREFIX.unpack_from(data, stop)
-        head = data[stop : stop + RECORD_HEAD_MAX]
-        if len(head) < min(length, RECORD_HEAD_MAX) or head[8] != MAGIC:
-            raise MirrorError(
-                f"chunk at {position} ends in a partial record at {position + stop}: a record"
-                f" sent in pieces begins with its first {RECORD_HEAD_MAX} bytes, of a valid"
-                " record, and a shorter one comes whole"
+        try:
+            partial = RecordInPieces.begin(
+                data[stop : stop + RECORD_HEAD_MAX], position + stop, self.max_record_size
             )
+        except RecordError as exc:
+            raise MirrorError(
+                f"chunk at {position} ends in a partial record at {position + stop}: {exc} (a"
+                " record sent in pieces begins with its head, and a shorter one comes whole)"
+            ) from None
         if admit is not None:
-            admit(_origin(Record(head, position + stop + length), position), position + stop)
-        crc = crc32c(memoryview(data)[stop + 8 :])
-        return stop, _Partial(length, stored_crc, crc, len(data) - stop), records
+            admit(partial.origin, partial.start)
+        return stop, partial.add(memoryview(data)[stop:]), records
 
     def sync(self) -> int | None:
         """Force what was written to disk; return the durable end."""

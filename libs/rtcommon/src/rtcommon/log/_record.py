@@ -27,6 +27,7 @@ touches a payload it rejects.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
@@ -212,6 +213,71 @@ class Record:
         """The message, decoded from the payload by the record's codec."""
         raw = self.raw
         return decode_payload(memoryview(raw)[self._origin_start() + raw[11] :], raw[9], raw[10])
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInPieces:
+    """A record checked as its bytes come in pieces (one too long to travel whole): what
+    its header says, and its CRC32C so far. Immutable: :meth:`add` returns the next."""
+
+    start: int  #: the position of its first byte
+    length: int  #: bytes of the whole record
+    stored_crc: int  #: the CRC32C its header gives
+    origin: str  #: who it is from, read from its head
+    crc: int = 0  #: the CRC32C of its bytes [8, have)
+    have: int = 0  #: its bytes come so far
+
+    @classmethod
+    def begin(cls, head: bytes, start: int, max_length: int = MAX_RECORD_SIZE) -> RecordInPieces:
+        """The record whose first bytes are ``head`` (``RECORD_HEAD_MAX`` of them, or
+        fewer if the record is shorter), none of it come yet. RecordError unless they can
+        begin a record: a possible length, its format, at most two tags, and its tags
+        and origin within ``head`` (so the origin read here is the one every reader of
+        the whole record reads)."""
+        if len(head) < HEADER_SIZE:
+            raise RecordError(f"a record's first {len(head)} bytes do not hold its header")
+        length, stored_crc = _PREFIX.unpack_from(head)
+        if not HEADER_SIZE <= length <= MAX_RECORD_SIZE:
+            raise RecordError(f"impossible record length {length}")
+        if length > max_length:
+            raise RecordError(f"a record of {length} bytes, over the limit of {max_length}")
+        if len(head) < min(length, RECORD_HEAD_MAX):
+            raise RecordError(
+                f"a record's first piece holds {len(head)} bytes, not its head (its first"
+                f" {RECORD_HEAD_MAX} bytes)"
+            )
+        if head[8] != MAGIC:
+            raise RecordError(f"unknown record format 0x{head[8]:02x} (expected 0x{MAGIC:02x})")
+        if head[32] > MAX_TAGS:
+            raise RecordError(f"a record with {head[32]} tags (at most {MAX_TAGS})")
+        cursor = TAGS_OFFSET
+        for _ in range(head[32]):
+            cursor += 1 + head[cursor] if cursor < len(head) else len(head)
+        if cursor + head[11] > min(length, len(head)):
+            raise RecordError("a record whose tags and origin run past its head")
+        try:
+            origin = bytes(head[cursor : cursor + head[11]]).decode()
+        except UnicodeDecodeError:
+            raise RecordError("a record whose origin is not UTF-8") from None
+        return cls(start, length, stored_crc, origin)
+
+    @property
+    def missing(self) -> int:
+        """Its bytes still to come."""
+        return self.length - self.have
+
+    @property
+    def intact(self) -> bool:
+        """Whole, and its CRC32C matches."""
+        return self.have == self.length and self.crc == self.stored_crc
+
+    def add(self, data: bytes | memoryview) -> RecordInPieces:
+        """With ``data``, its next bytes (no more than are missing), come too."""
+        skip = max(0, 8 - self.have)  # the length and CRC fields: not covered by the CRC
+        crc = crc32c(memoryview(data)[skip:], self.crc) if len(data) > skip else self.crc
+        return RecordInPieces(
+            self.start, self.length, self.stored_crc, self.origin, crc, self.have + len(data)
+        )
 
 
 # Outcomes of a scan, besides the records it found.
