@@ -2,10 +2,10 @@
 
 Three real ``rt-sequencer`` processes on loopback, each talking to its peers through a
 fault-injecting TCP proxy (one per directed link: the node's own cluster file names the
-proxies as its peers' addresses), while three publishers send: one on a plain topic and
-an HA pair on a ``.dedup`` topic publishing the same ids; one subscriber follows the
-cluster throughout. Faults, drawn from ``random.Random(SEED)`` every one to three
-seconds for MINUTES minutes:
+proxies as its peers' addresses), while three publishers send: one on a plain topic (a
+message of 1-2 MiB among them every 3 s, which travels in pieces) and an HA pair on a
+``.dedup`` topic publishing the same ids; one subscriber follows the cluster throughout.
+Faults, drawn from ``random.Random(SEED)`` every one to three seconds for MINUTES minutes:
 
 - ``kill``: SIGKILL of a node's sequencer, restarted a little later;
 - ``pause``: SIGSTOP, then SIGCONT;
@@ -63,7 +63,8 @@ from rtproto.v1 import (
 
 BIN = Path(sys.executable).parent
 NODES = 3
-ROLL = 256 << 10
+ROLL = 4 << 20  # files still roll every few seconds, with the long messages
+LONG_EVERY = 60  # rounds of the plain publisher (20 a second) between long messages
 VOLUME = "256m"  # each node's tmpfs, when run as root
 RATE = 400  # messages per second per publisher
 PROXY_OFFSET = 100  # the proxy of link i -> j listens on base + PROXY_OFFSET + 10 i + j
@@ -277,12 +278,15 @@ class Publishing:
         publisher = self.publishers[name]
         explicit = name != "plain"
         rng = random.Random(name)
+        rounds = 0
         while not self._stop.is_set():
-            for _ in range(RATE // 20):
+            rounds += 1
+            for k in range(RATE // 20):
                 n = self.sent[name] + 1
-                publisher.publish(
-                    b"m%d" % n + bytes(rng.randrange(20, 200)), id=n if explicit else None
-                )
+                size = rng.randrange(20, 200)
+                if name == "plain" and rounds % LONG_EVERY == 0 and k == 0:
+                    size = rng.randrange(1 << 20, 2 << 20)  # longer than a chunk: in pieces
+                publisher.publish(b"m%d" % n + bytes(size), id=n if explicit else None)
                 self.sent[name] = n
             time.sleep(0.05)
 
