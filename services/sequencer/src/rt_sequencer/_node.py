@@ -126,7 +126,7 @@ __all__ = ["Node", "node_timing"]
 
 log = logging.getLogger(__name__)
 
-#: How long one backup fetch may run before the core decides again.
+#: How long one backup fetch may go without bringing bytes before the core decides again.
 FETCH_TIMEOUT = 5.0
 #: The core's timer wakes at least this often (it also wakes at every deadline it names).
 MAX_TIMER_SLEEP = 1.0
@@ -842,13 +842,19 @@ class Node:
         """The backup path: copy a stream's input from a peer, up to the target."""
         try:
             stream = self.inputs.open(action.stream, action.topic)
-            async with asyncio.timeout(FETCH_TIMEOUT):
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(FETCH_TIMEOUT) as deadline:
                 fetched = self.links[action.peer].fetch(action.stream, stream.written)
                 async with contextlib.aclosing(fetched) as chunks:
                     async for chunk in chunks:
                         stream.write(chunk)
                         if stream.written >= action.target:
                             break
+                        if chunk.data:
+                            # A fetch goes on while bytes come: one cut off at a fixed
+                            # time would begin a long record again each time, from its
+                            # start, and might never get to its end.
+                            deadline.reschedule(loop.time() + FETCH_TIMEOUT)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             log.info("fetch of %s from node %d: %s", action.stream, action.peer, exc)
         except Exception as exc:  # a refused chunk, a topic conflict, a disk error

@@ -216,7 +216,8 @@ class LogMirror:
         """Check ``data`` (at ``position``, continuing ``partial`` if not None) before a
         byte is written: ``(whole, partial, records)``, the bytes of it up to the end of
         its last whole record (0: none ends in it), the record it ends inside, and how
-        many records end in it. MirrorError unless it is valid records."""
+        many records end in it. MirrorError unless it is valid records (a record come in
+        part that fails its CRC is let go first)."""
         records = start = 0
         if partial is not None:
             start = min(partial.missing, len(data))
@@ -378,7 +379,7 @@ class LogMirror:
 
 
 def _origin(record: Record, position: int) -> str:
-    """A record's origin (of its head, for one come in part), for an admission check."""
+    """A whole record's origin, for an admission check."""
     try:
         return record.origin
     except (UnicodeDecodeError, IndexError):

@@ -3,8 +3,8 @@
 A link runs inside the replicator's asyncio loop. Each *session* opens a Push call,
 learns from the node's first reply the position before which the node already holds
 everything (``held``), and sends the log from there: whole records of one file per
-message, coalesced up to about 1 MiB, never one message per record (a record longer
-than that goes in pieces over several messages, to a node that says it takes them). Replies raise
+message, coalesced up to about 1 MiB, never one message per record (a longer record goes
+in pieces over several messages, to a node that says it takes them). Replies raise
 ``held`` (and ``replicated``, what a quorum holds) as the node makes the bytes durable.
 
 Any fault (the node down, an error status, no reply for ``reply_timeout`` seconds while
