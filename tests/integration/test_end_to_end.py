@@ -50,22 +50,31 @@ def publish_together(cluster: rt.Cluster, root: Path, per_publisher: int) -> Non
     assert not errors, errors
 
 
-class Collector:
-    """on_message for a subscriber: keeps (origin, id, n, position), stops at a count."""
+def numbered(message, position) -> tuple[str, int, int, int]:
+    """(origin, id, n, position) of a message ``publish_together`` sent."""
+    return message.origin, message.id, message.data[2]["n"], position
 
-    def __init__(self, stop_after: int) -> None:
-        self.items: list[tuple[str, int, int, int]] = []
+
+class Collector:
+    """on_message for a subscriber: keeps ``keep(message, position)`` of each, stops at
+    a count."""
+
+    def __init__(self, stop_after: int, keep=numbered) -> None:
+        self.items: list = []
         self.stop_after = stop_after
+        self.keep = keep
         self.done = threading.Event()
 
     def __call__(self, message, position) -> None:
-        self.items.append((message.origin, message.id, message.data[2]["n"], position))
+        self.items.append(self.keep(message, position))
         if len(self.items) >= self.stop_after:
             self.done.set()
 
 
-def subscribe(cluster, log_dir: Path, count: int, position=None, node=None) -> Collector:
-    collector = Collector(count)
+def subscribe(
+    cluster, log_dir: Path, count: int, position=None, node=None, keep=numbered
+) -> Collector:
+    collector = Collector(count, keep)
     subscriber = rt.Subscriber(
         cluster, log_dir=log_dir, position=position, on_message=collector, node=node
     )
@@ -229,18 +238,5 @@ def test_a_message_of_tens_of_mebibytes_goes_through_in_pieces(cluster, tmp_path
         for payload in (b"before", big, b"after"):
             publisher.publish(payload)
         publisher.flush(120)
-    received: list[bytes] = []
-    done = threading.Event()
-
-    def on_message(message, position) -> None:
-        received.append(message.data)
-        if len(received) == 3:
-            done.set()
-
-    subscriber = rt.Subscriber(client, log_dir=tmp_path / "sub", on_message=on_message)
-    subscriber.start()
-    try:
-        assert done.wait(120), f"received {len(received)} of 3"
-    finally:
-        subscriber.unsubscribe()
-    assert received == [b"before", big, b"after"]
+    received = subscribe(client, tmp_path / "sub", 3, keep=lambda message, _: message.data)
+    assert received.items == [b"before", big, b"after"]

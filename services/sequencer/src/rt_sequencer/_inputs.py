@@ -159,6 +159,15 @@ class InputStream:
             self.archived = position
             self.held_changed.fire()
 
+    def suspend(self, why: str) -> None:
+        """Let go of the copy's file until the next write (LogMirror.suspend). A failed
+        sync is said (``why`` the copy goes); the copy then stays open, to be let go of
+        later."""
+        try:
+            self.mirror.suspend()
+        except OSError as exc:
+            log.warning("letting go of the %s input copy of %s: %s", why, self.name, exc)
+
     def close(self) -> None:
         self.mirror.close()
 
@@ -276,10 +285,7 @@ class InputStore:
             and now - stream.written_at >= self.IDLE_SECONDS
         ]
         for stream in idle:
-            try:
-                stream.mirror.suspend()
-            except OSError as exc:  # its sync: said; the copy stays open, tried again later
-                log.warning("letting go of the idle input copy of %s: %s", stream.name, exc)
+            stream.suspend("idle")
         return len(idle)
 
     def close(self) -> None:

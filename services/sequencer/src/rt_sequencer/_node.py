@@ -308,10 +308,7 @@ class Node:
         hold the old one open (the copy's newest file, sealed), lets go of it."""
         stream = self.inputs.streams.get(name)
         if stream is not None:
-            try:
-                stream.mirror.suspend()
-            except OSError as exc:
-                log.warning("letting go of a mended input file of %s: %s", name, exc)
+            stream.suspend("mended")
 
     async def _close_idle_files(self) -> None:
         """Idle input copies and the merge's idle readers let go of their files, so idle

@@ -241,12 +241,12 @@ class Scrubber:
         """The digest of the sealed file starting at ``position`` of the merged log (or
         of ``stream``'s input copy), for a peer (computed once per file, unless the file
         changed)."""
-        copy = self._inputs.get(stream) if stream else None
-        if stream and copy is None:
-            return peer_pb2.FileDigestReply(held=False)
-        log_ = (
-            ScrubbedLog(copy.directory, stream) if copy is not None else ScrubbedLog(self.directory)
-        )
+        log_ = ScrubbedLog(self.directory)
+        if stream:
+            copy = self._inputs.get(stream)
+            if copy is None:
+                return peer_pb2.FileDigestReply(held=False)
+            log_ = ScrubbedLog(copy.directory, stream)
         directory = log_.directory
         file = split_position(position)[:2]
         if self._busy() or file not in log_.sealed_files():
